@@ -1,4 +1,4 @@
-"""Time as an injected object, so retry, backoff and provider spacing are testable without sleeping."""
+"""Time as an injected object, so retry, backoff and provider spacing are testable without sleep."""
 
 from __future__ import annotations
 

@@ -1,0 +1,149 @@
+"""Builds every component from settings and runs them in one asyncio loop.
+
+Shutdown is ordered and bounded: stop accepting (SMTP, HTTP), stop claiming work, let in-flight
+work finish within a timeout, cancel the rest (which the next start treats as a crash), then
+close clients and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import ssl
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from bridge.clock import Clock, SystemClock
+from bridge.config import Settings, parse_listen
+from bridge.errors import ConfigError
+from bridge.ingress.smtp import FaxHandler, start_smtp_server
+from bridge.ingress.web import build_web_app
+from bridge.mail import Templates, make_transport
+from bridge.numbers import NumberPolicy
+from bridge.providers.faxmax import FaxMaxClient
+from bridge.store import Store
+from bridge.workers.base import Worker
+from bridge.workers.converter import Converter
+from bridge.workers.mailer import Mailer
+from bridge.workers.reporter import Reporter
+from bridge.workers.sender import FaxSender, Sender, status_classifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bridge:
+    """The running service. `start()` returns once every listener is bound."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    store: Store = field(init=False)
+    smtp_port: int = field(init=False, default=0)
+    http_port: int = field(init=False, default=0)
+    workers: list[Worker] = field(init=False, default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
+    _smtp: asyncio.Server | None = field(init=False, default=None)
+    _web: web.AppRunner | None = field(init=False, default=None)
+    _client: FaxMaxClient | None = field(init=False, default=None)
+    _executor: ProcessPoolExecutor | None = field(init=False, default=None)
+
+    async def start(self, *, client: FaxSender | None = None) -> None:
+        s = self.settings
+        data = s.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        self.store = await Store.open(data / "fax-bridge.sqlite3")
+        now = self.clock.now()
+        for job_id in await self.store.recover_after_crash(now):
+            log.error("job %s: was being sent when fax-bridge stopped; marked unknown and not "
+                      "resent (fax-bridge retry %s resends it)", job_id, job_id)
+        templates = Templates(s.mail.templates_dir)
+        self._executor = ProcessPoolExecutor(max_workers=2,
+                                             mp_context=multiprocessing.get_context("spawn"))
+        if client is None:
+            self._client = FaxMaxClient(s.faxmax)
+            client = self._client
+        mailer = Mailer(self.store, self.clock, make_transport(s.mail, s.maildir_path), s.mail)
+        reporter = Reporter(self.store, self.clock, s, templates, on_enqueued=mailer.wake)
+        sender = Sender(self.store, self.clock, client, s.faxmax, on_final=reporter.wake)
+        converter = Converter(self.store, self.clock, executor=self._executor,
+                              documents_dir=data / "documents", templates=templates,
+                              cover_page=s.faxmax.cover_page, on_ready=sender.wake,
+                              on_failed=reporter.wake)
+        self.workers = [converter, sender, reporter, mailer]
+        for worker in self.workers:
+            self._tasks.append(asyncio.create_task(worker.run(), name=worker.name))
+
+        handler = FaxHandler(
+            s.smtp, store=self.store, clock=self.clock, spool_dir=data / "spool",
+            number_policy=NumberPolicy.from_config(home_country=s.numbers.default_country_code,
+                                                   allow=s.numbers.allow, deny=s.numbers.deny),
+            default_country_code=s.numbers.default_country_code,
+            max_per_hour=s.numbers.max_faxes_per_sender_per_hour, on_queued=converter.wake)
+        host, port = parse_listen(s.smtp.listen, "smtp.listen")
+        self._smtp = await start_smtp_server(handler, host, port, tls_context=self._tls())
+        self.smtp_port = self._smtp.sockets[0].getsockname()[1]
+
+        app = build_web_app(s.http, store=self.store, clock=self.clock,
+                            classify=status_classifier(s.faxmax), on_status=reporter.wake)
+        self._web = web.AppRunner(app, access_log=None)
+        await self._web.setup()
+        host, port = parse_listen(s.http.listen, "http.listen")
+        site = web.TCPSite(self._web, host, port)
+        await site.start()
+        self.http_port = self._web.addresses[0][1]
+        log.info("fax-bridge listening: SMTP %s:%d, HTTP %s:%d", host, self.smtp_port, host,
+                 self.http_port)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        s = self.settings.smtp
+        if not s.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(s.tls_cert, s.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"smtp.tls_cert / smtp.tls_key: cannot load: {exc}") from exc
+        return context
+
+    def wake_all(self) -> None:
+        for worker in self.workers:
+            worker.wake()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+        if self._web is not None:
+            await self._web.cleanup()
+        for worker in self.workers:
+            worker.stop()
+        if self._tasks:
+            _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in pending:
+                log.warning("shutdown: %s did not finish within %ss; cancelled", task.get_name(),
+                            timeout)
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._smtp is not None:
+            await self._smtp.wait_closed()
+        if self._client is not None:
+            await self._client.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        await self.store.close()
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT."""
+    bridge = Bridge(settings)
+    await bridge.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("fax-bridge stopping")
+    await bridge.stop()

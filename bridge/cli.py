@@ -1,0 +1,306 @@
+"""The `fax-bridge` command. The only place that turns errors into exit codes and messages."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import io
+import json
+import logging
+import secrets
+import signal
+import smtplib
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+from bridge import config
+from bridge.errors import BridgeError
+from bridge.store import JobState, Store
+
+log = logging.getLogger("bridge")
+
+EXAMPLES = """\
+examples:
+  fax-bridge demo                              try it on this machine, no account needed
+  fax-bridge send-test --to 02122222525@fax.local
+  fax-bridge serve -c /etc/fax-bridge/fax-bridge.toml
+  fax-bridge check-config -c fax-bridge.toml
+  fax-bridge list --state unknown
+  fax-bridge retry 17
+  fax-bridge hash-password < password.txt
+"""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiosmtpd").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+def _load(args: argparse.Namespace) -> config.Settings:
+    return config.load(config.find_config_file(args.config))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    print(f"# effective settings from {settings.source} and the environment; secrets masked")
+    print(config.to_toml(config.masked(settings)), end="")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bridge.app import serve
+
+    settings = _load(args)
+    if not settings.faxmax.enabled and not settings.byosoku.enabled:
+        print("fax-bridge: no provider is enabled. Set [faxmax] enabled = true (with "
+              "faxmax.token and http.push_token) in the configuration file "
+              f"({settings.source}), or try `fax-bridge demo` first.", file=sys.stderr)
+        return 1
+    _setup_logging(args.verbose)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def demo_settings(data_dir: Path, faxmax_url: str, smtp_port: int, http_port: int,
+                  push_token: str) -> config.Settings:
+    """Zero-configuration settings: loopback simulator, trusted loopback senders, Maildir."""
+    base = config.Settings()
+    return replace(
+        base,
+        data_dir=str(data_dir),
+        source="fax-bridge demo",
+        smtp=replace(base.smtp, listen=f"127.0.0.1:{smtp_port}",
+                     trusted_networks=("127.0.0.0/8", "::1/128")),
+        http=replace(base.http, listen=f"127.0.0.1:{http_port}", push_token=push_token),
+        faxmax=replace(base.faxmax, enabled=True, url=faxmax_url, token="demo-token",
+                       retry_base=2, retry_cap=30),
+        mail=replace(base.mail, maildir=str(data_dir / "maildir"), retry_base=2, retry_cap=30),
+    )
+
+
+async def _demo(args: argparse.Namespace) -> None:
+    from bridge.app import Bridge
+    from bridge.simulators import FaxMaxSimulator
+
+    data_dir: Path = args.data_dir
+    simulator = FaxMaxSimulator(token="demo-token")
+    await simulator.start()
+    token = secrets.token_urlsafe(24)
+    settings = demo_settings(data_dir, simulator.url, args.smtp_port, args.http_port, token)
+    bridge = Bridge(settings)
+    await bridge.start()
+    simulator.push_url = f"http://127.0.0.1:{bridge.http_port}/faxmax/push/{token}"
+    smtp = f"127.0.0.1:{bridge.smtp_port}"
+    print(f"""
+fax-bridge demo is running (FaxMAX is simulated on {simulator.url}; nothing leaves this machine).
+
+  Send a test fax:   fax-bridge send-test --smtp {smtp} --to 02122222525@fax.local
+  or with swaks:     swaks --server {smtp} --to 02122222525@fax.local --attach @some.pdf
+  Delivery reports:  {settings.maildir_path / 'new'}
+  Queue:             fax-bridge status --data-dir {data_dir}
+
+Press Ctrl-C to stop.
+""", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    await bridge.stop()
+    await simulator.stop()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _setup_logging(args.verbose)
+    args.data_dir = Path(args.data_dir).resolve()
+    asyncio.run(_demo(args))
+    return 0
+
+
+def test_pdf() -> bytes:
+    """A one-page A4 PDF with a line of text, made with Pillow."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    page = Image.new("L", (1654, 2339), 255)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.load_default(size=64)
+    draw.text((150, 200), "fax-bridge test fax", fill=0, font=font)
+    out = io.BytesIO()
+    page.save(out, "PDF", resolution=200.0)
+    return out.getvalue()
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    host, port = config.parse_listen(args.smtp, "--smtp")
+    msg = EmailMessage()
+    msg["From"] = args.sender
+    msg["To"] = args.to
+    msg["Subject"] = "fax-bridge test fax"
+    msg["Message-ID"] = make_msgid(domain="fax-bridge.test")
+    msg.set_content("This page was sent by `fax-bridge send-test`.\n")
+    msg.add_attachment(test_pdf(), maintype="application", subtype="pdf",
+                       filename="test-fax.pdf")
+    with smtplib.SMTP(host, port, timeout=30) as smtp:
+        smtp.ehlo()
+        code, text = smtp.mail(args.sender)
+        if code == 250:
+            code, text = smtp.rcpt(args.to)
+        if code == 250:
+            code, text = smtp.data(msg.as_bytes())
+    print(f"{code} {text.decode(errors='replace')}")
+    return 0 if code == 250 else 1
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    data_dir = Path(args.data_dir) if args.data_dir else _load(args).data_path
+    db = data_dir / "fax-bridge.sqlite3"
+    if not db.exists():
+        raise BridgeError(f"no fax-bridge database at {db}")
+    return asyncio.run(Store.open(db))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def run() -> None:
+        store = _open_store(args)
+        try:
+            jobs, mails = await store.job_counts(), await store.mail_counts()
+            quarantined = len(await store.quarantined())
+        finally:
+            await store.close()
+        print("fax jobs:  " + ", ".join(f"{s} {jobs.get(s, 0)}" for s in JobState))
+        print("emails:    " + ", ".join(f"{s} {n}" for s, n in sorted(mails.items())) or "none")
+        print(f"quarantined pushes: {quarantined}")
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    async def run() -> None:
+        store = _open_store(args)
+        try:
+            jobs = await store.jobs(JobState(args.state) if args.state else None, args.limit)
+        finally:
+            await store.close()
+        if args.json:
+            print(json.dumps([{"id": j.id, "state": j.state, "number": j.number,
+                               "sender": j.sender, "attempts": j.attempts,
+                               "fax_id": j.fax_id, "detail": j.detail} for j in jobs], indent=2))
+            return
+        print(f"{'job':>6}  {'state':<9}  {'number':<16}  {'sender':<30}  detail")
+        for j in jobs:
+            print(f"{j.id:>6}  {j.state:<9}  +{j.number:<15}  {j.sender[:30]:<30}  "
+                  f"{j.detail[:60]}")
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    async def run() -> bool:
+        store = _open_store(args)
+        try:
+            from bridge.clock import SystemClock
+
+            return await store.requeue_job(args.job, SystemClock().now())
+        finally:
+            await store.close()
+
+    if not asyncio.run(run()):
+        print(f"fax-bridge: job {args.job} is not unknown or failed; nothing resent",
+              file=sys.stderr)
+        return 1
+    print(f"job {args.job} queued again; the running service sends it within a minute")
+    return 0
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from bridge.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            print("fax-bridge: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("fax-bridge: empty password", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fax-bridge", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Send faxes from any mail client; receive faxes in your inbox.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        return p
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", help="configuration file (default: $FAX_BRIDGE_CONFIG, "
+                                              "then ./fax-bridge.toml, then built-in defaults)")
+
+    def with_store(p: argparse.ArgumentParser) -> None:
+        with_config(p)
+        p.add_argument("--data-dir", help="read this data directory instead of the config's")
+
+    p = command("serve", "run the bridge")
+    with_config(p)
+    p.set_defaults(func=cmd_serve)
+    p = command("demo", "run against built-in simulators on loopback, delivering to a Maildir")
+    p.add_argument("--data-dir", default="./demo-data")
+    p.add_argument("--smtp-port", type=int, default=2525)
+    p.add_argument("--http-port", type=int, default=8025)
+    p.set_defaults(func=cmd_demo)
+    p = command("check-config", "validate and print the effective settings, secrets masked")
+    with_config(p)
+    p.set_defaults(func=cmd_check_config)
+    p = command("status", "what is queued, sent, failed")
+    with_store(p)
+    p.set_defaults(func=cmd_status)
+    p = command("list", "list fax jobs, newest first")
+    with_store(p)
+    p.add_argument("--state", choices=[s.value for s in JobState])
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_list)
+    p = command("retry", "resend an unknown or failed fax job (you decide it was not sent)")
+    with_store(p)
+    p.add_argument("job", type=int)
+    p.set_defaults(func=cmd_retry)
+    p = command("hash-password", "make a password hash for [[smtp.users]]")
+    p.set_defaults(func=cmd_hash_password)
+    p = command("send-test", "send a one-page test fax by SMTP")
+    p.add_argument("--smtp", default="127.0.0.1:2525", help="host:port of the bridge")
+    p.add_argument("--to", default="02122222525@fax.local")
+    p.add_argument("--sender", default="demo@example.com")
+    p.set_defaults(func=cmd_send_test)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except BridgeError as exc:
+        print(f"fax-bridge: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, smtplib.SMTPException) as exc:
+        print(f"fax-bridge: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code

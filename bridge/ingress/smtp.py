@@ -1,0 +1,253 @@
+"""The SMTP side: who may send, to which numbers, and what is acknowledged when.
+
+Everything that can be refused is refused during the dialogue, in words that end up in the
+sender's bounce. `250` after DATA is answered only once the mail and its jobs are committed;
+document conversion and the FaxMAX call happen later, so the answer comes fast and does not
+depend on the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from bridge import mime
+from bridge.clock import Clock
+from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
+from bridge.numbers import NumberError, NumberPolicy, check_policy, parse_local_part
+from bridge.passwords import verify_password
+from bridge.store import NewMessage, Store, is_disk_full
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "451 4.3.0 Internal error in the fax gateway; please try again later"
+DISK_FULL = "452 4.3.1 The fax gateway is out of storage; please try again later"
+
+
+def sender_allowed(address: str, allowed: tuple[str, ...]) -> bool:
+    """`allowed` holds addresses and `@domain` entries; empty means everyone."""
+    if not allowed:
+        return True
+    address = address.lower()
+    domain = "@" + address.rpartition("@")[2]
+    return any(entry.lower() in (address, domain) for entry in allowed)
+
+
+def write_spool(spool_dir: Path, raw: bytes) -> Path:
+    """Durably store the raw mail: tmp file, fsync, rename, fsync the directory."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{uuid.uuid4().hex}.eml"
+    tmp = spool_dir / f".{name}.tmp"
+    with open(tmp, "wb") as fp:
+        fp.write(raw)
+        fp.flush()
+        os.fsync(fp.fileno())
+    final = spool_dir / name
+    os.rename(tmp, final)
+    fd = os.open(spool_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return final
+
+
+class FaxSMTP(SMTP):
+    """aiosmtpd's protocol with its two fixed size-limit replies reworded for people."""
+
+    def __init__(self, handler: FaxHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        megabytes = handler.settings.max_message_bytes / 1_000_000
+        too_big = (f"552 5.3.4 Message too big: this fax gateway accepts mail of at most "
+                   f"{megabytes:.0f} MB; send fewer or smaller attachments")
+        self._rewrites = {
+            "552 Error: message size exceeds fixed maximum message size": too_big,
+            "552 Error: Too much mail data": too_big,
+        }
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = self._rewrites.get(status, status)
+        await super().push(status)
+
+
+class FaxHandler:
+    """aiosmtpd handler hooks. `session.peer` and AUTH decide who may send; the recipient's
+    local part decides where; the content decides what."""
+
+    def __init__(
+        self, settings: SmtpSettings, *, store: Store, clock: Clock, spool_dir: Path,
+        number_policy: NumberPolicy, default_country_code: str, max_per_hour: int,
+        on_queued: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.spool_dir = spool_dir
+        self.number_policy = number_policy
+        self.default_country_code = default_country_code
+        self.max_per_hour = max_per_hour
+        self.on_queued = on_queued
+        self.trusted = parse_networks(settings.trusted_networks, "smtp.trusted_networks")
+        self.users = {u.name: u for u in settings.users}
+
+    # --- AUTH ------------------------------------------------------------------------------
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+        auth_data: Any,
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        name = auth_data.login.decode("utf-8", "replace")
+        user = self.users.get(name)
+        if user is None or not verify_password(auth_data.password, user.password_hash):
+            log.warning("smtp %s: failed AUTH %s for %r", session.peer, mechanism, name[:64])
+            return AuthResult(success=False, handled=False)
+        log.info("smtp %s: authenticated as %s", session.peer, name)
+        return AuthResult(success=True, auth_data=user)
+
+    # --- hooks -----------------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        mail_options: list[str],
+    ) -> str:
+        user = session.auth_data if session.authenticated else None
+        if not user and self.settings.auth_required and not in_networks(session.peer,
+                                                                         self.trusted):
+            return ("530 5.7.0 Authentication required: log in with your fax-bridge user "
+                    "name and password before sending")
+        if address in ("", "<>"):  # aiosmtpd passes the null sender as "<>"
+            return ("550 5.7.1 Mail from the null sender (bounces, auto-replies) is not "
+                    "faxed, to avoid mail loops")
+        if isinstance(user, SmtpUser) and user.addresses and address.lower() not in {
+                a.lower() for a in user.addresses}:
+            return (f"550 5.7.1 <{address}>: user {user.name} may only send as "
+                    f"{', '.join(user.addresses)}")
+        if not sender_allowed(address, self.settings.allowed_senders):
+            return f"550 5.7.1 <{address}> is not allowed to send faxes through this gateway"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    def _number(self, address: str) -> str:
+        """The fax number of a recipient address; NumberError says why there is none."""
+        local, at, domain = address.rpartition("@")
+        if not at or domain.lower() != self.settings.domain.lower():
+            raise NumberError(
+                f"relaying denied: this gateway only sends faxes, to NUMBER@"
+                f"{self.settings.domain}", smtp_code=550, enhanced="5.7.1")
+        number = parse_local_part(local, default_country_code=self.default_country_code)
+        check_policy(number, self.number_policy)
+        return number
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if envelope.mail_from is None:
+            return "503 5.5.1 Send MAIL FROM first"
+        try:
+            number = self._number(address)
+        except NumberError as exc:
+            return f"{exc.smtp_code} {exc.enhanced} <{address}>: {exc.message}"
+        numbers = [self._number(a) for a in envelope.rcpt_tos]
+        if number in numbers:
+            return f"250 2.1.5 <{address}>: same number as an earlier recipient; faxed once"
+        if len(numbers) >= self.settings.max_recipients:
+            return (f"452 4.5.3 Too many recipients: at most {self.settings.max_recipients} "
+                    "fax numbers per mail; send the rest in another mail")
+        since = self.clock.now() - 3600
+        sent = await self.store.count_recent_jobs(envelope.mail_from, since)
+        if sent + len(numbers) >= self.max_per_hour:
+            return (f"450 4.7.1 <{envelope.mail_from}> has reached the limit of "
+                    f"{self.max_per_hour} faxes per hour; please try again later")
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return f"250 2.1.5 <{address}>: will be faxed to +{number}"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content
+        assert isinstance(raw, bytes) and envelope.mail_from is not None
+        try:
+            inspection = await asyncio.to_thread(mime.inspect, raw)
+        except mime.Refusal as refusal:
+            log.info("smtp %s: refused mail from %s: %s", session.peer, envelope.mail_from,
+                     refusal.reply)
+            return refusal.reply
+        refusal_text = self._check_header_from(inspection.header_from)
+        if refusal_text:
+            return refusal_text
+        recipients = [(a, self._number(a)) for a in envelope.rcpt_tos]
+        spool_path: Path | None = None
+        try:
+            spool_path = await asyncio.to_thread(write_spool, self.spool_dir, raw)
+            job_ids = await self.store.accept_message(
+                NewMessage(mail_from=envelope.mail_from, header_from=inspection.header_from,
+                           subject=inspection.subject, message_id=inspection.message_id,
+                           refs=inspection.refs, spool_path=str(spool_path),
+                           left_out=inspection.left_out),
+                recipients, self.clock.now())
+        except Exception as exc:
+            if spool_path is not None:
+                spool_path.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                log.error("smtp %s: out of storage, mail from %s deferred: %s", session.peer,
+                          envelope.mail_from, exc)
+                return DISK_FULL
+            raise
+        ids = ", ".join(str(i) for i in job_ids)
+        log.info("smtp %s: mail from %s queued as fax jobs %s (%s)", session.peer,
+                 envelope.mail_from, ids, ", ".join(f"+{n}" for _, n in recipients))
+        self.on_queued()
+        return f"250 2.0.0 queued as fax jobs {ids}"
+
+    def _check_header_from(self, header_from: str) -> str | None:
+        """With a sender allowlist, the visible From: must be one allowed mailbox too."""
+        if not self.settings.allowed_senders:
+            return None
+        addresses = [a for _, a in getaddresses([header_from]) if a]
+        if len(addresses) != 1 or not sender_allowed(addresses[0],
+                                                     self.settings.allowed_senders):
+            return ("550 5.7.1 The From: header must name exactly one sender who is allowed "
+                    "to send faxes through this gateway")
+        return None
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("smtp: internal error: %r", error, exc_info=error)
+        return DISK_FULL if is_disk_full(error) else INTERNAL_ERROR
+
+
+async def start_smtp_server(
+    handler: FaxHandler, host: str, port: int, *, tls_context: Any = None
+) -> asyncio.Server:
+    """SMTP on the application's own loop (never aiosmtpd's threaded Controller)."""
+    loop = asyncio.get_running_loop()
+    settings = handler.settings
+
+    def factory() -> FaxSMTP:
+        return FaxSMTP(
+            handler,
+            data_size_limit=settings.max_message_bytes,
+            enable_SMTPUTF8=False,
+            decode_data=False,
+            ident="fax-bridge",
+            tls_context=tls_context,
+            require_starttls=False,
+            auth_required=False,  # enforced in handle_MAIL, which knows trusted networks
+            auth_require_tls=True,
+            authenticator=handler.authenticate,
+            timeout=settings.timeout,
+            loop=loop,
+        )
+
+    return await loop.create_server(factory, host=host, port=port)

@@ -1,0 +1,209 @@
+"""Outgoing email: composing messages from templates, and delivering them.
+
+Delivery is either an SMTP relay (aiosmtplib) or a Maildir on local disk. Both take the finished
+bytes from the durable outbox, so what is delivered after a restart is exactly what was queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import jinja2
+
+from bridge.config import MailSettings
+from bridge.errors import BridgeError
+
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+SOURCE_TEMPLATES = Path(__file__).parent.parent / "templates"
+
+
+def builtin_templates_dir() -> Path:
+    """Templates ship inside the wheel as `bridge/templates`; a source checkout has them at the
+    top of the repository."""
+    return BUILTIN_TEMPLATES if BUILTIN_TEMPLATES.is_dir() else SOURCE_TEMPLATES
+
+
+class Templates:
+    """Jinja templates, with the operator's `mail.templates_dir` taking precedence."""
+
+    def __init__(self, override_dir: str = "") -> None:
+        search = [override_dir] if override_dir else []
+        search.append(str(builtin_templates_dir()))
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(search),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",),
+                                                default_for_string=False),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def render(self, name: str, context: Mapping[str, Any]) -> str:
+        return self._env.get_template(name).render(**context)
+
+
+def one_line(text: str) -> str:
+    """Header-safe text: provider or sender data may carry CR/LF, which must never reach a
+    header (header injection)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+def compose(
+    templates: Templates,
+    name: str,
+    context: Mapping[str, Any],
+    *,
+    from_: str,
+    to: tuple[str, ...],
+    message_id: str,
+    date: float,
+    in_reply_to: str = "",
+    references: str = "",
+    auto_submitted: bool = True,
+    attachments: tuple[tuple[str, str, bytes], ...] = (),
+) -> EmailMessage:
+    """A message from `<name>.subject.j2`, `<name>.txt.j2` and `<name>.html.j2`."""
+    msg = EmailMessage()
+    msg["Subject"] = one_line(templates.render(f"{name}.subject.j2", context))
+    msg["From"] = from_
+    msg["To"] = ", ".join(to)
+    msg["Date"] = format_datetime(_utc(date))
+    msg["Message-ID"] = message_id
+    if in_reply_to:
+        msg["In-Reply-To"] = one_line(in_reply_to)
+        msg["References"] = one_line(f"{references} {in_reply_to}")
+    if auto_submitted:
+        msg["Auto-Submitted"] = "auto-replied"
+    msg.set_content(templates.render(f"{name}.txt.j2", context))
+    msg.add_alternative(templates.render(f"{name}.html.j2", context), subtype="html")
+    for filename, mimetype, data in attachments:
+        maintype, _, subtype = mimetype.partition("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg
+
+
+def _utc(ts: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC)
+
+
+def as_bytes(msg: EmailMessage) -> bytes:
+    """Wire form with CRLF everywhere (policy.SMTP): no bare LF ever reaches a relay."""
+    return msg.as_bytes(policy=SMTP)
+
+
+class DeliveryError(BridgeError):
+    """An email could not be delivered; `permanent` says whether retrying can help."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str
+    recipients: tuple[str, ...]
+    body: bytes
+
+
+class MaildirTransport:
+    """Writes each message into `new/` of a Maildir: tmp file, fsync, rename, fsync directory,
+    so a crash leaves either the whole message or nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._counter = 0
+
+    def _prepare(self) -> None:
+        for sub in ("tmp", "new", "cur"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+
+    def _write(self, body: bytes) -> Path:
+        self._prepare()
+        self._counter += 1
+        name = f"{time.time_ns()}.P{os.getpid()}Q{self._counter}.{socket.gethostname()}"
+        tmp = self.path / "tmp" / name
+        with open(tmp, "wb") as fp:
+            fp.write(body.replace(b"\r\n", b"\n"))
+            fp.flush()
+            os.fsync(fp.fileno())
+        final = self.path / "new" / name
+        os.rename(tmp, final)
+        fd = os.open(self.path / "new", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return final
+
+    async def deliver(self, envelope: Envelope) -> str:
+        try:
+            path = await asyncio.to_thread(self._write, envelope.body)
+        except OSError as exc:
+            raise DeliveryError(f"cannot write to the Maildir {self.path}: {exc.strerror}",
+                                permanent=False) from exc
+        return f"written to {path}"
+
+
+class SmtpTransport:
+    """Hands messages to an SMTP relay. 4xx and connection trouble are temporary; 5xx is not."""
+
+    def __init__(self, settings: MailSettings) -> None:
+        self.settings = settings
+
+    async def deliver(self, envelope: Envelope) -> str:
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout,
+            username=s.smtp_username or None, password=s.smtp_password or None,
+            use_tls=s.smtp_security == "tls", start_tls=s.smtp_security == "starttls",
+        )
+        try:
+            # The low-level client, because `aiosmtplib.send` refuses the null sender that
+            # reports are sent from.
+            async with client:
+                errors, reply = await client.sendmail(envelope.mail_from,
+                                                      list(envelope.recipients), envelope.body)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            permanent = all(r.code >= 500 for r in exc.recipients)
+            raise DeliveryError("the relay refused the recipients: " + "; ".join(
+                f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients),
+                permanent=permanent) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryError(f"the relay answered {exc.code} {exc.message}",
+                                permanent=500 <= exc.code < 600) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise DeliveryError(f"cannot reach the relay {s.smtp_host}:{s.smtp_port}: "
+                                f"{exc.__class__.__name__}: {exc}", permanent=False) from exc
+        if errors:
+            # Some recipients were refused, the rest accepted: retrying would duplicate the
+            # accepted ones, so the message counts as sent and the refusals are logged.
+            return f"relayed: {reply}; refused: " + "; ".join(
+                f"{r}: {code} {text}" for r, (code, text) in errors.items())
+        return f"relayed: {reply}"
+
+
+Transport = MaildirTransport | SmtpTransport
+
+
+def make_transport(settings: MailSettings, maildir: Path) -> Transport:
+    if settings.transport == "smtp":
+        return SmtpTransport(settings)
+    return MaildirTransport(maildir)
+
+
+def address_of(value: str) -> str:
+    """The bare address in a "Name <addr>" string."""
+    return parseaddr(value)[1]

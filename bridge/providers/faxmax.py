@@ -1,0 +1,240 @@
+"""FaxMAX: the send call (`Fax.send_fax`) and the parsing of its status pushes.
+
+The decisive question for every failed send is "could the fax have gone out?". Only failures that
+surely happened before the request reached FaxMAX (no connection) and explicit "not now" answers
+(502/503/504, 429, a busy error) are retried. Anything after the request was sent (a timeout, a
+reset, a 500, an unreadable answer) makes the outcome unknown, and a fax of unknown outcome is
+never resent automatically: a person decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bridge.config import FaxmaxSettings
+from bridge.errors import (
+    ProviderOutcomeUnknown,
+    ProviderPermanentError,
+    ProviderTimeout,
+    ProviderTransientError,
+)
+from bridge.store import StatusEvent
+
+log = logging.getLogger(__name__)
+PROVIDER = "faxmax"
+RETRY_STATUSES = {429, 502, 503, 504}
+BUSY_WORDS = ("ERR_SERVER_BUSY", "ERR_ACCESS_INTERVAL", "busy", "try again")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    fax_id: str
+    request_id: str
+
+
+def build_request(
+    settings: FaxmaxSettings, *, job_id: int, number: str, cover_html: str | None,
+    request_id: str,
+) -> dict[str, Any]:
+    """The JSON-RPC body. The docs disagree on `token` vs `token_`, so both are sent."""
+    params: dict[str, Any] = {
+        "phones": [{"phone": number, "api_id": str(job_id)}],
+        "paper_size": settings.paper_size,
+        "resolution": settings.resolution,
+    }
+    if settings.token:
+        params["token"] = settings.token
+        params["token_"] = settings.token
+    else:
+        params["username"] = settings.username
+        params["password"] = settings.password
+    if settings.cli:
+        params["cli"] = settings.cli
+    if cover_html:
+        params["cover_html"] = cover_html
+    return {"jsonrpc": "2.0", "id": request_id, "method": "Fax.send_fax", "params": params}
+
+
+def interpret_response(status: int, body: bytes, *, number: str, job_id: int) -> SendResult:
+    """Classify FaxMAX's answer (pure). Raises the error class that says what to do next."""
+    text = body[:300].decode("utf-8", "replace").strip()
+    if status in RETRY_STATUSES:
+        raise ProviderTransientError(f"FaxMAX is temporarily unavailable (HTTP {status})",
+                                     provider=PROVIDER, code=str(status))
+    if status >= 500:
+        raise ProviderOutcomeUnknown(
+            f"FaxMAX answered HTTP {status} after receiving the fax, so it may or may not "
+            "have been sent", provider=PROVIDER, code=str(status))
+    if status in (401, 403):
+        raise ProviderPermanentError(f"FaxMAX refused our credentials (HTTP {status}); the "
+                                     "administrator must check faxmax.token",
+                                     provider=PROVIDER, code=str(status))
+    if status != 200:
+        raise ProviderPermanentError(f"FaxMAX refused the request (HTTP {status}: {text[:120]})",
+                                     provider=PROVIDER, code=str(status))
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise ProviderOutcomeUnknown("FaxMAX's answer was not readable JSON, so it is unknown "
+                                     "whether the fax was accepted", provider=PROVIDER,
+                                     code="bad-json") from exc
+    if not isinstance(doc, dict):
+        raise ProviderOutcomeUnknown("FaxMAX's answer had an unexpected shape",
+                                     provider=PROVIDER, code="bad-shape")
+    error = doc.get("error")
+    if error is not None:
+        code = str(error.get("code", "")) if isinstance(error, dict) else ""
+        message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+        if any(w.lower() in message.lower() for w in BUSY_WORDS):
+            raise ProviderTransientError(f"FaxMAX is busy: {message}", provider=PROVIDER,
+                                         code=code)
+        if code == "-32603":
+            raise ProviderOutcomeUnknown(f"FaxMAX reported an internal error: {message}",
+                                         provider=PROVIDER, code=code)
+        raise ProviderPermanentError(f"FaxMAX refused the fax: {message}", provider=PROVIDER,
+                                     code=code)
+    data = _dig(doc, "result", "message", "data")
+    if not isinstance(data, dict):
+        raise ProviderOutcomeUnknown("FaxMAX's answer did not contain a result",
+                                     provider=PROVIDER, code="no-result")
+    for entry in data.get("phones") or []:
+        if isinstance(entry, dict) and entry.get("fax_id") and (
+            str(entry.get("api_id")) == str(job_id) or entry.get("api_id") is None
+        ):
+            return SendResult(fax_id=str(entry["fax_id"]),
+                              request_id=str(data.get("request_id", "")))
+    for entry in data.get("rejected") or []:
+        phone = entry.get("phone") if isinstance(entry, dict) else entry
+        if str(phone) == number or (isinstance(entry, dict)
+                                    and str(entry.get("api_id")) == str(job_id)):
+            reason = entry.get("message") if isinstance(entry, dict) else None
+            raise ProviderPermanentError(
+                f"FaxMAX rejected the number {number}" + (f": {reason}" if reason else ""),
+                provider=PROVIDER, code="rejected")
+    raise ProviderOutcomeUnknown("FaxMAX's answer mentioned neither a fax id nor a rejection "
+                                 "for this number", provider=PROVIDER, code="no-fax-id")
+
+
+def _dig(doc: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc
+
+
+class FaxMaxClient:
+    """One `Fax.send_fax` call per job. TLS is verified (aiohttp's default) on every call."""
+
+    def __init__(self, settings: FaxmaxSettings) -> None:
+        self.settings = settings
+        # A fresh connection per call: a pooled connection that the server had silently closed
+        # would fail in a way indistinguishable from "sent, then reset", turning a safe retry
+        # into an unknown outcome.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True),
+            timeout=aiohttp.ClientTimeout(total=settings.timeout,
+                                          sock_connect=min(settings.timeout, 15.0)),
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def send_fax(
+        self, *, job_id: int, number: str, document: Path, cover_html: str | None
+    ) -> SendResult:
+        request_id = str(uuid.uuid4())
+        body = build_request(self.settings, job_id=job_id, number=number,
+                             cover_html=cover_html, request_id=request_id)
+        try:
+            with document.open("rb") as fp:
+                form = aiohttp.FormData()
+                form.add_field("data", json.dumps(body, ensure_ascii=False))
+                form.add_field("fax_file", fp, filename=f"fax-job-{job_id}.pdf",
+                               content_type="application/pdf")
+                async with self._session.post(self.settings.url, data=form) as resp:
+                    payload = await resp.read()
+                    status = resp.status
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise ProviderTransientError(f"cannot connect to FaxMAX: {exc}", provider=PROVIDER,
+                                         code="connect") from exc
+        except TimeoutError as exc:
+            raise ProviderTimeout(f"FaxMAX did not answer within {self.settings.timeout:g} "
+                                  "seconds after receiving the fax", provider=PROVIDER,
+                                  code="timeout") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ProviderOutcomeUnknown(f"the connection to FaxMAX broke after the fax was "
+                                         f"sent ({exc.__class__.__name__})", provider=PROVIDER,
+                                         code="reset") from exc
+        return interpret_response(status, payload, number=number, job_id=job_id)
+
+
+# --- pushes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushBatch:
+    status_events: tuple[StatusEvent, ...]
+    incoming: tuple[Mapping[str, Any], ...]
+    bad: tuple[tuple[str, str], ...]  # (raw event JSON or body, reason)
+
+
+def _event_key(event: Mapping[str, Any]) -> str:
+    """A replayed push is byte-for-byte the same event; its key makes the replay a no-op."""
+    canonical = json.dumps(event, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_push(body: bytes) -> PushBatch:
+    """Split a push body into status events, incoming faxes and what could not be understood.
+    Pure and total: any input yields a batch, never an exception."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return PushBatch((), (), ((body.decode("utf-8", "replace"), "the body is not JSON"),))
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list):
+        return PushBatch((), (), ((body.decode("utf-8", "replace"),
+                                   "the body is not a JSON array of events"),))
+    statuses: list[StatusEvent] = []
+    incoming: list[Mapping[str, Any]] = []
+    bad: list[tuple[str, str]] = []
+    for event in doc:
+        raw = json.dumps(event, ensure_ascii=False)
+        if not isinstance(event, dict):
+            bad.append((raw, "an event is not a JSON object"))
+            continue
+        kind = event.get("type")
+        if kind == "OUTGOING_FAX":
+            fax_id, status = event.get("id"), event.get("status")
+            if not isinstance(fax_id, str | int) or not fax_id or not isinstance(status, str):
+                bad.append((raw, "an OUTGOING_FAX event lacks its id or status"))
+                continue
+            statuses.append(StatusEvent(
+                provider=PROVIDER, fax_id=str(fax_id), status=status.strip().upper(),
+                result_message=str(event.get("result_message") or ""),
+                pages=_int_or_none(event.get("page_count")),
+                event_key=_event_key(event), raw=raw,
+            ))
+        elif kind == "INCOMING_FAX":
+            incoming.append(event)
+        else:
+            bad.append((raw, f"unknown event type {kind!r}"))
+    return PushBatch(tuple(statuses), tuple(incoming), tuple(bad))

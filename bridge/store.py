@@ -1,0 +1,622 @@
+"""The only module that speaks SQL: one SQLite file in WAL mode holds every queue and every fact.
+
+Rules this module enforces for the rest of the program:
+- a caller is acknowledged (SMTP 250, webhook 2xx) only after the transaction that stored its data
+  has committed with `synchronous=FULL`;
+- every side effect (a fax to send, an email to deliver) is a row with a state, an attempt count and
+  a next-attempt time, so a restart resumes exactly where the last run stopped;
+- de-duplication happens at the database (`UNIQUE` + `ON CONFLICT DO NOTHING`), never by
+  SELECT-then-INSERT;
+- a fax job claimed for sending is `sending` on disk *before* the provider is called, so a crash
+  in the send window is visible afterwards and becomes `unknown`, never a silent resend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL or ENOSPC: the caller should say "try again later", not "error"."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+FINAL_JOB_STATES = (JobState.DELIVERED, JobState.FAILED, JobState.UNKNOWN)
+
+
+class MessageState(StrEnum):
+    RECEIVED = "received"  # stored, documents not yet converted
+    READY = "ready"  # converted into one PDF; its jobs may be sent
+    FAILED = "failed"  # its documents could not be converted
+
+
+class MailState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+SCHEMA: tuple[str, ...] = (
+    # version 1
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        state TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        header_from TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        refs TEXT NOT NULL,
+        spool_path TEXT NOT NULL,
+        document_path TEXT,
+        cover_html TEXT,
+        pages INTEGER,
+        left_out TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX messages_state ON messages(state);
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        message INTEGER NOT NULL REFERENCES messages(id),
+        number TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        fax_id TEXT UNIQUE,
+        provider_status TEXT NOT NULL DEFAULT '',
+        pages_sent INTEGER,
+        detail TEXT NOT NULL DEFAULT '',
+        submitted_at REAL,
+        finished_at REAL,
+        reported TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX jobs_due ON jobs(state, next_attempt_at);
+    CREATE INDEX jobs_sender ON jobs(sender, created_at);
+    CREATE TABLE status_events (
+        id INTEGER PRIMARY KEY,
+        provider TEXT NOT NULL,
+        fax_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        result_message TEXT NOT NULL,
+        pages INTEGER,
+        event_key TEXT NOT NULL UNIQUE,
+        raw TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        applied_at REAL
+    );
+    CREATE INDEX status_events_fax ON status_events(fax_id, applied_at);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL UNIQUE,
+        mail_from TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        body BLOB NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        body BLOB NOT NULL,
+        received_at REAL NOT NULL,
+        replayed_at REAL
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """What the SMTP ingress learnt about a mail before answering 250."""
+
+    mail_from: str
+    header_from: str
+    subject: str
+    message_id: str
+    refs: str
+    spool_path: str
+    left_out: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    state: MessageState
+    mail_from: str
+    header_from: str
+    subject: str
+    message_id: str
+    refs: str
+    spool_path: str
+    document_path: str | None
+    cover_html: str | None
+    pages: int | None
+    left_out: tuple[str, ...]
+    error: str | None
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    message: int
+    number: str
+    recipient: str
+    sender: str
+    state: JobState
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    fax_id: str | None
+    provider_status: str
+    pages_sent: int | None
+    detail: str
+    submitted_at: float | None
+    finished_at: float | None
+    reported: str
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """One delivery-status push for an outgoing fax, as the provider reported it."""
+
+    provider: str
+    fax_id: str
+    status: str
+    result_message: str
+    pages: int | None
+    event_key: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    message_id: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class QueuedMail:
+    id: int
+    message_id: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    body: bytes
+    attempts: int
+    created_at: float
+
+
+def _job(row: sqlite3.Row) -> Job:
+    values = dict(row)
+    values["state"] = JobState(values["state"])
+    return Job(**values)
+
+
+def _message(row: sqlite3.Row) -> Message:
+    values = dict(row)
+    values["state"] = MessageState(values["state"])
+    values["left_out"] = tuple(json.loads(values["left_out"]))
+    return Message(**values)
+
+
+class Store:
+    """An open database. All writes go through `_tx()`, one transaction at a time."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=10000")
+        store = cls(db)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        async with self._tx() as db:
+            async with db.execute("PRAGMA user_version") as cur:
+                row = await cur.fetchone()
+            version = int(row[0]) if row else 0
+            for number, script in enumerate(SCHEMA[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+                await db.execute(f"PRAGMA user_version={number}")
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction. BEGIN IMMEDIATE takes the write lock up front, so a second
+        process (the CLI) waits instead of failing half-way."""
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock, self._db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # --- outbound: messages and jobs -------------------------------------------------------
+
+    async def accept_message(
+        self, msg: NewMessage, recipients: Sequence[tuple[str, str]], now: float
+    ) -> list[int]:
+        """Store a mail and one job per (address, number); returns the job ids."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "INSERT INTO messages (state, mail_from, header_from, subject, message_id, refs,"
+                " spool_path, left_out, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (MessageState.RECEIVED, msg.mail_from, msg.header_from, msg.subject,
+                 msg.message_id, msg.refs, msg.spool_path, json.dumps(list(msg.left_out)), now),
+            )
+            message_id = cur.lastrowid
+            ids = []
+            for address, number in recipients:
+                cur = await db.execute(
+                    "INSERT INTO jobs (message, number, recipient, sender, state,"
+                    " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (message_id, number, address, msg.mail_from.lower(), JobState.QUEUED,
+                     now, now, now),
+                )
+                assert cur.lastrowid is not None
+                ids.append(cur.lastrowid)
+            return ids
+
+    async def messages_to_convert(self) -> list[Message]:
+        rows = await self._all("SELECT * FROM messages WHERE state = ? ORDER BY id",
+                               (MessageState.RECEIVED,))
+        return [_message(r) for r in rows]
+
+    async def message(self, message_id: int) -> Message | None:
+        rows = await self._all("SELECT * FROM messages WHERE id = ?", (message_id,))
+        return _message(rows[0]) if rows else None
+
+    async def mark_message_ready(
+        self, message_id: int, *, document_path: str, pages: int, cover_html: str | None,
+        left_out: Iterable[str],
+    ) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE messages SET state = ?, document_path = ?, pages = ?, cover_html = ?,"
+                " left_out = ? WHERE id = ? AND state = ?",
+                (MessageState.READY, document_path, pages, cover_html,
+                 json.dumps(list(left_out)), message_id, MessageState.RECEIVED),
+            )
+
+    async def fail_message(self, message_id: int, error: str, now: float) -> None:
+        """The documents cannot be faxed: every job of the mail fails with the same words."""
+        async with self._tx() as db:
+            await db.execute("UPDATE messages SET state = ?, error = ? WHERE id = ?",
+                             (MessageState.FAILED, error, message_id))
+            await db.execute(
+                "UPDATE jobs SET state = ?, detail = ?, updated_at = ?, finished_at = ?"
+                " WHERE message = ? AND state = ?",
+                (JobState.FAILED, error, now, now, message_id, JobState.QUEUED),
+            )
+
+    async def recover_after_crash(self, now: float) -> list[int]:
+        """Jobs caught in `sending` by a crash may or may not have reached the provider."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET state = ?, updated_at = ?, finished_at = ?, detail = ?"
+                " WHERE state = ? RETURNING id",
+                (JobState.UNKNOWN, now, now,
+                 "fax-bridge stopped while this fax was being handed to FaxMAX, so it cannot "
+                 "tell whether FaxMAX received it; it was not sent again",
+                 JobState.SENDING),
+            )
+            return [int(r[0]) for r in await cur.fetchall()]
+
+    async def claim_job(self, now: float) -> tuple[Job, Message] | None:
+        """Take the next due job whose documents are ready; it is `sending` once this returns."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ?"
+                " WHERE id = (SELECT j.id FROM jobs j JOIN messages m ON m.id = j.message"
+                "   WHERE j.state = ? AND j.next_attempt_at <= ? AND m.state = ?"
+                "   ORDER BY j.next_attempt_at, j.id LIMIT 1)"
+                " RETURNING *",
+                (JobState.SENDING, now, JobState.QUEUED, now, MessageState.READY),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            job = _job(row)
+            async with db.execute("SELECT * FROM messages WHERE id = ?", (job.message,)) as c:
+                message_row = await c.fetchone()
+            assert message_row is not None
+            return job, _message(message_row)
+
+    async def next_job_due(self, status_timeout: float) -> float | None:
+        """When the sender has something to do next: a queued retry or a status deadline."""
+        rows = await self._all(
+            "SELECT MIN(t) FROM ("
+            " SELECT MIN(j.next_attempt_at) AS t FROM jobs j JOIN messages m ON m.id = j.message"
+            "  WHERE j.state = ? AND m.state = ?"
+            " UNION ALL SELECT MIN(submitted_at) + ? FROM jobs WHERE state = ?)",
+            (JobState.QUEUED, MessageState.READY, status_timeout, JobState.SUBMITTED),
+        )
+        value = rows[0][0] if rows else None
+        return float(value) if value is not None else None
+
+    async def record_submitted(
+        self, job_id: int, fax_id: str, now: float, classify: Callable[[str], JobState | None]
+    ) -> None:
+        """FaxMAX took the fax. Status pushes that raced ahead of this answer apply now."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET state = ?, fax_id = ?, submitted_at = ?, updated_at = ?,"
+                " detail = '' WHERE id = ?",
+                (JobState.SUBMITTED, fax_id, now, now, job_id),
+            )
+            await self._apply_pending(db, fax_id, now, classify)
+
+    async def reschedule_job(self, job_id: int, *, at: float, detail: str, now: float) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET state = ?, next_attempt_at = ?, detail = ?, updated_at = ?"
+                " WHERE id = ?",
+                (JobState.QUEUED, at, detail, now, job_id),
+            )
+
+    async def finish_job(self, job_id: int, state: JobState, *, detail: str, now: float) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE jobs SET state = ?, detail = ?, updated_at = ?, finished_at = ?"
+                " WHERE id = ?",
+                (state, detail, now, now, job_id),
+            )
+
+    async def expire_submitted(self, cutoff: float, now: float) -> list[int]:
+        """Jobs submitted before `cutoff` with no final status push: nobody knows their fate."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET state = ?, updated_at = ?, finished_at = ?, detail = ?"
+                " WHERE state = ? AND submitted_at < ? RETURNING id",
+                (JobState.UNKNOWN, now, now,
+                 "no delivery report: FaxMAX accepted the fax but never said whether it was "
+                 "delivered", JobState.SUBMITTED, cutoff),
+            )
+            return [int(r[0]) for r in await cur.fetchall()]
+
+    async def requeue_job(self, job_id: int, now: float) -> bool:
+        """An operator's explicit resend of an `unknown` or `failed` job."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE jobs SET state = ?, next_attempt_at = ?, updated_at = ?, fax_id = NULL,"
+                " attempts = 0, detail = 'resent by an operator', finished_at = NULL,"
+                " reported = '', provider_status = '' WHERE id = ? AND state IN (?, ?)",
+                (JobState.QUEUED, now, now, job_id, JobState.UNKNOWN, JobState.FAILED),
+            )
+            return cur.rowcount == 1
+
+    async def count_recent_jobs(self, sender: str, since: float) -> int:
+        rows = await self._all("SELECT COUNT(*) FROM jobs WHERE sender = ? AND created_at >= ?",
+                               (sender.lower(), since))
+        return int(rows[0][0])
+
+    async def job(self, job_id: int) -> Job | None:
+        rows = await self._all("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    async def jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        if state is None:
+            rows = await self._all("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = await self._all("SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?",
+                                   (state, limit))
+        return [_job(r) for r in rows]
+
+    async def job_counts(self) -> dict[str, int]:
+        rows = await self._all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    # --- status pushes ---------------------------------------------------------------------
+
+    async def add_status_events(
+        self, events: Sequence[StatusEvent], now: float,
+        classify: Callable[[str], JobState | None],
+    ) -> int:
+        """Store pushes (replays are no-ops) and apply those whose fax id is known.
+
+        Returns how many events were new. A push for a fax id we have not recorded yet (its
+        send response is still on the way) stays pending and is applied by `record_submitted`.
+        """
+        new = 0
+        async with self._tx() as db:
+            for event in events:
+                cur = await db.execute(
+                    "INSERT INTO status_events (provider, fax_id, status, result_message, pages,"
+                    " event_key, raw, received_at) VALUES (?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(event_key) DO NOTHING",
+                    (event.provider, event.fax_id, event.status, event.result_message,
+                     event.pages, event.event_key, event.raw, now),
+                )
+                new += cur.rowcount
+            for fax_id in dict.fromkeys(e.fax_id for e in events):
+                await self._apply_pending(db, fax_id, now, classify)
+        return new
+
+    async def _apply_pending(
+        self, db: aiosqlite.Connection, fax_id: str, now: float,
+        classify: Callable[[str], JobState | None],
+    ) -> None:
+        async with db.execute("SELECT * FROM jobs WHERE fax_id = ?", (fax_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return
+        job = _job(row)
+        async with db.execute(
+            "SELECT id, status, result_message, pages FROM status_events"
+            " WHERE fax_id = ? AND applied_at IS NULL ORDER BY id", (fax_id,)
+        ) as cur:
+            pending = list(await cur.fetchall())
+        state = job.state
+        for event_id, status, message, pages in pending:
+            verdict = classify(status)
+            if state in (JobState.SUBMITTED, JobState.UNKNOWN):
+                if verdict is not None:
+                    state = verdict
+                    await db.execute(
+                        "UPDATE jobs SET state = ?, provider_status = ?, detail = ?,"
+                        " pages_sent = COALESCE(?, pages_sent), updated_at = ?, finished_at = ?"
+                        " WHERE id = ?",
+                        (verdict, status, message, pages, now, now, job.id),
+                    )
+                elif state is JobState.SUBMITTED:
+                    await db.execute(
+                        "UPDATE jobs SET provider_status = ?, updated_at = ? WHERE id = ?",
+                        (status, now, job.id),
+                    )
+            await db.execute("UPDATE status_events SET applied_at = ? WHERE id = ?",
+                             (now, event_id))
+
+    # --- reports ---------------------------------------------------------------------------
+
+    async def jobs_to_report(self, limit: int = 50) -> list[tuple[Job, Message]]:
+        """Final jobs whose current state has not been reported yet (an `unknown` job that a
+        late push settles is reported again)."""
+        rows = await self._all(
+            "SELECT j.id FROM jobs j WHERE j.state IN (?, ?, ?) AND j.reported != j.state"
+            " ORDER BY j.id LIMIT ?", (*FINAL_JOB_STATES, limit),
+        )
+        out = []
+        for (job_id,) in rows:
+            job = await self.job(job_id)
+            assert job is not None
+            message = await self.message(job.message)
+            assert message is not None
+            out.append((job, message))
+        return out
+
+    async def mark_reported(
+        self, job_id: int, state: JobState, mail: OutgoingMail | None, now: float
+    ) -> None:
+        """Record that `state` was reported, enqueueing the report in the same transaction."""
+        async with self._tx() as db:
+            if mail is not None:
+                await self._enqueue(db, mail, now)
+            await db.execute("UPDATE jobs SET reported = ? WHERE id = ? AND state = ?",
+                             (state, job_id, state))
+
+    # --- outgoing email --------------------------------------------------------------------
+
+    async def enqueue_mail(self, mail: OutgoingMail, now: float) -> bool:
+        async with self._tx() as db:
+            return await self._enqueue(db, mail, now)
+
+    async def _enqueue(self, db: aiosqlite.Connection, mail: OutgoingMail, now: float) -> bool:
+        """The Message-ID is the key: enqueueing the same email twice is a no-op."""
+        cur = await db.execute(
+            "INSERT INTO outbox (message_id, mail_from, recipients, body, state, next_attempt_at,"
+            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(message_id) DO NOTHING",
+            (mail.message_id, mail.mail_from, json.dumps(list(mail.recipients)), mail.body,
+             MailState.PENDING, now, now, now),
+        )
+        return cur.rowcount == 1
+
+    async def claim_mail(self, now: float, lease: float) -> QueuedMail | None:
+        """Take the next due email and push its next attempt past `lease`: if we crash while
+        delivering, it is retried then (an email may go twice; its Message-ID shows it)."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, updated_at = ?"
+                " WHERE id = (SELECT id FROM outbox WHERE state = ? AND next_attempt_at <= ?"
+                "   ORDER BY next_attempt_at, id LIMIT 1)"
+                " RETURNING id, message_id, mail_from, recipients, body, attempts, created_at",
+                (now + lease, now, MailState.PENDING, now),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return QueuedMail(id=row[0], message_id=row[1], mail_from=row[2],
+                          recipients=tuple(json.loads(row[3])), body=bytes(row[4]),
+                          attempts=row[5], created_at=row[6])
+
+    async def mail_done(
+        self, mail_id: int, state: MailState, *, now: float, error: str = "",
+        retry_at: float | None = None,
+    ) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE outbox SET state = ?, last_error = ?, updated_at = ?,"
+                " next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
+                (state, error, now, retry_at, mail_id),
+            )
+
+    async def next_mail_due(self) -> float | None:
+        rows = await self._all("SELECT MIN(next_attempt_at) FROM outbox WHERE state = ?",
+                               (MailState.PENDING,))
+        value = rows[0][0] if rows else None
+        return float(value) if value is not None else None
+
+    async def mail_counts(self) -> dict[str, int]:
+        rows = await self._all("SELECT state, COUNT(*) FROM outbox GROUP BY state")
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    # --- quarantine ------------------------------------------------------------------------
+
+    async def quarantine(self, source: str, reason: str, body: bytes, now: float) -> int:
+        """Keep what we could not understand, raw, so nothing a provider sent is ever lost."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "INSERT INTO quarantine (source, reason, body, received_at) VALUES (?,?,?,?)",
+                (source, reason, body, now),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    async def quarantined(self) -> list[tuple[int, str, str]]:
+        rows = await self._all("SELECT id, source, reason FROM quarantine ORDER BY id")
+        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]

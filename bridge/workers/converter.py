@@ -1,0 +1,109 @@
+"""Turns each accepted mail into one PDF (and a cover page), after `250`, off the event loop.
+
+Conversion runs in a process pool: Pillow and pypdf are CPU-bound and parse hostile input, so
+they must neither block the event loop nor be able to take the service down with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge import documents, mime
+from bridge.clock import Clock
+from bridge.errors import BridgeError
+from bridge.mail import Templates
+from bridge.store import Message, Store
+from bridge.workers.base import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    pdf_path: str
+    pages: int
+    body_text: str
+    left_out: tuple[str, ...]
+
+
+def prepare(spool_path: str, workdir: str) -> Prepared:
+    """Runs in a worker process: decode the attachments and build the fax PDF."""
+    work = Path(workdir)
+    extraction = mime.extract(Path(spool_path), work / "parts")
+    out = work / "fax.pdf"
+    pages = documents.build_pdf(list(extraction.parts), out)
+    shutil.rmtree(work / "parts", ignore_errors=True)
+    return Prepared(pdf_path=str(out), pages=pages, body_text=extraction.body_text,
+                    left_out=extraction.left_out)
+
+
+class Converter(Worker):
+    name = "converter"
+
+    def __init__(
+        self, store: Store, clock: Clock, *, executor: Executor, documents_dir: Path,
+        templates: Templates, cover_page: str, on_ready: Callable[[], None],
+        on_failed: Callable[[], None],
+    ) -> None:
+        super().__init__(clock)
+        self.store = store
+        self.executor = executor
+        self.documents_dir = documents_dir
+        self.templates = templates
+        self.cover_page = cover_page
+        self.on_ready = on_ready
+        self.on_failed = on_failed
+
+    async def next_due(self) -> float | None:
+        return None
+
+    async def run_once(self) -> bool:
+        pending = await self.store.messages_to_convert()
+        if not pending:
+            return False
+        await self.convert(pending[0])
+        return True
+
+    async def convert(self, message: Message) -> None:
+        workdir = self.documents_dir / f"message-{message.id}"
+        loop = asyncio.get_running_loop()
+        try:
+            prepared = await loop.run_in_executor(
+                self.executor, prepare, message.spool_path, str(workdir))
+        except BridgeError as exc:
+            log.warning("message %s: documents refused: %s", message.id, exc)
+            await self.store.fail_message(message.id, str(exc), self.clock.now())
+            self.on_failed()
+            return
+        except Exception:
+            log.exception("message %s: conversion failed unexpectedly", message.id)
+            await self.store.fail_message(
+                message.id, "fax-bridge could not convert the attachments (an internal error; "
+                "the administrator has the details in the log)", self.clock.now())
+            self.on_failed()
+            return
+        cover = self.cover_html(message, prepared.body_text)
+        left_out = dict.fromkeys((*message.left_out, *prepared.left_out))
+        await self.store.mark_message_ready(message.id, document_path=prepared.pdf_path,
+                                            pages=prepared.pages, cover_html=cover,
+                                            left_out=left_out)
+        log.info("message %s: %d page(s) ready to fax%s", message.id, prepared.pages,
+                 " with a cover page" if cover else "")
+        self.on_ready()
+
+    def cover_html(self, message: Message, body: str) -> str | None:
+        """`auto`: a cover page only when the sender wrote something of their own."""
+        if self.cover_page == "never":
+            return None
+        text = mime.cover_text(body)
+        if not text and self.cover_page == "auto":
+            return None
+        return self.templates.render("cover.html.j2", {
+            "text": text, "subject": message.subject, "sender": message.header_from
+            or message.mail_from, "pages": None})

@@ -1,0 +1,67 @@
+"""Delivers the outbox: every email fax-bridge writes goes through here.
+
+A claimed email's next attempt is pushed past a lease before delivery, so a crash mid-delivery
+means one retry later (a possible duplicate, recognisable by its Message-ID), never a loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+from bridge.clock import Clock
+from bridge.config import MailSettings
+from bridge.mail import DeliveryError, Envelope, Transport
+from bridge.retry import RetryPolicy
+from bridge.store import MailState, Store
+from bridge.workers.base import Worker
+
+log = logging.getLogger(__name__)
+
+
+class Mailer(Worker):
+    name = "mailer"
+
+    def __init__(
+        self, store: Store, clock: Clock, transport: Transport, settings: MailSettings, *,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(clock, concurrency=2)
+        self.store = store
+        self.transport = transport
+        self.jitter = jitter
+        self.lease = settings.smtp_timeout * 3 + 30
+        self.policy = RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
+                                  max_attempts=settings.max_attempts,
+                                  max_age=settings.retry_max_age)
+
+    async def next_due(self) -> float | None:
+        return await self.store.next_mail_due()
+
+    async def run_once(self) -> bool:
+        now = self.clock.now()
+        mail = await self.store.claim_mail(now, self.lease)
+        if mail is None:
+            return False
+        envelope = Envelope(mail_from=mail.mail_from, recipients=mail.recipients, body=mail.body)
+        try:
+            outcome = await self.transport.deliver(envelope)
+        except DeliveryError as exc:
+            now = self.clock.now()
+            at = None if exc.permanent else self.policy.next_attempt(
+                attempts=mail.attempts, first_at=mail.created_at, now=now, jitter=self.jitter())
+            if at is None:
+                log.error("mail %s %s: undeliverable to %s: %s", mail.id, mail.message_id,
+                          ", ".join(mail.recipients), exc)
+                await self.store.mail_done(mail.id, MailState.FAILED, now=now, error=str(exc))
+            else:
+                log.warning("mail %s %s: delivery failed (%s); retry in %.0fs", mail.id,
+                            mail.message_id, exc, at - now)
+                await self.store.mail_done(mail.id, MailState.PENDING, now=now, error=str(exc),
+                                           retry_at=at)
+            return True
+        log.info("mail %s %s: delivered to %s, %s", mail.id, mail.message_id,
+                 ", ".join(mail.recipients), outcome)
+        await self.store.mail_done(mail.id, MailState.SENT, now=self.clock.now())
+        return True

@@ -1,0 +1,109 @@
+"""Tells senders how their faxes went: one email per fax job and final state.
+
+Reports are derived from job state (a job whose state differs from what was last reported), so
+every path that ends a job (a push, a failure, a timeout, recovery after a crash) is reported
+the same way, and the report is enqueued in the same transaction that records it as reported.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import zoneinfo
+from collections.abc import Callable
+from typing import Any
+
+from bridge.clock import Clock
+from bridge.config import Settings
+from bridge.mail import Templates, address_of, as_bytes, compose
+from bridge.store import Job, JobState, Message, OutgoingMail, Store
+from bridge.workers.base import Worker
+
+log = logging.getLogger(__name__)
+
+
+def report_message_id(job: Job, domain: str) -> str:
+    """Stable per job and state: a report re-sent after a crash carries the same id."""
+    return f"<fax-bridge.job-{job.id}.{job.state}@{domain}>"
+
+
+def format_time(ts: float | None, tz: str) -> str:
+    if ts is None:
+        return ""
+    moment = datetime.datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(tz))
+    return moment.strftime("%Y-%m-%d %H:%M %Z")
+
+
+def report_context(job: Job, message: Message, tz: str) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "state": str(job.state),
+        "number": "+" + job.number,
+        "recipient": job.recipient,
+        "subject": message.subject,
+        "detail": job.detail,
+        "provider_status": job.provider_status,
+        "fax_id": job.fax_id or "",
+        "pages": job.pages_sent if job.pages_sent is not None else message.pages,
+        "attempts": job.attempts,
+        "finished": format_time(job.finished_at or job.updated_at, tz),
+        "received": format_time(message.received_at, tz),
+        "left_out": list(message.left_out),
+    }
+
+
+class Reporter(Worker):
+    name = "reporter"
+
+    def __init__(
+        self, store: Store, clock: Clock, settings: Settings, templates: Templates, *,
+        on_enqueued: Callable[[], None],
+    ) -> None:
+        super().__init__(clock)
+        self.store = store
+        self.settings = settings
+        self.templates = templates
+        self.on_enqueued = on_enqueued
+
+    async def next_due(self) -> float | None:
+        return None
+
+    def recipients(self, job: Job, message: Message) -> tuple[str, ...]:
+        policy = self.settings.mail.report_to_sender
+        admin = self.settings.routing.admin
+        if policy == "always" or (policy == "failures" and job.state is not JobState.DELIVERED):
+            return (message.mail_from,)
+        if policy == "never" and job.state is not JobState.DELIVERED and admin:
+            return (admin,)
+        return ()
+
+    async def run_once(self) -> bool:
+        items = await self.store.jobs_to_report()
+        for job, message in items:
+            to = self.recipients(job, message)
+            mail = None
+            if to:
+                mail = self.render(job, message, to)
+                log.info("job %s: %s report queued for %s", job.id, job.state, ", ".join(to))
+            elif job.state is not JobState.DELIVERED:
+                log.warning("job %s: %s, and no one to tell (set routing.admin)", job.id,
+                            job.state)
+            await self.store.mark_reported(job.id, job.state, mail, self.clock.now())
+        if any(True for _ in items):
+            self.on_enqueued()
+        return bool(items)
+
+    def render(self, job: Job, message: Message, to: tuple[str, ...]) -> OutgoingMail:
+        message_id = report_message_id(job, self.settings.mail_domain)
+        msg = compose(
+            self.templates, "report", report_context(job, message, self.settings.mail.timezone),
+            from_=self.settings.mail.from_, to=to, message_id=message_id,
+            date=self.clock.now(), in_reply_to=message.message_id, references=message.refs,
+        )
+        # Reports go out from the null sender, so a bounce of a report cannot loop back.
+        return OutgoingMail(message_id=message_id, mail_from="", recipients=to,
+                            body=as_bytes(msg))
+
+
+def admin_address(settings: Settings) -> str:
+    return address_of(settings.routing.admin)

@@ -1,0 +1,142 @@
+"""Sends queued fax jobs through FaxMAX: claim, call, classify, record.
+
+A job is `sending` on disk before the call. What happens next depends only on what the error
+class says about the request (see `bridge.providers.faxmax`): transient failures are retried on
+the schedule of `RetryPolicy`; permanent ones fail the job; an unknown outcome leaves it
+`unknown` for a person to decide. Submitted jobs that never get a final status push become
+`unknown` after `faxmax.status_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from bridge.clock import Clock
+from bridge.config import FaxmaxSettings
+from bridge.errors import (
+    ProviderOutcomeUnknown,
+    ProviderPermanentError,
+    ProviderTransientError,
+)
+from bridge.providers.faxmax import SendResult
+from bridge.retry import RetryPolicy
+from bridge.store import Job, JobState, Message, Store
+from bridge.workers.base import Worker
+
+log = logging.getLogger(__name__)
+
+
+class FaxSender(Protocol):
+    async def send_fax(
+        self, *, job_id: int, number: str, document: Path, cover_html: str | None
+    ) -> SendResult: ...
+
+
+def status_classifier(settings: FaxmaxSettings) -> Callable[[str], JobState | None]:
+    """Which pushed status words are final is configuration; everything else is intermediate."""
+    delivered = {s.upper() for s in settings.delivered_statuses}
+    failed = {s.upper() for s in settings.failed_statuses}
+
+    def classify(status: str) -> JobState | None:
+        word = status.strip().upper()
+        if word in delivered:
+            return JobState.DELIVERED
+        if word in failed:
+            return JobState.FAILED
+        return None
+
+    return classify
+
+
+class Sender(Worker):
+    name = "sender"
+
+    def __init__(
+        self, store: Store, clock: Clock, client: FaxSender, settings: FaxmaxSettings, *,
+        on_final: Callable[[], None], jitter: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(clock, concurrency=settings.concurrency)
+        self.store = store
+        self.client = client
+        self.settings = settings
+        self.on_final = on_final
+        self.jitter = jitter
+        self.classify = status_classifier(settings)
+        self.policy = RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
+                                  max_attempts=settings.max_attempts,
+                                  max_age=settings.retry_max_age)
+
+    async def next_due(self) -> float | None:
+        return await self.store.next_job_due(self.settings.status_timeout)
+
+    async def run_once(self) -> bool:
+        now = self.clock.now()
+        expired = await self.store.expire_submitted(now - self.settings.status_timeout, now)
+        for job_id in expired:
+            log.warning("job %s: no delivery report after %ss; marked unknown", job_id,
+                        self.settings.status_timeout)
+        if expired:
+            self.on_final()
+        claimed = await self.store.claim_job(now)
+        if claimed is None:
+            return bool(expired)
+        job, message = claimed
+        # The outcome must be recorded even if shutdown cancels us mid-way.
+        await asyncio.shield(self._send(job, message))
+        return True
+
+    async def _send(self, job: Job, message: Message) -> None:
+        assert message.document_path is not None
+        log.info("job %s: sending %s page(s) to %s (attempt %d)", job.id, message.pages,
+                 job.number, job.attempts)
+        try:
+            result = await self.client.send_fax(
+                job_id=job.id, number=job.number, document=Path(message.document_path),
+                cover_html=message.cover_html)
+        except ProviderTransientError as exc:
+            await self._retry_or_fail(job, str(exc))
+            return
+        except ProviderPermanentError as exc:
+            log.warning("job %s: failed: %s", job.id, exc)
+            await self.store.finish_job(job.id, JobState.FAILED, detail=str(exc),
+                                        now=self.clock.now())
+        except ProviderOutcomeUnknown as exc:
+            log.error("job %s: outcome unknown, not resent: %s", job.id, exc)
+            await self.store.finish_job(job.id, JobState.UNKNOWN, detail=str(exc),
+                                        now=self.clock.now())
+        except Exception:
+            log.exception("job %s: unexpected error during the send call", job.id)
+            await self.store.finish_job(
+                job.id, JobState.UNKNOWN, now=self.clock.now(),
+                detail="an internal error interrupted the hand-over to FaxMAX, so it is "
+                       "unknown whether the fax was sent; it was not sent again")
+        else:
+            log.info("job %s: accepted by FaxMAX as fax %s", job.id, result.fax_id)
+            await self.store.record_submitted(job.id, result.fax_id, self.clock.now(),
+                                              self.classify)
+            refreshed = await self.store.job(job.id)
+            if refreshed is None or refreshed.state is JobState.SUBMITTED:
+                return
+        self.on_final()
+
+    async def _retry_or_fail(self, job: Job, reason: str) -> None:
+        now = self.clock.now()
+        at = self.policy.next_attempt(attempts=job.attempts, first_at=job.created_at, now=now,
+                                      jitter=self.jitter())
+        if at is None:
+            log.warning("job %s: giving up after %d attempt(s): %s", job.id, job.attempts,
+                        reason)
+            await self.store.finish_job(
+                job.id, JobState.FAILED, now=now,
+                detail=f"FaxMAX could not be reached after {job.attempts} attempt(s); "
+                       f"last error: {reason}")
+            self.on_final()
+            return
+        log.info("job %s: temporary failure (%s); retry %d in %.0fs", job.id, reason,
+                 job.attempts + 1, at - now)
+        await self.store.reschedule_job(job.id, at=at, detail=reason, now=now)
