@@ -41,7 +41,7 @@ class Bridge:
 
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
-    store: Store = field(init=False)
+    _store: Store | None = field(init=False, default=None)
     smtp_port: int = field(init=False, default=0)
     http_port: int = field(init=False, default=0)
     workers: list[Worker] = field(init=False, default_factory=list)
@@ -52,10 +52,17 @@ class Bridge:
     _executor: ProcessPoolExecutor | None = field(init=False, default=None)
 
     async def start(self, *, client: FaxSender | None = None) -> None:
+        try:
+            await self._start(client)
+        except BaseException:
+            await self.stop(timeout=5)
+            raise
+
+    async def _start(self, client: FaxSender | None) -> None:
         s = self.settings
         data = s.data_path
         data.mkdir(parents=True, exist_ok=True)
-        self.store = await Store.open(data / "fax-bridge.sqlite3")
+        self._store = await Store.open(data / "fax-bridge.sqlite3")
         now = self.clock.now()
         for job_id in await self.store.recover_after_crash(now):
             log.error("job %s: was being sent when fax-bridge stopped; marked unknown and not "
@@ -84,7 +91,11 @@ class Bridge:
             default_country_code=s.numbers.default_country_code,
             max_per_hour=s.numbers.max_faxes_per_sender_per_hour, on_queued=converter.wake)
         host, port = parse_listen(s.smtp.listen, "smtp.listen")
-        self._smtp = await start_smtp_server(handler, host, port, tls_context=self._tls())
+        try:
+            self._smtp = await start_smtp_server(handler, host, port, tls_context=self._tls())
+        except OSError as exc:
+            raise ConfigError(f"smtp.listen: cannot listen on {s.smtp.listen}: "
+                              f"{exc.strerror}") from exc
         self.smtp_port = self._smtp.sockets[0].getsockname()[1]
 
         app = build_web_app(s.http, store=self.store, clock=self.clock,
@@ -93,10 +104,19 @@ class Bridge:
         await self._web.setup()
         host, port = parse_listen(s.http.listen, "http.listen")
         site = web.TCPSite(self._web, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"http.listen: cannot listen on {s.http.listen}: "
+                              f"{exc.strerror}") from exc
         self.http_port = self._web.addresses[0][1]
         log.info("fax-bridge listening: SMTP %s:%d, HTTP %s:%d", host, self.smtp_port, host,
                  self.http_port)
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "Bridge.start() has not run"
+        return self._store
 
     def _tls(self) -> ssl.SSLContext | None:
         s = self.settings.smtp
@@ -133,7 +153,8 @@ class Bridge:
             await self._client.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
-        await self.store.close()
+        if self._store is not None:
+            await self._store.close()
 
 
 async def serve(settings: Settings) -> None:

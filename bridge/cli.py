@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from email.message import EmailMessage
+from email.policy import SMTP
 from email.utils import make_msgid
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiosmtpd").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    logging.getLogger("pikepdf").setLevel(logging.WARNING)
 
 
 def _load(args: argparse.Namespace) -> config.Settings:
@@ -153,29 +155,32 @@ def cmd_send_test(args: argparse.Namespace) -> int:
         if code == 250:
             code, text = smtp.rcpt(args.to)
         if code == 250:
-            code, text = smtp.data(msg.as_bytes())
+            code, text = smtp.data(msg.as_bytes(policy=SMTP))
     print(f"{code} {text.decode(errors='replace')}")
     return 0 if code == 250 else 1
 
 
-def _open_store(args: argparse.Namespace) -> Store:
+def _database(args: argparse.Namespace) -> Path:
     data_dir = Path(args.data_dir) if args.data_dir else _load(args).data_path
     db = data_dir / "fax-bridge.sqlite3"
     if not db.exists():
         raise BridgeError(f"no fax-bridge database at {db}")
-    return asyncio.run(Store.open(db))
+    return db
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    db = _database(args)
+
     async def run() -> None:
-        store = _open_store(args)
+        store = await Store.open(db)
         try:
             jobs, mails = await store.job_counts(), await store.mail_counts()
             quarantined = len(await store.quarantined())
         finally:
             await store.close()
         print("fax jobs:  " + ", ".join(f"{s} {jobs.get(s, 0)}" for s in JobState))
-        print("emails:    " + ", ".join(f"{s} {n}" for s, n in sorted(mails.items())) or "none")
+        print("emails:    " + (", ".join(f"{s} {n}" for s, n in sorted(mails.items()))
+                               or "none"))
         print(f"quarantined pushes: {quarantined}")
 
     asyncio.run(run())
@@ -183,8 +188,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    db = _database(args)
+
     async def run() -> None:
-        store = _open_store(args)
+        store = await Store.open(db)
         try:
             jobs = await store.jobs(JobState(args.state) if args.state else None, args.limit)
         finally:
@@ -204,8 +211,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    db = _database(args)
+
     async def run() -> bool:
-        store = _open_store(args)
+        store = await Store.open(db)
         try:
             from bridge.clock import SystemClock
 

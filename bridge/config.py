@@ -330,6 +330,13 @@ def _validate(s: Settings) -> None:
                    ("mail.max_attempts", s.mail.max_attempts)):
         if n <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {n}")
+    from bridge.numbers import NumberPolicy
+
+    try:
+        NumberPolicy.from_config(home_country=s.numbers.default_country_code,
+                                 allow=s.numbers.allow, deny=s.numbers.deny)
+    except ValueError as exc:
+        raise ConfigError(f"[numbers] (from {s.source}): {exc}") from exc
     try:
         zoneinfo.ZoneInfo(s.mail.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:

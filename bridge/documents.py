@@ -1,0 +1,558 @@
+"""Turn e-mail attachments into one faxable PDF, and received fax TIFFs into PDFs.
+
+Every byte handled here comes from strangers: attachments from any mail client, TIFFs from a
+provider. So the type of a file is decided by its magic bytes alone (a name or a declared MIME
+type is a claim, not a fact), every parser runs behind a guard that turns any failure into a
+`DocumentError` naming the file in words the sender can act on, and pixel and page caps stop
+hostile documents before they are decoded.
+
+Images become PDF pages without loss wherever PDF can carry the original encoding (JPEG as-is,
+CCITT G4 fax data as-is, PNG data as-is); only what PDF or img2pdf cannot carry directly is
+re-encoded, and then losslessly as PNG, because every generation of JPEG loss makes small print
+less legible after the fax machine has thresholded it to black and white.
+
+`build_pdf`, `tiff_to_pdf` and `pdf_page_count` are meant to run in a worker process: they
+briefly change process-wide Pillow and `warnings` state (restored on exit), which is not safe
+across threads. `sniff`, `describe_unsupported` and `quick_check` are pure and cheap, fit for
+the SMTP conversation itself.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import IO
+
+import img2pdf
+from PIL import Image, ImageOps, ImageSequence
+from pypdf import PdfReader, PdfWriter
+
+from bridge.errors import DocumentError
+
+SNIFF_BYTES = 1024
+"""How many leading bytes `sniff`, `describe_unsupported` and `quick_check` look at.
+
+1024 because PDF readers accept the `%PDF-` header anywhere in the first kilobyte, and some
+mail gateways and scanners put junk before it.
+"""
+
+_ACCEPTED = "fax-bridge can fax PDF, TIFF, PNG and JPEG files"
+
+
+class Kind(StrEnum):
+    """The document types fax-bridge can fax; the value is the usual short name."""
+
+    PDF = "pdf"
+    TIFF = "tiff"
+    PNG = "png"
+    JPEG = "jpeg"
+
+
+_KIND_WORDS = {
+    Kind.PDF: "PDF document",
+    Kind.TIFF: "TIFF image",
+    Kind.PNG: "PNG image",
+    Kind.JPEG: "JPEG image",
+}
+
+_PILLOW_FORMATS = {Kind.TIFF: "TIFF", Kind.PNG: "PNG", Kind.JPEG: "JPEG"}
+
+_IMAGE_SIGNATURES = (
+    (b"II*\x00", Kind.TIFF),
+    (b"MM\x00*", Kind.TIFF),
+    (b"\x89PNG\r\n\x1a\n", Kind.PNG),
+    (b"\xff\xd8\xff", Kind.JPEG),
+)
+
+
+def _is_webp(head: bytes) -> bool:
+    return head.startswith(b"RIFF") and head[8:12] == b"WEBP"
+
+
+def _is_heic(head: bytes) -> bool:
+    """iPhones mail photos as HEIC; naming it lets the sender know to re-save as JPEG."""
+    brands = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1")
+    return head[4:8] == b"ftyp" and head[8:12] in brands
+
+
+def _is_bmp(head: bytes) -> bool:
+    """Two letters "BM" also start ordinary text, so the DIB header size must match too."""
+    dib_header_sizes = (12, 40, 52, 56, 64, 108, 124)
+    return (
+        head.startswith(b"BM")
+        and len(head) >= 18
+        and int.from_bytes(head[14:18], "little") in dib_header_sizes
+    )
+
+
+_FOREIGN_TYPES: tuple[tuple[Callable[[bytes], bool], str], ...] = (
+    (lambda head: head.startswith((b"GIF87a", b"GIF89a")), "a GIF image"),
+    (_is_bmp, "a BMP image"),
+    (_is_webp, "a WebP image"),
+    (_is_heic, "an HEIC photo (the iPhone photo format)"),
+    (lambda head: head.startswith(b"\x1f\x8b"), "a compressed (gzip) file"),
+    (lambda head: head.startswith(b"7z\xbc\xaf\x27\x1c"), "a 7-Zip archive"),
+    (lambda head: head.startswith(b"Rar!\x1a\x07"), "a RAR archive"),
+    (
+        lambda head: head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),
+        "a Word, Excel or PowerPoint document",
+    ),
+)
+
+
+def _describe_zip(head: bytes) -> str:
+    """Word, Excel and LibreOffice files are ZIP archives; tell them apart by the first entry.
+
+    Their writers put a fixed first entry in the archive, so the name in the first local file
+    header (at offset 30) is enough and is still "magic bytes", not the file's name.
+    """
+    name_length = int.from_bytes(head[26:28], "little")
+    first_entry = head[30 : 30 + name_length]
+    office_prefixes = (b"word/", b"xl/", b"ppt/", b"_rels/", b"docProps/")
+    if first_entry == b"[Content_Types].xml" or first_entry.startswith(office_prefixes):
+        return "a Word, Excel or PowerPoint document"
+    if first_entry == b"mimetype" and b"opendocument" in head:
+        return "an OpenDocument (LibreOffice) document"
+    return "a ZIP archive"
+
+
+def _foreign_type(head: bytes) -> str | None:
+    """Words for a type fax-bridge recognises by its signature but cannot fax, if any."""
+    if head.startswith(b"PK\x03\x04"):
+        return _describe_zip(head)
+    for matches, words in _FOREIGN_TYPES:
+        if matches(head):
+            return words
+    return None
+
+
+def describe_unsupported(head: bytes) -> str:
+    """Name, for a person, what a file `sniff` did not accept is, e.g. "a ZIP archive".
+
+    A refusal that says "a Word document" tells the sender what to do (print to PDF); one that
+    says "unsupported type" does not.
+    """
+    return _foreign_type(head) or "a file of unknown type"
+
+
+def sniff(head: bytes) -> Kind | None:
+    """Say what `head` (the first `SNIFF_BYTES` of a file) is, by magic bytes only.
+
+    Image signatures must sit at offset 0; the PDF header may appear anywhere in the first
+    `SNIFF_BYTES`, as in real PDF readers, unless the file starts with the signature of
+    another type: a ZIP archive holding a PDF, or an image whose metadata happens to contain
+    "%PDF-", is not a PDF.
+    """
+    for signature, kind in _IMAGE_SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    if _foreign_type(head) is None and b"%PDF-" in head[:SNIFF_BYTES]:
+        return Kind.PDF
+    return None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps against hostile or absurd documents; the defaults suit faxing.
+
+    `max_image_pixels` applies to each PNG or JPEG; `max_tiff_page_pixels` to each page of a
+    TIFF, which is usually a fax page (a superfine fax page is 1728 x 4680 pixels) and of which
+    there can be many, so it is capped tighter.
+    """
+
+    max_pages: int = 200
+    max_image_pixels: int = 50_000_000
+    max_tiff_page_pixels: int = 2 * 1728 * 4680
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            if getattr(self, field.name) < 1:
+                raise ValueError(f"Limits.{field.name} must be at least 1")
+
+
+def _pixel_cap(kind: Kind, limits: Limits) -> int:
+    return limits.max_tiff_page_pixels if kind is Kind.TIFF else limits.max_image_pixels
+
+
+def _empty(name: str) -> DocumentError:
+    return DocumentError(f"'{name}' is empty")
+
+
+def _unsupported(name: str, head: bytes) -> DocumentError:
+    return DocumentError(f"'{name}' is {describe_unsupported(head)}; {_ACCEPTED}")
+
+
+def _unreadable(name: str, kind: Kind) -> DocumentError:
+    return DocumentError(
+        f"'{name}' is not a readable {_KIND_WORDS[kind]}; it may be damaged or incomplete"
+    )
+
+
+def _too_large(name: str, cap: int) -> DocumentError:
+    return DocumentError(
+        f"'{name}' is too large to fax: fax-bridge accepts pictures of at most "
+        f"{cap:,} pixels per page"
+    )
+
+
+def _too_many_pages(name: str, max_pages: int) -> DocumentError:
+    return DocumentError(
+        f"'{name}' makes the fax longer than {max_pages} pages, "
+        f"the most fax-bridge sends in one fax"
+    )
+
+
+def _kind_of(name: str, head: bytes, size: int) -> Kind:
+    """The type of a document of `size` bytes starting with `head`, or a refusal in words."""
+    if size == 0:
+        raise _empty(name)
+    kind = sniff(head)
+    if kind is None:
+        raise _unsupported(name, head)
+    return kind
+
+
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_dimensions(head: bytes) -> tuple[int, int] | None:
+    """Width and height from the JPEG frame header, if it lies within `head`.
+
+    Walks the marker segments from the start of the file; photos with large EXIF blocks put
+    the frame header beyond `head`, crafted bombs usually do not.
+    """
+    position = 2
+    while position + 4 <= len(head) and head[position] == 0xFF:
+        marker = head[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        if marker in _JPEG_FRAME_MARKERS:
+            if position + 9 > len(head):
+                return None
+            height = int.from_bytes(head[position + 5 : position + 7], "big")
+            width = int.from_bytes(head[position + 7 : position + 9], "big")
+            return width, height
+        position += 2 + int.from_bytes(head[position + 2 : position + 4], "big")
+    return None
+
+
+def _header_dimensions(kind: Kind, head: bytes) -> tuple[int, int] | None:
+    """Image size readable from the first bytes alone, without any decoding.
+
+    PNG always has it at a fixed offset; JPEG sometimes within `head`. TIFF keeps it in a
+    directory that may be anywhere in the file, so TIFF (and PDF) get `None` here and are
+    measured in full by `build_pdf`.
+    """
+    if kind is Kind.PNG and head[12:16] == b"IHDR" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if kind is Kind.JPEG:
+        return _jpeg_dimensions(head)
+    return None
+
+
+def quick_check(filename: str, head: bytes, size: int, limits: Limits = Limits()) -> Kind:
+    """Refuse hopeless attachments before the mail is accepted, without decoding anything.
+
+    `head` is the first `SNIFF_BYTES` of the decoded attachment and `size` its length. This
+    catches wrong types, empty files and images whose header already announces too many
+    pixels, so the sender hears about them in the SMTP reply; everything else is checked in
+    full by `build_pdf`.
+    """
+    kind = _kind_of(filename, head, size)
+    dimensions = _header_dimensions(kind, head)
+    if dimensions is not None and dimensions[0] * dimensions[1] > _pixel_cap(kind, limits):
+        raise _too_large(filename, _pixel_cap(kind, limits))
+    return kind
+
+
+@contextmanager
+def _untrusted_input() -> Iterator[None]:
+    """Silence library warnings that input can trigger, but make decompression bombs errors.
+
+    Pillow and pypdf warn about quirks of the file (corrupt EXIF, odd xref tables); those are
+    noise to us. A decompression bomb is not a quirk: it must stop the conversion.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+@contextmanager
+def _pixel_cap_enforced(name: str, cap: int) -> Iterator[None]:
+    """Make Pillow's own bomb check, run at every `Image.open` (img2pdf's too), use `cap`.
+
+    The process-wide Pillow setting is restored on the way out, and a tripped check becomes a
+    refusal in words instead of an image decoded into gigabytes of memory.
+    """
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = cap
+    try:
+        yield
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+        raise _too_large(name, cap) from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+@contextmanager
+def _reading(name: str, kind: Kind) -> Iterator[None]:
+    """Turn any failure of a parser on `name` into a refusal that names the file.
+
+    Deliberately broad: pypdf, Pillow and img2pdf raise almost any exception type on hostile
+    input (KeyError, struct.error, RecursionError, bare Exception...), and each one means the
+    same thing to the sender: the file cannot be read.
+    """
+    try:
+        yield
+    except DocumentError:
+        raise
+    except Exception as error:
+        raise _unreadable(name, kind) from error
+
+
+def _open_pdf(name: str, data: bytes) -> PdfReader:
+    """A strictly parsed, unencrypted PDF with at least one page, or a refusal."""
+    with _reading(name, Kind.PDF):
+        reader = PdfReader(io.BytesIO(data), strict=True)
+        if reader.is_encrypted:
+            raise DocumentError(
+                f"'{name}' is password-protected; fax-bridge cannot fax encrypted PDFs"
+            )
+        if len(reader.pages) == 0:
+            raise DocumentError(f"'{name}' has no pages")
+    return reader
+
+
+def _frames(image: Image.Image, kind: Kind) -> Iterator[Image.Image]:
+    """The pages of an image: every TIFF directory, but only the main picture of a PNG or JPEG.
+
+    Animated PNGs and multi-picture JPEGs (phone photos with depth maps) are one photo to the
+    sender, so they make one page.
+    """
+    if kind is Kind.TIFF:
+        yield from ImageSequence.Iterator(image)
+    else:
+        yield image
+
+
+def _has_dpi(image: Image.Image) -> bool:
+    """Whether the file states a real resolution; Pillow reports a missing TIFF one as 1 dpi."""
+    dpi = image.info.get("dpi")
+    return dpi is not None and min(dpi) > 1
+
+
+@dataclass(frozen=True)
+class _Survey:
+    pages: int
+    has_dpi: bool
+    needs_flattening: bool
+
+
+def _survey(name: str, data: bytes, kind: Kind, cap: int, room: int) -> _Survey:
+    """Decode every page once, under the pixel cap, and note what the conversion needs to know.
+
+    Decoding is the validation: img2pdf copies JPEG, PNG and G4 data into the PDF without
+    decoding it, so a damaged file would otherwise only fail later, at the fax provider.
+    Pillow's bomb check only sees the first TIFF page, hence the check on every page. Counting
+    stops at `room + 1` pages, which is enough to know the file does not fit.
+    """
+    with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[kind]]) as image:
+        has_dpi = _has_dpi(image)
+        pages = 0
+        needs_flattening = False
+        for frame in _frames(image, kind):
+            pages += 1
+            if pages > room:
+                break
+            if frame.width * frame.height > cap:
+                raise _too_large(name, cap)
+            frame.load()
+            needs_flattening = needs_flattening or frame.has_transparency_data
+    return _Survey(pages=pages, has_dpi=has_dpi, needs_flattening=needs_flattening)
+
+
+def _to_eight_bits(frame: Image.Image) -> Image.Image:
+    """16-bit greyscale scaled to 8 bits; a plain convert would clip it to almost white."""
+    return frame.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+
+
+def _flatten(frame: Image.Image) -> Image.Image:
+    """A frame as plain 1-bit, grey or RGB pixels, as they would look printed on white paper.
+
+    Transparency is composited onto white here rather than kept as a PDF soft mask, because
+    some fax rasterisers ignore soft masks and would print the hidden pixels (often black).
+    """
+    upright = ImageOps.exif_transpose(frame)
+    if upright.mode.startswith("I;16"):
+        return _to_eight_bits(upright)
+    if upright.has_transparency_data:
+        paper = Image.new("RGBA", upright.size, "white")
+        return Image.alpha_composite(paper, upright.convert("RGBA")).convert("RGB")
+    if upright.mode in ("1", "L", "RGB"):
+        return upright
+    return upright.convert("RGB")
+
+
+def _png(image: Image.Image, dpi: tuple[float, float] | None) -> bytes:
+    """Lossless re-encoding that keeps the resolution, so the page keeps its size."""
+    buffer = io.BytesIO()
+    if dpi is None:
+        image.save(buffer, format="PNG")
+    else:
+        image.save(buffer, format="PNG", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _flattened_pngs(data: bytes, kind: Kind) -> list[bytes]:
+    """Every page re-encoded as a PNG that img2pdf accepts, for what it refused as it was."""
+    with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[kind]]) as image:
+        return [_png(_flatten(frame), frame.info.get("dpi")) for frame in _frames(image, kind)]
+
+
+_POINTS_PER_MM = 72 / 25.4
+_A4 = (210 * _POINTS_PER_MM, 297 * _POINTS_PER_MM)
+_LARGEST_FAX_PAPER = (257 * _POINTS_PER_MM, 364 * _POINTS_PER_MM)  # JIS B4, used by faxes in Japan
+_shrink_onto_a4 = img2pdf.get_layout_fun(pagesize=_A4, fit=img2pdf.FitMode.shrink, auto_orient=True)
+
+_Layout = Callable[[int, int, tuple[float, float]], tuple[float, float, float, float]]
+
+
+def _fits_on_fax_paper(width: float, height: float) -> bool:
+    short, long = sorted((width, height))
+    return short <= _LARGEST_FAX_PAPER[0] and long <= _LARGEST_FAX_PAPER[1]
+
+
+def _layout(has_dpi: bool) -> _Layout:
+    """Page size: the image's own when it states a resolution and fits on fax paper, else A4.
+
+    Without a resolution img2pdf would guess 96 dpi, and a phone photo at its stated 72 dpi
+    would make a page over a metre wide; such images are put on an A4 page instead, shrunk to
+    fit if needed (never enlarged, so a small logo stays small and sharp).
+    """
+
+    def layout(
+        width_px: int, height_px: int, dpi: tuple[float, float]
+    ) -> tuple[float, float, float, float]:
+        if has_dpi:
+            width = img2pdf.px_to_pt(width_px, dpi[0])
+            height = img2pdf.px_to_pt(height_px, dpi[1])
+            if _fits_on_fax_paper(width, height):
+                return width, height, width, height
+        page: tuple[float, float, float, float] = _shrink_onto_a4(width_px, height_px, dpi)
+        return page
+
+    return layout
+
+
+def _convert(images: bytes | list[bytes], layout: _Layout, *, first_frame_only: bool) -> bytes:
+    pdf: bytes = img2pdf.convert(
+        images,
+        layout_fun=layout,
+        first_frame_only=first_frame_only,
+        engine=img2pdf.Engine.internal,
+    )
+    return pdf
+
+
+def _image_pdf(name: str, data: bytes, kind: Kind, limits: Limits, room: int) -> tuple[bytes, int]:
+    """An image file as a PDF of its pages, and the page count; at most `room` pages."""
+    cap = _pixel_cap(kind, limits)
+    with _reading(name, kind), _pixel_cap_enforced(name, cap):
+        survey = _survey(name, data, kind, cap, room)
+        if survey.pages > room:
+            raise _too_many_pages(name, limits.max_pages)
+        layout = _layout(survey.has_dpi)
+        if not survey.needs_flattening:
+            # img2pdf refuses some images Pillow reads well (16-bit TIFF, odd colour spaces);
+            # those fall through to being flattened, like transparent ones.
+            with suppress(Exception):
+                one_page = kind is not Kind.TIFF  # as in `_frames`
+                return _convert(data, layout, first_frame_only=one_page), survey.pages
+        pngs = _flattened_pngs(data, kind)
+        return _convert(pngs, layout, first_frame_only=False), survey.pages
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable, not only the file's contents."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_atomically(out: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write `out` so that readers see either the old file or the complete new one."""
+    temporary = out.with_suffix(".tmp")
+    try:
+        with temporary.open("wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, out)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_directory(out.parent)
+
+
+def _append_part(writer: PdfWriter, name: str, data: bytes, limits: Limits) -> None:
+    """Add one attachment's pages to `writer`, keeping the whole fax within `max_pages`."""
+    room = limits.max_pages - len(writer.pages)
+    kind = _kind_of(name, data[:SNIFF_BYTES], len(data))
+    if kind is Kind.PDF:
+        reader = _open_pdf(name, data)
+        if len(reader.pages) > room:
+            raise _too_many_pages(name, limits.max_pages)
+    else:
+        pdf, _ = _image_pdf(name, data, kind, limits, room)
+        reader = PdfReader(io.BytesIO(pdf))
+    with _reading(name, kind):  # pypdf reads lazily: copying the pages parses them too
+        writer.append(reader, import_outline=False)
+
+
+def build_pdf(parts: Sequence[tuple[str, Path]], out: Path, limits: Limits = Limits()) -> int:
+    """Join attachments, in mail order, into the one PDF that is faxed; return its page count.
+
+    `parts` holds (display filename, path of the decoded attachment). PDF pages are appended
+    as they are; images become pages as losslessly as PDF allows. Anything unreadable, over a
+    cap in `limits` or of a type fax-bridge cannot fax raises `DocumentError` naming the file,
+    and then `out` is left as it was.
+    """
+    if not parts:
+        raise DocumentError("There is no attachment to fax")
+    writer = PdfWriter()
+    with _untrusted_input():
+        for name, path in parts:
+            _append_part(writer, name, path.read_bytes(), limits)
+        _write_atomically(out, writer.write)
+    return len(writer.pages)
+
+
+def tiff_to_pdf(tiff: Path, out: Path, limits: Limits = Limits()) -> int:
+    """Turn a received fax (multi-page TIFF, usually G3/G4) into a PDF; return its page count.
+
+    The fax data is carried over without re-encoding, so the PDF shows exactly what arrived.
+    """
+    data = tiff.read_bytes()
+    if sniff(data[:SNIFF_BYTES]) is not Kind.TIFF:
+        raise _unreadable(tiff.name, Kind.TIFF)
+    with _untrusted_input():
+        pdf, pages = _image_pdf(tiff.name, data, Kind.TIFF, limits, limits.max_pages)
+    _write_atomically(out, lambda stream: stream.write(pdf))
+    return pages
+
+
+def pdf_page_count(path: Path) -> int:
+    """Pages in the PDF at `path`; `DocumentError` if it is not a readable, unencrypted PDF."""
+    with _untrusted_input():
+        return len(_open_pdf(path.name, path.read_bytes()).pages)

@@ -1,0 +1,110 @@
+"""Configuration and the command line, run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge import config
+from bridge.errors import ConfigError
+from bridge.passwords import verify_password
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FAX_BRIDGE_")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "bridge", *args], input=stdin,
+                          capture_output=True, text=True, env=full_env, cwd=cwd or REPO,
+                          timeout=60, check=False)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fax-bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_toml_values_and_environment_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+data_dir = "/srv/fax"
+[smtp]
+max_recipients = 5
+allowed_senders = ["@example.com"]
+[faxmax]
+token_file = "%s"
+[routing.numbers]
+"81368680000" = ["tokyo@example.com"]
+""" % (tmp_path / "token"))
+    (tmp_path / "token").write_text("file-token\n")
+    settings = config.load(path, env={"FAX_BRIDGE_SMTP__MAX_RECIPIENTS": "7",
+                                      "FAX_BRIDGE_FAXMAX__PAPER_SIZE": "letter"})
+    assert settings.data_dir == "/srv/fax"
+    assert settings.smtp.max_recipients == 7
+    assert settings.smtp.allowed_senders == ("@example.com",)
+    assert settings.faxmax.token == "file-token"
+    assert settings.faxmax.paper_size == "letter"
+    assert dict(settings.routing.numbers) == {"81368680000": ("tokyo@example.com",)}
+
+
+@pytest.mark.parametrize(("toml", "env", "message"), [
+    ("[smtp]\nlisten = 25\n", {}, "smtp.listen (from {path}): expected a string, got 25"),
+    ("[smtp]\nlisen = '1:2'\n", {}, "smtp.lisen (from {path}): unknown setting; known ones:"),
+    ("[faxmax]\nresolution = 'ultra'\n", {},
+     "faxmax.resolution (from {path}): must be one of 'normal', 'fine', 'superfine', got 'ultra'"),
+    ("", {"FAX_BRIDGE_SMTP__MAX_RECIPIENTS": "lots"},
+     "smtp.max_recipients (from environment FAX_BRIDGE_SMTP__MAX_RECIPIENTS): expected a whole "
+     "number, got 'lots'"),
+    ("[faxmax]\nenabled = true\ntoken = 'x'\n", {},
+     "http.push_token: required when faxmax.enabled, at least 16 characters"),
+    ("[faxmax]\nurl = 'http://faxmax.example/api'\n", {},
+     "faxmax.url: provider URLs must use https://"),
+    ("[mail]\ntimezone = 'Mars/Olympus'\n", {}, "mail.timezone: unknown time zone"),
+    ("[numbers]\ndeny = ['09x']\n", {}, "numbers.deny: '09x' is not a number prefix"),
+    ("[byosoku]\nenabled = true\nlog_url = 'https://a.example/log'\n"
+     "pdf_url = 'https://a.example/pdf'\npoll_interval = 10\n", {},
+     "byosoku.poll_interval: the provider allows one call per 60 seconds, got 10"),
+    ("[smtp\n", {}, "{path}: not valid TOML"),
+])
+def test_errors_name_the_key_and_where_it_came_from(
+    tmp_path: Path, toml: str, env: dict[str, str], message: str
+) -> None:
+    path = write(tmp_path, toml)
+    with pytest.raises(ConfigError) as info:
+        config.load(path, env=env)
+    assert message.format(path=path) in str(info.value)
+
+
+def test_check_config_masks_secrets_and_exits_1_on_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "[faxmax]\nenabled = true\ntoken = 'super-secret-token'\n"
+                           "[http]\npush_token = 'another-secret-0123456789'\n")
+    result = run_cli("check-config", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "super-secret" not in result.stdout and "another-secret" not in result.stdout
+    assert 'token = "********"' in result.stdout
+    assert 'push_token = "********"' in result.stdout
+    bad = run_cli("check-config", "-c", str(write(tmp_path, "[smtp]\nmax_recipients = 'x'\n")))
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("fax-bridge: smtp.max_recipients (from ")
+
+
+def test_serve_without_a_provider_exits_1_and_says_what_to_configure(tmp_path: Path) -> None:
+    result = run_cli("serve", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no provider is enabled" in result.stderr
+    assert "fax-bridge demo" in result.stderr
+
+
+def test_hash_password_reads_stdin_and_the_hash_verifies() -> None:
+    result = run_cli("hash-password", stdin="correct horse\n")
+    assert result.returncode == 0, result.stderr
+    encoded = result.stdout.strip()
+    assert encoded.startswith("scrypt$")
+    assert verify_password(b"correct horse", encoded)
+    assert not verify_password(b"wrong", encoded)
