@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import quopri
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -78,13 +79,6 @@ class Inspection:
     left_out: tuple[str, ...]
 
 
-@dataclass
-class _Walk:
-    attachments: list[Attachment] = field(default_factory=list)
-    left_out: list[str] = field(default_factory=list)
-    bodies: list[EmailMessage] = field(default_factory=list)
-
-
 def parse(raw: bytes) -> EmailMessage:
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
@@ -141,76 +135,187 @@ def _disposition(part: Message) -> str:
         return ""
 
 
-def _head_bytes(part: Message) -> tuple[bytes, int]:
-    """The first bytes of a part's decoded content and an estimate of its size, cheaply:
-    base64 is decoded only as far as sniffing needs."""
-    cte = header(part, "Content-Transfer-Encoding").lower()
-    payload = part.get_payload(decode=False)
-    if not isinstance(payload, str):
-        return b"", 0
-    if cte == "base64":
-        compact = re.sub(r"[^A-Za-z0-9+/=]", "", payload[: documents.SNIFF_BYTES * 2])
-        compact = compact[: len(compact) // 4 * 4]
-        try:
-            head = base64.b64decode(compact)
-        except (binascii.Error, ValueError):
-            head = b""
-        size = len(payload.strip()) * 3 // 4 if payload.strip() else 0
-        return head[: documents.SNIFF_BYTES], size
-    data = part.get_payload(decode=True)
-    data = data if isinstance(data, bytes) else b""
-    return data[: documents.SNIFF_BYTES], len(data)
+# --- structure without bodies ---------------------------------------------------------------
+#
+# The stdlib parser copies every body into Python strings (a 25 MB mail costs ~8x its size).
+# The scanner below finds the parts by their boundaries in the raw bytes and parses only their
+# header blocks, so inspecting a mail costs little more than the mail itself; a body is
+# decoded only when it is needed (its first bytes for sniffing; all of it in a worker process).
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+HEADER_LIMIT = 100 * 1024  # as Postfix's header_size_limit
 
 
-def _cid_references(walk: _Walk) -> set[str]:
-    refs: set[str] = set()
-    for body in walk.bodies:
-        if _content_type(body) == "text/html":
-            refs.update(m.lower() for m in re.findall(r"cid:([^\"'\s>)]+)", _text(body), re.I))
-    return refs
+@dataclass(frozen=True)
+class Part:
+    """A leaf of the MIME tree: its parsed headers and where its body lies in the raw mail."""
+
+    headers: EmailMessage
+    header_block: bytes
+    body_start: int
+    body_end: int
+    parent: str
+
+    def body(self, raw: bytes, limit: int | None = None) -> bytes:
+        end = self.body_end if limit is None else min(self.body_end, self.body_start + limit)
+        return raw[self.body_start:end]
+
+    def as_message(self, raw: bytes, limit: int | None = None) -> EmailMessage:
+        """The part as a standalone message, for the stdlib's charset and CTE decoding."""
+        return parse(self.header_block + b"\n\n" + self.body(raw, limit))
 
 
-def _iter_parts(msg: Message, depth: int = 0, parent: str = "") -> Iterator[tuple[Message, str]]:
-    """Leaf parts with the content type of their container."""
+def _headers(raw: bytes, start: int, end: int) -> tuple[EmailMessage, bytes, int]:
+    """Parse the header block at `start`; return it and where the body starts. A block larger
+    than HEADER_LIMIT is refused before parsing: the stdlib parser is quadratic on some
+    hostile headers."""
+    for blank in (b"\r\n", b"\n"):
+        if raw.startswith(blank, start):  # an empty header block (RFC 2046 allows it)
+            return parse(b"\n"), b"", start + len(blank)
+    match = _HEADER_END.search(raw, start, min(end, start + HEADER_LIMIT + 4))
+    if match is None and end - start > HEADER_LIMIT:
+        raise Refusal(554, "5.6.0", f"a header block is larger than {HEADER_LIMIT // 1024} KB")
+    header_end, body_start = (match.start(), match.end()) if match else (end, end)
+    block = raw[start:header_end]
+    msg = BytesParser(policy=policy.default).parsebytes(block + b"\n\n", headersonly=True)
+    assert isinstance(msg, EmailMessage)
+    return msg, block, body_start
+
+
+def _scan(raw: bytes, start: int, end: int, depth: int, parent: str) -> Iterator[Part]:
     if depth > MAX_DEPTH:
         raise Refusal(554, "5.6.0", f"the message is nested more than {MAX_DEPTH} levels deep; "
                                     "send the documents as plain attachments")
-    if msg.is_multipart():
-        payload = msg.get_payload()
-        if isinstance(payload, list):
-            for sub in payload:
-                if isinstance(sub, Message):
-                    yield from _iter_parts(sub, depth + 1, _content_type(msg))
+    headers, header_block, body_start = _headers(raw, start, end)
+    ctype = _content_type(headers)
+    try:
+        boundary = headers.get_boundary() if ctype.startswith("multipart/") else None
+    except Exception:
+        boundary = None
+    if not boundary:
+        yield Part(headers, header_block, body_start, end, parent)
         return
-    yield msg, parent
+    delimiter = re.compile(rb"(?:^|(?<=\n))--" + re.escape(boundary.encode("utf-8", "replace"))
+                           + rb"(--)?[ \t]*(?:\r?\n|$)", re.MULTILINE)
+    part_start: int | None = None
+    for match in delimiter.finditer(raw, body_start, end):
+        if part_start is not None:
+            part_end = match.start()
+            # the line break before a delimiter belongs to the delimiter
+            if raw[part_end - 2:part_end] == b"\r\n":
+                part_end -= 2
+            elif raw[part_end - 1:part_end] == b"\n":
+                part_end -= 1
+            yield from _scan(raw, part_start, max(part_start, part_end), depth + 1, ctype)
+        if match.group(1):
+            return
+        part_start = match.end()
+    if part_start is not None and part_start < end:  # no closing delimiter: take the rest
+        yield from _scan(raw, part_start, end, depth + 1, ctype)
 
 
-def _walk(msg: EmailMessage) -> _Walk:
-    walk = _Walk()
-    candidates: list[tuple[int, Message, str, str, bytes, int]] = []
-    for index, (part, parent) in enumerate(_iter_parts(msg)):
-        if index >= MAX_PARTS:
+def parts(raw: bytes) -> tuple[EmailMessage, list[Part]]:
+    """The top-level headers and the leaf parts, in mail order."""
+    top, _, _ = _headers(raw, 0, len(raw))
+    found: list[Part] = []
+    for part in _scan(raw, 0, len(raw), 0, ""):
+        found.append(part)
+        if len(found) > MAX_PARTS:
             raise Refusal(554, "5.6.0", f"the message has more than {MAX_PARTS} parts")
-        ctype = _content_type(part)
-        disposition = _disposition(part)
-        name = _filename(part, index)
+    return top, found
+
+
+def _b64decode(encoded: bytes) -> bytes:
+    """Lenient base64, as mail clients write it: line breaks, junk and missing padding are
+    tolerated (a cut-off tail loses at most its last incomplete byte)."""
+    compact = re.sub(rb"[^A-Za-z0-9+/]", b"", encoded)
+    if len(compact) % 4 == 1:
+        compact = compact[:-1]
+    try:
+        return base64.b64decode(compact + b"=" * (-len(compact) % 4))
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _decoded(part: Part, raw: bytes, limit: int | None = None) -> bytes:
+    """A leaf's content with its transfer encoding undone (up to about `limit` bytes)."""
+    cte = header(part.headers, "Content-Transfer-Encoding").lower()
+    if cte == "base64":
+        data = _b64decode(part.body(raw, None if limit is None else limit * 2))
+    elif cte == "quoted-printable":
+        data = quopri.decodestring(part.body(raw, None if limit is None else limit * 3))
+    else:
+        data = part.body(raw, limit)
+    return data if limit is None else data[:limit]
+
+
+def _size(part: Part, raw: bytes) -> int:
+    """The decoded size, estimated without decoding (base64 lines carry 3 bytes per 4)."""
+    length = part.body_end - part.body_start
+    if header(part.headers, "Content-Transfer-Encoding").lower() == "base64":
+        if not part.body(raw, 4096).strip():
+            return 0
+        return length * 3 // 4
+    return length if part.body(raw, 4096).strip() or length > 4096 else 0
+
+
+def _text(part: Part, raw: bytes, limit: int | None = None) -> str:
+    """A text part decoded with its declared charset; undecodable bytes become U+FFFD."""
+    msg = part.as_message(raw, limit)
+    try:
+        content = msg.get_content()
+        if isinstance(content, str):
+            return content.replace("\r\n", "\n")
+    except (LookupError, UnicodeError, AttributeError, ValueError, KeyError):
+        pass
+    data = msg.get_payload(decode=True)
+    if not isinstance(data, bytes):
+        return ""
+    try:
+        text = data.decode(msg.get_content_charset() or "utf-8", errors="replace")
+    except LookupError:
+        text = data.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n")
+
+
+HTML_SCAN_LIMIT = 1_000_000  # bytes of an HTML body searched for cid: references
+
+
+@dataclass
+class _Walk:
+    attachments: list[Attachment] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+    bodies: list[Part] = field(default_factory=list)
+
+
+def _walk(raw: bytes, leaves: list[Part]) -> _Walk:
+    walk = _Walk()
+    candidates: list[tuple[int, Part, str, bytes, int]] = []
+    for index, part in enumerate(leaves):
+        ctype = _content_type(part.headers)
+        disposition = _disposition(part.headers)
+        name = _filename(part.headers, index)
         if ctype in SIGNATURE_TYPES:
             walk.left_out.append(f"{name} ({SIGNATURE_TYPES[ctype]})")
             continue
         if ctype in ("text/plain", "text/html") and disposition != "attachment":
-            walk.bodies.append(part)  # type: ignore[arg-type]
+            walk.bodies.append(part)
             continue
         if ctype == "message/rfc822":
             raise Refusal(554, "5.6.1", "the message contains a forwarded e-mail; forward the "
                                         "documents themselves as attachments instead")
-        head, size = _head_bytes(part)
-        candidates.append((index, part, parent, name, head, size))
-    cids = _cid_references(walk)
-    for index, part, parent, name, head, size in candidates:
-        content_id = header(part, "Content-ID").strip("<> ").lower()
+        head = _decoded(part, raw, documents.SNIFF_BYTES)
+        candidates.append((index, part, name, head, _size(part, raw)))
+    cids: set[str] = set()
+    for body in walk.bodies:
+        if _content_type(body.headers) == "text/html":
+            text = _text(body, raw, HTML_SCAN_LIMIT)
+            cids.update(m.lower() for m in re.findall(r"cid:([^\"'\s>)]+)", text, re.I))
+    for index, part, name, head, size in candidates:
+        content_id = header(part.headers, "Content-ID").strip("<> ").lower()
         # A picture the HTML body shows by cid: inside multipart/related is decoration (a
         # signature logo); a photo attached next to the text is meant to be faxed.
-        decoration = (parent == "multipart/related" and content_id and content_id in cids
+        decoration = (part.parent == "multipart/related" and content_id and content_id in cids
                       and documents.sniff(head) is not None)
         if decoration:
             walk.left_out.append(f"{name} (an image shown inside the message text)")
@@ -225,28 +330,20 @@ def _walk(msg: EmailMessage) -> _Walk:
 
 def inspect(raw: bytes) -> Inspection:
     """The cheap checks run before `250`: refuse now what can be refused now."""
-    try:
-        msg = parse(raw)
-    except RecursionError as exc:
-        raise Refusal(554, "5.6.0", "the message structure is too deeply nested") from exc
-    auto = header(msg, "Auto-Submitted").lower()
+    top, leaves = parts(raw)
+    auto = header(top, "Auto-Submitted").lower()
     if auto and auto != "no":
         raise Refusal(550, "5.7.1", "automatically generated mail (Auto-Submitted) is not "
                                     "faxed, to avoid mail loops")
-    try:
-        walk = _walk(msg)
-    except RecursionError as exc:
-        raise Refusal(554, "5.6.0", "the message structure is too deeply nested") from exc
+    walk = _walk(raw, leaves)
     if not walk.attachments:
         raise Refusal(554, "5.6.0", "there is nothing to fax: attach a PDF, TIFF, PNG or JPEG "
                                     "file")
-    message_id = header(msg, "Message-ID")
-    refs = header(msg, "References")
     return Inspection(
-        subject=header(msg, "Subject"),
-        header_from=header(msg, "From"),
-        message_id=message_id,
-        refs=refs,
+        subject=header(top, "Subject"),
+        header_from=header(top, "From"),
+        message_id=header(top, "Message-ID"),
+        refs=header(top, "References"),
         attachments=tuple(walk.attachments),
         left_out=tuple(walk.left_out),
     )
@@ -292,39 +389,21 @@ def html_to_text(markup: str) -> str:
     return html.unescape("".join(parser.out))
 
 
-def _text(part: Message) -> str:
-    """A text part decoded with its declared charset; undecodable bytes become U+FFFD."""
-    try:
-        content = part.get_content()  # type: ignore[attr-defined]
-        if isinstance(content, str):
-            return content
-    except (LookupError, UnicodeError, AttributeError, ValueError):
-        pass
-    data = part.get_payload(decode=True)
-    if not isinstance(data, bytes):
-        return ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return data.decode(charset, errors="replace")
-    except LookupError:
-        return data.decode("utf-8", errors="replace")
-
-
 def extract(raw_path: Path, workdir: Path) -> Extraction:
     """Decode every attachment of a stored mail to a file. Runs in a worker process."""
-    msg = parse(raw_path.read_bytes())
-    walk = _walk(msg)
-    parts = [part for part, _ in _iter_parts(msg)]
+    raw = raw_path.read_bytes()
+    _, leaves = parts(raw)
+    walk = _walk(raw, leaves)
     workdir.mkdir(parents=True, exist_ok=True)
     files = []
     for n, attachment in enumerate(walk.attachments):
-        data = parts[attachment.part_index].get_payload(decode=True)
         path = workdir / f"part-{n:03d}"
-        path.write_bytes(data if isinstance(data, bytes) else b"")
+        path.write_bytes(_decoded(leaves[attachment.part_index], raw))
         files.append((attachment.filename, path))
-    plain = [b for b in walk.bodies if _content_type(b) == "text/plain"]
-    html_parts = [b for b in walk.bodies if _content_type(b) == "text/html"]
-    body = _text(plain[0]) if plain else html_to_text(_text(html_parts[0])) if html_parts else ""
+    plain = [b for b in walk.bodies if _content_type(b.headers) == "text/plain"]
+    html_parts = [b for b in walk.bodies if _content_type(b.headers) == "text/html"]
+    body = (_text(plain[0], raw) if plain
+            else html_to_text(_text(html_parts[0], raw)) if html_parts else "")
     return Extraction(parts=tuple(files), body_text=body, left_out=tuple(walk.left_out))
 
 

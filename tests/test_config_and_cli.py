@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import email
 import os
+import signal
 import subprocess
 import sys
+import time
+from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
@@ -108,3 +112,44 @@ def test_hash_password_reads_stdin_and_the_hash_verifies() -> None:
     assert encoded.startswith("scrypt$")
     assert verify_password(b"correct horse", encoded)
     assert not verify_password(b"wrong", encoded)
+
+
+def test_the_annotated_example_configuration_is_exactly_the_defaults() -> None:
+    settings = config.load(REPO / "deploy" / "fax-bridge.example.toml", env={})
+    assert settings == config.Settings(source=settings.source)
+
+
+def test_demo_runs_and_a_test_fax_ends_as_a_delivery_report_in_its_maildir(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAX_BRIDGE_")}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "demo", "--smtp-port", "0", "--http-port", "0"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert demo.stdout is not None
+        command = ""
+        for line in demo.stdout:
+            if "Send a test fax:" in line:
+                command = line.split(":", 1)[1].strip()
+                break
+        assert command.startswith("fax-bridge send-test --smtp 127.0.0.1:")
+        sent = run_cli(*command.split()[1:], cwd=tmp_path)
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.strip() == "250 2.0.0 queued as fax jobs 1"
+        new = tmp_path / "demo-data" / "maildir" / "new"
+        deadline = time.monotonic() + 30
+        while not (new.is_dir() and any(new.iterdir())):
+            assert time.monotonic() < deadline, "no report in the demo Maildir"
+            assert demo.poll() is None, demo.stderr.read() if demo.stderr else ""
+            time.sleep(0.1)
+        [report] = list(new.iterdir())
+        msg = email.message_from_bytes(report.read_bytes(), policy=default_policy)
+        assert msg["Subject"] == "Fax delivered to +902122222525: fax-bridge test fax"
+    finally:
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=30) == 0
+        if demo.stdout:
+            demo.stdout.close()
+        if demo.stderr:
+            demo.stderr.close()

@@ -1,0 +1,158 @@
+"""Reading received mail: the body-less structure scan agrees with the stdlib parser, names and
+charsets come out right, and any input ends in an inspection or a refusal."""
+
+from __future__ import annotations
+
+import base64
+import email
+from email.message import EmailMessage, Message
+from email.policy import SMTP
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge import mime
+from tests.docfactory import make_jpeg, make_pdf, make_png
+
+
+def stdlib_leaves(raw: bytes) -> list[tuple[str, bytes]]:
+    msg = email.message_from_bytes(raw, policy=default_policy)
+    out = []
+    for part in msg.walk():
+        if not part.is_multipart():
+            payload = part.get_payload(decode=True)
+            out.append((part.get_content_type(), payload if isinstance(payload, bytes) else b""))
+    return out
+
+
+def scanned_leaves(raw: bytes) -> list[tuple[str, bytes]]:
+    _, leaves = mime.parts(raw)
+    return [(mime._content_type(p.headers), mime._decoded(p, raw)) for p in leaves]
+
+
+def rich_mail() -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "alice@example.com"
+    msg["Subject"] = "Rich"
+    msg.set_content("plain body\n")
+    msg.add_alternative("<p>html <img src='cid:logo@x'></p>", subtype="html")
+    html = msg.get_payload()[1]  # type: ignore[index]
+    assert isinstance(html, EmailMessage)
+    html.add_related(make_png(20, 20), maintype="image", subtype="png", cid="<logo@x>")
+    msg.add_attachment(make_pdf(2), maintype="application", subtype="pdf", filename="a.pdf")
+    msg.add_attachment(make_jpeg(64, 64), maintype="image", subtype="jpeg", filename="b.jpg")
+    msg.add_attachment("quoted=printable é\n".encode(), maintype="application",
+                       subtype="octet-stream", filename="c.bin", cte="quoted-printable")
+    return msg
+
+
+@pytest.mark.parametrize("linesep", ["\r\n", "\n"])
+def test_the_structure_scan_finds_the_same_parts_as_the_stdlib_parser(linesep: str) -> None:
+    raw = rich_mail().as_bytes(policy=SMTP.clone(linesep=linesep))
+    assert scanned_leaves(raw) == stdlib_leaves(raw)
+    assert [ctype for ctype, _ in scanned_leaves(raw)] == [
+        "text/plain", "text/html", "image/png", "application/pdf", "image/jpeg",
+        "application/octet-stream"]
+
+
+def test_a_missing_closing_boundary_still_yields_the_last_part() -> None:
+    raw = rich_mail().as_bytes(policy=SMTP)
+    cut = raw[: raw.rindex(b"--\r\n")]  # drop the final close delimiter's "--"
+    assert [c for c, _ in scanned_leaves(cut)][:5] == [c for c, _ in scanned_leaves(raw)][:5]
+
+
+def test_a_multipart_without_boundary_is_a_single_unusable_leaf() -> None:
+    raw = (b"From: a@example.com\r\nContent-Type: multipart/mixed\r\n\r\n"
+           b"no parts here\r\n")
+    with pytest.raises(mime.Refusal) as info:
+        mime.inspect(raw)
+    assert info.value.reply.startswith("554 5.6.1 'attachment-0' is ")
+
+
+def test_deep_nesting_is_refused_in_words() -> None:
+    inner = b"Content-Type: application/pdf\r\n\r\n%PDF-1.4\r\n"
+    for depth in range(15):
+        b = f"b{depth}".encode()
+        inner = (b"Content-Type: multipart/mixed; boundary=" + b + b"\r\n\r\n--" + b + b"\r\n"
+                 + inner + b"\r\n--" + b + b"--\r\n")
+    with pytest.raises(mime.Refusal) as info:
+        mime.inspect(b"From: a@example.com\r\n" + inner)
+    assert info.value.reply == ("554 5.6.0 the message is nested more than 10 levels deep; send "
+                                "the documents as plain attachments")
+
+
+def test_an_oversized_header_block_is_refused_before_parsing() -> None:
+    raw = b"Subject: " + b"x" * 200_000 + b"\r\n\r\nbody\r\n"
+    with pytest.raises(mime.Refusal) as info:
+        mime.inspect(raw)
+    assert info.value.reply == "554 5.6.0 a header block is larger than 100 KB"
+
+
+@pytest.mark.parametrize(("disposition", "expected"), [
+    # RFC 2231, ISO-2022-JP
+    ("attachment; filename*=iso-2022-jp''%1B%24B8%2B%40Q%3Dq%1B%28B.pdf", "見積書.pdf"),
+    # RFC 2047 inside a quoted filename, Shift_JIS (Outlook style)
+    ('attachment; filename="=?shift_jis?B?jKmQz4+RLnBkZg==?="', "見積書.pdf"),
+    # Turkish UTF-8 (RFC 2231)
+    ("attachment; filename*=utf-8''%C5%9Eubat%20%C4%B0zmir%20%C4%9F%C4%B1.pdf",
+     "Şubat İzmir ğı.pdf"),
+    ('attachment; filename="../../etc/passwd"', "passwd"),
+    ('attachment; filename="a\x01b.pdf"', "ab.pdf"),
+    ('attachment; filename="' + "x" * 300 + '.pdf"', "x" * 96 + ".pdf"),
+])
+def test_attachment_names_are_decoded_and_sanitised(disposition: str, expected: str) -> None:
+    raw = (b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+           b"Content-Type: application/pdf\r\nContent-Disposition: " + disposition.encode()
+           + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + base64.encodebytes(make_pdf(1)) + b"\r\n--B--\r\n")
+    inspection = mime.inspect(raw)
+    assert [a.filename for a in inspection.attachments] == [expected]
+
+
+def test_extract_decodes_attachments_and_the_body_in_its_charset(tmp_path: Path) -> None:
+    msg = EmailMessage()
+    msg["Subject"] = "=?iso-2022-jp?b?GyRCOCtAUT1xGyhC?="
+    msg.set_content("Merhaba, fatura ekte.\n", charset="windows-1254")
+    pdf = make_pdf(1)
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="f.pdf")
+    spool = tmp_path / "m.eml"
+    spool.write_bytes(msg.as_bytes(policy=SMTP))
+    extraction = mime.extract(spool, tmp_path / "parts")
+    [(name, path)] = extraction.parts
+    assert name == "f.pdf" and path.read_bytes() == pdf
+    assert extraction.body_text == "Merhaba, fatura ekte.\n"
+    assert mime.inspect(spool.read_bytes()).subject == "見積書"
+
+
+@pytest.mark.parametrize(("body", "cover"), [
+    ("Please sign page 2.\n\n-- \nAlice\nACME", "Please sign page 2."),
+    ("Thanks!\n\nOn Mon, 1 Jan 2026, Bob <b@x> wrote:\n> old\n", "Thanks!"),
+    ("Teşekkürler\n\n1 Ocak 2026 Pzt, Bob şunu yazdı:\n> eski\n", "Teşekkürler"),
+    ("Kind regards\n-----Original Message-----\nFrom: x\n", "Kind regards"),
+    ("> only a quote\n", ""),
+    ("-- \nsignature only\n", ""),
+])
+def test_cover_text_keeps_only_the_senders_own_words(body: str, cover: str) -> None:
+    assert mime.cover_text(body) == cover
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2000) | st.builds(
+    lambda raw, cut, junk: raw[:cut] + junk + raw[cut:],
+    st.just(rich_mail().as_bytes(policy=SMTP)), st.integers(0, 3000), st.binary(max_size=50)))
+def test_any_input_ends_in_an_inspection_or_a_refusal(raw: bytes) -> None:
+    try:
+        result = mime.inspect(raw)
+    except mime.Refusal as refusal:
+        assert refusal.code in (550, 554)
+    else:
+        assert result.attachments
+
+
+def test_message_headers_that_crash_the_stdlib_are_read_as_empty() -> None:
+    msg = Message()
+    msg["From"] = "alice@example.org<bob@evil.example>, =?x?q?" + "\udcff"
+    assert isinstance(mime.header(msg, "From"), str)
