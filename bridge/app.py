@@ -129,10 +129,6 @@ class Bridge:
             raise ConfigError(f"smtp.tls_cert / smtp.tls_key: cannot load: {exc}") from exc
         return context
 
-    def wake_all(self) -> None:
-        for worker in self.workers:
-            worker.wake()
-
     async def stop(self, timeout: float = 30.0) -> None:
         if self._smtp is not None:
             self._smtp.close()

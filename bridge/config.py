@@ -130,6 +130,7 @@ class MailSettings:
     smtp_username: str = ""
     smtp_password: str = field(default="", metadata=SECRET)
     smtp_timeout: float = 60
+    smtp_ca_file: str = ""  # extra CA certificates (PEM) for a relay with a private CA
     report_to_sender: str = field(
         default="always", metadata=_choice("always", "failures", "never")
     )

@@ -169,6 +169,7 @@ class SmtpTransport:
             hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout,
             username=s.smtp_username or None, password=s.smtp_password or None,
             use_tls=s.smtp_security == "tls", start_tls=s.smtp_security == "starttls",
+            cert_bundle=s.smtp_ca_file or None,
         )
         try:
             # The low-level client, because `aiosmtplib.send` refuses the null sender that

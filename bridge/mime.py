@@ -259,20 +259,22 @@ def _size(part: Part, raw: bytes) -> int:
     return length if part.body(raw, 4096).strip() or length > 4096 else 0
 
 
+# Mail labelled with a standard charset is often written with the vendor's superset (Windows
+# writes "shift_jis" but means CP932, with ① and ㈱); decoding with the superset loses nothing.
+CHARSET_SUPERSETS = {"shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932",
+                     "x-sjis": "cp932", "iso-8859-9": "cp1254", "iso-8859-1": "cp1252",
+                     "us-ascii": "utf-8", "ascii": "utf-8"}
+
+
 def _text(part: Part, raw: bytes, limit: int | None = None) -> str:
     """A text part decoded with its declared charset; undecodable bytes become U+FFFD."""
     msg = part.as_message(raw, limit)
-    try:
-        content = msg.get_content()
-        if isinstance(content, str):
-            return content.replace("\r\n", "\n")
-    except (LookupError, UnicodeError, AttributeError, ValueError, KeyError):
-        pass
     data = msg.get_payload(decode=True)
     if not isinstance(data, bytes):
         return ""
+    charset = (msg.get_content_charset() or "utf-8").lower()
     try:
-        text = data.decode(msg.get_content_charset() or "utf-8", errors="replace")
+        text = data.decode(CHARSET_SUPERSETS.get(charset, charset), errors="replace")
     except LookupError:
         text = data.decode("utf-8", errors="replace")
     return text.replace("\r\n", "\n")

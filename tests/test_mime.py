@@ -156,3 +156,26 @@ def test_message_headers_that_crash_the_stdlib_are_read_as_empty() -> None:
     msg = Message()
     msg["From"] = "alice@example.org<bob@evil.example>, =?x?q?" + "\udcff"
     assert isinstance(mime.header(msg, "From"), str)
+
+
+@pytest.mark.parametrize(("charset", "text"), [
+    ("iso-2022-jp", "いつもお世話になっております。"),
+    ("shift_jis", "①番の書類を㈱山田へ"),  # CP932-only characters labelled Shift_JIS
+    ("cp932", "見積書"),
+    ("windows-1254", "Şubat faturası, İzmir"),
+    ("iso-8859-9", "Şubat faturası, İzmir"),
+    ("utf-8", "Grüße, Şükrü, 東京"),
+])
+def test_bodies_in_any_charset_come_out_right(
+    tmp_path: Path, charset: str, text: str
+) -> None:
+    codec = mime.CHARSET_SUPERSETS.get(charset, charset)
+    raw = (f"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+           f"Content-Type: text/plain; charset={charset}\r\n"
+           f"Content-Transfer-Encoding: base64\r\n\r\n").encode() + base64.encodebytes(
+        text.encode(codec)) + b"\r\n--B\r\nContent-Type: application/pdf\r\n"
+    raw += b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(make_pdf(1))
+    raw += b"\r\n--B--\r\n"
+    spool = tmp_path / "m.eml"
+    spool.write_bytes(raw)
+    assert mime.extract(spool, tmp_path / "parts").body_text == text

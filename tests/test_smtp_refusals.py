@@ -83,7 +83,7 @@ async def test_oversize_is_refused_by_size_and_at_data(
     make_bridge: MakeBridge, faxmax: FaxMaxSimulator
 ) -> None:
     bridge = await make_bridge(smtp={"max_message_bytes": 50_000})
-    too_big = ("Message too big: this fax gateway accepts mail of at most 0 MB; send fewer or "
+    too_big = ("Message too big: this fax gateway accepts mail of at most 50 KB; send fewer or "
                "smaller attachments")
     declared = await smtp_send(bridge.smtp_port, fax_mail(PDF), mail_options=["SIZE=60000"])
     assert declared.mail == (552, f"5.3.4 {too_big}")

@@ -65,9 +65,10 @@ class FaxSMTP(SMTP):
 
     def __init__(self, handler: FaxHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
-        megabytes = handler.settings.max_message_bytes / 1_000_000
+        limit = handler.settings.max_message_bytes
+        size = f"{limit / 1e6:.0f} MB" if limit >= 1e6 else f"{limit / 1e3:.0f} KB"
         too_big = (f"552 5.3.4 Message too big: this fax gateway accepts mail of at most "
-                   f"{megabytes:.0f} MB; send fewer or smaller attachments")
+                   f"{size}; send fewer or smaller attachments")
         self._rewrites = {
             "552 Error: message size exceeds fixed maximum message size": too_big,
             "552 Error: Too much mail data": too_big,

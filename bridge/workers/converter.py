@@ -105,5 +105,5 @@ class Converter(Worker):
         if not text and self.cover_page == "auto":
             return None
         return self.templates.render("cover.html.j2", {
-            "text": text, "subject": message.subject, "sender": message.header_from
-            or message.mail_from, "pages": None})
+            "text": text, "subject": message.subject,
+            "sender": message.header_from or message.mail_from})

@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.clock import Clock
 from bridge.config import Settings
-from bridge.mail import Templates, address_of, as_bytes, compose
+from bridge.mail import Templates, as_bytes, compose
 from bridge.store import Job, JobState, Message, OutgoingMail, Store
 from bridge.workers.base import Worker
 
@@ -89,7 +89,7 @@ class Reporter(Worker):
                 log.warning("job %s: %s, and no one to tell (set routing.admin)", job.id,
                             job.state)
             await self.store.mark_reported(job.id, job.state, mail, self.clock.now())
-        if any(True for _ in items):
+        if items:
             self.on_enqueued()
         return bool(items)
 
@@ -103,7 +103,3 @@ class Reporter(Worker):
         # Reports go out from the null sender, so a bounce of a report cannot loop back.
         return OutgoingMail(message_id=message_id, mail_from="", recipients=to,
                             body=as_bytes(msg))
-
-
-def admin_address(settings: Settings) -> str:
-    return address_of(settings.routing.admin)

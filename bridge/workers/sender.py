@@ -76,14 +76,16 @@ class Sender(Worker):
 
     async def run_once(self) -> bool:
         now = self.clock.now()
-        expired = await self.store.expire_submitted(now - self.settings.status_timeout, now)
-        for job_id in expired:
-            log.warning("job %s: no delivery report after %ss; marked unknown", job_id,
-                        self.settings.status_timeout)
-        if expired:
-            self.on_final()
         claimed = await self.store.claim_job(now)
         if claimed is None:
+            # Only when idle: status deadlines are hours long, and a busy queue must not pay
+            # an extra write transaction per fax for them.
+            expired = await self.store.expire_submitted(now - self.settings.status_timeout, now)
+            for job_id in expired:
+                log.warning("job %s: no delivery report after %ss; marked unknown", job_id,
+                            self.settings.status_timeout)
+            if expired:
+                self.on_final()
             return bool(expired)
         job, message = claimed
         # The outcome must be recorded even if shutdown cancels us mid-way.

@@ -1,0 +1,174 @@
+"""TLS and AUTH on both SMTP sides, with certificates from a throwaway CA (trustme):
+- the relay that receives our reports requires STARTTLS and a login;
+- our own intake offers AUTH only after STARTTLS, and a user may send only as themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import pytest
+import trustme
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from bridge.config import SmtpUser
+from bridge.passwords import hash_password
+from bridge.simulators import FaxMaxSimulator
+from bridge.store import JobState
+from tests.conftest import (
+    MakeBridge,
+    RelaySink,
+    fax_mail,
+    smtp_send,
+    wait_for_state,
+    wait_until,
+)
+from tests.docfactory import make_pdf
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_cert(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+class AuthRelay(RelaySink):
+    logins: list[str]
+
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                     auth_data: Any) -> AuthResult:
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+            b"relay-user", b"relay-pass")
+        if ok:
+            self.logins.append(auth_data.login.decode())
+        return AuthResult(success=ok)
+
+
+@pytest.fixture
+async def tls_relay(server_cert: tuple[Path, Path]) -> AsyncIterator[AuthRelay]:
+    sink = AuthRelay()
+    sink.logins = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*server_cert)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(sink, tls_context=context, require_starttls=True, auth_required=True,
+                     authenticator=sink.authenticate, loop=loop), "127.0.0.1", 0)
+    sink.port = server.sockets[0].getsockname()[1]
+    yield sink
+    server.close()
+    await server.wait_closed()
+
+
+async def test_reports_go_through_a_relay_that_requires_starttls_and_auth(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, tls_relay: AuthRelay, ca_file: Path
+) -> None:
+    bridge = await make_bridge(via_relay=False, mail={
+        "transport": "smtp", "smtp_host": "127.0.0.1", "smtp_port": tls_relay.port,
+        "smtp_security": "starttls", "smtp_username": "relay-user",
+        "smtp_password": "relay-pass", "smtp_ca_file": str(ca_file)})
+    await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
+    await wait_for_state(bridge, 1, JobState.DELIVERED)
+    [report] = await tls_relay.wait_for(1)
+    assert report.message["Subject"] == "Fax delivered to +902122222525: Invoice 42"
+    assert tls_relay.logins == ["relay-user"]
+
+
+async def test_a_relay_with_an_untrusted_certificate_is_not_used(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, tls_relay: AuthRelay
+) -> None:
+    bridge = await make_bridge(via_relay=False, mail={
+        "transport": "smtp", "smtp_host": "127.0.0.1", "smtp_port": tls_relay.port,
+        "smtp_security": "starttls", "smtp_username": "relay-user",
+        "smtp_password": "relay-pass"})
+    await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
+    await wait_for_state(bridge, 1, JobState.DELIVERED)
+    rows: list[Any] = []
+
+    async def last_error() -> bool:
+        rows[:] = await bridge.store._all("SELECT state, last_error FROM outbox")
+        return bool(rows and rows[0][1])
+
+    await wait_until(last_error, True)
+    assert rows[0][0] == "pending"  # kept and retried, never sent in clear or unverified
+    assert "CERTIFICATE_VERIFY_FAILED" in rows[0][1]
+    assert tls_relay.messages == []
+
+
+@pytest.fixture
+async def auth_bridge(
+    make_bridge: MakeBridge, server_cert: tuple[Path, Path]
+) -> AsyncIterator[int]:
+    user = SmtpUser(name="alice", password_hash=hash_password("alice-pw"),
+                    addresses=("alice@example.com",))
+    bridge = await make_bridge(smtp={"trusted_networks": (), "tls_cert": str(server_cert[0]),
+                                     "tls_key": str(server_cert[1]), "users": (user,)})
+    yield bridge.smtp_port
+
+
+async def client(port: int, ca: trustme.CA) -> aiosmtplib.SMTP:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, tls_context=context,
+                           start_tls=False, timeout=10)
+    await smtp.connect()
+    await smtp.ehlo()
+    return smtp
+
+
+async def test_auth_is_not_offered_or_accepted_before_starttls(
+    auth_bridge: int, ca: trustme.CA
+) -> None:
+    smtp = await client(auth_bridge, ca)
+    assert not smtp.supports_extension("auth")
+    plain = base64.b64encode(b"\0alice\0alice-pw").decode()
+    response = await smtp.execute_command(b"AUTH", b"PLAIN", plain.encode())
+    assert (response.code, response.message) == (
+        538, "5.7.11 Encryption required for requested authentication mechanism")
+    with pytest.raises(aiosmtplib.SMTPResponseException) as info:
+        await smtp.mail("alice@example.com")
+    assert info.value.code == 530
+    smtp.close()
+
+
+async def test_a_user_logs_in_after_starttls_and_may_send_only_as_themselves(
+    auth_bridge: int, ca: trustme.CA, faxmax: FaxMaxSimulator
+) -> None:
+    smtp = await client(auth_bridge, ca)
+    await smtp.starttls()
+    await smtp.ehlo()
+    assert smtp.supports_extension("auth")
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError) as wrong:
+        await smtp.login("alice", "guess")
+    assert wrong.value.code == 535
+    await smtp.login("alice", "alice-pw")
+    with pytest.raises(aiosmtplib.SMTPResponseException) as other:
+        await smtp.mail("bob@example.com")
+    assert (other.value.code, other.value.message) == (
+        550, "5.7.1 <bob@example.com>: user alice may only send as alice@example.com")
+    await smtp.mail("alice@example.com")
+    await smtp.rcpt("02122222525@fax.local")
+    response = await smtp.data(fax_mail(("a.pdf", "application/pdf", make_pdf(1))).as_bytes())
+    assert (response.code, response.message) == (250, "2.0.0 queued as fax jobs 1")
+    await smtp.quit()
+    await faxmax.wait_for_requests(1)
