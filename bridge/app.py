@@ -17,18 +17,23 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from bridge.alerts import Alerter
 from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
 from bridge.errors import ConfigError
+from bridge.ingress.pushes import PushProcessor
 from bridge.ingress.smtp import FaxHandler, start_smtp_server
 from bridge.ingress.web import build_web_app
 from bridge.mail import Templates, make_transport
 from bridge.numbers import NumberPolicy
+from bridge.providers.byosoku import ByosokuClient
 from bridge.providers.faxmax import FaxMaxClient
 from bridge.store import Store
 from bridge.workers.base import Worker
 from bridge.workers.converter import Converter
+from bridge.workers.inbox import Inbox
 from bridge.workers.mailer import Mailer
+from bridge.workers.poller import Poller
 from bridge.workers.reporter import Reporter
 from bridge.workers.sender import FaxSender, Sender, status_classifier
 
@@ -49,6 +54,8 @@ class Bridge:
     _smtp: asyncio.Server | None = field(init=False, default=None)
     _web: web.AppRunner | None = field(init=False, default=None)
     _client: FaxMaxClient | None = field(init=False, default=None)
+    _byosoku: ByosokuClient | None = field(init=False, default=None)
+    pushes: PushProcessor = field(init=False)
     _executor: ProcessPoolExecutor | None = field(init=False, default=None)
 
     async def start(self, *, client: FaxSender | None = None) -> None:
@@ -74,13 +81,24 @@ class Bridge:
             self._client = FaxMaxClient(s.faxmax)
             client = self._client
         mailer = Mailer(self.store, self.clock, make_transport(s.mail, s.maildir_path), s.mail)
+        alerter = Alerter(self.store, self.clock, s, templates, on_enqueued=mailer.wake)
         reporter = Reporter(self.store, self.clock, s, templates, on_enqueued=mailer.wake)
         sender = Sender(self.store, self.clock, client, s.faxmax, on_final=reporter.wake)
         converter = Converter(self.store, self.clock, executor=self._executor,
                               documents_dir=data / "documents", templates=templates,
                               cover_page=s.faxmax.cover_page, on_ready=sender.wake,
                               on_failed=reporter.wake)
-        self.workers = [converter, sender, reporter, mailer]
+        inbox = Inbox(self.store, self.clock, s, templates, executor=self._executor,
+                      alerter=alerter, on_enqueued=mailer.wake)
+        self.workers = [converter, sender, reporter, mailer, inbox]
+        if s.byosoku.enabled:
+            self._byosoku = ByosokuClient(s.byosoku)
+            self.workers.append(Poller(self.store, self.clock, self._byosoku, s.byosoku,
+                                       inbound_dir=data / "inbound", alerter=alerter,
+                                       on_fax=inbox.wake))
+        self.pushes = PushProcessor(self.store, self.clock, inbound_dir=data / "inbound",
+                                    classify=status_classifier(s.faxmax), alerter=alerter,
+                                    on_status=reporter.wake, on_fax=inbox.wake)
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(worker.run(), name=worker.name))
 
@@ -98,8 +116,7 @@ class Bridge:
                               f"{exc.strerror}") from exc
         self.smtp_port = self._smtp.sockets[0].getsockname()[1]
 
-        app = build_web_app(s.http, store=self.store, clock=self.clock,
-                            classify=status_classifier(s.faxmax), on_status=reporter.wake)
+        app = build_web_app(s.http, store=self.store, pushes=self.pushes)
         self._web = web.AppRunner(app, access_log=None)
         await self._web.setup()
         host, port = parse_listen(s.http.listen, "http.listen")
@@ -147,6 +164,8 @@ class Bridge:
             await self._smtp.wait_closed()
         if self._client is not None:
             await self._client.close()
+        if self._byosoku is not None:
+            await self._byosoku.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
         if self._store is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bridge import config
 from bridge.errors import BridgeError
-from bridge.store import JobState, Store
+from bridge.store import InboundState, JobState, Store
 
 log = logging.getLogger("bridge")
 
@@ -33,6 +33,7 @@ examples:
   fax-bridge check-config -c fax-bridge.toml
   fax-bridge list --state unknown
   fax-bridge retry 17
+  fax-bridge replay-quarantine
   fax-bridge hash-password < password.txt
 """
 
@@ -175,10 +176,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         store = await Store.open(db)
         try:
             jobs, mails = await store.job_counts(), await store.mail_counts()
-            quarantined = len(await store.quarantined())
+            inbound = await store.inbound_counts()
+            quarantined = len(await store.quarantined(pending_only=True))
         finally:
             await store.close()
         print("fax jobs:  " + ", ".join(f"{s} {jobs.get(s, 0)}" for s in JobState))
+        print("received:  " + ", ".join(f"{s} {inbound.get(s, 0)}" for s in InboundState))
         print("emails:    " + (", ".join(f"{s} {n}" for s, n in sorted(mails.items()))
                                or "none"))
         print(f"quarantined pushes: {quarantined}")
@@ -228,6 +231,49 @@ def cmd_retry(args: argparse.Namespace) -> int:
         return 1
     print(f"job {args.job} queued again; the running service sends it within a minute")
     return 0
+
+
+def cmd_replay_quarantine(args: argparse.Namespace) -> int:
+    """Run kept push bodies through the push handling again, e.g. after a fix."""
+    from bridge.alerts import Alerter
+    from bridge.clock import SystemClock
+    from bridge.ingress.pushes import SOURCE, PushProcessor
+    from bridge.mail import Templates
+    from bridge.workers.sender import status_classifier
+
+    settings = _load(args)
+    db = _database(args)
+
+    async def run() -> int:
+        store = await Store.open(db)
+        try:
+            clock = SystemClock()
+            processor = PushProcessor(
+                store, clock, inbound_dir=db.parent / "inbound",
+                classify=status_classifier(settings.faxmax),
+                alerter=Alerter(store, clock, settings, Templates(settings.mail.templates_dir),
+                                on_enqueued=lambda: None),
+                on_status=lambda: None, on_fax=lambda: None)
+            left = 0
+            for item in await store.quarantined(pending_only=True):
+                if item.source != SOURCE:
+                    continue
+                outcome = await processor.process(item.body, quarantine=False)
+                if outcome.not_understood:
+                    left += 1
+                    print(f"#{item.id}: still not understood: "
+                          f"{'; '.join(outcome.not_understood)}")
+                    continue
+                await store.mark_replayed(item.id, clock.now())
+                print(f"#{item.id}: replayed ({outcome.status_events} status event(s), "
+                      f"{len(outcome.new_fax_ids)} new fax(es))")
+            return left
+        finally:
+            await store.close()
+
+    left = asyncio.run(run())
+    print("done; the running service picks up what was replayed within a minute")
+    return 1 if left else 0
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
@@ -290,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_store(p)
     p.add_argument("job", type=int)
     p.set_defaults(func=cmd_retry)
+    p = command("replay-quarantine", "process quarantined FaxMAX pushes again (after a fix)")
+    with_store(p)
+    p.set_defaults(func=cmd_replay_quarantine)
     p = command("hash-password", "make a password hash for [[smtp.users]]")
     p.set_defaults(func=cmd_hash_password)
     p = command("send-test", "send a one-page test fax by SMTP")

@@ -110,6 +110,11 @@ class ByosokuSettings:
     poll_interval: float = 60
     pdf_interval: float = 1
     initial_sync: str = field(default="skip", metadata=_choice("skip", "deliver"))
+    timezone: str = "Asia/Tokyo"  # of receiveDate, which carries no zone
+    timeout: float = 30  # seconds for one call
+    pdf_attempts: int = 5  # ERR_NO_PDF answers before a fax is given up (the PDF may lag)
+    retry_base: float = 30  # first delay before fetching a PDF again; doubles, with jitter
+    retry_cap: float = 1800
 
 
 @dataclass(frozen=True)
@@ -338,11 +343,13 @@ def _validate(s: Settings) -> None:
                                  allow=s.numbers.allow, deny=s.numbers.deny)
     except ValueError as exc:
         raise ConfigError(f"[numbers] (from {s.source}): {exc}") from exc
-    try:
-        zoneinfo.ZoneInfo(s.mail.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"mail.timezone: unknown time zone {s.mail.timezone!r}; use a name "
-                          "such as \"Europe/Istanbul\" or \"Asia/Tokyo\"") from exc
+    for tz_key, tz in (("mail.timezone", s.mail.timezone),
+                       ("byosoku.timezone", s.byosoku.timezone)):
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"{tz_key}: unknown time zone {tz!r}; use a name such as "
+                              "\"Europe/Istanbul\" or \"Asia/Tokyo\"") from exc
     if not parseaddr(s.mail.from_)[1]:
         raise ConfigError(f"mail.from: {s.mail.from_!r} is not an e-mail address")
     if s.mail.transport == "smtp" and not s.mail.smtp_host:

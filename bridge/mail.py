@@ -24,6 +24,7 @@ import jinja2
 
 from bridge.config import MailSettings
 from bridge.errors import BridgeError
+from bridge.files import write_atomic
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 SOURCE_TEMPLATES = Path(__file__).parent.parent / "templates"
@@ -119,34 +120,21 @@ class Envelope:
 
 
 class MaildirTransport:
-    """Writes each message into `new/` of a Maildir: tmp file, fsync, rename, fsync directory,
-    so a crash leaves either the whole message or nothing."""
+    """Writes each message into `new/` of a Maildir, durably: a crash leaves either the whole
+    message or nothing."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._counter = 0
 
-    def _prepare(self) -> None:
+    def _write(self, body: bytes) -> Path:
         for sub in ("tmp", "new", "cur"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
-
-    def _write(self, body: bytes) -> Path:
-        self._prepare()
         self._counter += 1
         name = f"{time.time_ns()}.P{os.getpid()}Q{self._counter}.{socket.gethostname()}"
-        tmp = self.path / "tmp" / name
-        with open(tmp, "wb") as fp:
-            fp.write(body.replace(b"\r\n", b"\n"))
-            fp.flush()
-            os.fsync(fp.fileno())
-        final = self.path / "new" / name
-        os.rename(tmp, final)
-        fd = os.open(self.path / "new", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return final
+        # Maildir readers expect local line ends.
+        return write_atomic(self.path / "new" / name, body.replace(b"\r\n", b"\n"),
+                            tmp_dir=self.path / "tmp")
 
     async def deliver(self, envelope: Envelope) -> str:
         try:

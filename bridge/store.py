@@ -52,6 +52,14 @@ class MessageState(StrEnum):
     FAILED = "failed"  # its documents could not be converted
 
 
+class InboundState(StrEnum):
+    FETCHING = "fetching"  # known from a provider's log; its document is still to be fetched
+    RECEIVED = "received"  # its document is stored; to be converted and mailed
+    MAILED = "mailed"  # its email is in the outbox
+    FAILED = "failed"  # could not be fetched or mailed; a person was told
+    SKIPPED = "skipped"  # already in the provider's log at the first start (initial_sync)
+
+
 class MailState(StrEnum):
     PENDING = "pending"
     SENT = "sent"
@@ -133,6 +141,35 @@ SCHEMA: tuple[str, ...] = (
         body BLOB NOT NULL,
         received_at REAL NOT NULL,
         replayed_at REAL
+    );
+    """,
+    # version 2: received faxes, provider bookkeeping, alert throttling
+    """
+    CREATE TABLE inbound (
+        id INTEGER PRIMARY KEY,
+        provider TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        receiving_number TEXT NOT NULL,
+        sender_number TEXT NOT NULL,
+        remote_station TEXT NOT NULL DEFAULT '',
+        pages INTEGER,
+        received_at REAL NOT NULL,
+        document_path TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (provider, external_id)
+    );
+    CREATE INDEX inbound_due ON inbound(state, next_attempt_at);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE alerts (
+        cause TEXT PRIMARY KEY,
+        last_sent_at REAL NOT NULL,
+        suppressed INTEGER NOT NULL DEFAULT 0,
+        sent INTEGER NOT NULL DEFAULT 0
     );
     """,
 )
@@ -220,6 +257,55 @@ class QueuedMail:
     body: bytes
     attempts: int
     created_at: float
+
+
+@dataclass(frozen=True)
+class NewInbound:
+    """A received fax as a provider reported it."""
+
+    provider: str
+    external_id: str
+    receiving_number: str
+    sender_number: str
+    received_at: float
+    pages: int | None = None
+    remote_station: str = ""
+    document_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Inbound:
+    id: int
+    provider: str
+    external_id: str
+    state: InboundState
+    receiving_number: str
+    sender_number: str
+    remote_station: str
+    pages: int | None
+    received_at: float
+    document_path: str | None
+    attempts: int
+    next_attempt_at: float
+    detail: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    id: int
+    source: str
+    reason: str
+    body: bytes
+    received_at: float
+    replayed_at: float | None
+
+
+def _inbound(row: sqlite3.Row) -> Inbound:
+    values = dict(row)
+    values["state"] = InboundState(values["state"])
+    return Inbound(**values)
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -463,28 +549,27 @@ class Store:
 
     # --- status pushes ---------------------------------------------------------------------
 
-    async def add_status_events(
-        self, events: Sequence[StatusEvent], now: float,
+    async def _add_status_events(
+        self, db: aiosqlite.Connection, events: Sequence[StatusEvent], now: float,
         classify: Callable[[str], JobState | None],
     ) -> int:
-        """Store pushes (replays are no-ops) and apply those whose fax id is known.
+        """Store status pushes (replays are no-ops) and apply those whose fax id is known.
 
         Returns how many events were new. A push for a fax id we have not recorded yet (its
         send response is still on the way) stays pending and is applied by `record_submitted`.
         """
         new = 0
-        async with self._tx() as db:
-            for event in events:
-                cur = await db.execute(
-                    "INSERT INTO status_events (provider, fax_id, status, result_message, pages,"
-                    " event_key, raw, received_at) VALUES (?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(event_key) DO NOTHING",
-                    (event.provider, event.fax_id, event.status, event.result_message,
-                     event.pages, event.event_key, event.raw, now),
-                )
-                new += cur.rowcount
-            for fax_id in dict.fromkeys(e.fax_id for e in events):
-                await self._apply_pending(db, fax_id, now, classify)
+        for event in events:
+            cur = await db.execute(
+                "INSERT INTO status_events (provider, fax_id, status, result_message, pages,"
+                " event_key, raw, received_at) VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(event_key) DO NOTHING",
+                (event.provider, event.fax_id, event.status, event.result_message,
+                 event.pages, event.event_key, event.raw, now),
+            )
+            new += cur.rowcount
+        for fax_id in dict.fromkeys(e.fax_id for e in events):
+            await self._apply_pending(db, fax_id, now, classify)
         return new
 
     async def _apply_pending(
@@ -607,16 +692,160 @@ class Store:
 
     # --- quarantine ------------------------------------------------------------------------
 
-    async def quarantine(self, source: str, reason: str, body: bytes, now: float) -> int:
-        """Keep what we could not understand, raw, so nothing a provider sent is ever lost."""
-        async with self._tx() as db:
-            cur = await db.execute(
-                "INSERT INTO quarantine (source, reason, body, received_at) VALUES (?,?,?,?)",
-                (source, reason, body, now),
-            )
-            assert cur.lastrowid is not None
-            return cur.lastrowid
+    async def _quarantine(
+        self, db: aiosqlite.Connection, source: str, reason: str, body: bytes, now: float
+    ) -> int:
+        cur = await db.execute(
+            "INSERT INTO quarantine (source, reason, body, received_at) VALUES (?,?,?,?)",
+            (source, reason, body, now),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
-    async def quarantined(self) -> list[tuple[int, str, str]]:
-        rows = await self._all("SELECT id, source, reason FROM quarantine ORDER BY id")
-        return [(int(r[0]), str(r[1]), str(r[2])) for r in rows]
+    async def quarantined(self, *, pending_only: bool = False) -> list[Quarantined]:
+        """What was kept raw because it could not be understood (see `replay-quarantine`)."""
+        where = " WHERE replayed_at IS NULL" if pending_only else ""
+        rows = await self._all(f"SELECT * FROM quarantine{where} ORDER BY id")
+        return [Quarantined(**{**dict(r), "body": bytes(r["body"])}) for r in rows]
+
+    async def mark_replayed(self, quarantine_id: int, now: float) -> None:
+        async with self._tx() as db:
+            await db.execute("UPDATE quarantine SET replayed_at = ? WHERE id = ?",
+                             (now, quarantine_id))
+
+    # --- pushes: one transaction per push ---------------------------------------------------
+
+    async def record_push(
+        self, *, source: str, events: Sequence[StatusEvent], faxes: Sequence[NewInbound],
+        bad: Sequence[tuple[bytes, str]], now: float,
+        classify: Callable[[str], JobState | None],
+    ) -> tuple[int, list[int], list[int]]:
+        """Everything a push carried, in one commit: status events (replays are no-ops), new
+        received faxes, and what goes to quarantine. Returns (new events, new fax ids,
+        quarantine ids)."""
+        async with self._tx() as db:
+            new_events = await self._add_status_events(db, events, now, classify)
+            fax_ids = await self._add_inbound(db, faxes, InboundState.RECEIVED, now)
+            kept = [await self._quarantine(db, source, reason, body, now) for body, reason in bad]
+        return new_events, fax_ids, kept
+
+    # --- received faxes ---------------------------------------------------------------------
+
+    async def _add_inbound(
+        self, db: aiosqlite.Connection, faxes: Sequence[NewInbound], state: InboundState,
+        now: float,
+    ) -> list[int]:
+        ids = []
+        for fax in faxes:
+            cur = await db.execute(
+                "INSERT INTO inbound (provider, external_id, state, receiving_number,"
+                " sender_number, remote_station, pages, received_at, document_path,"
+                " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(provider, external_id) DO NOTHING",
+                (fax.provider, fax.external_id, state, fax.receiving_number,
+                 fax.sender_number, fax.remote_station, fax.pages, fax.received_at,
+                 fax.document_path, now, now, now),
+            )
+            if cur.rowcount == 1:
+                assert cur.lastrowid is not None
+                ids.append(cur.lastrowid)
+        return ids
+
+    async def record_log_poll(
+        self, faxes: Sequence[NewInbound], state: InboundState, meta: dict[str, str],
+        now: float,
+    ) -> list[int]:
+        """A provider's log: unseen faxes and the poller's bookkeeping, in one commit."""
+        async with self._tx() as db:
+            ids = await self._add_inbound(db, faxes, state, now)
+            await self._set_meta(db, meta)
+        return ids
+
+    async def next_inbound(self, state: InboundState, now: float) -> Inbound | None:
+        rows = await self._all(
+            "SELECT * FROM inbound WHERE state = ? AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, id LIMIT 1", (state, now))
+        return _inbound(rows[0]) if rows else None
+
+    async def next_inbound_due(self, state: InboundState) -> float | None:
+        rows = await self._all("SELECT MIN(next_attempt_at) FROM inbound WHERE state = ?",
+                               (state,))
+        value = rows[0][0] if rows else None
+        return float(value) if value is not None else None
+
+    async def inbound(self, inbound_id: int) -> Inbound | None:
+        rows = await self._all("SELECT * FROM inbound WHERE id = ?", (inbound_id,))
+        return _inbound(rows[0]) if rows else None
+
+    async def inbound_all(self) -> list[Inbound]:
+        return [_inbound(r) for r in await self._all("SELECT * FROM inbound ORDER BY id")]
+
+    async def inbound_fetched(self, inbound_id: int, document_path: str, now: float) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE inbound SET state = ?, document_path = ?, attempts = attempts + 1,"
+                " next_attempt_at = ?, detail = '', updated_at = ? WHERE id = ?",
+                (InboundState.RECEIVED, document_path, now, now, inbound_id))
+
+    async def inbound_retry(self, inbound_id: int, *, at: float, detail: str,
+                            now: float) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE inbound SET attempts = attempts + 1, next_attempt_at = ?, detail = ?,"
+                " updated_at = ? WHERE id = ?", (at, detail, now, inbound_id))
+
+    async def inbound_done(
+        self, inbound_id: int, state: InboundState, *, mail: OutgoingMail | None, detail: str,
+        now: float,
+    ) -> None:
+        """Mailed (its email enqueued in the same commit) or failed."""
+        async with self._tx() as db:
+            if mail is not None:
+                await self._enqueue(db, mail, now)
+            await db.execute(
+                "UPDATE inbound SET state = ?, detail = ?, updated_at = ? WHERE id = ?",
+                (state, detail, now, inbound_id))
+
+    async def inbound_counts(self) -> dict[str, int]:
+        rows = await self._all("SELECT state, COUNT(*) FROM inbound GROUP BY state")
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        rows = await self._all("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def set_meta(self, values: dict[str, str]) -> None:
+        async with self._tx() as db:
+            await self._set_meta(db, values)
+
+    async def _set_meta(self, db: aiosqlite.Connection, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            await db.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
+                             " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                             (key, value))
+
+    async def throttle_alert(
+        self, cause: str, now: float, window: float,
+        render: Callable[[int, int], OutgoingMail | None],
+    ) -> bool:
+        """Send at most one alert per cause per `window`; the next one says how many were
+        held back. `render(sent_before, suppressed)` makes the email. True if one was queued."""
+        async with self._tx() as db:
+            async with db.execute("SELECT last_sent_at, suppressed, sent FROM alerts"
+                                  " WHERE cause = ?", (cause,)) as cur:
+                row = await cur.fetchone()
+            if row is not None and now - row[0] < window:
+                await db.execute("UPDATE alerts SET suppressed = suppressed + 1 WHERE cause = ?",
+                                 (cause,))
+                return False
+            sent, suppressed = (row[2], row[1]) if row is not None else (0, 0)
+            mail = render(sent, suppressed)
+            if mail is not None:
+                await self._enqueue(db, mail, now)
+            await db.execute(
+                "INSERT INTO alerts (cause, last_sent_at, suppressed, sent) VALUES (?, ?, 0, ?)"
+                " ON CONFLICT(cause) DO UPDATE SET last_sent_at = excluded.last_sent_at,"
+                " suppressed = 0, sent = excluded.sent", (cause, now, sent + 1))
+            return mail is not None

@@ -83,19 +83,27 @@ def test_push_parsing_splits_status_incoming_and_bad_events() -> None:
     body = json.dumps([
         {"type": "OUTGOING_FAX", "id": "F1", "status": "success", "page_count": "2",
          "result_message": "ok"},
-        {"type": "INCOMING_FAX", "id": "I1", "content": "SUkqAA=="},
+        {"type": "INCOMING_FAX", "id": "I1", "content": "SUkqAA==", "cld": "902120000000"},
         {"type": "OUTGOING_FAX", "status": "SUCCESS"},
         {"type": "SOMETHING"},
         "not an object",
+        {"type": "INCOMING_FAX", "id": "I2", "content": "@@not base64@@"},
+        {"type": "INCOMING_FAX", "id": "I3", "content": "JVBERi0xLjQ="},
+        {"type": "INCOMING_FAX", "id": "I4"},
+        {"type": "INCOMING_FAX", "content": "SUkqAA=="},
     ]).encode()
     batch = parse_push(body)
     [event] = batch.status_events
     assert (event.fax_id, event.status, event.pages, event.result_message) == (
         "F1", "SUCCESS", 2, "ok")
-    assert [e["id"] for e in batch.incoming] == ["I1"]
+    [fax] = batch.incoming
+    assert (fax.fax_id, fax.receiving_number, fax.tiff) == ("I1", "902120000000", b"II*\0")
     assert [reason for _, reason in batch.bad] == [
         "an OUTGOING_FAX event lacks its id or status", "unknown event type 'SOMETHING'",
-        "an event is not a JSON object"]
+        "an event is not a JSON object", "the fax image (content) is not valid base64",
+        "the fax image (content) is not a TIFF",
+        "an INCOMING_FAX event has no fax image (content)",
+        "an INCOMING_FAX event lacks its id"]
 
 
 def test_a_replayed_event_has_the_same_key_and_a_different_one_does_not() -> None:

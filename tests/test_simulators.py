@@ -1,26 +1,35 @@
-"""The loopback FaxMAX simulator behaves as the provider documentation says, and its faults work."""
+"""The loopback FaxMAX and 秒速FAX Plus simulators behave as the provider docs say; faults work."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import io
 import json
 import re
 import socket
+import struct
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from PIL import Image
+from pypdf import PdfReader
 
+from bridge.clock import FakeClock
 from bridge.simulators import (
+    JAPAN_TIME,
+    ByosokuFault,
+    ByosokuSimulator,
     Fault,
     FaxMaxSimulator,
     PushAttempt,
     count_pdf_pages,
+    count_tiff_pages,
     format_provider_time,
 )
 
@@ -683,3 +692,361 @@ def test_count_pdf_pages() -> None:
 
 def test_format_provider_time() -> None:
     assert format_provider_time(datetime(2016, 1, 5, 12, 5, 31)) == "2016-01-05 12:05:31"
+
+
+# -- FaxMAX incoming faxes --------------------------------------------------------------------
+
+
+def tiff(pages: int) -> bytes:
+    images = [Image.new("1", (16, 16), 1) for _ in range(pages)]
+    out = io.BytesIO()
+    images[0].save(out, format="TIFF", save_all=True, append_images=images[1:])
+    return out.getvalue()
+
+
+def test_count_tiff_pages() -> None:
+    assert count_tiff_pages(tiff(1)) == 1
+    assert count_tiff_pages(tiff(3)) == 3
+    # big-endian, two empty IFDs at 8 and 14
+    big = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">HI", 0, 14) + struct.pack(">HI", 0, 0)
+    assert count_tiff_pages(big) == 2
+    looped = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<HI", 0, 8)  # points at itself
+    assert count_tiff_pages(looped) == 1
+    truncated = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 40)
+    assert count_tiff_pages(truncated) == 1
+    assert count_tiff_pages(b"not a tiff") == 1
+    assert count_tiff_pages(b"II*\x00") == 1
+
+
+def test_incoming_event_has_the_documented_fields(sim: FaxMaxSimulator) -> None:
+    document = tiff(3)
+    hostile = "EVIL\r\nBcc: x@example.com\n"
+    event = sim.incoming_event(tiff=document, cld="902122222525", remote_station_id=hostile)
+    assert set(event) == {
+        "type", "id", "account_id", "account_name", "cli", "cld", "status", "requested_on",
+        "result_message", "page_count", "total_page_count", "ecm_used", "has_t38",
+        "remote_station_id", "fax_encoding", "transfer_rate", "content",
+    }  # fmt: skip
+    assert event["type"] == "INCOMING_FAX"
+    assert UUID_RE.fullmatch(event["id"])
+    assert (event["cli"], event["cld"], event["status"]) == ("", "902122222525", "SUCCESS")
+    assert (event["page_count"], event["total_page_count"]) == (3, 3)
+    assert event["remote_station_id"] == hostile
+    assert base64.b64decode(event["content"], validate=True) == document
+    assert TIME_RE.fullmatch(event["requested_on"])
+    assert event["account_id"] == sim.account_id
+
+    other = sim.incoming_event(
+        tiff=b"junk", cld="90212", cli="90216", pages=5, fax_id="in-1", status="FAILED"
+    )
+    assert (other["id"], other["cli"], other["status"]) == ("in-1", "90216", "FAILED")
+    assert other["page_count"] == 5
+    assert sim.incoming_event(tiff=b"junk", cld="90212")["page_count"] == 1
+    assert sim.incoming_event(tiff=b"", cld="90212")["id"] != other["id"]
+
+
+async def test_push_incoming_is_retried_and_delivered(
+    sim: FaxMaxSimulator, receiver: Receiver
+) -> None:
+    sim.push_url = receiver.url
+    receiver.answers.append(503)
+    event = await sim.push_incoming(tiff=tiff(2), cld="902122222525", cli="905551112233")
+    assert receiver.bodies == [[event], [event]]
+    assert [p.status for p in sim.pushes] == [503, 200]
+    assert event["page_count"] == 2
+
+
+# -- 秒速FAX Plus ---------------------------------------------------------------------------------
+
+OUR_NUMBER = "0368680000"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def byo(clock: FakeClock) -> AsyncIterator[ByosokuSimulator]:
+    simulator = ByosokuSimulator(clock=clock)
+    await simulator.start()
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+async def call_log(
+    client: aiohttp.ClientSession, byo: ByosokuSimulator, method: str = "GET"
+) -> tuple[int, str, bytes]:
+    async with client.request(method, byo.log_url) as response:
+        return response.status, response.content_type, await response.read()
+
+
+async def call_pdf(
+    client: aiohttp.ClientSession, byo: ByosokuSimulator, pdf_id: str | None, method: str = "GET"
+) -> aiohttp.ClientResponse:
+    params = {} if pdf_id is None else {"pdfId": pdf_id}
+    if method == "GET":
+        response = await client.get(byo.pdf_url, params=params)
+    else:
+        response = await client.post(byo.pdf_url, data=params)
+    await response.read()
+    return response
+
+
+async def log_rows(
+    client: aiohttp.ClientSession, byo: ByosokuSimulator, clock: FakeClock
+) -> list[dict[str, Any]]:
+    clock.advance(byo.log_interval)
+    status, content_type, body = await call_log(client, byo)
+    assert (status, content_type) == (200, "application/json")
+    answer = json.loads(body)
+    assert (answer["status"], answer["ErrorMsg"]) == (0, "")
+    rows: list[dict[str, Any]] = answer["Results"]
+    return rows
+
+
+async def error_of(response: aiohttp.ClientResponse) -> tuple[int, Any]:
+    assert response.content_type == "application/json"
+    answer = await response.json()
+    assert answer["status"] == 1
+    return response.status, answer["ErrorMsg"]
+
+
+@pytest.mark.parametrize("sender_field", ["senderNumber", "sendNumber"])
+async def test_log_shape(
+    client: aiohttp.ClientSession, clock: FakeClock, sender_field: str
+) -> None:
+    async with ByosokuSimulator(clock=clock, sender_field=sender_field) as byo:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/receive/log", byo.log_url)
+        assert byo.pdf_url == byo.log_url.replace("/log", "/pdf")
+        first = byo.add_fax(fax_number=OUR_NUMBER, sender="0312345678", pages=3)
+        clock.advance(60)
+        second = byo.add_fax(fax_number=OUR_NUMBER)  # withheld sender
+        assert re.fullmatch(r"[A-Za-z0-9_-]{16}", first)
+        rows = await log_rows(client, byo, clock)
+        assert [set(row) for row in rows] == [
+            {"receiveDate", "faxNumber", "page", sender_field, "pdfId"}
+        ] * 2
+        assert [row["pdfId"] for row in rows] == [second, first]
+        assert rows[1]["page"] == "3" and rows[0]["page"] == "1"
+        assert (rows[1][sender_field], rows[0][sender_field]) == ("0312345678", "")
+        assert rows[0]["faxNumber"] == OUR_NUMBER
+        japan = datetime.fromtimestamp(clock.now() - byo.log_interval, UTC).astimezone(JAPAN_TIME)
+        assert rows[0]["receiveDate"] == format_provider_time(japan)
+        assert japan.utcoffset() == timedelta(hours=9)
+        assert byo.log_calls == [clock.now()]
+        async with client.get(byo.base_url + "/receive/nope") as response:
+            assert response.status == 404
+    with pytest.raises(ValueError):
+        ByosokuSimulator(sender_field="sender")
+
+
+async def test_log_is_newest_first_and_capped_at_50(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    ids = []
+    for _ in range(60):
+        ids.append(byo.add_fax(fax_number=OUR_NUMBER))
+        clock.advance(1)
+    old = byo.add_fax(fax_number=OUR_NUMBER, received_at=datetime(2014, 4, 16, 3, 9))
+    rows = await log_rows(client, byo, clock)
+    assert [row["pdfId"] for row in rows] == ids[::-1][:50]
+    assert old not in {row["pdfId"] for row in rows}
+    assert TIME_RE.fullmatch(rows[0]["receiveDate"])
+
+
+async def test_log_accepts_post(byo: ByosokuSimulator, client: aiohttp.ClientSession) -> None:
+    byo.add_fax(fax_number=OUR_NUMBER)
+    status, _, body = await call_log(client, byo, "POST")
+    assert status == 200 and len(json.loads(body)["Results"]) == 1
+
+
+async def test_log_interval_is_enforced_and_early_calls_do_not_restart_it(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    assert (await call_log(client, byo))[0] == 200
+    clock.advance(59.9)
+    status, _, body = await call_log(client, byo)
+    assert (status, json.loads(body)) == (400, {"status": 1, "ErrorMsg": "ERR_ACCESS_INTERVAL"})
+    assert (byo.violations, byo.log_violations, byo.pdf_violations) == (1, 1, 0)
+    clock.advance(0.1)  # 60 s after the first answer; the early call did not restart the wait
+    assert (await call_log(client, byo))[0] == 200
+    assert byo.violations == 1
+    start = clock.now() - 60
+    assert byo.log_calls == [start, start + 59.9, clock.now()]
+
+
+async def test_pdf_interval_is_shared_across_pdf_ids(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    a, b = byo.add_fax(fax_number=OUR_NUMBER), byo.add_fax(fax_number=OUR_NUMBER)
+    assert (await call_pdf(client, byo, a)).status == 200
+    clock.advance(0.5)
+    assert await error_of(await call_pdf(client, byo, b)) == (400, "ERR_ACCESS_INTERVAL")
+    assert (byo.violations, byo.log_violations, byo.pdf_violations) == (1, 0, 1)
+    clock.advance(0.5)
+    assert (await call_pdf(client, byo, b)).status == 200
+    assert (await call_log(client, byo))[0] == 200  # the log has its own interval
+    assert byo.fetched == collections.Counter({a: 1, b: 1})
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_pdf_download(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession, clock: FakeClock, method: str
+) -> None:
+    pdf_id = byo.add_fax(fax_number=OUR_NUMBER, pages=2)
+    given = byo.add_fax(fax_number=OUR_NUMBER, pdf=PDF)
+    response = await call_pdf(client, byo, pdf_id, method)
+    assert response.status == 200
+    assert response.content_type == "application/pdf"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{pdf_id}.pdf"'
+    document = await response.read()
+    assert len(PdfReader(io.BytesIO(document)).pages) == 2
+    clock.advance(1)
+    assert await (await call_pdf(client, byo, given, method)).read() == PDF
+    assert [(pid, m) for _, pid, m in byo.pdf_calls] == [(pdf_id, method), (given, method)]
+    assert byo.fetched == collections.Counter({pdf_id: 1, given: 1})
+    assert byo.violations == 0
+
+
+async def test_pdf_id_missing_or_malformed(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    byo.add_fax(fax_number=OUR_NUMBER)
+    async with client.get(byo.pdf_url, params=[("pdfId", "a"), ("pdfId", "b")]) as response:
+        assert await error_of(response) == (400, "ERR_PDF_ID")
+    for pdf_id, method in [(None, "GET"), (None, "POST"), ("a b", "GET"), ("x" * 200, "POST")]:
+        clock.advance(1)
+        assert await error_of(await call_pdf(client, byo, pdf_id, method)) == (400, "ERR_PDF_ID")
+    assert [pid for _, pid, _ in byo.pdf_calls][:3] == ["a,b", "", ""]
+    assert byo.fetched.total() == 0 and byo.violations == 0
+
+
+async def test_unknown_and_deleted_pdfs(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    pdf_id = byo.add_fax(fax_number=OUR_NUMBER)
+    assert await error_of(await call_pdf(client, byo, "dG8vc2E9NTTTODQ9")) == (400, "ERR_NO_PDF")
+    byo.delete_pdf(pdf_id)
+    clock.advance(1)
+    assert await error_of(await call_pdf(client, byo, pdf_id)) == (400, "ERR_NO_PDF")
+    assert [row["pdfId"] for row in await log_rows(client, byo, clock)] == [pdf_id]
+    with pytest.raises(KeyError):
+        byo.delete_pdf("unknown")
+
+
+async def test_no_pdf_times_then_served(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    pdf_id = byo.add_fax(fax_number=OUR_NUMBER)
+    byo.no_pdf_times[pdf_id] = 2
+    for _ in range(2):
+        assert await error_of(await call_pdf(client, byo, pdf_id)) == (400, "ERR_NO_PDF")
+        clock.advance(1)
+    assert (await call_pdf(client, byo, pdf_id)).status == 200
+    assert byo.no_pdf_times == {} and byo.fetched[pdf_id] == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [(400, "ERR_NO_DATA"), (500, "ERR_SERVER_ERR"), (503, "ERR_SERVER_BUSY"), (403, None),
+     (404, None)],
+)  # fmt: skip
+async def test_error_faults(
+    byo: ByosokuSimulator,
+    client: aiohttp.ClientSession,
+    clock: FakeClock,
+    status: int,
+    message: str | None,
+) -> None:
+    pdf_id = byo.add_fax(fax_number=OUR_NUMBER)
+    byo.log_faults.append(ByosokuFault.error(status, message))
+    byo.pdf_faults.append(ByosokuFault.error(status, message))
+    log_status, content_type, body = await call_log(client, byo)
+    response = await call_pdf(client, byo, pdf_id)
+    for got_status, got_type, got_body in [
+        (log_status, content_type, body),
+        (response.status, response.content_type, await response.read()),
+    ]:
+        assert got_status == status
+        if message is None:
+            assert got_type == "text/html" and str(status).encode() in got_body
+        else:
+            assert json.loads(got_body) == {"status": 1, "ErrorMsg": message}
+    # a faulted call counts: calling again at once is too early
+    status2, _, body2 = await call_log(client, byo)
+    assert (status2, json.loads(body2)["ErrorMsg"]) == (400, "ERR_ACCESS_INTERVAL")
+    assert byo.fetched.total() == 0
+    clock.advance(60)
+    assert (await call_log(client, byo))[0] == 200
+    assert (await call_pdf(client, byo, pdf_id)).status == 200
+
+
+async def test_garbage_faults(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    pdf_id = byo.add_fax(fax_number=OUR_NUMBER)
+    byo.log_faults.append(ByosokuFault.garbage())
+    byo.pdf_faults.append(ByosokuFault.garbage())
+    status, content_type, body = await call_log(client, byo)
+    assert (status, content_type) == (200, "application/json")
+    with pytest.raises(ValueError):
+        json.loads(body)
+    response = await call_pdf(client, byo, pdf_id)
+    assert (response.status, response.content_type) == (200, "application/pdf")
+    assert not (await response.read()).startswith(b"%PDF-")
+    assert byo.fetched.total() == 0
+
+
+async def test_call_while_another_is_unanswered_is_early(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    byo.log_faults.append(ByosokuFault.stall(30))
+    stalled = asyncio.create_task(call_log(client, byo))
+    await byo.wait_for_log_calls(1)
+    clock.advance(90)
+    status, _, _ = await call_log(client, byo)
+    assert status == 400 and byo.log_violations == 1
+    assert not stalled.done()
+    stalled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stalled
+
+
+async def test_short_stall_answers_normally(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession
+) -> None:
+    pdf_id = byo.add_fax(fax_number=OUR_NUMBER)
+    byo.log_faults.append(ByosokuFault.stall(0.05))
+    byo.pdf_faults.append(ByosokuFault.stall(0.05))
+    status, _, body = await call_log(client, byo)
+    assert status == 200 and json.loads(body)["Results"][0]["pdfId"] == pdf_id
+    assert (await call_pdf(client, byo, pdf_id)).status == 200
+    assert byo.violations == 0 and byo.fetched[pdf_id] == 1
+
+
+async def test_stall_reference_time_is_the_response(
+    byo: ByosokuSimulator, client: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    byo.log_faults.append(ByosokuFault.stall(0.2))
+    stalled = asyncio.create_task(call_log(client, byo))
+    await byo.wait_for_log_calls(1)
+    clock.advance(30)  # the answer goes out 30 s (fake) after the call arrived
+    assert (await stalled)[0] == 200
+    clock.advance(59)  # 89 s after arrival, 59 s after the response
+    assert (await call_log(client, byo))[0] == 400
+    clock.advance(1)
+    assert (await call_log(client, byo))[0] == 200
+
+
+async def test_stop_drops_a_stalled_call(client: aiohttp.ClientSession) -> None:
+    byo = ByosokuSimulator()
+    await byo.start()
+    byo.log_faults.append(ByosokuFault.stall(30))
+    task = asyncio.create_task(call_log(client, byo))
+    await byo.wait_for_log_calls(1)
+    await asyncio.wait_for(byo.stop(), 2.0)
+    with pytest.raises(DISCONNECTED):
+        await task

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from collections.abc import Callable
 from email.utils import getaddresses
@@ -22,6 +21,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from bridge import mime
 from bridge.clock import Clock
 from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
+from bridge.files import write_atomic
 from bridge.numbers import NumberError, NumberPolicy, check_policy, parse_local_part
 from bridge.passwords import verify_password
 from bridge.store import NewMessage, Store, is_disk_full
@@ -42,22 +42,8 @@ def sender_allowed(address: str, allowed: tuple[str, ...]) -> bool:
 
 
 def write_spool(spool_dir: Path, raw: bytes) -> Path:
-    """Durably store the raw mail: tmp file, fsync, rename, fsync the directory."""
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    name = f"{uuid.uuid4().hex}.eml"
-    tmp = spool_dir / f".{name}.tmp"
-    with open(tmp, "wb") as fp:
-        fp.write(raw)
-        fp.flush()
-        os.fsync(fp.fileno())
-    final = spool_dir / name
-    os.rename(tmp, final)
-    fd = os.open(spool_dir, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return final
+    """Durably store the raw mail under a fresh name."""
+    return write_atomic(spool_dir / f"{uuid.uuid4().hex}.eml", raw)
 
 
 class FaxSMTP(SMTP):

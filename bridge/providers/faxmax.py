@@ -9,6 +9,8 @@ never resent automatically: a person decides.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -20,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from bridge import documents
 from bridge.config import FaxmaxSettings
 from bridge.errors import (
     ProviderOutcomeUnknown,
@@ -182,10 +185,23 @@ class FaxMaxClient:
 
 
 @dataclass(frozen=True)
+class IncomingFax:
+    """An INCOMING_FAX event, its TIFF decoded."""
+
+    fax_id: str
+    receiving_number: str  # `cld`: which of our numbers was called
+    sender_number: str  # `cli`: "" when withheld
+    remote_station: str  # the sender's TSI, free text from the far end
+    pages: int | None
+    requested_on: str
+    tiff: bytes
+
+
+@dataclass(frozen=True)
 class PushBatch:
     status_events: tuple[StatusEvent, ...]
-    incoming: tuple[Mapping[str, Any], ...]
-    bad: tuple[tuple[str, str], ...]  # (raw event JSON or body, reason)
+    incoming: tuple[IncomingFax, ...]
+    bad: tuple[tuple[bytes, str], ...]  # (the raw event or body, why it was not understood)
 
 
 def _event_key(event: Mapping[str, Any]) -> str:
@@ -201,40 +217,69 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else str(value)
+
+
+def parse_incoming(event: Mapping[str, Any]) -> IncomingFax | str:
+    """The fax in an INCOMING_FAX event, or the reason it cannot be used."""
+    fax_id = event.get("id")
+    if not isinstance(fax_id, str | int) or isinstance(fax_id, bool) or not str(fax_id).strip():
+        return "an INCOMING_FAX event lacks its id"
+    content = event.get("content")
+    if not isinstance(content, str) or not content.strip():
+        return "an INCOMING_FAX event has no fax image (content)"
+    try:
+        tiff = base64.b64decode("".join(content.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return "the fax image (content) is not valid base64"
+    if documents.sniff(tiff[: documents.SNIFF_BYTES]) is not documents.Kind.TIFF:
+        return "the fax image (content) is not a TIFF"
+    return IncomingFax(
+        fax_id=str(fax_id).strip(), receiving_number=_text(event.get("cld")),
+        sender_number=_text(event.get("cli")), remote_station=_text(event.get("remote_station_id")),
+        pages=_int_or_none(event.get("page_count")), requested_on=_text(event.get("requested_on")),
+        tiff=tiff,
+    )
+
+
 def parse_push(body: bytes) -> PushBatch:
     """Split a push body into status events, incoming faxes and what could not be understood.
     Pure and total: any input yields a batch, never an exception."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return PushBatch((), (), ((body.decode("utf-8", "replace"), "the body is not JSON"),))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return PushBatch((), (), ((body, "the body is not JSON"),))
     if isinstance(doc, dict):
         doc = [doc]
     if not isinstance(doc, list):
-        return PushBatch((), (), ((body.decode("utf-8", "replace"),
-                                   "the body is not a JSON array of events"),))
+        return PushBatch((), (), ((body, "the body is not a JSON array of events"),))
     statuses: list[StatusEvent] = []
-    incoming: list[Mapping[str, Any]] = []
-    bad: list[tuple[str, str]] = []
+    incoming: list[IncomingFax] = []
+    bad: list[tuple[bytes, str]] = []
     for event in doc:
         raw = json.dumps(event, ensure_ascii=False)
         if not isinstance(event, dict):
-            bad.append((raw, "an event is not a JSON object"))
+            bad.append((raw.encode(), "an event is not a JSON object"))
             continue
         kind = event.get("type")
         if kind == "OUTGOING_FAX":
             fax_id, status = event.get("id"), event.get("status")
             if not isinstance(fax_id, str | int) or not fax_id or not isinstance(status, str):
-                bad.append((raw, "an OUTGOING_FAX event lacks its id or status"))
+                bad.append((raw.encode(), "an OUTGOING_FAX event lacks its id or status"))
                 continue
             statuses.append(StatusEvent(
                 provider=PROVIDER, fax_id=str(fax_id), status=status.strip().upper(),
-                result_message=str(event.get("result_message") or ""),
+                result_message=_text(event.get("result_message")),
                 pages=_int_or_none(event.get("page_count")),
                 event_key=_event_key(event), raw=raw,
             ))
         elif kind == "INCOMING_FAX":
-            incoming.append(event)
+            fax = parse_incoming(event)
+            if isinstance(fax, str):
+                bad.append((raw.encode(), fax))
+            else:
+                incoming.append(fax)
         else:
-            bad.append((raw, f"unknown event type {kind!r}"))
+            bad.append((raw.encode(), f"unknown event type {kind!r}"))
     return PushBatch(tuple(statuses), tuple(incoming), tuple(bad))

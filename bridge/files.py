@@ -1,0 +1,24 @@
+"""Durable file writes: a file is either completely there or not there at all after a crash."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> Path:
+    """Write to a temporary name (in `tmp_dir`, as Maildir wants, or beside `path`), fsync,
+    rename into place, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = (tmp_dir / path.name) if tmp_dir else path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fp:
+        fp.write(data)
+        fp.flush()
+        os.fsync(fp.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path

@@ -1,0 +1,159 @@
+"""Mails each received fax, as a PDF, to the addresses routed to the number that received it.
+
+The email is enqueued in the same transaction that marks the fax mailed, and its Message-ID is
+derived from the provider's fax id, so a fax is mailed once; after a crash between relay and
+commit, the one possible repeat is recognisable. A fax image that cannot be converted is still
+delivered, as the original file, and the admin is told: no email ever goes out without the fax.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import logging
+import zoneinfo
+from collections.abc import Callable
+from concurrent.futures import Executor
+from pathlib import Path
+
+from bridge import documents, mime, routing
+from bridge.alerts import Alerter
+from bridge.clock import Clock
+from bridge.config import Settings
+from bridge.errors import DocumentError
+from bridge.mail import Templates, address_of, as_bytes, compose, one_line
+from bridge.numbers import to_international
+from bridge.store import Inbound, InboundState, OutgoingMail, Store
+from bridge.workers.base import Worker
+
+log = logging.getLogger(__name__)
+
+PROVIDER_NAMES = {"faxmax": "FaxMAX", "byosoku": "秒速FAX Plus"}
+RETRY_AFTER = 60.0
+
+
+def to_pdf(document: str, out: str) -> int:
+    """Runs in a worker process: a received TIFF becomes a PDF; a received PDF is checked."""
+    path = Path(document)
+    with path.open("rb") as fp:
+        kind = documents.sniff(fp.read(documents.SNIFF_BYTES))
+    if kind is documents.Kind.TIFF:
+        return documents.tiff_to_pdf(path, Path(out))
+    if kind is documents.Kind.PDF:
+        return documents.pdf_page_count(path)
+    raise DocumentError("the received file is neither a TIFF nor a PDF")
+
+
+def attachment_name(fax: Inbound, tz: str, suffix: str) -> str:
+    """`fax-2026-11-23-0309-from-0368680000.pdf`: sortable, and says who sent it."""
+    moment = datetime.datetime.fromtimestamp(fax.received_at, zoneinfo.ZoneInfo(tz))
+    sender = one_line(fax.sender_number) or "withheld"
+    return mime.sanitize_filename(f"fax-{moment:%Y-%m-%d-%H%M}-from-{sender}{suffix}",
+                                  f"fax{suffix}")
+
+
+def fax_message_id(fax: Inbound, domain: str) -> str:
+    digest = hashlib.sha256(f"{fax.provider}\0{fax.external_id}".encode()).hexdigest()[:32]
+    return f"<fax-bridge.fax.{fax.provider}.{digest}@{domain}>"
+
+
+class Inbox(Worker):
+    name = "inbox"
+
+    def __init__(
+        self, store: Store, clock: Clock, settings: Settings, templates: Templates, *,
+        executor: Executor, alerter: Alerter, on_enqueued: Callable[[], None],
+    ) -> None:
+        super().__init__(clock)
+        self.store = store
+        self.settings = settings
+        self.templates = templates
+        self.executor = executor
+        self.alerter = alerter
+        self.on_enqueued = on_enqueued
+
+    def country(self, provider: str) -> str:
+        if provider == "byosoku":
+            return self.settings.byosoku.country_code
+        return self.settings.numbers.default_country_code
+
+    async def next_due(self) -> float | None:
+        return await self.store.next_inbound_due(InboundState.RECEIVED)
+
+    async def run_once(self) -> bool:
+        fax = await self.store.next_inbound(InboundState.RECEIVED, self.clock.now())
+        if fax is None:
+            return False
+        try:
+            await self.deliver(fax)
+        except Exception:
+            log.exception("fax %s: could not be prepared for mailing; retrying in %ss", fax.id,
+                          RETRY_AFTER)
+            now = self.clock.now()
+            await self.store.inbound_retry(fax.id, at=now + RETRY_AFTER,
+                                           detail="internal error", now=now)
+        return True
+
+    async def deliver(self, fax: Inbound) -> None:
+        to = routing.recipients(self.settings, fax.receiving_number, self.country(fax.provider))
+        now = self.clock.now()
+        if not to:
+            log.error("fax %s: nobody to deliver it to; set routing.default or routing.admin",
+                      fax.id)
+            await self.store.inbound_done(fax.id, InboundState.FAILED, mail=None, now=now,
+                                          detail="no recipient: routing.default and "
+                                                 "routing.admin are empty")
+            return
+        assert fax.document_path is not None
+        original = Path(fax.document_path)
+        pdf = original.with_suffix(".pdf")
+        note = ""
+        loop = asyncio.get_running_loop()
+        try:
+            pages = await loop.run_in_executor(self.executor, to_pdf, str(original), str(pdf))
+            filename = attachment_name(fax, self.settings.mail.timezone, ".pdf")
+            mimetype = "application/pdf"
+            data_path = pdf if pdf.exists() else original  # a received PDF is sent as it is
+        except DocumentError as exc:
+            suffix = original.suffix or ".bin"
+            filename = attachment_name(fax, self.settings.mail.timezone, suffix)
+            mimetype = "image/tiff" if suffix == ".tif" else "application/octet-stream"
+            data_path, pages = original, fax.pages or 0
+            note = "the fax could not be turned into a PDF; the original file is attached"
+            await self.alerter.alert(
+                f"inbound-conversion-{fax.id}",
+                f"received fax {fax.id} could not be converted to PDF",
+                f"{exc}\nIt was delivered to {', '.join(to)} as the original file "
+                f"{filename}.")
+        data = await asyncio.to_thread(data_path.read_bytes)
+        mail = self.render(fax, to, pages, filename, mimetype, data, note)
+        await self.store.inbound_done(fax.id, InboundState.MAILED, mail=mail, detail="",
+                                      now=self.clock.now())
+        log.info("fax %s: %d page(s) from %s queued for %s", fax.id, pages,
+                 fax.sender_number or "withheld", ", ".join(to))
+        self.on_enqueued()
+
+    def render(self, fax: Inbound, to: tuple[str, ...], pages: int, filename: str,
+               mimetype: str, data: bytes, note: str) -> OutgoingMail:
+        s = self.settings
+        international = to_international(fax.receiving_number,
+                                         country_code=self.country(fax.provider))
+        moment = datetime.datetime.fromtimestamp(fax.received_at, zoneinfo.ZoneInfo(
+            s.mail.timezone))
+        context = {
+            "sender": one_line(fax.sender_number) or "withheld",
+            "station": one_line(fax.remote_station),
+            "number": f"+{international}" if international else one_line(fax.receiving_number),
+            "pages": pages,
+            "received": moment.strftime("%Y-%m-%d %H:%M %Z"),
+            "provider": PROVIDER_NAMES.get(fax.provider, fax.provider),
+            "filename": filename,
+            "note": note,
+        }
+        message_id = fax_message_id(fax, s.mail_domain)
+        msg = compose(self.templates, "fax", context, from_=s.mail.from_, to=to,
+                      message_id=message_id, date=self.clock.now(), auto_submitted=False,
+                      attachments=((filename, mimetype, data),))
+        return OutgoingMail(message_id=message_id, mail_from=address_of(s.mail.from_),
+                            recipients=to, body=as_bytes(msg))

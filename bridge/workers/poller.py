@@ -1,0 +1,231 @@
+"""Polls 秒速FAX Plus: the receive log at most once per `poll_interval`, PDFs at most once per
+`pdf_interval`, each measured from the previous *response* plus a small margin.
+
+The times of the last calls live in the store, so a restart keeps the spacing; a call that was
+in flight when the process died counts as answered at the next start (the provider may have
+answered it just before the crash). Every unseen `pdfId` is stored before its PDF is fetched,
+so a crash between log and PDF loses nothing. A full 50-row log that shares no id with the
+previous poll means faxes may have scrolled out unseen: the admin is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import random
+import zoneinfo
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from bridge.alerts import Alerter
+from bridge.clock import Clock
+from bridge.config import ByosokuSettings
+from bridge.errors import ProviderError
+from bridge.files import write_atomic
+from bridge.ingress.pushes import fax_file
+from bridge.providers.byosoku import NAME, PROVIDER, LogEntry
+from bridge.retry import RetryPolicy
+from bridge.store import Inbound, InboundState, NewInbound, Store
+from bridge.workers.base import Worker
+
+log = logging.getLogger(__name__)
+
+LOG_ROWS = 50  # the receive log returns the latest 50 faxes
+FAILING_ALERT_AFTER = 5  # consecutive failed log calls before the admin hears of it
+GIVE_UP_AFTER = 3 * 86_400  # a PDF that keeps failing for this long is given up
+
+
+class ByosokuApi(Protocol):
+    async def receive_log(self) -> list[LogEntry]: ...
+
+    async def fetch_pdf(self, pdf_id: str) -> bytes: ...
+
+
+def margin(interval: float) -> float:
+    """A little extra after each interval, because the provider's clock is not ours."""
+    return min(1.0, interval * 0.05)
+
+
+def parse_receive_date(text: str, tz: str) -> float | None:
+    try:
+        moment = datetime.datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=zoneinfo.ZoneInfo(tz)).timestamp()
+
+
+PERMANENT_ALERTS = {
+    "403": "this server's IP address is not registered with 秒速FAX Plus",
+    "404": "the 秒速FAX Plus URLs in the configuration are wrong (HTTP 404)",
+    "ERR_NO_DATA": "秒速FAX Plus cannot find the account (ERR_NO_DATA): check the configuration",
+}
+
+
+class Poller(Worker):
+    name = "poller"
+
+    def __init__(
+        self, store: Store, clock: Clock, client: ByosokuApi, settings: ByosokuSettings, *,
+        inbound_dir: Path, alerter: Alerter, on_fax: Callable[[], None],
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(clock)
+        self.store = store
+        self.client = client
+        self.settings = settings
+        self.inbound_dir = inbound_dir
+        self.alerter = alerter
+        self.on_fax = on_fax
+        self.jitter = jitter
+        self.policy = RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
+                                  max_attempts=10_000, max_age=GIVE_UP_AFTER)
+        self._log_at: float | None = None  # earliest time of the next log call
+        self._pdf_at = 0.0  # earliest time of the next PDF call
+        self._log_failures = 0
+
+    async def _load(self) -> None:
+        """The next allowed call times, from what the store remembers of the last calls."""
+        if self._log_at is not None:
+            return
+        now = self.clock.now()
+        for kind, interval in (("log", self.settings.poll_interval),
+                               ("pdf", self.settings.pdf_interval)):
+            started = float(await self.store.get_meta(f"byosoku.{kind}_started") or 0)
+            answered = float(await self.store.get_meta(f"byosoku.{kind}_answered") or 0)
+            if started > answered:
+                answered = now  # in flight when we stopped: it may have been answered just now
+            at = answered + interval + margin(interval) if answered else now
+            if kind == "log":
+                self._log_at = at
+            else:
+                self._pdf_at = at
+
+    async def next_due(self) -> float | None:
+        await self._load()
+        assert self._log_at is not None
+        pending = await self.store.next_inbound_due(InboundState.FETCHING)
+        if pending is None:
+            return self._log_at
+        return min(self._log_at, max(pending, self._pdf_at))
+
+    async def run_once(self) -> bool:
+        await self._load()
+        assert self._log_at is not None
+        now = self.clock.now()
+        if now >= self._log_at:
+            await self.poll()
+            return True
+        if now >= self._pdf_at:
+            fax = await self.store.next_inbound(InboundState.FETCHING, now)
+            if fax is not None:
+                await self.fetch(fax)
+                return True
+        return False
+
+    async def _call_started(self, kind: str) -> None:
+        await self.store.set_meta({f"byosoku.{kind}_started": repr(self.clock.now())})
+
+    async def _answered(self, kind: str) -> float:
+        answered = self.clock.now()
+        interval = self.settings.poll_interval if kind == "log" else self.settings.pdf_interval
+        if kind == "log":
+            self._log_at = answered + interval + margin(interval)
+        else:
+            self._pdf_at = answered + interval + margin(interval)
+        return answered
+
+    async def poll(self) -> None:
+        await self._call_started("log")
+        try:
+            entries = await self.client.receive_log()
+        except ProviderError as exc:
+            answered = await self._answered("log")
+            await self.store.set_meta({"byosoku.log_answered": repr(answered)})
+            await self._log_failed(exc)
+            return
+        answered = await self._answered("log")
+        self._log_failures = 0
+        first = await self.store.get_meta("byosoku.synced") is None
+        previous = set(json.loads(await self.store.get_meta("byosoku.last_ids") or "[]"))
+        ids = [e.pdf_id for e in entries]
+        skip = first and self.settings.initial_sync == "skip"
+        now = self.clock.now()
+        faxes = [NewInbound(
+            provider=PROVIDER, external_id=e.pdf_id, receiving_number=e.fax_number,
+            sender_number=e.sender, pages=e.pages,
+            received_at=parse_receive_date(e.receive_date, self.settings.timezone) or now)
+            for e in entries]
+        new = await self.store.record_log_poll(
+            faxes, InboundState.SKIPPED if skip else InboundState.FETCHING,
+            {"byosoku.log_answered": repr(answered), "byosoku.synced": "1",
+             "byosoku.last_ids": json.dumps(ids)}, now)
+        log.info("byosoku: log has %d fax(es), %d new%s", len(entries), len(new),
+                 " (first poll: skipped, initial_sync = \"skip\")" if skip and new else "")
+        if not first and previous and len(entries) >= LOG_ROWS and not previous & set(ids):
+            await self.alerter.alert(
+                "byosoku-log-overflow",
+                f"faxes may have been missed: the {NAME} log scrolled past the last poll",
+                f"The receive log shows only the latest {LOG_ROWS} faxes. This poll's "
+                f"{len(entries)} rows share none with the previous poll's, so more than "
+                f"{LOG_ROWS} faxes arrived in one poll interval and the oldest of them were "
+                "never seen. Check the provider's admin panel for them.")
+        if new and not skip:
+            self.on_fax()
+
+    async def _log_failed(self, exc: ProviderError) -> None:
+        self._log_failures += 1
+        log.warning("byosoku: log call failed (%s): %s; next call in %.0fs", exc.code, exc,
+                    self.settings.poll_interval)
+        if exc.code in PERMANENT_ALERTS:
+            await self.alerter.alert(f"byosoku-{exc.code}", PERMANENT_ALERTS[exc.code], str(exc))
+        elif self._log_failures >= FAILING_ALERT_AFTER:
+            await self.alerter.alert(
+                "byosoku-log-failing",
+                f"{NAME} polling has failed {self._log_failures} times in a row", str(exc))
+
+    async def fetch(self, fax: Inbound) -> None:
+        await self._call_started("pdf")
+        try:
+            pdf = await self.client.fetch_pdf(fax.external_id)
+        except ProviderError as exc:
+            answered = await self._answered("pdf")
+            await self.store.set_meta({"byosoku.pdf_answered": repr(answered)})
+            await self._pdf_failed(fax, exc, answered)
+            return
+        answered = await self._answered("pdf")
+        path = fax_file(self.inbound_dir, PROVIDER, fax.external_id, ".pdf")
+        await asyncio.to_thread(write_atomic, path, pdf)
+        await self.store.set_meta({"byosoku.pdf_answered": repr(answered)})
+        await self.store.inbound_fetched(fax.id, str(path), self.clock.now())
+        log.info("fax %s: PDF %s fetched (%d bytes)", fax.id, fax.external_id, len(pdf))
+        self.on_fax()
+
+    async def _pdf_failed(self, fax: Inbound, exc: ProviderError, now: float) -> None:
+        attempts = fax.attempts + 1
+        give_up = exc.code in ("ERR_NO_PDF", "ERR_PDF_ID") and (
+            attempts >= self.settings.pdf_attempts)
+        at = self.policy.next_attempt(attempts=attempts, first_at=fax.created_at, now=now,
+                                      jitter=self.jitter())
+        if exc.code == "ERR_ACCESS_INTERVAL" and at is not None:
+            at = self._pdf_at  # not a failure of this fax: just wait the interval
+        if give_up or at is None:
+            log.error("fax %s: PDF %s could not be fetched after %d attempt(s): %s", fax.id,
+                      fax.external_id, attempts, exc)
+            await self.store.inbound_done(fax.id, InboundState.FAILED, mail=None, now=now,
+                                          detail=str(exc))
+            await self.alerter.alert(
+                f"byosoku-pdf-failed-{fax.id}",
+                f"a received fax could not be downloaded from {NAME}",
+                f"Fax to {fax.receiving_number} from {fax.sender_number or 'a withheld number'}"
+                f" (pdfId {fax.external_id}, {fax.pages or '?'} page(s)) could not be fetched "
+                f"after {attempts} attempt(s): {exc}. Download it from the provider's admin "
+                "panel.")
+            return
+        if exc.code in PERMANENT_ALERTS:
+            await self.alerter.alert(f"byosoku-{exc.code}", PERMANENT_ALERTS[exc.code], str(exc))
+        log.warning("fax %s: PDF %s not fetched (%s); retry in %.0fs", fax.id, fax.external_id,
+                    exc.code, at - now)
+        await self.store.inbound_retry(fax.id, at=at, detail=str(exc), now=now)
