@@ -27,6 +27,7 @@ from bridge.errors import BridgeError
 from bridge.files import write_atomic
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+WIRE = SMTP.clone(cte_type="7bit")
 SOURCE_TEMPLATES = Path(__file__).parent.parent / "templates"
 
 
@@ -75,8 +76,11 @@ def compose(
     auto_submitted: bool = True,
     attachments: tuple[tuple[str, str, bytes], ...] = (),
 ) -> EmailMessage:
-    """A message from `<name>.subject.j2`, `<name>.txt.j2` and `<name>.html.j2`."""
-    msg = EmailMessage()
+    """A message from `<name>.subject.j2`, `<name>.txt.j2` and `<name>.html.j2`.
+
+    Bodies are 7-bit (quoted-printable or base64), so any relay can carry them, with or
+    without 8BITMIME; non-ASCII headers and filenames use RFC 2047 / RFC 2231."""
+    msg = EmailMessage(policy=WIRE)
     msg["Subject"] = one_line(templates.render(f"{name}.subject.j2", context))
     msg["From"] = from_
     msg["To"] = ", ".join(to)
@@ -100,8 +104,8 @@ def _utc(ts: float) -> datetime.datetime:
 
 
 def as_bytes(msg: EmailMessage) -> bytes:
-    """Wire form with CRLF everywhere (policy.SMTP): no bare LF ever reaches a relay."""
-    return msg.as_bytes(policy=SMTP)
+    """Wire form with CRLF everywhere: no bare LF ever reaches a relay."""
+    return msg.as_bytes(policy=WIRE)
 
 
 class DeliveryError(BridgeError):
