@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import io
 import json
 import logging
 import secrets
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from bridge import config
 from bridge.errors import BridgeError
+from bridge.samples import sample_fax_tiff, sample_pdf
 from bridge.store import InboundState, JobState, Store
 
 log = logging.getLogger("bridge")
@@ -71,9 +71,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_settings(data_dir: Path, faxmax_url: str, smtp_port: int, http_port: int,
-                  push_token: str) -> config.Settings:
-    """Zero-configuration settings: loopback simulator, trusted loopback senders, Maildir."""
+DEMO_POLL_INTERVAL = 5.0  # the simulator enforces these; the real provider's are 60 s and 1 s
+DEMO_PDF_INTERVAL = 0.5
+
+
+def demo_settings(data_dir: Path, faxmax_url: str, byosoku_url: str, smtp_port: int,
+                  http_port: int, push_token: str) -> config.Settings:
+    """Zero-configuration settings: loopback simulators, trusted loopback senders, Maildir."""
     base = config.Settings()
     return replace(
         base,
@@ -84,29 +88,43 @@ def demo_settings(data_dir: Path, faxmax_url: str, smtp_port: int, http_port: in
         http=replace(base.http, listen=f"127.0.0.1:{http_port}", push_token=push_token),
         faxmax=replace(base.faxmax, enabled=True, url=faxmax_url, token="demo-token",
                        retry_base=2, retry_cap=30),
+        byosoku=replace(base.byosoku, enabled=True, log_url=f"{byosoku_url}/receive/log",
+                        pdf_url=f"{byosoku_url}/receive/pdf", poll_interval=DEMO_POLL_INTERVAL,
+                        pdf_interval=DEMO_PDF_INTERVAL, initial_sync="deliver"),
+        routing=replace(base.routing, default=("demo@example.com",), admin="admin@example.com"),
         mail=replace(base.mail, maildir=str(data_dir / "maildir"), retry_base=2, retry_cap=30),
     )
 
 
 async def _demo(args: argparse.Namespace) -> None:
     from bridge.app import Bridge
-    from bridge.simulators import FaxMaxSimulator
+    from bridge.simulators import ByosokuSimulator, FaxMaxSimulator
 
     data_dir: Path = args.data_dir
     simulator = FaxMaxSimulator(token="demo-token")
     await simulator.start()
+    byosoku = ByosokuSimulator(log_interval=DEMO_POLL_INTERVAL, pdf_interval=DEMO_PDF_INTERVAL)
+    await byosoku.start()
     token = secrets.token_urlsafe(24)
-    settings = demo_settings(data_dir, simulator.url, args.smtp_port, args.http_port, token)
+    settings = demo_settings(data_dir, simulator.url, byosoku.log_url.rsplit("/receive", 1)[0],
+                             args.smtp_port, args.http_port, token)
     bridge = Bridge(settings)
     await bridge.start()
     simulator.push_url = f"http://127.0.0.1:{bridge.http_port}/faxmax/push/{token}"
     smtp = f"127.0.0.1:{bridge.smtp_port}"
+    # Two received faxes, one from each provider, to show the other direction.
+    await simulator.push_incoming(tiff=sample_fax_tiff("a fax pushed by FaxMAX"),
+                                  cld="902121110000", cli="903125550000")
+    byosoku.add_fax(fax_number="0368680000", sender="0312345678",
+                    pdf=sample_pdf("a fax polled from 秒速FAX Plus"))
     print(f"""
-fax-bridge demo is running (FaxMAX is simulated on {simulator.url}; nothing leaves this machine).
+fax-bridge demo is running. FaxMAX and 秒速FAX Plus are simulated on loopback
+({simulator.url}, {byosoku.log_url}); nothing leaves this machine.
 
   Send a test fax:   fax-bridge send-test --smtp {smtp} --to 02122222525@fax.local
   or with swaks:     swaks --server {smtp} --to 02122222525@fax.local --attach @some.pdf
-  Delivery reports:  {settings.maildir_path / 'new'}
+  Delivery reports and received faxes (two sample faxes arrive now):
+                     {settings.maildir_path / 'new'}
   Queue:             fax-bridge status --data-dir {data_dir}
 
 Press Ctrl-C to stop.
@@ -118,6 +136,7 @@ Press Ctrl-C to stop.
     await stopping.wait()
     await bridge.stop()
     await simulator.stop()
+    await byosoku.stop()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -125,19 +144,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.data_dir = Path(args.data_dir).resolve()
     asyncio.run(_demo(args))
     return 0
-
-
-def test_pdf() -> bytes:
-    """A one-page A4 PDF with a line of text, made with Pillow."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    page = Image.new("L", (1654, 2339), 255)
-    draw = ImageDraw.Draw(page)
-    font = ImageFont.load_default(size=64)
-    draw.text((150, 200), "fax-bridge test fax", fill=0, font=font)
-    out = io.BytesIO()
-    page.save(out, "PDF", resolution=200.0)
-    return out.getvalue()
 
 
 def cmd_send_test(args: argparse.Namespace) -> int:
@@ -148,7 +154,7 @@ def cmd_send_test(args: argparse.Namespace) -> int:
     msg["Subject"] = "fax-bridge test fax"
     msg["Message-ID"] = make_msgid(domain="fax-bridge.test")
     msg.set_content("This page was sent by `fax-bridge send-test`.\n")
-    msg.add_attachment(test_pdf(), maintype="application", subtype="pdf",
+    msg.add_attachment(sample_pdf(), maintype="application", subtype="pdf",
                        filename="test-fax.pdf")
     with smtplib.SMTP(host, port, timeout=30) as smtp:
         smtp.ehlo()

@@ -5,6 +5,7 @@ mail reader sees them, at an SMTP relay sink."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import itertools
 import json
@@ -424,13 +425,15 @@ async def test_polled_faxes_are_routed_by_either_number_form_and_mailed(
     faxmax: FaxMaxSimulator,
 ) -> None:
     byosoku_settings = {"enabled": True, "log_url": byosoku.log_url, "pdf_url": byosoku.pdf_url,
-                        "poll_interval": 0.3, "pdf_interval": 0.05, "initial_sync": "deliver"}
+                        "poll_interval": 0.3, "pdf_interval": 0.05, "initial_sync": "deliver",
+                        "pdf_method": "POST"}
     byosoku.clock = SystemClock()  # the whole service runs on wall-clock time
     byosoku.log_interval, byosoku.pdf_interval = 0.3, 0.05
     routing = {"numbers": {"0368680000": ("tokyo@example.com",),
                            "81612345678": ("sapporo@example.com",)}, "admin": ADMIN}
     pdf = make_pdf(3)
-    byosoku.add_fax(fax_number="0368680000", sender="0312345678", pages=3, pdf=pdf)
+    byosoku.add_fax(fax_number="0368680000", sender="0312345678", pages=3, pdf=pdf,
+                    received_at=datetime.datetime(2026, 11, 23, 3, 9))  # Japan time
     byosoku.add_fax(fax_number="0612345678", sender="", pages=1)
     await make_bridge(routing=routing, byosoku=byosoku_settings,
                       mail={"timezone": "Asia/Tokyo"})
@@ -441,7 +444,8 @@ async def test_polled_faxes_are_routed_by_either_number_form_and_mailed(
     assert tokyo["Subject"] == "Fax from 0312345678 to +81368680000 (3 pages)"
     filename, ctype, data = attachment(tokyo)
     assert (ctype, data) == ("application/pdf", pdf)
-    assert filename.endswith("-from-0312345678.pdf")
+    assert filename == "fax-2026-11-23-0309-from-0312345678.pdf"
+    assert {method for _, _, method in byosoku.pdf_calls} == {"POST"}
     assert "Via:       秒速FAX Plus" in tokyo.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert by_rcpt["sapporo@example.com"]["Subject"].startswith("Fax from withheld to +8161")
     assert byosoku.violations == 0
