@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import signal
 import ssl
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -28,6 +26,8 @@ from bridge.mail import Templates, make_transport
 from bridge.numbers import NumberPolicy
 from bridge.providers.byosoku import ByosokuClient
 from bridge.providers.faxmax import FaxMaxClient
+from bridge.sandbox import Limits as SandboxLimits
+from bridge.sandbox import Sandbox
 from bridge.store import Store
 from bridge.workers.base import Worker
 from bridge.workers.converter import Converter
@@ -56,7 +56,6 @@ class Bridge:
     _client: FaxMaxClient | None = field(init=False, default=None)
     _byosoku: ByosokuClient | None = field(init=False, default=None)
     pushes: PushProcessor = field(init=False)
-    _executor: ProcessPoolExecutor | None = field(init=False, default=None)
 
     async def start(self, *, client: FaxSender | None = None) -> None:
         try:
@@ -75,8 +74,8 @@ class Bridge:
             log.error("job %s: was being sent when fax-bridge stopped; marked unknown and not "
                       "resent (fax-bridge retry %s resends it)", job_id, job_id)
         templates = Templates(s.mail.templates_dir)
-        self._executor = ProcessPoolExecutor(max_workers=2,
-                                             mp_context=multiprocessing.get_context("spawn"))
+        sandbox = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
+                                        seconds=s.documents.timeout))
         if client is None:
             self._client = FaxMaxClient(s.faxmax)
             client = self._client
@@ -84,11 +83,11 @@ class Bridge:
         alerter = Alerter(self.store, self.clock, s, templates, on_enqueued=mailer.wake)
         reporter = Reporter(self.store, self.clock, s, templates, on_enqueued=mailer.wake)
         sender = Sender(self.store, self.clock, client, s.faxmax, on_final=reporter.wake)
-        converter = Converter(self.store, self.clock, executor=self._executor,
+        converter = Converter(self.store, self.clock, sandbox=sandbox,
                               documents_dir=data / "documents", templates=templates,
-                              cover_page=s.faxmax.cover_page, on_ready=sender.wake,
-                              on_failed=reporter.wake)
-        inbox = Inbox(self.store, self.clock, s, templates, executor=self._executor,
+                              cover_page=s.faxmax.cover_page, max_pages=s.documents.max_pages,
+                              on_ready=sender.wake, on_failed=reporter.wake)
+        inbox = Inbox(self.store, self.clock, s, templates, sandbox=sandbox,
                       alerter=alerter, on_enqueued=mailer.wake)
         self.workers = [converter, sender, reporter, mailer, inbox]
         if s.byosoku.enabled:
@@ -166,8 +165,6 @@ class Bridge:
             await self._client.close()
         if self._byosoku is not None:
             await self._byosoku.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
         if self._store is not None:
             await self._store.close()
 

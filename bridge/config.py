@@ -118,6 +118,13 @@ class ByosokuSettings:
 
 
 @dataclass(frozen=True)
+class DocumentsSettings:
+    max_pages: int = 100  # pages of one fax, attachments and cover together
+    memory_mb: int = 1024  # memory cap of the process that reads one document
+    timeout: float = 60  # seconds that process may take
+
+
+@dataclass(frozen=True)
 class RoutingSettings:
     default: tuple[str, ...] = ()
     admin: str = ""
@@ -155,6 +162,7 @@ class Settings:
     http: HttpSettings = HttpSettings()
     faxmax: FaxmaxSettings = FaxmaxSettings()
     byosoku: ByosokuSettings = ByosokuSettings()
+    documents: DocumentsSettings = DocumentsSettings()
     routing: RoutingSettings = RoutingSettings()
     mail: MailSettings = MailSettings()
     source: str = field(default="built-in defaults", compare=False)
@@ -333,7 +341,10 @@ def _validate(s: Settings) -> None:
                    ("faxmax.max_attempts", s.faxmax.max_attempts),
                    ("faxmax.concurrency", s.faxmax.concurrency),
                    ("faxmax.timeout", s.faxmax.timeout),
-                   ("mail.max_attempts", s.mail.max_attempts)):
+                   ("mail.max_attempts", s.mail.max_attempts),
+                   ("documents.max_pages", s.documents.max_pages),
+                   ("documents.memory_mb", s.documents.memory_mb),
+                   ("documents.timeout", s.documents.timeout)):
         if n <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {n}")
     from bridge.numbers import NumberPolicy

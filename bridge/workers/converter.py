@@ -1,16 +1,14 @@
 """Turns each accepted mail into one PDF (and a cover page), after `250`, off the event loop.
 
-Conversion runs in a process pool: Pillow and pypdf are CPU-bound and parse hostile input, so
-they must neither block the event loop nor be able to take the service down with them.
+Conversion runs in a sandboxed process (`bridge.sandbox`): Pillow and pypdf are CPU-bound and
+parse hostile input, so they must neither block the event loop nor take the service down.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from bridge import documents, mime
 from bridge.clock import Clock
 from bridge.errors import BridgeError
 from bridge.mail import Templates
+from bridge.sandbox import Sandbox
 from bridge.store import Message, Store
 from bridge.workers.base import Worker
 
@@ -32,12 +31,13 @@ class Prepared:
     left_out: tuple[str, ...]
 
 
-def prepare(spool_path: str, workdir: str) -> Prepared:
-    """Runs in a worker process: decode the attachments and build the fax PDF."""
+def prepare(spool_path: str, workdir: str, max_pages: int) -> Prepared:
+    """Runs in a sandboxed process: decode the attachments and build the fax PDF."""
     work = Path(workdir)
     extraction = mime.extract(Path(spool_path), work / "parts")
     out = work / "fax.pdf"
-    pages = documents.build_pdf(list(extraction.parts), out)
+    pages = documents.build_pdf(list(extraction.parts), out,
+                                documents.Limits(max_pages=max_pages))
     shutil.rmtree(work / "parts", ignore_errors=True)
     return Prepared(pdf_path=str(out), pages=pages, body_text=extraction.body_text,
                     left_out=extraction.left_out)
@@ -47,13 +47,14 @@ class Converter(Worker):
     name = "converter"
 
     def __init__(
-        self, store: Store, clock: Clock, *, executor: Executor, documents_dir: Path,
-        templates: Templates, cover_page: str, on_ready: Callable[[], None],
+        self, store: Store, clock: Clock, *, sandbox: Sandbox, documents_dir: Path,
+        templates: Templates, cover_page: str, max_pages: int, on_ready: Callable[[], None],
         on_failed: Callable[[], None],
     ) -> None:
         super().__init__(clock)
         self.store = store
-        self.executor = executor
+        self.sandbox = sandbox
+        self.max_pages = max_pages
         self.documents_dir = documents_dir
         self.templates = templates
         self.cover_page = cover_page
@@ -72,10 +73,9 @@ class Converter(Worker):
 
     async def convert(self, message: Message) -> None:
         workdir = self.documents_dir / f"message-{message.id}"
-        loop = asyncio.get_running_loop()
         try:
-            prepared = await loop.run_in_executor(
-                self.executor, prepare, message.spool_path, str(workdir))
+            prepared = await self.sandbox.run(prepare, message.spool_path, str(workdir),
+                                              self.max_pages)
         except BridgeError as exc:
             log.warning("message %s: documents refused: %s", message.id, exc)
             await self.store.fail_message(message.id, str(exc), self.clock.now())

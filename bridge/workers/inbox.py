@@ -14,7 +14,6 @@ import hashlib
 import logging
 import zoneinfo
 from collections.abc import Callable
-from concurrent.futures import Executor
 from pathlib import Path
 
 from bridge import documents, mime, routing
@@ -24,6 +23,7 @@ from bridge.config import Settings
 from bridge.errors import DocumentError
 from bridge.mail import Templates, address_of, as_bytes, compose, one_line
 from bridge.numbers import to_international
+from bridge.sandbox import Sandbox
 from bridge.store import Inbound, InboundState, OutgoingMail, Store
 from bridge.workers.base import Worker
 
@@ -34,7 +34,7 @@ RETRY_AFTER = 60.0
 
 
 def to_pdf(document: str, out: str) -> int:
-    """Runs in a worker process: a received TIFF becomes a PDF; a received PDF is checked."""
+    """Runs in a sandboxed process: a received TIFF becomes a PDF; a received PDF is checked."""
     path = Path(document)
     with path.open("rb") as fp:
         kind = documents.sniff(fp.read(documents.SNIFF_BYTES))
@@ -63,13 +63,13 @@ class Inbox(Worker):
 
     def __init__(
         self, store: Store, clock: Clock, settings: Settings, templates: Templates, *,
-        executor: Executor, alerter: Alerter, on_enqueued: Callable[[], None],
+        sandbox: Sandbox, alerter: Alerter, on_enqueued: Callable[[], None],
     ) -> None:
         super().__init__(clock)
         self.store = store
         self.settings = settings
         self.templates = templates
-        self.executor = executor
+        self.sandbox = sandbox
         self.alerter = alerter
         self.on_enqueued = on_enqueued
 
@@ -109,9 +109,8 @@ class Inbox(Worker):
         original = Path(fax.document_path)
         pdf = original.with_suffix(".pdf")
         note = ""
-        loop = asyncio.get_running_loop()
         try:
-            pages = await loop.run_in_executor(self.executor, to_pdf, str(original), str(pdf))
+            pages = await self.sandbox.run(to_pdf, str(original), str(pdf))
             filename = attachment_name(fax, self.settings.mail.timezone, ".pdf")
             mimetype = "application/pdf"
             data_path = pdf if pdf.exists() else original  # a received PDF is sent as it is
