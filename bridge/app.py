@@ -106,7 +106,10 @@ class Bridge:
             number_policy=NumberPolicy.from_config(home_country=s.numbers.default_country_code,
                                                    allow=s.numbers.allow, deny=s.numbers.deny),
             default_country_code=s.numbers.default_country_code,
-            max_per_hour=s.numbers.max_faxes_per_sender_per_hour, on_queued=converter.wake)
+            max_per_hour=s.numbers.max_faxes_per_sender_per_hour,
+            sandbox=Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
+                                          seconds=s.smtp.inspect_timeout)),
+            on_queued=converter.wake)
         host, port = parse_listen(s.smtp.listen, "smtp.listen")
         try:
             self._smtp = await start_smtp_server(handler, host, port, tls_context=self._tls())

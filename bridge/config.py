@@ -52,6 +52,7 @@ class SmtpSettings:
     tls_cert: str = ""
     tls_key: str = ""
     timeout: int = 600  # idle seconds; long enough for a 25 MB upload on a slow link
+    inspect_timeout: float = 5  # seconds the checks before `250` may take for one mail
     users: tuple[SmtpUser, ...] = ()
 
 

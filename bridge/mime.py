@@ -143,7 +143,7 @@ def _disposition(part: Message) -> str:
 # decoded only when it is needed (its first bytes for sniffing; all of it in a worker process).
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-HEADER_LIMIT = 100 * 1024  # as Postfix's header_size_limit
+HEADER_LIMIT = 64 * 1024  # per header block; the stdlib parser is quadratic on some headers
 
 
 @dataclass(frozen=True)
@@ -328,6 +328,11 @@ def _walk(raw: bytes, leaves: list[Part]) -> _Walk:
             raise Refusal(554, "5.6.1", str(exc)) from exc
         walk.attachments.append(Attachment(filename=name, kind=kind, part_index=index))
     return walk
+
+
+def inspect_file(path: str) -> Inspection:
+    """`inspect` of a spooled mail; what the SMTP handler runs in the sandbox."""
+    return inspect(Path(path).read_bytes())
 
 
 def inspect(raw: bytes) -> Inspection:

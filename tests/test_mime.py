@@ -88,7 +88,7 @@ def test_an_oversized_header_block_is_refused_before_parsing() -> None:
     raw = b"Subject: " + b"x" * 200_000 + b"\r\n\r\nbody\r\n"
     with pytest.raises(mime.Refusal) as info:
         mime.inspect(raw)
-    assert info.value.reply == "554 5.6.0 a header block is larger than 100 KB"
+    assert info.value.reply == "554 5.6.0 a header block is larger than 64 KB"
 
 
 @pytest.mark.parametrize(("disposition", "expected"), [

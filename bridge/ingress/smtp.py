@@ -21,9 +21,11 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from bridge import mime
 from bridge.clock import Clock
 from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
+from bridge.errors import DocumentError
 from bridge.files import write_atomic
 from bridge.numbers import NumberError, NumberPolicy, check_policy, parse_local_part
 from bridge.passwords import verify_password
+from bridge.sandbox import Sandbox
 from bridge.store import NewMessage, Store, is_disk_full
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,9 @@ class FaxHandler:
     def __init__(
         self, settings: SmtpSettings, *, store: Store, clock: Clock, spool_dir: Path,
         number_policy: NumberPolicy, default_country_code: str, max_per_hour: int,
-        on_queued: Callable[[], None],
+        sandbox: Sandbox, on_queued: Callable[[], None],
     ) -> None:
+        self.sandbox = sandbox
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -165,19 +168,16 @@ class FaxHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content
         assert isinstance(raw, bytes) and envelope.mail_from is not None
-        try:
-            inspection = await asyncio.to_thread(mime.inspect, raw)
-        except mime.Refusal as refusal:
-            log.info("smtp %s: refused mail from %s: %s", session.peer, envelope.mail_from,
-                     refusal.reply)
-            return refusal.reply
-        refusal_text = self._check_header_from(inspection.header_from)
-        if refusal_text:
-            return refusal_text
         recipients = [(a, self._number(a)) for a in envelope.rcpt_tos]
         spool_path: Path | None = None
         try:
+            # Spooled first, so that the mail is parsed in the sandbox, never in this process.
             spool_path = await asyncio.to_thread(write_spool, self.spool_dir, raw)
+            refusal = await self._inspect(session, envelope.mail_from, spool_path)
+            if isinstance(refusal, str):
+                spool_path.unlink(missing_ok=True)
+                return refusal
+            inspection = refusal
             job_ids = await self.store.accept_message(
                 NewMessage(mail_from=envelope.mail_from, header_from=inspection.header_from,
                            subject=inspection.subject, message_id=inspection.message_id,
@@ -197,6 +197,23 @@ class FaxHandler:
                  envelope.mail_from, ids, ", ".join(f"+{n}" for _, n in recipients))
         self.on_queued()
         return f"250 2.0.0 queued as fax jobs {ids}"
+
+    async def _inspect(
+        self, session: Session, mail_from: str, spool_path: Path
+    ) -> mime.Inspection | str:
+        """The cheap checks, in the sandbox; a refusal comes back as the reply to send."""
+        try:
+            inspection = await self.sandbox.run(mime.inspect_file, str(spool_path))
+        except mime.Refusal as refusal:
+            reply = refusal.reply
+        except DocumentError as exc:  # the sandbox's memory or time limit
+            reply = f"554 5.6.0 {exc}"
+        else:
+            reply = self._check_header_from(inspection.header_from) or ""
+            if not reply:
+                return inspection
+        log.info("smtp %s: refused mail from %s: %s", session.peer, mail_from, reply)
+        return reply
 
     def _check_header_from(self, header_from: str) -> str | None:
         """With a sender allowlist, the visible From: must be one allowed mailbox too."""
