@@ -53,6 +53,8 @@ class SmtpSettings:
     tls_key: str = ""
     timeout: int = 600  # idle seconds; long enough for a 25 MB upload on a slow link
     inspect_timeout: float = 5  # seconds the checks before `250` may take for one mail
+    max_connections: int = 100
+    max_connections_per_client: int = 20  # behind Postfix, all mail comes from one address
     users: tuple[SmtpUser, ...] = ()
 
 
@@ -338,6 +340,8 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{cc_key}: expected 1 to 3 digits such as \"90\", got {cc!r}")
     for key, n in (("smtp.max_message_bytes", s.smtp.max_message_bytes),
                    ("smtp.max_recipients", s.smtp.max_recipients),
+                   ("smtp.max_connections", s.smtp.max_connections),
+                   ("smtp.max_connections_per_client", s.smtp.max_connections_per_client),
                    ("http.max_body_bytes", s.http.max_body_bytes),
                    ("faxmax.max_attempts", s.faxmax.max_attempts),
                    ("faxmax.concurrency", s.faxmax.concurrency),

@@ -32,6 +32,7 @@ from typing import IO
 import img2pdf
 from PIL import Image, ImageOps, ImageSequence
 from pypdf import PdfReader, PdfWriter
+from pypdf.errors import LimitReachedError
 
 from bridge.errors import DocumentError
 
@@ -329,6 +330,17 @@ def _open_pdf(name: str, data: bytes) -> PdfReader:
             )
         if len(reader.pages) == 0:
             raise DocumentError(f"'{name}' has no pages")
+        # Inflate every page's drawing once: a content-stream bomb is refused here, under
+        # pypdf's decompression cap, instead of being passed on to the fax provider.
+        try:
+            for page in reader.pages:
+                contents = page.get_contents()
+                if contents is not None:
+                    contents.get_data()
+        except LimitReachedError as error:
+            raise DocumentError(
+                f"'{name}' expands to an unreasonable size when read; it may be damaged or "
+                "built to overload fax gateways") from error
     return reader
 
 

@@ -60,7 +60,8 @@ class Sandbox:
     def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
 
-    async def run(self, func: Callable[..., T], *args: Any) -> T:
+    async def run(self, func: Callable[..., T], *args: Any, what: str = "the document") -> T:
+        """`what` names the input in refusals ("the mail", "the document")."""
         receiver, sender = _CONTEXT.Pipe(duplex=False)
         process = _CONTEXT.Process(target=_child, args=(sender, func, args, self.limits),
                                    daemon=True)
@@ -70,14 +71,14 @@ class Sandbox:
             ready = await asyncio.to_thread(receiver.poll, self.limits.seconds)
             if not ready:
                 raise DocumentError(
-                    f"reading the document took longer than {self.limits.seconds:g} seconds; "
-                    "it may be damaged or built to overload fax gateways")
+                    f"reading {what} took longer than {self.limits.seconds:g} seconds; it may "
+                    "be damaged or built to overload fax gateways")
             try:
                 ok, value = receiver.recv()
             except EOFError:
                 raise DocumentError(
-                    "the document could not be read: the reader ran out of memory or time; it "
-                    "may be damaged or built to overload fax gateways") from None
+                    f"{what} could not be read: the reader ran out of memory or time; it may "
+                    "be damaged or built to overload fax gateways") from None
         finally:
             receiver.close()
             if process.is_alive():

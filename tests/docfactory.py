@@ -12,6 +12,7 @@ import zlib
 
 from PIL import Image, ImageDraw
 from pypdf import PdfWriter
+from pypdf.generic import NameObject, StreamObject
 
 FAX_PAGE_SIZE = (1728, 2292)
 """A fine-resolution fax page in pixels: A4-wide scan line, 196 lines per inch."""
@@ -129,3 +130,20 @@ def make_png_bomb(w: int, h: int) -> bytes:
         + _png_chunk(b"IDAT", first_row)
         + _png_chunk(b"IEND", b"")
     )
+
+
+def make_pdf_bomb(inflated_mb: int = 360) -> bytes:
+    """A valid one-page PDF whose content stream inflates to `inflated_mb` MB (built in chunks,
+    so making it costs little memory)."""
+    packer = zlib.compressobj(9)
+    chunk = b"0 0 m " * 174_763  # ~1 MB
+    compressed = b"".join(packer.compress(chunk) for _ in range(inflated_mb)) + packer.flush()
+    writer = PdfWriter()
+    page = writer.add_blank_page(612, 792)
+    stream = StreamObject()
+    stream.set_data(compressed)
+    stream[NameObject("/Filter")] = NameObject("/FlateDecode")
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from email.utils import getaddresses
 from pathlib import Path
@@ -30,6 +32,7 @@ from bridge.store import NewMessage, Store, is_disk_full
 
 log = logging.getLogger(__name__)
 
+SOURCE_ROUTE = re.compile(r"<\s*@[^>]*:")
 INTERNAL_ERROR = "451 4.3.0 Internal error in the fax gateway; please try again later"
 DISK_FULL = "452 4.3.1 The fax gateway is out of storage; please try again later"
 
@@ -48,11 +51,41 @@ def write_spool(spool_dir: Path, raw: bytes) -> Path:
     return write_atomic(spool_dir / f"{uuid.uuid4().hex}.eml", raw)
 
 
-class FaxSMTP(SMTP):
-    """aiosmtpd's protocol with its two fixed size-limit replies reworded for people."""
+class ConnectionLimits:
+    """Open connections, in all and per client address: aiosmtpd has no cap of its own, and
+    idle or trickling connections (slow-loris) must not starve everyone else."""
 
-    def __init__(self, handler: FaxHandler, **kwargs: Any) -> None:
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self.open: Counter[str] = Counter()
+
+    def admit(self, ip: str) -> str | None:
+        """None when the connection may proceed, else the reply to close it with."""
+        if sum(self.open.values()) >= self.total:
+            return "421 4.7.0 The fax gateway is busy; please try again later"
+        if self.open[ip] >= self.per_client:
+            return (f"421 4.7.0 Too many connections from {ip} (at most {self.per_client}); "
+                    "please try again later")
+        self.open[ip] += 1
+        return None
+
+    def release(self, ip: str) -> None:
+        self.open[ip] -= 1
+        if self.open[ip] <= 0:
+            del self.open[ip]
+
+
+class FaxSMTP(SMTP):
+    """aiosmtpd's protocol with connection caps, and its two fixed size-limit replies reworded
+    for people."""
+
+    def __init__(self, handler: FaxHandler, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self._limits = limits
+        self._fax_domain = handler.settings.domain
+        self._admitted: str | None = None
+        self._turned_away = False
         limit = handler.settings.max_message_bytes
         size = f"{limit / 1e6:.0f} MB" if limit >= 1e6 else f"{limit / 1e3:.0f} KB"
         too_big = (f"552 5.3.4 Message too big: this fax gateway accepts mail of at most "
@@ -61,6 +94,42 @@ class FaxSMTP(SMTP):
             "552 Error: message size exceeds fixed maximum message size": too_big,
             "552 Error: Too much mail data": too_big,
         }
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is None and self._admitted is None:  # not the STARTTLS rerun
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if peer else "?"
+            refusal = self._limits.admit(ip)
+            if refusal is not None:
+                log.warning("smtp %s: connection refused: %s", peer, refusal)
+                self._turned_away = True
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(refusal.encode() + b"\r\n")
+                transport.close()
+                return
+            self._admitted = ip
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._turned_away:
+            return
+        if self._admitted is not None:
+            self._limits.release(self._admitted)
+            self._admitted = None
+        super().connection_lost(error)
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        # aiosmtpd drops a source route (`<@a,@b:x@y>`) and unquotes quoted local parts
+        # silently; a fax gateway refuses both, so only the plain form is ever accepted.
+        if arg and SOURCE_ROUTE.search(arg):
+            await self.push("553 5.1.3 Source routes are not accepted; write the fax number as "
+                            f"NUMBER@{self._fax_domain}")
+            return
+        if arg and '"' in arg:  # aiosmtpd would unquote it before our handler sees it
+            await self.push("553 5.1.3 Quoted addresses are not accepted; write the fax number "
+                            f"without quotes, as NUMBER@{self._fax_domain}")
+            return
+        await super().smtp_RCPT(arg)
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
@@ -203,7 +272,8 @@ class FaxHandler:
     ) -> mime.Inspection | str:
         """The cheap checks, in the sandbox; a refusal comes back as the reply to send."""
         try:
-            inspection = await self.sandbox.run(mime.inspect_file, str(spool_path))
+            inspection = await self.sandbox.run(mime.inspect_file, str(spool_path),
+                                                what="the mail")
         except mime.Refusal as refusal:
             reply = refusal.reply
         except DocumentError as exc:  # the sandbox's memory or time limit
@@ -237,10 +307,11 @@ async def start_smtp_server(
     """SMTP on the application's own loop (never aiosmtpd's threaded Controller)."""
     loop = asyncio.get_running_loop()
     settings = handler.settings
+    limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_client)
 
     def factory() -> FaxSMTP:
         return FaxSMTP(
-            handler,
+            handler, limits,
             data_size_limit=settings.max_message_bytes,
             enable_SMTPUTF8=False,
             decode_data=False,
@@ -251,6 +322,8 @@ async def start_smtp_server(
             auth_require_tls=True,
             authenticator=handler.authenticate,
             timeout=settings.timeout,
+            # per session: enough for many mails to many numbers, not for a flood
+            command_call_limit={"RCPT": 10 * settings.max_recipients, "*": 100},
             loop=loop,
         )
 
