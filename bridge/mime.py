@@ -19,8 +19,10 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
+from email.headerregistry import AddressHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from email.utils import getaddresses
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -73,6 +75,7 @@ class Attachment:
 class Inspection:
     subject: str
     header_from: str
+    from_mailboxes: tuple[str, ...]
     message_id: str
     refs: str
     attachments: tuple[Attachment, ...]
@@ -98,6 +101,42 @@ def header(msg: Message, name: str) -> str:
     except Exception:
         return ""
     return " ".join(text.split())
+
+
+def all_from(msg: Message) -> str:
+    """Every From: header, joined: a second From: header must not hide behind the first."""
+    try:
+        values = msg.get_all("From") or []
+        return ", ".join(" ".join(str(v).split()) for v in values)
+    except Exception:
+        return ""
+
+
+_HEADERS = HeaderRegistry()
+
+
+def from_mailboxes(msg: Message) -> tuple[str, ...]:
+    """The addresses in the From: header(s), read strictly: a header the standard parser finds
+    defects in, or that a lenient parser reads differently (`a@x <b@y>`, `a@x<b@y>`), yields
+    nothing, so that no two-address trick can pass as one sender."""
+    found: list[str] = []
+    try:
+        for name, raw in msg.raw_items():
+            if name.lower() != "from":
+                continue
+            value = str(raw)
+            parsed = _HEADERS("From", value)
+            assert isinstance(parsed, AddressHeader)
+            if parsed.defects or (parsed.groups and any(g.display_name for g in parsed.groups)):
+                return ()
+            strict = [a.addr_spec for a in parsed.addresses]
+            lenient = [a for _, a in getaddresses([value]) if a]
+            if [a.lower() for a in strict] != [a.lower() for a in lenient]:
+                return ()
+            found.extend(strict)
+    except Exception:
+        return ()
+    return tuple(found)
 
 
 def sanitize_filename(name: str, fallback: str) -> str:
@@ -348,7 +387,8 @@ def inspect(raw: bytes) -> Inspection:
                                     "file")
     return Inspection(
         subject=header(top, "Subject"),
-        header_from=header(top, "From"),
+        header_from=all_from(top),
+        from_mailboxes=from_mailboxes(top),
         message_id=header(top, "Message-ID"),
         refs=header(top, "References"),
         attachments=tuple(walk.attachments),

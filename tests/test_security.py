@@ -223,3 +223,51 @@ async def test_b7_a_pdf_bomb_is_refused_and_the_service_keeps_serving(
 # S6, B4: tests/test_numbers.py (hypothesis)        S12: tests/test_fax_to_email.py
 # B1 (MIME corpus, names, nesting), B3-style totality: tests/test_mime.py
 # B5 (content sniffing), B8 (archives): tests/test_documents.py, tests/test_smtp_refusals.py
+
+
+@pytest.mark.parametrize("header_from", [
+    "mallory@evil.example",
+    "alice@example.com <mallory@evil.example>",
+    '"alice@example.com" <mallory@evil.example>',
+    "alice@example.org<bob@evil.example>",
+    "alice@example.com, mallory@evil.example",
+    "friends: alice@example.com, mallory@evil.example;",
+    "undisclosed-recipients:;",
+    "alice@example.com.evil.example",
+    "alice@example.com@evil.example",
+    "=?utf-8?b?YWxpY2VAZXhhbXBsZS5jb20=?= <mallory@evil.example>",
+    "Alice <alice@example.com>\r\nFrom: mallory@evil.example",  # a second From: header
+    "",  # no From: at all
+    "alice",
+    "<>",
+    "alice@[127.0.0.1]",
+    "mallory@evil.example (alice@example.com)",
+    "Alice <alice@example.com> <mallory@evil.example>",
+    "alice@example.com;mallory@evil.example",
+    "alice@EXAMPLE.com.",
+    "@example.com",
+])
+async def test_s5_spoofed_from_headers_are_refused(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, header_from: str
+) -> None:
+    bridge = await make_bridge(smtp={"allowed_senders": ("@example.com",)})
+    raw = fax_mail(PDF).as_bytes().replace(b"From: alice@example.com\n",
+                                           f"From: {header_from}\n".encode() if header_from
+                                           else b"")
+    result = await smtp_send(bridge.smtp_port, raw, mail_from="alice@example.com")
+    assert result.data == (550, "5.7.1 The From: header must name exactly one sender who is "
+                                "allowed to send faxes through this gateway")
+    assert await bridge.store.job_counts() == {}
+    assert faxmax.requests == []
+
+
+@pytest.mark.parametrize("header_from", [
+    "alice@example.com", "Alice Example <alice@example.com>", "ALICE@EXAMPLE.COM",
+    '"Example, Alice" <alice@example.com>', "=?utf-8?b?QWxpY2Ugw5Z6?= <alice@example.com>",
+])
+async def test_s5_genuine_from_headers_pass(make_bridge: MakeBridge, header_from: str) -> None:
+    bridge = await make_bridge(smtp={"allowed_senders": ("@example.com",)})
+    raw = fax_mail(PDF).as_bytes().replace(b"From: alice@example.com\n",
+                                           f"From: {header_from}\n".encode())
+    result = await smtp_send(bridge.smtp_port, raw, mail_from="alice@example.com")
+    assert result.data == (250, "2.0.0 queued as fax jobs 1")

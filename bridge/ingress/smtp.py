@@ -14,7 +14,6 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -279,18 +278,17 @@ class FaxHandler:
         except DocumentError as exc:  # the sandbox's memory or time limit
             reply = f"554 5.6.0 {exc}"
         else:
-            reply = self._check_header_from(inspection.header_from) or ""
+            reply = self._check_header_from(inspection.from_mailboxes) or ""
             if not reply:
                 return inspection
         log.info("smtp %s: refused mail from %s: %s", session.peer, mail_from, reply)
         return reply
 
-    def _check_header_from(self, header_from: str) -> str | None:
+    def _check_header_from(self, mailboxes: tuple[str, ...]) -> str | None:
         """With a sender allowlist, the visible From: must be one allowed mailbox too."""
         if not self.settings.allowed_senders:
             return None
-        addresses = [a for _, a in getaddresses([header_from]) if a]
-        if len(addresses) != 1 or not sender_allowed(addresses[0],
+        if len(mailboxes) != 1 or not sender_allowed(mailboxes[0],
                                                      self.settings.allowed_senders):
             return ("550 5.7.1 The From: header must name exactly one sender who is allowed "
                     "to send faxes through this gateway")
