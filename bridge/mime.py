@@ -314,7 +314,7 @@ def _text(part: Part, raw: bytes, limit: int | None = None) -> str:
     charset = (msg.get_content_charset() or "utf-8").lower()
     try:
         text = data.decode(CHARSET_SUPERSETS.get(charset, charset), errors="replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown charset, or a name no codec could have
         text = data.decode("utf-8", errors="replace")
     return text.replace("\r\n", "\n")
 

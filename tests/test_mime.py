@@ -179,3 +179,15 @@ def test_bodies_in_any_charset_come_out_right(
     spool = tmp_path / "m.eml"
     spool.write_bytes(raw)
     assert mime.extract(spool, tmp_path / "parts").body_text == text
+
+
+def test_fuzz_finding_a_charset_name_with_a_nul_byte_is_read_as_utf8(tmp_path: Path) -> None:
+    """Found by bench/fuzz/fuzz_mail.py: `charset="utf-\\0"` made the codec lookup raise
+    ValueError, which escaped `extract`."""
+    crash = Path(__file__).parent / "data" / "fuzz-crash-charset-nul.eml"
+    spool = tmp_path / "m.eml"
+    spool.write_bytes(crash.read_bytes())
+    assert [a.filename for a in mime.inspect(spool.read_bytes()).attachments] == [
+        "Şubat İzmir.tif"]
+    extraction = mime.extract(spool, tmp_path / "parts")
+    assert isinstance(extraction.body_text, str)
