@@ -22,6 +22,7 @@ from bridge.errors import ConfigError
 from bridge.ingress.pushes import PushProcessor
 from bridge.ingress.smtp import FaxHandler, start_smtp_server
 from bridge.ingress.web import build_web_app
+from bridge.limits import PageCaps
 from bridge.mail import Templates, make_transport
 from bridge.numbers import NumberPolicy
 from bridge.providers.byosoku import ByosokuClient
@@ -74,6 +75,8 @@ class Bridge:
             log.error("job %s: was being sent when fax-bridge stopped; marked unknown and not "
                       "resent (fax-bridge retry %s resends it)", job_id, job_id)
         templates = Templates(s.mail.templates_dir)
+        page_caps = PageCaps(per_sender=s.numbers.max_pages_per_sender_per_day,
+                             total=s.numbers.max_pages_per_day)
         sandbox = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
                                         seconds=s.documents.timeout))
         if client is None:
@@ -86,6 +89,7 @@ class Bridge:
         converter = Converter(self.store, self.clock, sandbox=sandbox,
                               documents_dir=data / "documents", templates=templates,
                               cover_page=s.faxmax.cover_page, max_pages=s.documents.max_pages,
+                              page_caps=page_caps,
                               on_ready=sender.wake, on_failed=reporter.wake)
         inbox = Inbox(self.store, self.clock, s, templates, sandbox=sandbox,
                       alerter=alerter, on_enqueued=mailer.wake)
@@ -106,7 +110,7 @@ class Bridge:
             number_policy=NumberPolicy.from_config(home_country=s.numbers.default_country_code,
                                                    allow=s.numbers.allow, deny=s.numbers.deny),
             default_country_code=s.numbers.default_country_code,
-            max_per_hour=s.numbers.max_faxes_per_sender_per_hour,
+            max_per_hour=s.numbers.max_faxes_per_sender_per_hour, page_caps=page_caps,
             sandbox=Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
                                           seconds=s.smtp.inspect_timeout)),
             on_queued=converter.wake)

@@ -64,6 +64,8 @@ class NumbersSettings:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     max_faxes_per_sender_per_hour: int = 60
+    max_pages_per_sender_per_day: int = 300  # pages in any 24 hours, all numbers together
+    max_pages_per_day: int = 2000  # the whole gateway, in any 24 hours: a spend cap
 
 
 @dataclass(frozen=True)

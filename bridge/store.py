@@ -398,6 +398,10 @@ class Store:
                 ids.append(cur.lastrowid)
             return ids
 
+    async def jobs_of_message(self, message_id: int) -> list[Job]:
+        rows = await self._all("SELECT * FROM jobs WHERE message = ? ORDER BY id", (message_id,))
+        return [_job(r) for r in rows]
+
     async def messages_to_convert(self) -> list[Message]:
         rows = await self._all("SELECT * FROM messages WHERE state = ? ORDER BY id",
                                (MessageState.RECEIVED,))
@@ -529,6 +533,18 @@ class Store:
     async def count_recent_jobs(self, sender: str, since: float) -> int:
         rows = await self._all("SELECT COUNT(*) FROM jobs WHERE sender = ? AND created_at >= ?",
                                (sender.lower(), since))
+        return int(rows[0][0])
+
+    async def pages_since(self, since: float, sender: str | None = None) -> int:
+        """Pages of faxes created since `since` that were or will be sent (a fax FaxMAX never
+        accepted costs nothing), for one sender or for the whole gateway."""
+        sql = ("SELECT COALESCE(SUM(m.pages), 0) FROM jobs j JOIN messages m ON m.id = j.message"
+               " WHERE j.created_at >= ? AND NOT (j.state = ? AND j.fax_id IS NULL)")
+        params: list[Any] = [since, JobState.FAILED]
+        if sender is not None:
+            sql += " AND j.sender = ?"
+            params.append(sender.lower())
+        rows = await self._all(sql, params)
         return int(rows[0][0])
 
     async def job(self, job_id: int) -> Job | None:

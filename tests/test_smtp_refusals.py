@@ -9,7 +9,8 @@ import pytest
 
 from bridge.app import Bridge
 from bridge.simulators import FaxMaxSimulator
-from tests.conftest import MakeBridge, fax_mail, smtp_send
+from bridge.store import JobState
+from tests.conftest import MakeBridge, RelaySink, fax_mail, smtp_send, wait_for_state
 from tests.docfactory import make_pdf
 
 PDF = ("a.pdf", "application/pdf", make_pdf(1))
@@ -182,3 +183,41 @@ async def test_an_internal_error_is_a_temporary_451_without_exception_text(
     result = await smtp_send(bridge.smtp_port, fax_mail(PDF))
     assert result.data == (451, "4.3.0 Internal error in the fax gateway; please try again later")
     assert await bridge.store.job_counts() == {}
+
+
+async def test_pages_per_sender_per_day(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink
+) -> None:
+    bridge = await make_bridge(numbers={"max_pages_per_sender_per_day": 3},
+                               faxmax={"cover_page": "never"})
+    two_pages = ("two.pdf", "application/pdf", make_pdf(2))
+    first = await smtp_send(bridge.smtp_port, fax_mail(two_pages))
+    assert first.data == (250, "2.0.0 queued as fax jobs 1")
+    await wait_for_state(bridge, 1, JobState.DELIVERED)
+    second = await smtp_send(bridge.smtp_port, fax_mail(two_pages))
+    assert second.data == (250, "2.0.0 queued as fax jobs 2")  # pages are known only later
+    await wait_for_state(bridge, 2, JobState.FAILED)
+    job = await bridge.store.job(2)
+    assert job is not None and job.detail == (
+        "this fax has 2 page(s) for 1 number(s); with it alice@example.com would send more "
+        "than 3 pages in 24 hours (2 already); please send it later")
+    third = await smtp_send(bridge.smtp_port, fax_mail(PDF))
+    assert third.data == (250, "2.0.0 queued as fax jobs 3")
+    await wait_for_state(bridge, 3, JobState.DELIVERED)
+    fourth = await smtp_send(bridge.smtp_port, fax_mail(PDF))
+    assert fourth.rcpts == [(450, "4.7.1 <alice@example.com> has reached the limit of 3 pages "
+                                  "per day; please try again tomorrow")]
+    assert faxmax.sent_numbers() == ["902122222525", "902122222525"]
+
+
+async def test_the_gateway_wide_daily_page_cap(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator
+) -> None:
+    bridge = await make_bridge(numbers={"max_pages_per_day": 1}, faxmax={"cover_page": "never"})
+    first = await smtp_send(bridge.smtp_port, fax_mail(PDF))
+    assert first.data == (250, "2.0.0 queued as fax jobs 1")
+    await wait_for_state(bridge, 1, JobState.DELIVERED)
+    other = await smtp_send(bridge.smtp_port, fax_mail(PDF), mail_from="bob@example.com")
+    assert other.rcpts == [(451, "4.7.1 The fax gateway has reached its daily page limit; "
+                                 "please try again tomorrow")]
+    assert len(faxmax.requests) == 1

@@ -24,6 +24,7 @@ from bridge.clock import Clock
 from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
 from bridge.errors import DocumentError
 from bridge.files import write_atomic
+from bridge.limits import DAY, PageCaps
 from bridge.numbers import NumberError, NumberPolicy, check_policy, parse_local_part
 from bridge.passwords import verify_password
 from bridge.sandbox import Sandbox
@@ -143,8 +144,9 @@ class FaxHandler:
     def __init__(
         self, settings: SmtpSettings, *, store: Store, clock: Clock, spool_dir: Path,
         number_policy: NumberPolicy, default_country_code: str, max_per_hour: int,
-        sandbox: Sandbox, on_queued: Callable[[], None],
+        page_caps: PageCaps, sandbox: Sandbox, on_queued: Callable[[], None],
     ) -> None:
+        self.page_caps = page_caps
         self.sandbox = sandbox
         self.settings = settings
         self.store = store
@@ -224,11 +226,18 @@ class FaxHandler:
         if len(numbers) >= self.settings.max_recipients:
             return (f"452 4.5.3 Too many recipients: at most {self.settings.max_recipients} "
                     "fax numbers per mail; send the rest in another mail")
-        since = self.clock.now() - 3600
-        sent = await self.store.count_recent_jobs(envelope.mail_from, since)
+        now = self.clock.now()
+        sent = await self.store.count_recent_jobs(envelope.mail_from, now - 3600)
         if sent + len(numbers) >= self.max_per_hour:
             return (f"450 4.7.1 <{envelope.mail_from}> has reached the limit of "
                     f"{self.max_per_hour} faxes per hour; please try again later")
+        page_caps = self.page_caps
+        if await self.store.pages_since(now - DAY, envelope.mail_from) >= page_caps.per_sender:
+            return (f"450 4.7.1 <{envelope.mail_from}> has reached the limit of "
+                    f"{page_caps.per_sender} pages per day; please try again tomorrow")
+        if await self.store.pages_since(now - DAY) >= page_caps.total:
+            return ("451 4.7.1 The fax gateway has reached its daily page limit; please try "
+                    "again tomorrow")
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return f"250 2.1.5 <{address}>: will be faxed to +{number}"

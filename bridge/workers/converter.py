@@ -15,6 +15,7 @@ from pathlib import Path
 from bridge import documents, mime
 from bridge.clock import Clock
 from bridge.errors import BridgeError
+from bridge.limits import DAY, PageCaps
 from bridge.mail import Templates
 from bridge.sandbox import Sandbox
 from bridge.store import Message, Store
@@ -48,9 +49,10 @@ class Converter(Worker):
 
     def __init__(
         self, store: Store, clock: Clock, *, sandbox: Sandbox, documents_dir: Path,
-        templates: Templates, cover_page: str, max_pages: int, on_ready: Callable[[], None],
-        on_failed: Callable[[], None],
+        templates: Templates, cover_page: str, max_pages: int, page_caps: PageCaps,
+        on_ready: Callable[[], None], on_failed: Callable[[], None],
     ) -> None:
+        self.page_caps = page_caps
         super().__init__(clock)
         self.store = store
         self.sandbox = sandbox
@@ -88,6 +90,12 @@ class Converter(Worker):
                 "the administrator has the details in the log)", self.clock.now())
             self.on_failed()
             return
+        refusal = await self.over_page_caps(message, prepared.pages)
+        if refusal:
+            log.warning("message %s: refused: %s", message.id, refusal)
+            await self.store.fail_message(message.id, refusal, self.clock.now())
+            self.on_failed()
+            return
         cover = self.cover_html(message, prepared.body_text)
         left_out = dict.fromkeys((*message.left_out, *prepared.left_out))
         await self.store.mark_message_ready(message.id, document_path=prepared.pdf_path,
@@ -96,6 +104,22 @@ class Converter(Worker):
         log.info("message %s: %d page(s) ready to fax%s", message.id, prepared.pages,
                  " with a cover page" if cover else "")
         self.on_ready()
+
+    async def over_page_caps(self, message: Message, pages: int) -> str | None:
+        """Pages are known only now, after conversion: the daily caps are checked here."""
+        jobs = await self.store.jobs_of_message(message.id)
+        cost = pages * len(jobs)
+        since = self.clock.now() - DAY
+        used = await self.store.pages_since(since, message.mail_from)
+        if used + cost > self.page_caps.per_sender:
+            return (f"this fax has {pages} page(s) for {len(jobs)} number(s); with it "
+                    f"{message.mail_from} would send more than {self.page_caps.per_sender} "
+                    f"pages in 24 hours ({used} already); please send it later")
+        total = await self.store.pages_since(since)
+        if total + cost > self.page_caps.total:
+            return ("the fax gateway has reached its daily page limit; please send it again "
+                    "tomorrow")
+        return None
 
     def cover_html(self, message: Message, body: str) -> str | None:
         """`auto`: a cover page only when the sender wrote something of their own."""
