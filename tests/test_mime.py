@@ -191,3 +191,44 @@ def test_fuzz_finding_a_charset_name_with_a_nul_byte_is_read_as_utf8(tmp_path: P
         "Şubat İzmir.tif"]
     extraction = mime.extract(spool, tmp_path / "parts")
     assert isinstance(extraction.body_text, str)
+
+
+def good_mail() -> bytes:
+    """A mail that converts: text, HTML with a logo, a 2-page PDF and a JPEG."""
+    msg = rich_mail()
+    msg.get_payload().pop()  # type: ignore[union-attr]  # drop the unsupported c.bin
+    return msg.as_bytes(policy=SMTP)
+
+
+def mail_to_pdf(raw: bytes) -> int | str:
+    """inspect → extract → build_pdf, as the service runs them: pages, or the refusal."""
+    import tempfile
+
+    from bridge import documents
+    from bridge.errors import DocumentError
+
+    try:
+        mime.inspect(raw)
+        with tempfile.TemporaryDirectory() as tmp:
+            spool = Path(tmp) / "m.eml"
+            spool.write_bytes(raw)
+            extraction = mime.extract(spool, Path(tmp) / "parts")
+            return documents.build_pdf(list(extraction.parts), Path(tmp) / "out.pdf")
+    except (mime.Refusal, DocumentError) as refusal:
+        assert str(refusal)
+        return str(refusal)
+
+
+def test_the_unmutated_mail_converts() -> None:
+    assert mail_to_pdf(good_mail()) == 3
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.builds(
+    lambda raw, cut, junk: raw[:cut] + junk + raw[cut + len(junk):],
+    st.just(good_mail()), st.integers(0, 30_000), st.binary(min_size=1, max_size=64)))
+def test_the_whole_mail_to_document_path_ends_in_a_pdf_or_a_refusal(raw: bytes) -> None:
+    """Mutated real mails: every input ends in a document or in a refusal with words; no
+    other exception escapes."""
+    outcome = mail_to_pdf(raw)
+    assert isinstance(outcome, str) or outcome >= 1
