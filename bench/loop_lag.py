@@ -22,12 +22,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.app import Bridge  # noqa: E402
-from bridge.config import Settings  # noqa: E402
-from bridge.simulators import FaxMaxSimulator  # noqa: E402
-from tests.conftest import fax_mail, smtp_send  # noqa: E402
-from tests.docfactory import make_pdf_bomb  # noqa: E402
-from tests.test_security import _header_bomb  # noqa: E402
+from bridge.app import Bridge
+from bridge.config import Settings
+from bridge.simulators import FaxMaxSimulator
+from tests.conftest import fax_mail, smtp_send
+from tests.docfactory import make_pdf_bomb
+from tests.test_security import _header_bomb
 
 
 async def sample(lags: list[float], stop: asyncio.Event) -> None:
