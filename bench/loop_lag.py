@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bridge.app import Bridge
 from bridge.config import Settings
 from bridge.simulators import FaxMaxSimulator
-from tests.conftest import fax_mail, smtp_send
+from tests.conftest import fax_mail, smtp_send, wait_until
 from tests.docfactory import make_pdf_bomb
 from tests.test_security import _header_bomb
 
@@ -68,8 +68,7 @@ async def main() -> None:
             sampler = asyncio.create_task(sample(lags, stop))
             started = time.perf_counter()
             result = await smtp_send(bridge.smtp_port, mail)
-            while await bridge.store.messages_to_convert():  # until conversion has run
-                await asyncio.sleep(0.05)
+            await wait_until(bridge.store.messages_to_convert, [])  # conversion has run
             elapsed = time.perf_counter() - started
             stop.set()
             await sampler
