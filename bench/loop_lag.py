@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from email.message import EmailMessage
 from pathlib import Path
 
 from PIL import Image
@@ -56,7 +57,7 @@ async def main() -> None:
             faxmax=replace(base.faxmax, enabled=True, url=simulator.url, token="t"))
         bridge = Bridge(settings)
         await bridge.start()
-        bombs = {
+        bombs: dict[str, bytes | EmailMessage] = {
             "header bomb (60 KB folded Content-Type)": _header_bomb(),
             "TIFF bomb (30000x30000 G4)": fax_mail(("bomb.tif", "image/tiff", tiff_bomb())),
             "PDF bomb (360 MB content stream)": fax_mail(("bomb.pdf", "application/pdf",
