@@ -475,6 +475,29 @@ def _convert(images: bytes | list[bytes], layout: _Layout, *, first_frame_only: 
     return pdf
 
 
+PHOTO_BOX = (2480, 3508)  # A4 at 300 dpi: finer than any fax resolution
+PHOTO_DPI = 300
+
+
+def _downscaled(data: bytes, kind: Kind) -> bytes | None:
+    """A photo larger than a fax can show, scaled down to A4 at 300 dpi (None: small enough).
+    A 50-megapixel phone photo would otherwise be uploaded to FaxMAX at full size."""
+    with Image.open(io.BytesIO(data)) as original:
+        if original.width * original.height <= PHOTO_BOX[0] * PHOTO_BOX[1]:
+            return None
+        image = ImageOps.exif_transpose(original)
+    box = PHOTO_BOX if image.height >= image.width else (PHOTO_BOX[1], PHOTO_BOX[0])
+    image.thumbnail(box, Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    if kind is Kind.JPEG:
+        if image.mode not in ("L", "RGB", "CMYK"):
+            image = image.convert("RGB")
+        image.save(out, "JPEG", quality=90, dpi=(PHOTO_DPI, PHOTO_DPI))
+    else:
+        image.save(out, "PNG", dpi=(PHOTO_DPI, PHOTO_DPI))
+    return out.getvalue()
+
+
 def _image_pdf(name: str, data: bytes, kind: Kind, limits: Limits, room: int) -> tuple[bytes, int]:
     """An image file as a PDF of its pages, and the page count; at most `room` pages."""
     cap = _pixel_cap(kind, limits)
@@ -483,6 +506,10 @@ def _image_pdf(name: str, data: bytes, kind: Kind, limits: Limits, room: int) ->
         if survey.pages > room:
             raise _too_many_pages(name, limits.max_pages)
         layout = _layout(survey.has_dpi)
+        if kind in (Kind.JPEG, Kind.PNG):
+            smaller = _downscaled(data, kind)
+            if smaller is not None:
+                data, layout = smaller, _layout(True)
         if not survey.needs_flattening:
             # img2pdf refuses some images Pillow reads well (16-bit TIFF, odd colour spaces);
             # those fall through to being flattened, like transparent ones.

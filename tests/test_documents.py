@@ -572,3 +572,15 @@ def test_damaged_real_files_are_faxed_or_refused(
     if cut is not None:
         damaged = damaged[: cut % len(damaged)]
     survives(tmp_path_factory.mktemp("fuzz"), bytes(damaged))
+
+
+def test_a_large_photo_is_scaled_down_to_a4_at_300_dpi(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(docfactory.make_jpeg(6000, 4000))  # 24 megapixels, landscape
+    out = tmp_path / "out.pdf"
+    assert build_pdf([("photo.jpg", photo)], out) == 1
+    page = PdfReader(out).pages[0]
+    [image] = page.images
+    assert max(image.image.size) <= 3508 and min(image.image.size) <= 2480
+    assert float(page.mediabox.width) <= 842.5 and float(page.mediabox.height) <= 595.5
+    assert out.stat().st_size < photo.stat().st_size

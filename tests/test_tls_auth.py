@@ -172,3 +172,22 @@ async def test_a_user_logs_in_after_starttls_and_may_send_only_as_themselves(
     assert (response.code, response.message) == (250, "2.0.0 queued as fax jobs 1")
     await smtp.quit()
     await faxmax.wait_for_requests(1)
+
+
+async def test_s2_commands_sent_with_starttls_are_not_run_inside_tls(
+    auth_bridge: int, ca: trustme.CA
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", auth_bridge)
+    assert (await reader.readline()).startswith(b"220")
+    writer.write(b"EHLO x\r\n")
+    while not (await reader.readline()).startswith(b"250 "):
+        pass
+    writer.write(b"STARTTLS\r\nRSET\r\n")  # the RSET rides in the plaintext segment
+    assert (await reader.readline()).startswith(b"220")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    await writer.start_tls(context, server_hostname="127.0.0.1")
+    writer.write(b"EHLO x\r\n")
+    first = await asyncio.wait_for(reader.readline(), 5)
+    assert first.startswith(b"250-"), first  # the EHLO answer, not a "250 OK" for the RSET
+    writer.close()
