@@ -581,6 +581,7 @@ def test_a_large_photo_is_scaled_down_to_a4_at_300_dpi(tmp_path: Path) -> None:
     assert build_pdf([("photo.jpg", photo)], out) == 1
     page = PdfReader(out).pages[0]
     [image] = page.images
+    assert image.image is not None
     assert max(image.image.size) <= 3508 and min(image.image.size) <= 2480
     assert float(page.mediabox.width) <= 842.5 and float(page.mediabox.height) <= 595.5
     assert out.stat().st_size < photo.stat().st_size
