@@ -1169,22 +1169,6 @@ class ByosokuSimulator(_LoopbackServer):
             lambda: f"{n} log calls (have {len(self.log_calls)})",
         )
 
-    async def wait_for_pdf_calls(self, n: int, timeout: float = 5.0) -> None:
-        """Wait until at least `n` PDF calls arrived (answered or not)."""
-        await self._wait_until(
-            lambda: len(self.pdf_calls) >= n,
-            timeout,
-            lambda: f"{n} PDF calls (have {len(self.pdf_calls)})",
-        )
-
-    async def wait_for_fetches(self, n: int, timeout: float = 5.0) -> None:
-        """Wait until at least `n` PDFs were served successfully (repeats included)."""
-        await self._wait_until(
-            lambda: self.fetched.total() >= n,
-            timeout,
-            lambda: f"{n} PDF downloads (have {self.fetched.total()})",
-        )
-
     # -- HTTP ----------------------------------------------------------------------------------
 
     def _make_app(self) -> web.Application:

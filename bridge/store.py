@@ -652,10 +652,6 @@ class Store:
 
     # --- outgoing email --------------------------------------------------------------------
 
-    async def enqueue_mail(self, mail: OutgoingMail, now: float) -> bool:
-        async with self._tx() as db:
-            return await self._enqueue(db, mail, now)
-
     async def _enqueue(self, db: aiosqlite.Connection, mail: OutgoingMail, now: float) -> bool:
         """The Message-ID is the key: enqueueing the same email twice is a no-op."""
         cur = await db.execute(
@@ -788,10 +784,6 @@ class Store:
                                (state,))
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None
-
-    async def inbound(self, inbound_id: int) -> Inbound | None:
-        rows = await self._all("SELECT * FROM inbound WHERE id = ?", (inbound_id,))
-        return _inbound(rows[0]) if rows else None
 
     async def inbound_all(self) -> list[Inbound]:
         return [_inbound(r) for r in await self._all("SELECT * FROM inbound ORDER BY id")]

@@ -44,13 +44,6 @@ class Worker(ABC):
     async def next_due(self) -> float | None:
         """The clock time at which work will be due, or None if only a wake-up can bring it."""
 
-    async def drain(self) -> int:
-        """Run until nothing is left to do now; for tests and for the CLI."""
-        done = 0
-        while await self.run_once():
-            done += 1
-        return done
-
     async def run(self) -> None:
         await asyncio.gather(*(self._loop(event) for event in self._events))
 
