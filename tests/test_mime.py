@@ -232,3 +232,27 @@ def test_the_whole_mail_to_document_path_ends_in_a_pdf_or_a_refusal(raw: bytes) 
     other exception escapes."""
     outcome = mail_to_pdf(raw)
     assert isinstance(outcome, str) or outcome >= 1
+
+
+def test_a_forwarded_mail_is_refused_with_advice() -> None:
+    inner = EmailMessage()
+    inner["Subject"] = "original"
+    inner.set_content("see attachment")
+    inner.add_attachment(make_pdf(1), maintype="application", subtype="pdf", filename="a.pdf")
+    outer = EmailMessage()
+    outer["From"] = "alice@example.com"
+    outer.set_content("forwarding")
+    outer.add_attachment(inner)
+    with pytest.raises(mime.Refusal) as info:
+        mime.inspect(outer.as_bytes(policy=SMTP))
+    assert info.value.reply == ("554 5.6.1 the message contains a forwarded e-mail; forward "
+                                "the documents themselves as attachments instead")
+
+
+def test_two_thousand_nested_multiparts_are_refused_without_recursion_error() -> None:
+    raw = b"From: a@example.com\r\n"
+    for depth in range(2000):
+        raw += f"Content-Type: multipart/mixed; boundary=b{depth}\r\n\r\n--b{depth}\r\n".encode()
+    with pytest.raises(mime.Refusal) as info:
+        mime.inspect(raw)
+    assert "nested more than 10 levels" in info.value.text
