@@ -164,6 +164,7 @@ SCHEMA: tuple[str, ...] = (
         UNIQUE (provider, external_id)
     );
     CREATE INDEX inbound_due ON inbound(state, next_attempt_at);
+    CREATE INDEX jobs_created ON jobs(created_at);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE alerts (
         cause TEXT PRIMARY KEY,
@@ -402,9 +403,9 @@ class Store:
         rows = await self._all("SELECT * FROM jobs WHERE message = ? ORDER BY id", (message_id,))
         return [_job(r) for r in rows]
 
-    async def messages_to_convert(self) -> list[Message]:
-        rows = await self._all("SELECT * FROM messages WHERE state = ? ORDER BY id",
-                               (MessageState.RECEIVED,))
+    async def messages_to_convert(self, limit: int = 100) -> list[Message]:
+        rows = await self._all("SELECT * FROM messages WHERE state = ? ORDER BY id LIMIT ?",
+                               (MessageState.RECEIVED, limit))
         return [_message(r) for r in rows]
 
     async def message(self, message_id: int) -> Message | None:
@@ -481,8 +482,9 @@ class Store:
 
     async def record_submitted(
         self, job_id: int, fax_id: str, now: float, classify: Callable[[str], JobState | None]
-    ) -> None:
-        """FaxMAX took the fax. Status pushes that raced ahead of this answer apply now."""
+    ) -> JobState:
+        """FaxMAX took the fax. Status pushes that raced ahead of this answer apply now;
+        returns the job's state after them."""
         async with self._tx() as db:
             await db.execute(
                 "UPDATE jobs SET state = ?, fax_id = ?, submitted_at = ?, updated_at = ?,"
@@ -490,6 +492,10 @@ class Store:
                 (JobState.SUBMITTED, fax_id, now, now, job_id),
             )
             await self._apply_pending(db, fax_id, now, classify)
+            async with db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)) as cur:
+                row = await cur.fetchone()
+        assert row is not None
+        return JobState(row[0])
 
     async def reschedule_job(self, job_id: int, *, at: float, detail: str, now: float) -> None:
         async with self._tx() as db:

@@ -67,7 +67,7 @@ class Converter(Worker):
         return None
 
     async def run_once(self) -> bool:
-        pending = await self.store.messages_to_convert()
+        pending = await self.store.messages_to_convert(limit=1)
         if not pending:
             return False
         await self.convert(pending[0])

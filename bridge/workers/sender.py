@@ -119,10 +119,9 @@ class Sender(Worker):
                        "unknown whether the fax was sent; it was not sent again")
         else:
             log.info("job %s: accepted by FaxMAX as fax %s", job.id, result.fax_id)
-            await self.store.record_submitted(job.id, result.fax_id, self.clock.now(),
-                                              self.classify)
-            refreshed = await self.store.job(job.id)
-            if refreshed is None or refreshed.state is JobState.SUBMITTED:
+            state = await self.store.record_submitted(job.id, result.fax_id, self.clock.now(),
+                                                      self.classify)
+            if state is JobState.SUBMITTED:
                 return
         self.on_final()
 
