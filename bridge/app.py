@@ -114,9 +114,10 @@ class Bridge:
             sandbox=Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
                                           seconds=s.smtp.inspect_timeout)),
             on_queued=converter.wake)
-        host, port = parse_listen(s.smtp.listen, "smtp.listen")
+        smtp_host, port = parse_listen(s.smtp.listen, "smtp.listen")
         try:
-            self._smtp = await start_smtp_server(handler, host, port, tls_context=self._tls())
+            self._smtp = await start_smtp_server(handler, smtp_host, port,
+                                                 tls_context=self._tls())
         except OSError as exc:
             raise ConfigError(f"smtp.listen: cannot listen on {s.smtp.listen}: "
                               f"{exc.strerror}") from exc
@@ -133,7 +134,7 @@ class Bridge:
             raise ConfigError(f"http.listen: cannot listen on {s.http.listen}: "
                               f"{exc.strerror}") from exc
         self.http_port = self._web.addresses[0][1]
-        log.info("fax-bridge listening: SMTP %s:%d, HTTP %s:%d", host, self.smtp_port, host,
+        log.info("fax-bridge listening: SMTP %s:%d, HTTP %s:%d", smtp_host, self.smtp_port, host,
                  self.http_port)
 
     @property
