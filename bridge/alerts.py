@@ -26,6 +26,10 @@ class Alerter:
         self.templates = templates
         self.on_enqueued = on_enqueued
 
+    @property
+    def admin(self) -> str:
+        return self.settings.routing.admin
+
     async def alert(self, cause: str, summary: str, details: str = "") -> None:
         """Log the event, and email the admin unless this cause was mailed within the hour."""
         log.warning("alert %s: %s", cause, summary)

@@ -12,6 +12,7 @@ import logging
 import signal
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -20,7 +21,7 @@ from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
 from bridge.errors import ConfigError
 from bridge.ingress.pushes import PushProcessor
-from bridge.ingress.smtp import FaxHandler, start_smtp_server
+from bridge.ingress.smtp import FaxHandler, SmtpServer, start_smtp_server
 from bridge.ingress.web import build_web_app
 from bridge.limits import PageCaps
 from bridge.mail import Templates, make_transport
@@ -36,6 +37,7 @@ from bridge.workers.inbox import Inbox
 from bridge.workers.mailer import Mailer
 from bridge.workers.poller import Poller
 from bridge.workers.reporter import Reporter
+from bridge.workers.retention import Retention
 from bridge.workers.sender import FaxSender, Sender, status_classifier
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,12 @@ class Bridge:
     http_port: int = field(init=False, default=0)
     workers: list[Worker] = field(init=False, default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
-    _smtp: asyncio.Server | None = field(init=False, default=None)
+    _smtp: SmtpServer | None = field(init=False, default=None)
     _web: web.AppRunner | None = field(init=False, default=None)
     _client: FaxMaxClient | None = field(init=False, default=None)
     _byosoku: ByosokuClient | None = field(init=False, default=None)
     pushes: PushProcessor = field(init=False)
+    _hurry: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     async def start(self, *, client: FaxSender | None = None) -> None:
         try:
@@ -82,8 +85,10 @@ class Bridge:
         if client is None:
             self._client = FaxMaxClient(s.faxmax)
             client = self._client
-        mailer = Mailer(self.store, self.clock, make_transport(s.mail, s.maildir_path), s.mail)
-        alerter = Alerter(self.store, self.clock, s, templates, on_enqueued=mailer.wake)
+        alerter = Alerter(self.store, self.clock, s, templates,
+                          on_enqueued=lambda: mailer.wake())
+        mailer = Mailer(self.store, self.clock, make_transport(s.mail, s.maildir_path), s.mail,
+                        alerter=alerter)
         reporter = Reporter(self.store, self.clock, s, templates, on_enqueued=mailer.wake)
         sender = Sender(self.store, self.clock, client, s.faxmax, on_final=reporter.wake)
         converter = Converter(self.store, self.clock, sandbox=sandbox,
@@ -93,7 +98,8 @@ class Bridge:
                               on_ready=sender.wake, on_failed=reporter.wake)
         inbox = Inbox(self.store, self.clock, s, templates, sandbox=sandbox,
                       alerter=alerter, on_enqueued=mailer.wake)
-        self.workers = [converter, sender, reporter, mailer, inbox]
+        self.workers = [converter, sender, reporter, mailer, inbox,
+                        Retention(self.store, self.clock, s.documents.retention_days)]
         if s.byosoku.enabled:
             self._byosoku = ByosokuClient(s.byosoku)
             self.workers.append(Poller(self.store, self.clock, self._byosoku, s.byosoku,
@@ -121,10 +127,10 @@ class Bridge:
         except OSError as exc:
             raise ConfigError(f"smtp.listen: cannot listen on {s.smtp.listen}: "
                               f"{exc.strerror}") from exc
-        self.smtp_port = self._smtp.sockets[0].getsockname()[1]
+        self.smtp_port = self._smtp.port
 
         app = build_web_app(s.http, store=self.store, pushes=self.pushes)
-        self._web = web.AppRunner(app, access_log=None)
+        self._web = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_timeout)
         await self._web.setup()
         host, port = parse_listen(s.http.listen, "http.listen")
         site = web.TCPSite(self._web, host, port)
@@ -153,38 +159,66 @@ class Bridge:
             raise ConfigError(f"smtp.tls_cert / smtp.tls_key: cannot load: {exc}") from exc
         return context
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        if self._smtp is not None:
-            self._smtp.close()
-        if self._web is not None:
-            await self._web.cleanup()
+    def hurry(self) -> None:
+        """A second SIGTERM: stop waiting for work in flight."""
+        self._hurry.set()
+
+    async def stop(self, timeout: float = 30.0) -> bool:
+        """Stop accepting, let mails being received, pushes being stored and provider calls
+        in flight finish within `timeout` (or until `hurry()`), then cancel the rest and close.
+        Returns whether everything finished: what was cancelled counts as a crash at the next
+        start (a fax caught being handed to FaxMAX becomes `unknown`)."""
         for worker in self.workers:
             worker.stop()
-        if self._tasks:
-            _done, pending = await asyncio.wait(self._tasks, timeout=timeout)
-            for task in pending:
-                log.warning("shutdown: %s did not finish within %ss; cancelled", task.get_name(),
-                            timeout)
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        draining = list(self._tasks)
         if self._smtp is not None:
-            await self._smtp.wait_closed()
+            draining.append(asyncio.create_task(self._smtp.drain(), name="smtp sessions"))
+        if self._web is not None:
+            draining.append(asyncio.create_task(self._web.cleanup(), name="http requests"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        hurry: asyncio.Future[Any] = asyncio.ensure_future(self._hurry.wait())
+        while (pending := {t for t in draining if not t.done()}) and not hurry.done():
+            if (left := deadline - loop.time()) <= 0:
+                break
+            await asyncio.wait({*pending, hurry}, timeout=left,
+                               return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        if self._smtp is not None and pending:
+            self._smtp.abort()
+        for task in pending:
+            log.warning("shutdown: %s did not finish; cancelled (it is redone or reported as "
+                        "unknown at the next start)", task.get_name())
+            task.cancel()
+        await asyncio.gather(*draining, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
         if self._byosoku is not None:
             await self._byosoku.close()
         if self._store is not None:
             await self._store.close()
+        return not pending
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT; a second one stops without waiting for work in flight."""
     bridge = Bridge(settings)
     await bridge.start()
     stopping = asyncio.Event()
+
+    def on_signal() -> None:
+        if stopping.is_set():
+            log.warning("fax-bridge: second stop signal; cancelling work in flight")
+            bridge.hurry()
+        stopping.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(sig, on_signal)
     await stopping.wait()
-    log.info("fax-bridge stopping")
-    await bridge.stop()
+    log.info("fax-bridge stopping: no new mail or pushes are accepted; work in flight has up "
+             "to %gs to finish (signal again to stop at once)", settings.shutdown_timeout)
+    if await bridge.stop(settings.shutdown_timeout):
+        log.info("fax-bridge stopped cleanly")
+    else:
+        log.warning("fax-bridge stopped with work cut off; it is recovered at the next start")

@@ -19,9 +19,10 @@ from email.utils import make_msgid
 from pathlib import Path
 
 from bridge import config
+from bridge.clock import SystemClock
 from bridge.errors import BridgeError
 from bridge.samples import sample_fax_tiff, sample_pdf
-from bridge.store import InboundState, JobState, Store
+from bridge.store import InboundState, JobState, MailInfo, MailState, Store
 
 log = logging.getLogger("bridge")
 
@@ -33,6 +34,7 @@ examples:
   fax-bridge check-config -c fax-bridge.toml
   fax-bridge list --state unknown
   fax-bridge retry 17
+  fax-bridge backup /var/backups/fax-bridge-$(date +%F).sqlite3
   fax-bridge replay-quarantine
   fax-bridge hash-password < password.txt
 """
@@ -202,9 +204,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     async def run() -> None:
         store = await Store.open(db)
         try:
-            jobs = await store.jobs(JobState(args.state) if args.state else None, args.limit)
+            if args.mail is not None:
+                mails = await store.mails(MailState(args.mail) if args.mail else None,
+                                          args.limit)
+            else:
+                jobs = await store.jobs(JobState(args.state) if args.state else None,
+                                        args.limit)
         finally:
             await store.close()
+        if args.mail is not None:
+            _print_mails(mails, args.json)
+            return
         if args.json:
             print(json.dumps([{"id": j.id, "state": j.state, "number": j.number,
                                "sender": j.sender, "attempts": j.attempts,
@@ -219,30 +229,68 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_mails(mails: list[MailInfo], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([{"id": m.id, "state": m.state, "message_id": m.message_id,
+                           "recipients": list(m.recipients), "attempts": m.attempts,
+                           "last_error": m.last_error} for m in mails], indent=2))
+        return
+    print(f"{'mail':>6}  {'state':<8}  {'attempts':>8}  {'to':<30}  last error")
+    for m in mails:
+        print(f"{m.id:>6}  {m.state:<8}  {m.attempts:>8}  {', '.join(m.recipients)[:30]:<30}  "
+              f"{m.last_error[:60]}")
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
     db = _database(args)
+    if (args.job is None) == (args.mail is None):
+        raise BridgeError("name a fax job (fax-bridge retry 17) or an email "
+                          "(fax-bridge retry --mail 5)")
 
-    async def run() -> bool:
+    async def run() -> str | None:
         store = await Store.open(db)
         try:
-            from bridge.clock import SystemClock
-
-            return await store.requeue_job(args.job, SystemClock().now())
+            now = SystemClock().now()
+            if args.mail is not None:
+                if await store.requeue_mail(args.mail, now):
+                    return None
+                return (f"mail {args.mail} is not a given-up email (see fax-bridge list "
+                        "--mail failed)")
+            return await store.requeue_job(args.job, now)
         finally:
             await store.close()
 
-    if not asyncio.run(run()):
-        print(f"fax-bridge: job {args.job} is not unknown or failed; nothing resent",
-              file=sys.stderr)
+    refusal = asyncio.run(run())
+    if refusal is not None:
+        print(f"fax-bridge: {refusal}; nothing resent", file=sys.stderr)
         return 1
-    print(f"job {args.job} queued again; the running service sends it within a minute")
+    what = f"job {args.job}" if args.mail is None else f"mail {args.mail}"
+    print(f"{what} queued again; the running service sends it within a minute")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """A consistent copy of the live database, taken while the service runs."""
+    db = _database(args)
+    target = Path(args.file)
+    if target.exists():
+        raise BridgeError(f"{target} exists; name a new file")
+
+    async def run() -> None:
+        store = await Store.open(db)
+        try:
+            await store.backup(target)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    print(f"backup of {db} written to {target}")
     return 0
 
 
 def cmd_replay_quarantine(args: argparse.Namespace) -> int:
     """Run kept push bodies through the push handling again, e.g. after a fix."""
     from bridge.alerts import Alerter
-    from bridge.clock import SystemClock
     from bridge.ingress.pushes import SOURCE, PushProcessor
     from bridge.mail import Templates
     from bridge.workers.sender import status_classifier
@@ -332,16 +380,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("status", "what is queued, sent, failed")
     with_store(p)
     p.set_defaults(func=cmd_status)
-    p = command("list", "list fax jobs, newest first")
+    p = command("list", "list fax jobs (or emails), newest first")
     with_store(p)
     p.add_argument("--state", choices=[s.value for s in JobState])
+    p.add_argument("--mail", nargs="?", const="", choices=["", *(s.value for s in MailState)],
+                   help="list outgoing emails instead, optionally only those in this state")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
-    p = command("retry", "resend an unknown or failed fax job (you decide it was not sent)")
+    p = command("retry", "resend an unknown or failed fax job (you decide it was not sent), "
+                         "or an email that was given up")
     with_store(p)
-    p.add_argument("job", type=int)
+    p.add_argument("job", type=int, nargs="?")
+    p.add_argument("--mail", type=int, metavar="ID", help="resend this email instead")
     p.set_defaults(func=cmd_retry)
+    p = command("backup", "write a consistent copy of the database while the service runs")
+    with_store(p)
+    p.add_argument("file", help="the new file to write")
+    p.set_defaults(func=cmd_backup)
     p = command("replay-quarantine", "process quarantined FaxMAX pushes again (after a fix)")
     with_store(p)
     p.set_defaults(func=cmd_replay_quarantine)

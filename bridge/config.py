@@ -127,6 +127,7 @@ class DocumentsSettings:
     max_pages: int = 100  # pages of one fax, attachments and cover together
     memory_mb: int = 1024  # memory cap of the process that reads one document
     timeout: float = 60  # seconds that process may take
+    retention_days: int = 30  # fax images of finished faxes are deleted after this; 0 = never
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class MailSettings:
 @dataclass(frozen=True)
 class Settings:
     data_dir: str = "./data"
+    shutdown_timeout: float = 30  # seconds SIGTERM waits for mails and provider calls in flight
     smtp: SmtpSettings = SmtpSettings()
     numbers: NumbersSettings = NumbersSettings()
     http: HttpSettings = HttpSettings()
@@ -330,6 +332,8 @@ def _check_address(value: str, key: str) -> None:
 
 def _validate(s: Settings) -> None:
     """Cross-field rules; each message says what to change."""
+    if not s.data_dir:
+        raise ConfigError(f"data_dir (from {s.source}): expected a directory path")
     parse_listen(s.smtp.listen, "smtp.listen")
     parse_listen(s.http.listen, "http.listen")
     parse_networks(s.smtp.trusted_networks, "smtp.trusted_networks")
@@ -351,9 +355,13 @@ def _validate(s: Settings) -> None:
                    ("mail.max_attempts", s.mail.max_attempts),
                    ("documents.max_pages", s.documents.max_pages),
                    ("documents.memory_mb", s.documents.memory_mb),
-                   ("documents.timeout", s.documents.timeout)):
+                   ("documents.timeout", s.documents.timeout),
+                   ("shutdown_timeout", s.shutdown_timeout)):
         if n <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {n}")
+    if s.documents.retention_days < 0:
+        raise ConfigError("documents.retention_days: must be 0 (keep forever) or more, got "
+                          f"{s.documents.retention_days}")
     from bridge.numbers import NumberPolicy
 
     try:
@@ -429,17 +437,23 @@ def load(
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     sections = {f.name: f for f in dataclasses.fields(Settings) if dataclasses.is_dataclass(
         typing.get_type_hints(Settings)[f.name])}
-    for key in table:
-        if key not in sections and key != "data_dir":
-            raise ConfigError(f"{key} (from {origin}): unknown setting or section; known: "
-                              f"data_dir, {', '.join('[' + s + ']' for s in sections)}")
-    data_dir = env.get(f"{ENV_PREFIX}DATA_DIR", table.get("data_dir", Settings.data_dir))
-    if not isinstance(data_dir, str) or not data_dir:
-        raise ConfigError(f"data_dir (from {origin}): expected a directory path")
     hints = typing.get_type_hints(Settings)
+    top = [f.name for f in dataclasses.fields(Settings)
+           if f.name not in sections and f.compare]  # `source` is not a setting
+    for key in table:
+        if key not in sections and key not in top:
+            raise ConfigError(f"{key} (from {origin}): unknown setting or section; known: "
+                              f"{', '.join(top)}, {', '.join('[' + s + ']' for s in sections)}")
+    scalars: dict[str, Any] = {}
+    for name in top:
+        env_key = f"{ENV_PREFIX}{name.upper()}"
+        if env_key in env:
+            scalars[name] = _coerce(env[env_key], hints[name], name, f"environment {env_key}")
+        elif name in table:
+            scalars[name] = _coerce(table[name], hints[name], name, origin)
     parts = {name: _load_section(hints[name], table.get(name, {}), name, origin, env)
              for name in sections}
-    settings = Settings(data_dir=data_dir, source=origin, **parts)
+    settings = Settings(source=origin, **scalars, **parts)
     _validate(settings)
     return settings
 

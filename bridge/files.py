@@ -11,10 +11,14 @@ def write_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> Pat
     rename into place, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = (tmp_dir / path.name) if tmp_dir else path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fp:
-        fp.write(data)
-        fp.flush()
-        os.fsync(fp.fileno())
+    try:
+        with open(tmp, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep a half-written file
+        raise
     os.replace(tmp, path)
     fd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -258,6 +259,31 @@ class QueuedMail:
     body: bytes
     attempts: int
     created_at: float
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What one retention pass cleared: fax images of outgoing mails and received faxes, and
+    bodies of delivered emails and replayed quarantine entries."""
+
+    messages: int
+    inbound: int
+    emails: int
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class MailInfo:
+    """An outbox row without its body, for listings."""
+
+    id: int
+    message_id: str
+    recipients: tuple[str, ...]
+    state: MailState
+    attempts: int
+    created_at: float
+    updated_at: float
+    last_error: str
 
 
 @dataclass(frozen=True)
@@ -525,16 +551,32 @@ class Store:
             )
             return [int(r[0]) for r in await cur.fetchall()]
 
-    async def requeue_job(self, job_id: int, now: float) -> bool:
-        """An operator's explicit resend of an `unknown` or `failed` job."""
+    async def requeue_job(self, job_id: int, now: float) -> str | None:
+        """An operator's explicit resend of an `unknown` or `failed` job. Returns None when it
+        is queued again, else why it cannot be."""
         async with self._tx() as db:
-            cur = await db.execute(
+            async with db.execute(
+                "SELECT j.state, m.state, m.document_path FROM jobs j"
+                " JOIN messages m ON m.id = j.message WHERE j.id = ?", (job_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return f"there is no job {job_id}"
+            job_state, message_state, document = row
+            if job_state not in (JobState.UNKNOWN, JobState.FAILED):
+                return f"job {job_id} is {job_state}; only unknown or failed jobs are resent"
+            if message_state != MessageState.READY:
+                return (f"job {job_id} cannot be resent: its attachments could not be turned "
+                        "into a fax; the sender has to send a new mail")
+            if document is None:
+                return (f"job {job_id} cannot be resent: its document was deleted after "
+                        "documents.retention_days")
+            await db.execute(
                 "UPDATE jobs SET state = ?, next_attempt_at = ?, updated_at = ?, fax_id = NULL,"
                 " attempts = 0, detail = 'resent by an operator', finished_at = NULL,"
-                " reported = '', provider_status = '' WHERE id = ? AND state IN (?, ?)",
-                (JobState.QUEUED, now, now, job_id, JobState.UNKNOWN, JobState.FAILED),
+                " reported = '', provider_status = '' WHERE id = ?",
+                (JobState.QUEUED, now, now, job_id),
             )
-            return cur.rowcount == 1
+            return None
 
     async def count_recent_jobs(self, sender: str, since: float) -> int:
         rows = await self._all("SELECT COUNT(*) FROM jobs WHERE sender = ? AND created_at >= ?",
@@ -698,6 +740,23 @@ class Store:
                 (state, error, now, retry_at, mail_id),
             )
 
+    async def requeue_mail(self, mail_id: int, now: float) -> bool:
+        """An operator's resend of an email that was given up (after fixing the relay)."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?, updated_at = ?,"
+                " created_at = ? WHERE id = ? AND state = ? AND length(body) > 0",
+                (MailState.PENDING, now, now, now, mail_id, MailState.FAILED))
+            return cur.rowcount == 1
+
+    async def mails(self, state: MailState | None = None, limit: int = 100) -> list[MailInfo]:
+        where, params = ("WHERE state = ?", [state]) if state else ("", [])
+        rows = await self._all(
+            "SELECT id, message_id, recipients, state, attempts, created_at, updated_at,"
+            f" last_error FROM outbox {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [MailInfo(**{**dict(r), "state": MailState(r["state"]),
+                            "recipients": tuple(json.loads(r["recipients"]))}) for r in rows]
+
     async def next_mail_due(self) -> float | None:
         rows = await self._all("SELECT MIN(next_attempt_at) FROM outbox WHERE state = ?",
                                (MailState.PENDING,))
@@ -794,8 +853,11 @@ class Store:
     async def inbound_all(self) -> list[Inbound]:
         return [_inbound(r) for r in await self._all("SELECT * FROM inbound ORDER BY id")]
 
-    async def inbound_fetched(self, inbound_id: int, document_path: str, now: float) -> None:
+    async def inbound_fetched(self, inbound_id: int, document_path: str, now: float,
+                              meta: dict[str, str]) -> None:
+        """The document is on disk; the poller's bookkeeping goes in the same commit."""
         async with self._tx() as db:
+            await self._set_meta(db, meta)
             await db.execute(
                 "UPDATE inbound SET state = ?, document_path = ?, attempts = attempts + 1,"
                 " next_attempt_at = ?, detail = '', updated_at = ? WHERE id = ?",
@@ -823,6 +885,77 @@ class Store:
     async def inbound_counts(self) -> dict[str, int]:
         rows = await self._all("SELECT state, COUNT(*) FROM inbound GROUP BY state")
         return {str(r[0]): int(r[1]) for r in rows}
+
+    # --- retention and backup ---------------------------------------------------------------
+
+    async def purge(
+        self, cutoff: float, remove: Callable[[list[str]], Awaitable[None]], batch: int = 200,
+    ) -> Purged:
+        """Forget the fax images of everything finished before `cutoff`, keeping the metadata
+        (who, when, which number, pages, outcome).
+
+        `remove(paths)` deletes the files and runs inside the transaction, before the rows
+        are cleared: a crash in between leaves rows that still name deleted files, which the
+        next purge clears (deleting a missing file is fine), never files no row knows of.
+        `secure_delete` zeroes the freed database pages, so the images do not linger in the
+        file either. Emails given up (`failed`) and quarantined pushes not yet replayed are
+        kept: they are the only copy of something not yet delivered.
+        """
+        final = [str(state) for state in FINAL_JOB_STATES]
+        done = [str(InboundState.MAILED), str(InboundState.FAILED), str(InboundState.SKIPPED)]
+        totals = [0, 0, 0, 0]
+        while True:
+            async with self._tx() as db:
+                await db.execute("PRAGMA secure_delete = ON")
+                async with db.execute(
+                    "SELECT id, spool_path, document_path FROM messages m"
+                    " WHERE (document_path IS NOT NULL OR spool_path != '') AND state != ?"
+                    " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message = m.id AND"
+                    "   (j.state NOT IN (?, ?, ?) OR COALESCE(j.finished_at, ?) >= ?))"
+                    " LIMIT ?", (MessageState.RECEIVED, *final, cutoff, cutoff, batch)) as cur:
+                    messages = list(await cur.fetchall())
+                async with db.execute(
+                    "SELECT id, document_path FROM inbound WHERE document_path IS NOT NULL"
+                    " AND state IN (?, ?, ?) AND updated_at < ? LIMIT ?",
+                    (*done, cutoff, batch)) as cur:
+                    inbound = list(await cur.fetchall())
+                paths = [p for _, spool, doc in messages for p in (spool, doc) if p]
+                paths += [str(doc) for _, doc in inbound]
+                if paths:
+                    await remove(paths)
+                await db.executemany(
+                    "UPDATE messages SET spool_path = '', document_path = NULL,"
+                    " cover_html = NULL WHERE id = ?", [(r[0],) for r in messages])
+                await db.executemany("UPDATE inbound SET document_path = NULL WHERE id = ?",
+                                     [(r[0],) for r in inbound])
+                cur = await db.execute(
+                    "UPDATE outbox SET body = x'' WHERE id IN (SELECT id FROM outbox"
+                    " WHERE state = ? AND updated_at < ? AND length(body) > 0 LIMIT ?)",
+                    (MailState.SENT, cutoff, batch))
+                emails = cur.rowcount
+                cur = await db.execute(
+                    "UPDATE quarantine SET body = x'' WHERE id IN (SELECT id FROM quarantine"
+                    " WHERE replayed_at < ? AND length(body) > 0 LIMIT ?)", (cutoff, batch))
+                quarantined = cur.rowcount
+                await db.execute("PRAGMA secure_delete = OFF")
+            counts = (len(messages), len(inbound), emails, quarantined)
+            totals = [t + n for t, n in zip(totals, counts, strict=True)]
+            if max(counts) < batch:
+                return Purged(*totals)
+
+    async def backup(self, target: Path) -> None:
+        """A consistent copy of the live database (a read transaction; writers go on), written
+        under a temporary name and renamed, so `target` is complete or absent."""
+        partial = target.with_name(f".{target.name}.partial")
+        partial.unlink(missing_ok=True)
+        async with self._lock:
+            await self._db.execute("VACUUM INTO ?", (str(partial),))
+        fd = os.open(partial, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(partial, target)
 
     # --- bookkeeping ------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 SOURCE_ROUTE = re.compile(r"<\s*@[^>]*:")
 INTERNAL_ERROR = "451 4.3.0 Internal error in the fax gateway; please try again later"
 DISK_FULL = "452 4.3.1 The fax gateway is out of storage; please try again later"
+SHUTTING_DOWN = "421 4.3.2 The fax gateway is restarting; please try again in a minute"
 
 
 def sender_allowed(address: str, allowed: tuple[str, ...]) -> bool:
@@ -51,38 +52,77 @@ def write_spool(spool_dir: Path, raw: bytes) -> Path:
     return write_atomic(spool_dir / f"{uuid.uuid4().hex}.eml", raw)
 
 
-class ConnectionLimits:
-    """Open connections, in all and per client address: aiosmtpd has no cap of its own, and
-    idle or trickling connections (slow-loris) must not starve everyone else."""
+class Connections:
+    """The open SMTP sessions, capped in all and per client address (aiosmtpd has no cap of
+    its own, and idle or trickling connections must not starve everyone else), and known one
+    by one so that a shutdown can let each finish its mail."""
 
     def __init__(self, total: int, per_client: int) -> None:
         self.total = total
         self.per_client = per_client
         self.open: Counter[str] = Counter()
+        self.sessions: set[FaxSMTP] = set()
+        self.closing = False
+        self.none_open = asyncio.Event()
+        self.none_open.set()
 
-    def admit(self, ip: str) -> str | None:
+    def admit(self, ip: str, session: FaxSMTP) -> str | None:
         """None when the connection may proceed, else the reply to close it with."""
-        if sum(self.open.values()) >= self.total:
+        if self.closing:
+            return SHUTTING_DOWN
+        if len(self.sessions) >= self.total:
             return "421 4.7.0 The fax gateway is busy; please try again later"
         if self.open[ip] >= self.per_client:
             return (f"421 4.7.0 Too many connections from {ip} (at most {self.per_client}); "
                     "please try again later")
         self.open[ip] += 1
+        self.sessions.add(session)
+        self.none_open.clear()
         return None
 
-    def release(self, ip: str) -> None:
+    def release(self, ip: str, session: FaxSMTP) -> None:
         self.open[ip] -= 1
         if self.open[ip] <= 0:
             del self.open[ip]
+        self.sessions.discard(session)
+        if not self.sessions:
+            self.none_open.set()
+
+
+class SmtpServer:
+    """The listening socket and its sessions."""
+
+    def __init__(self, server: asyncio.Server, connections: Connections) -> None:
+        self.server = server
+        self.connections = connections
+        self.port: int = server.sockets[0].getsockname()[1]
+
+    async def drain(self) -> None:
+        """Stop accepting; idle sessions are closed with 421 at once, a session in the middle
+        of a mail finishes it (its 250 means stored) and is closed after its reply."""
+        self.connections.closing = True
+        self.server.close()
+        for session in list(self.connections.sessions):
+            session.begin_shutdown()
+        await self.connections.none_open.wait()
+
+    def abort(self) -> None:
+        """Past the shutdown deadline: drop what is left (nothing of it was acknowledged)."""
+        for session in list(self.connections.sessions):
+            log.warning("smtp %s: still sending a mail at the shutdown deadline; connection "
+                        "closed, the client will send it again", session.session
+                        and session.session.peer)
+            session.goodbye()
 
 
 class FaxSMTP(SMTP):
     """aiosmtpd's protocol with connection caps, and its two fixed size-limit replies reworded
     for people."""
 
-    def __init__(self, handler: FaxHandler, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(self, handler: FaxHandler, connections: Connections, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
-        self._limits = limits
+        self._connections = connections
+        self._closing = False
         self._fax_domain = handler.settings.domain
         self._admitted: str | None = None
         self._turned_away = False
@@ -99,7 +139,7 @@ class FaxSMTP(SMTP):
         if self._original_transport is None and self._admitted is None:  # not the STARTTLS rerun
             peer = transport.get_extra_info("peername")
             ip = str(peer[0]) if peer else "?"
-            refusal = self._limits.admit(ip)
+            refusal = self._connections.admit(ip, self)
             if refusal is not None:
                 log.warning("smtp %s: connection refused: %s", peer, refusal)
                 self._turned_away = True
@@ -114,9 +154,30 @@ class FaxSMTP(SMTP):
         if self._turned_away:
             return
         if self._admitted is not None:
-            self._limits.release(self._admitted)
+            self._connections.release(self._admitted, self)
             self._admitted = None
         super().connection_lost(error)
+
+    def begin_shutdown(self) -> None:
+        self._closing = True
+        if self.envelope is None or self.envelope.mail_from is None:  # not inside a mail
+            self.goodbye()
+
+    def goodbye(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            assert isinstance(self.transport, asyncio.WriteTransport)
+            self.transport.write(SHUTTING_DOWN.encode() + b"\r\n")
+            self.transport.close()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        await super().smtp_DATA(arg)
+        if self._closing:  # this mail was the last one
+            self.goodbye()
+
+    async def smtp_RSET(self, arg: str) -> None:
+        await super().smtp_RSET(arg)
+        if self._closing:
+            self.goodbye()
 
     async def smtp_RCPT(self, arg: str) -> None:
         # aiosmtpd drops a source route (`<@a,@b:x@y>`) and unquotes quoted local parts
@@ -310,15 +371,15 @@ class FaxHandler:
 
 async def start_smtp_server(
     handler: FaxHandler, host: str, port: int, *, tls_context: Any = None
-) -> asyncio.Server:
+) -> SmtpServer:
     """SMTP on the application's own loop (never aiosmtpd's threaded Controller)."""
     loop = asyncio.get_running_loop()
     settings = handler.settings
-    limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_client)
+    connections = Connections(settings.max_connections, settings.max_connections_per_client)
 
     def factory() -> FaxSMTP:
         return FaxSMTP(
-            handler, limits,
+            handler, connections,
             data_size_limit=settings.max_message_bytes,
             enable_SMTPUTF8=False,
             decode_data=False,
@@ -334,4 +395,4 @@ async def start_smtp_server(
             loop=loop,
         )
 
-    return await loop.create_server(factory, host=host, port=port)
+    return SmtpServer(await loop.create_server(factory, host=host, port=port), connections)

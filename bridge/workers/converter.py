@@ -6,6 +6,7 @@ parse hostile input, so they must neither block the event loop nor take the serv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from collections.abc import Callable
@@ -18,10 +19,12 @@ from bridge.errors import BridgeError
 from bridge.limits import DAY, PageCaps
 from bridge.mail import Templates
 from bridge.sandbox import Sandbox
-from bridge.store import Message, Store
+from bridge.store import Message, Store, is_disk_full
 from bridge.workers.base import Worker
 
 log = logging.getLogger(__name__)
+
+DISK_FULL_PAUSE = 30.0  # seconds between conversion attempts while the disk is full
 
 
 @dataclass(frozen=True)
@@ -62,39 +65,54 @@ class Converter(Worker):
         self.cover_page = cover_page
         self.on_ready = on_ready
         self.on_failed = on_failed
+        self._paused_until: float | None = None
 
     async def next_due(self) -> float | None:
-        return None
+        return self._paused_until
 
     async def run_once(self) -> bool:
+        if self._paused_until is not None and self.clock.now() < self._paused_until:
+            return False
+        self._paused_until = None
         pending = await self.store.messages_to_convert(limit=1)
         if not pending:
             return False
-        await self.convert(pending[0])
+        try:
+            await self.convert(pending[0])
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            # Not the mail's fault: it stays queued and is converted when space returns.
+            self._paused_until = self.clock.now() + DISK_FULL_PAUSE
+            log.error("message %s: out of storage while converting; trying again in %.0fs: %s",
+                      pending[0].id, DISK_FULL_PAUSE, exc)
+            await asyncio.to_thread(shutil.rmtree, self.workdir(pending[0]), True)
+            return False
         return True
 
+    def workdir(self, message: Message) -> Path:
+        return self.documents_dir / f"message-{message.id}"
+
     async def convert(self, message: Message) -> None:
-        workdir = self.documents_dir / f"message-{message.id}"
+        workdir = self.workdir(message)
         try:
             prepared = await self.sandbox.run(prepare, message.spool_path, str(workdir),
                                               self.max_pages)
         except BridgeError as exc:
             log.warning("message %s: documents refused: %s", message.id, exc)
-            await self.store.fail_message(message.id, str(exc), self.clock.now())
-            self.on_failed()
+            await self._fail(message, str(exc))
             return
-        except Exception:
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise
             log.exception("message %s: conversion failed unexpectedly", message.id)
-            await self.store.fail_message(
-                message.id, "fax-bridge could not convert the attachments (an internal error; "
-                "the administrator has the details in the log)", self.clock.now())
-            self.on_failed()
+            await self._fail(message, "fax-bridge could not convert the attachments (an "
+                             "internal error; the administrator has the details in the log)")
             return
         refusal = await self.over_page_caps(message, prepared.pages)
         if refusal:
             log.warning("message %s: refused: %s", message.id, refusal)
-            await self.store.fail_message(message.id, refusal, self.clock.now())
-            self.on_failed()
+            await self._fail(message, refusal)
             return
         cover = self.cover_html(message, prepared.body_text)
         left_out = dict.fromkeys((*message.left_out, *prepared.left_out))
@@ -104,6 +122,12 @@ class Converter(Worker):
         log.info("message %s: %d page(s) ready to fax%s", message.id, prepared.pages,
                  " with a cover page" if cover else "")
         self.on_ready()
+
+    async def _fail(self, message: Message, reason: str) -> None:
+        """Every job of the mail fails with `reason`; what was extracted is not kept."""
+        await asyncio.to_thread(shutil.rmtree, self.workdir(message), True)
+        await self.store.fail_message(message.id, reason, self.clock.now())
+        self.on_failed()
 
     async def over_page_caps(self, message: Message, pages: int) -> str | None:
         """Pages are known only now, after conversion: the daily caps are checked here."""

@@ -1,7 +1,9 @@
 """Delivers the outbox: every email fax-bridge writes goes through here.
 
 A claimed email's next attempt is pushed past a lease before delivery, so a crash mid-delivery
-means one retry later (a possible duplicate, recognisable by its Message-ID), never a loss.
+means one retry later (a possible duplicate, recognisable by its Message-ID), never a loss. An
+email the relay refuses for good (5xx), or that is still undelivered after `mail.max_attempts`
+or `mail.retry_max_age`, stays in the outbox as a dead letter and the admin is told.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import logging
 import random
 from collections.abc import Callable
 
+from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import MailSettings
 from bridge.mail import DeliveryError, Envelope, Transport
 from bridge.retry import RetryPolicy
-from bridge.store import MailState, Store
+from bridge.store import MailState, QueuedMail, Store
 from bridge.workers.base import Worker
 
 log = logging.getLogger(__name__)
@@ -25,12 +28,13 @@ class Mailer(Worker):
 
     def __init__(
         self, store: Store, clock: Clock, transport: Transport, settings: MailSettings, *,
-        jitter: Callable[[], float] = random.random,
+        alerter: Alerter, jitter: Callable[[], float] = random.random,
     ) -> None:
         super().__init__(clock, concurrency=2)
         self.store = store
         self.transport = transport
         self.jitter = jitter
+        self.alerter = alerter
         self.lease = settings.smtp_timeout * 3 + 30
         self.policy = RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
                                   max_attempts=settings.max_attempts,
@@ -52,9 +56,11 @@ class Mailer(Worker):
             at = None if exc.permanent else self.policy.next_attempt(
                 attempts=mail.attempts, first_at=mail.created_at, now=now, jitter=self.jitter())
             if at is None:
-                log.error("mail %s %s: undeliverable to %s: %s", mail.id, mail.message_id,
-                          ", ".join(mail.recipients), exc)
+                log.error("mail %s %s: undeliverable to %s after %d attempt(s), kept as a "
+                          "dead letter: %s", mail.id, mail.message_id,
+                          ", ".join(mail.recipients), mail.attempts, exc)
                 await self.store.mail_done(mail.id, MailState.FAILED, now=now, error=str(exc))
+                await self._tell_admin(mail, exc)
             else:
                 log.warning("mail %s %s: delivery failed (%s); retry in %.0fs", mail.id,
                             mail.message_id, exc, at - now)
@@ -65,3 +71,15 @@ class Mailer(Worker):
                  ", ".join(mail.recipients), outcome)
         await self.store.mail_done(mail.id, MailState.SENT, now=self.clock.now())
         return True
+
+    async def _tell_admin(self, mail: QueuedMail, exc: DeliveryError) -> None:
+        """A dead letter is kept, and a person hears of it, unless it was to that person."""
+        if set(mail.recipients) == {self.alerter.admin}:
+            return
+        await self.alerter.alert(
+            "mail-undeliverable",
+            f"an email to {', '.join(mail.recipients)} could not be delivered",
+            f"Message-ID: {mail.message_id}\nAttempts: {mail.attempts}\nLast error: {exc}\n\n"
+            f"It is kept in the outbox as mail {mail.id}. After fixing the cause, "
+            f"`fax-bridge retry --mail {mail.id}` sends it again; `fax-bridge list --mail "
+            "failed` shows every email that was given up.")

@@ -198,8 +198,8 @@ class Poller(Worker):
         answered = await self._answered("pdf")
         path = fax_file(self.inbound_dir, PROVIDER, fax.external_id, ".pdf")
         await asyncio.to_thread(write_atomic, path, pdf)
-        await self.store.set_meta({"byosoku.pdf_answered": repr(answered)})
-        await self.store.inbound_fetched(fax.id, str(path), self.clock.now())
+        await self.store.inbound_fetched(fax.id, str(path), self.clock.now(),
+                                         {"byosoku.pdf_answered": repr(answered)})
         log.info("fax %s: PDF %s fetched (%d bytes)", fax.id, fax.external_id, len(pdf))
         self.on_fax()
 
