@@ -23,6 +23,7 @@ from bridge.errors import ConfigError
 from bridge.ingress.pushes import PushProcessor
 from bridge.ingress.smtp import FaxHandler, SmtpServer, start_smtp_server
 from bridge.ingress.web import build_web_app
+from bridge.instance import InstanceLock
 from bridge.limits import PageCaps
 from bridge.mail import Templates, make_transport
 from bridge.numbers import NumberPolicy
@@ -60,6 +61,7 @@ class Bridge:
     _byosoku: ByosokuClient | None = field(init=False, default=None)
     pushes: PushProcessor = field(init=False)
     _hurry: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _lock: InstanceLock | None = field(init=False, default=None)
 
     async def start(self, *, client: FaxSender | None = None) -> None:
         try:
@@ -72,6 +74,10 @@ class Bridge:
         s = self.settings
         data = s.data_path
         data.mkdir(parents=True, exist_ok=True)
+        self._lock = InstanceLock(data)
+        self._lock.acquire()
+        # Operator commands (`retry`, `replay-quarantine`) send SIGUSR1 to the lock's PID.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.wake)
         self._store = await Store.open(data / "fax-bridge.sqlite3")
         now = self.clock.now()
         for job_id in await self.store.recover_after_crash(now):
@@ -159,6 +165,11 @@ class Bridge:
             raise ConfigError(f"smtp.tls_cert / smtp.tls_key: cannot load: {exc}") from exc
         return context
 
+    def wake(self) -> None:
+        """SIGUSR1 from an operator command: look at every queue now."""
+        for worker in self.workers:
+            worker.wake()
+
     def hurry(self) -> None:
         """A second SIGTERM: stop waiting for work in flight."""
         self._hurry.set()
@@ -197,6 +208,9 @@ class Bridge:
             await self._byosoku.close()
         if self._store is not None:
             await self._store.close()
+        if self._lock is not None:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
+            self._lock.release()
         return not pending
 
 

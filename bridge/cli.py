@@ -21,6 +21,7 @@ from pathlib import Path
 from bridge import config
 from bridge.clock import SystemClock
 from bridge.errors import BridgeError
+from bridge.instance import wake_running
 from bridge.samples import sample_fax_tiff, sample_pdf
 from bridge.store import InboundState, JobState, MailInfo, MailState, Store
 
@@ -265,8 +266,14 @@ def cmd_retry(args: argparse.Namespace) -> int:
         print(f"fax-bridge: {refusal}; nothing resent", file=sys.stderr)
         return 1
     what = f"job {args.job}" if args.mail is None else f"mail {args.mail}"
-    print(f"{what} queued again; the running service sends it within a minute")
+    print(f"{what} queued again; {_nudge(db)}")
     return 0
+
+
+def _nudge(db: Path) -> str:
+    if wake_running(db.parent):
+        return "the running service was told and sends it now"
+    return "no service is running on this data directory; it is sent when one starts"
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -326,7 +333,7 @@ def cmd_replay_quarantine(args: argparse.Namespace) -> int:
             await store.close()
 
     left = asyncio.run(run())
-    print("done; the running service picks up what was replayed within a minute")
+    print(f"done; {_nudge(db)}")
     return 1 if left else 0
 
 
