@@ -1169,6 +1169,18 @@ class ByosokuSimulator(_LoopbackServer):
             lambda: f"{n} log calls (have {len(self.log_calls)})",
         )
 
+    async def wait_for_pdf_calls(self, n: int, timeout: float = 5.0) -> None:
+        """Wait until at least `n` PDF calls arrived (answered or not).
+
+        A call is recorded on arrival, before it is answered: with a `stall` fault queued, the
+        caller learns that the receiver is waiting for a PDF and can act before it arrives.
+        """
+        await self._wait_until(
+            lambda: len(self.pdf_calls) >= n,
+            timeout,
+            lambda: f"{n} PDF calls (have {len(self.pdf_calls)})",
+        )
+
     # -- HTTP ----------------------------------------------------------------------------------
 
     def _make_app(self) -> web.Application:

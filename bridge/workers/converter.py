@@ -24,7 +24,7 @@ from bridge.workers.base import Worker
 
 log = logging.getLogger(__name__)
 
-DISK_FULL_PAUSE = 30.0  # seconds between conversion attempts while the disk is full
+DISK_FULL_PAUSE = 10.0  # seconds between conversion attempts while the disk is full
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,11 @@ class Converter(Worker):
         self.on_ready = on_ready
         self.on_failed = on_failed
         self._paused_until: float | None = None
+
+    def wake(self) -> None:
+        """A mail was just stored, so there is space again: no need to wait out a pause."""
+        self._paused_until = None
+        super().wake()
 
     async def next_due(self) -> float | None:
         return self._paused_until

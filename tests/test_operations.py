@@ -1,0 +1,397 @@
+"""Running it unattended: stopping, a full disk, backups, retention and the operator's commands,
+against the real `fax-bridge serve` process wherever a process is what matters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import signal
+import smtplib
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bridge.clock import FakeClock
+from bridge.limits import DAY
+from bridge.simulators import Fault, FaxMaxSimulator
+from bridge.store import JobState
+from bridge.workers.retention import Retention
+from tests.conftest import (
+    MakeBridge,
+    RelaySink,
+    fax_mail,
+    settings_for,
+    smtp_send,
+    wait_for_state,
+    wait_until,
+)
+from tests.docfactory import make_pdf, make_tiff
+from tests.process import ServeProcess
+from tests.test_config_and_cli import run_cli
+
+PDF = ("invoice.pdf", "application/pdf", make_pdf(1))
+
+
+class Session:
+    """One SMTP connection spoken line by line, so a test can stop half-way through DATA."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Session:
+        session = cls(*await asyncio.open_connection("127.0.0.1", port))
+        assert (await session.reply()).startswith("220")
+        assert (await session.command("EHLO client.example")).startswith("250")
+        return session
+
+    async def reply(self) -> str:
+        """The whole (possibly multi-line) reply, or "" when the server closed."""
+        lines: list[str] = []
+        while True:
+            line = (await asyncio.wait_for(self.reader.readline(), 10)).decode()
+            if not line:
+                return "\n".join(lines)
+            lines.append(line.rstrip("\r\n"))
+            if line[3:4] != "-":
+                return "\n".join(lines)
+
+    async def command(self, line: str) -> str:
+        self.writer.write(line.encode() + b"\r\n")
+        await self.writer.drain()
+        return await self.reply()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+async def serve(tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink
+                ) -> AsyncIterator[list[ServeProcess]]:
+    """Processes the test starts; each is stopped at the end."""
+    started: list[ServeProcess] = []
+    yield started
+    for process in started:
+        if process.running():
+            await process.kill()
+
+
+async def start(started: list[ServeProcess], tmp_path: Path, sim: FaxMaxSimulator,
+                relay: RelaySink, /, *, shutdown_timeout: float = 30,
+                **sections: dict[str, object]) -> ServeProcess:
+    settings = settings_for(tmp_path, sim.url, relay.port, **sections)
+    process = ServeProcess(replace(settings, shutdown_timeout=shutdown_timeout), tmp_path)
+    started.append(process)
+    await process.start()
+    sim.push_url = process.push_url
+    return process
+
+
+def job_states(process: ServeProcess) -> list[str]:
+    return [str(state) for (state,) in process.query("SELECT state FROM jobs ORDER BY id")]
+
+
+# --- graceful shutdown ----------------------------------------------------------------------
+
+
+async def test_sigterm_lets_a_mail_being_sent_finish_and_turns_idle_sessions_away(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
+) -> None:
+    faxmax.pause()  # nothing reaches FaxMAX: this test is about SMTP alone
+    process = await start(serve, tmp_path, faxmax, relay)
+    busy, idle = await Session.open(process.smtp_port), await Session.open(process.smtp_port)
+    assert (await busy.command("MAIL FROM:<alice@example.com>")).startswith("250")
+    assert (await busy.command("RCPT TO:<02122222525@fax.local>")).startswith("250")
+    assert (await busy.command("DATA")).startswith("354")
+    body = fax_mail(PDF).as_bytes().replace(b"\n", b"\r\n")
+    busy.writer.write(body[: len(body) // 2])
+    await busy.writer.drain()
+
+    process.signal(signal.SIGTERM)
+    assert await idle.reply() == ("421 4.3.2 The fax gateway is restarting; please try again "
+                                  "in a minute")
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", process.smtp_port)
+    busy.writer.write(body[len(body) // 2:] + b"\r\n.\r\n")
+    assert await busy.reply() == "250 2.0.0 queued as fax jobs 1"
+    assert (await busy.reply()).startswith("421 4.3.2")  # and then it is closed
+    assert await process.wait() == 0
+    busy.close()
+    idle.close()
+    assert job_states(process) == ["queued"]
+    assert "fax-bridge stopped cleanly" in process.log()
+
+
+async def test_sigterm_waits_for_the_faxmax_call_in_flight_and_records_its_answer(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
+) -> None:
+    faxmax.faults.append(Fault.stall(1.5))
+    process = await start(serve, tmp_path, faxmax, relay)
+    await smtp_send(process.smtp_port, fax_mail(PDF))
+    await faxmax.wait_for_requests(1, timeout=15)
+    process.signal(signal.SIGTERM)
+    assert await process.wait() == 0
+    assert job_states(process) == ["submitted"]  # FaxMAX's answer was recorded
+    assert "fax-bridge stopped cleanly" in process.log()
+    # FaxMAX's status push could not be delivered while we were down; it retries.
+    await process.start()
+    faxmax.push_url = process.push_url
+    await wait_until(lambda: asyncio.to_thread(job_states, process), ["delivered"], 15)
+    assert len(faxmax.requests) == 1
+
+
+@pytest.mark.parametrize("how", ["shutdown_timeout", "second SIGTERM"])
+async def test_work_cut_off_at_shutdown_is_the_crash_case_at_the_next_start(
+    how: str, tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink,
+    serve: list[ServeProcess]
+) -> None:
+    faxmax.faults.append(Fault.stall(6))
+    process = await start(serve, tmp_path, faxmax, relay, faxmax={"timeout": 30},
+                          shutdown_timeout=0.5 if how == "shutdown_timeout" else 60)
+    await smtp_send(process.smtp_port, fax_mail(PDF))
+    await faxmax.wait_for_requests(1, timeout=15)
+    started = time.monotonic()
+    process.signal(signal.SIGTERM)
+    if how == "second SIGTERM":
+        await asyncio.sleep(0.3)
+        process.signal(signal.SIGTERM)
+    assert await process.wait() == 0
+    assert time.monotonic() - started < 4  # not the 6 s FaxMAX takes, nor 30 s
+    assert "fax-bridge stopped with work cut off" in process.log()
+    assert job_states(process) == ["sending"]
+
+    await process.start()
+    assert job_states(process) == ["unknown"]
+    [report] = await relay.wait_for(1, timeout=15)
+    assert report.message["Subject"] == "Fax to +902122222525: outcome unknown: Invoice 42"
+    assert len(faxmax.requests) == 1  # never resent on its own
+
+
+# --- disk full (F8) -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, megabytes: int) -> Iterator[None]:
+    """A tmpfs of its own for the data directory, so that filling it up touches nothing else."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    path.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)],
+                   check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the filesystem says ENOSPC; deleting it gives the space back."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 1 << 12, 1):
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as full:
+        (directory / "probe").write_bytes(b"x")
+    assert full.value.errno == errno.ENOSPC
+    return filler
+
+
+async def test_a_full_disk_defers_mail_and_pushes_and_service_resumes_by_itself(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
+) -> None:
+    data = tmp_path / "data"
+    with small_filesystem(data, 24):
+        process = await start(serve, tmp_path, faxmax, relay,
+                              routing={"default": ("frontdesk@example.com",)})
+        first = await smtp_send(process.smtp_port, fax_mail(PDF))
+        assert first.data == (250, "2.0.0 queued as fax jobs 1")
+        filler = await asyncio.to_thread(fill, data)
+
+        refused = await smtp_send(process.smtp_port, fax_mail(PDF))
+        assert refused.data == (452, "4.3.1 The fax gateway is out of storage; please try "
+                                     "again later")
+        push = json.dumps([faxmax.incoming_event(tiff=make_tiff(1), cld="902121110000",
+                                                 fax_id="fax-on-a-full-disk")])
+        async with aiohttp.ClientSession() as http:
+            async with http.post(process.push_url, data=push) as response:
+                assert response.status == 503  # FaxMAX keeps it and pushes again
+            assert process.running()
+            assert process.query("SELECT COUNT(*) FROM messages") == [(1,)]
+            assert process.query("SELECT COUNT(*) FROM inbound") == [(0,)]
+            # Nothing half-written: the first mail's spool file, no temporary files.
+            assert len(list((data / "spool").iterdir())) == 1
+            assert [p.name for p in data.rglob("*.tmp")] == []
+
+            filler.unlink()  # space returns; no restart
+            again = await smtp_send(process.smtp_port, fax_mail(PDF))
+            assert again.data == (250, "2.0.0 queued as fax jobs 2")
+            async with http.post(process.push_url, data=push) as response:
+                assert response.status == 200
+        await wait_until(lambda: asyncio.to_thread(job_states, process),
+                         ["delivered", "delivered"], 20)
+        mails = await relay.wait_for(3, timeout=20)  # two delivery reports and the fax
+        assert sorted(m.rcpt_tos[0] for m in mails) == [
+            "alice@example.com", "alice@example.com", "frontdesk@example.com"]
+        assert process.integrity() == "ok"
+        await process.stop()
+
+
+# --- backup, and the operator's commands while the service runs ------------------------------
+
+
+class Sender(threading.Thread):
+    """A mail client sending one mail after another and noting each Message-ID that got 250."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.acknowledged: list[str] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as smtp:
+            n = 0
+            while not self.stopping.is_set():
+                n += 1
+                message_id = f"<load-{n}@example.com>"
+                msg = fax_mail(PDF, message_id=message_id)
+                smtp.send_message(msg, "alice@example.com", ["02122222525@fax.local"])
+                self.acknowledged.append(message_id)
+
+
+async def test_a_backup_taken_under_load_is_consistent_and_complete(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
+) -> None:
+    faxmax.pause()
+    process = await start(serve, tmp_path, faxmax, relay,
+                          numbers={"max_faxes_per_sender_per_hour": 100_000})
+    sender = Sender(process.smtp_port)
+    sender.start()
+    await wait_until(lambda: asyncio.sleep(0, len(sender.acknowledged) >= 20), True)
+    before = set(sender.acknowledged)
+    target = tmp_path / "backup.sqlite3"
+    result = await asyncio.to_thread(run_cli, "backup", str(target), "--data-dir",
+                                     process.settings.data_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("backup of ")
+    await wait_until(lambda: asyncio.sleep(0, len(sender.acknowledged) > len(before) + 5), True)
+    sender.stopping.set()
+    await asyncio.to_thread(sender.join, 30)
+
+    copy = sqlite3.connect(target)
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        in_copy = {row[0] for row in copy.execute("SELECT message_id FROM messages")}
+        jobs = copy.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    finally:
+        copy.close()
+    assert before <= in_copy  # everything acknowledged before the backup is in it
+    assert in_copy <= set(sender.acknowledged)  # and it holds nothing that was not stored
+    assert jobs == len(in_copy)  # consistent: each mail with its job, no half transaction
+    again = await asyncio.to_thread(run_cli, "backup", str(target), "--data-dir",
+                                    process.settings.data_dir)
+    assert again.returncode == 1
+    assert again.stderr == f"fax-bridge: {target} exists; name a new file\n"
+
+
+async def test_operator_commands_are_safe_while_the_service_runs(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
+) -> None:
+    faxmax.faults.append(Fault.stall(2))
+    process = await start(serve, tmp_path, faxmax, relay, faxmax={"timeout": 0.5})
+    data_dir = process.settings.data_dir
+    await smtp_send(process.smtp_port, fax_mail(PDF))
+    await wait_until(lambda: asyncio.to_thread(job_states, process), ["unknown"], 15)
+
+    listed = await asyncio.to_thread(run_cli, "list", "--state", "unknown", "--json",
+                                     "--data-dir", data_dir)
+    [job] = json.loads(listed.stdout)
+    assert (job["id"], job["state"], job["number"]) == (1, "unknown", "902122222525")
+    assert "FaxMAX did not answer within 0.5 seconds" in job["detail"]
+
+    second = await asyncio.to_thread(run_cli, "serve", "-c", str(process.config_path),
+                                     env=process.env)
+    assert second.returncode == 1
+    assert "another fax-bridge (pid " in second.stderr
+    assert "is already running on" in second.stderr
+
+    retried = await asyncio.to_thread(run_cli, "retry", "1", "--data-dir", data_dir)
+    assert retried.stdout == ("job 1 queued again; the running service was told and sends "
+                              "it now\n")
+    await wait_until(lambda: asyncio.to_thread(job_states, process), ["delivered"], 10)
+    assert len(faxmax.requests) == 2  # the operator decided; the service did not
+    refused = await asyncio.to_thread(run_cli, "retry", "1", "--data-dir", data_dir)
+    assert refused.returncode == 1
+    assert refused.stderr == ("fax-bridge: job 1 is delivered; only unknown or failed jobs are "
+                              "resent; nothing resent\n")
+    assert process.integrity() == "ok"
+    await process.stop()
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+def exist(*paths: Path) -> list[bool]:
+    return [path.exists() for path in paths]
+
+
+async def test_retention_deletes_the_fax_images_of_finished_faxes_and_keeps_the_record(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink
+) -> None:
+    bridge = await make_bridge(routing={"default": ("frontdesk@example.com",)})
+    store = bridge.store
+    await smtp_send(bridge.smtp_port, fax_mail(PDF))
+    await wait_for_state(bridge, 1, JobState.DELIVERED)
+    await faxmax.push_incoming(tiff=make_tiff(2), cld="902121110000", fax_id="in-1")
+    await relay.wait_for(2)
+    await wait_until(store.mail_counts, {"sent": 2})
+    faxmax.pause()  # the next fax is still in flight when the purge runs
+    await smtp_send(bridge.smtp_port, fax_mail(PDF, message_id="<later@example.com>"))
+    await faxmax.wait_for_paused_calls(1)
+
+    [sent, pending] = sorted(await store.jobs(), key=lambda j: j.id)
+    sent_message = await store.message(sent.message)
+    pending_message = await store.message(pending.message)
+    [received] = await store.inbound_all()
+    assert sent_message and pending_message and received.document_path
+    files = [Path(sent_message.spool_path), Path(str(sent_message.document_path)),
+             Path(received.document_path), Path(received.document_path).with_suffix(".pdf")]
+    assert exist(*files) == [True] * 4
+
+    clock = FakeClock(start=bridge.clock.now() + 1 * DAY)
+    assert await Retention(store, clock, days=2).run_once() is False
+    assert exist(*files) == [True] * 4  # one day old: kept
+    clock.advance(2 * DAY)
+    await Retention(store, clock, days=2).run_once()
+    assert exist(*files, Path(str(sent_message.document_path)).parent) == [False] * 5
+    assert exist(Path(pending_message.spool_path)) == [True]  # not finished: kept
+
+    job = await store.job(sent.id)
+    assert job is not None and (job.state, job.number, job.sender) == (
+        JobState.DELIVERED, "902122222525", "alice@example.com")
+    [received] = await store.inbound_all()
+    assert (received.document_path, received.pages, received.receiving_number) == (
+        None, 2, "902121110000")
+    bodies = await store._all("SELECT state, length(body) FROM outbox ORDER BY id")
+    assert [tuple(row) for row in bodies] == [("sent", 0), ("sent", 0)]
+    # Should a late push fail it now, it can no longer be resent:
+    await store.finish_job(sent.id, JobState.FAILED, detail="late failure", now=clock.now())
+    assert await store.requeue_job(sent.id, clock.now()) == (
+        f"job {sent.id} cannot be resent: its document was deleted after "
+        "documents.retention_days")
+    faxmax.resume()
