@@ -150,6 +150,29 @@ async def test_sigterm_waits_for_the_faxmax_call_in_flight_and_records_its_answe
     assert len(faxmax.requests) == 1
 
 
+async def test_sigterm_lets_a_push_being_stored_finish_and_answers_it(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
+) -> None:
+    process = await start(serve, tmp_path, faxmax, relay)
+    push = json.dumps([faxmax.incoming_event(tiff=make_tiff(1), cld="902121110000")])
+    blocker = sqlite3.connect(process.db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the push will wait for the database's write lock
+    async with aiohttp.ClientSession() as http:
+        posting = asyncio.create_task(http.post(process.push_url, data=push))
+        await asyncio.sleep(0.5)
+        process.signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        assert not posting.done()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        response = await posting
+        assert response.status == 200
+        response.release()
+    assert await process.wait() == 0
+    assert process.query("SELECT state FROM inbound") == [("received",)]
+    assert "fax-bridge stopped cleanly" in process.log()
+
+
 @pytest.mark.parametrize("how", ["shutdown_timeout", "second SIGTERM"])
 async def test_work_cut_off_at_shutdown_is_the_crash_case_at_the_next_start(
     how: str, tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink,
