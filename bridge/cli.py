@@ -187,6 +187,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             jobs, mails = await store.job_counts(), await store.mail_counts()
             inbound = await store.inbound_counts()
             quarantined = len(await store.quarantined(pending_only=True))
+            gaps = await store.get_meta("byosoku.log_gaps")
         finally:
             await store.close()
         print("fax jobs:  " + ", ".join(f"{s} {jobs.get(s, 0)}" for s in JobState))
@@ -194,6 +195,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("emails:    " + (", ".join(f"{s} {n}" for s, n in sorted(mails.items()))
                                or "none"))
         print(f"quarantined pushes: {quarantined}")
+        if gaps:
+            print(f"秒速FAX Plus log gaps (faxes may have been missed): {gaps}")
 
     asyncio.run(run())
     return 0

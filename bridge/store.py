@@ -174,6 +174,11 @@ SCHEMA: tuple[str, ...] = (
         sent INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # version 3: an email being delivered is leased, apart from its retry time, so that a
+    # start (when nothing can be in flight) hands it out again at once
+    """
+    ALTER TABLE outbox ADD COLUMN leased_until REAL;
+    """,
 )
 
 
@@ -462,8 +467,11 @@ class Store:
             )
 
     async def recover_after_crash(self, now: float) -> list[int]:
-        """Jobs caught in `sending` by a crash may or may not have reached the provider."""
+        """Jobs caught in `sending` by a crash may or may not have reached the provider; an
+        email caught mid-delivery is due again now (it may arrive twice, same Message-ID)."""
         async with self._tx() as db:
+            await db.execute("UPDATE outbox SET leased_until = NULL"
+                             " WHERE leased_until IS NOT NULL")
             cur = await db.execute(
                 "UPDATE jobs SET state = ?, updated_at = ?, finished_at = ?, detail = ?"
                 " WHERE state = ? RETURNING id",
@@ -544,7 +552,7 @@ class Store:
         async with self._tx() as db:
             cur = await db.execute(
                 "UPDATE jobs SET state = ?, updated_at = ?, finished_at = ?, detail = ?"
-                " WHERE state = ? AND submitted_at < ? RETURNING id",
+                " WHERE state = ? AND submitted_at <= ? RETURNING id",
                 (JobState.UNKNOWN, now, now,
                  "no delivery report: FaxMAX accepted the fax but never said whether it was "
                  "delivered", JobState.SUBMITTED, cutoff),
@@ -712,15 +720,16 @@ class Store:
         return cur.rowcount == 1
 
     async def claim_mail(self, now: float, lease: float) -> QueuedMail | None:
-        """Take the next due email and push its next attempt past `lease`: if we crash while
-        delivering, it is retried then (an email may go twice; its Message-ID shows it)."""
+        """Take the next due email, leased for `lease` seconds: if the delivery neither
+        succeeds nor fails by then (a hung worker), it is handed out again; a crash clears
+        the lease at the next start. Either way an email may go twice; its Message-ID shows it."""
         async with self._tx() as db:
             cur = await db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, updated_at = ?"
+                "UPDATE outbox SET attempts = attempts + 1, leased_until = ?, updated_at = ?"
                 " WHERE id = (SELECT id FROM outbox WHERE state = ? AND next_attempt_at <= ?"
-                "   ORDER BY next_attempt_at, id LIMIT 1)"
+                "   AND COALESCE(leased_until, 0) <= ? ORDER BY next_attempt_at, id LIMIT 1)"
                 " RETURNING id, message_id, mail_from, recipients, body, attempts, created_at",
-                (now + lease, now, MailState.PENDING, now),
+                (now + lease, now, MailState.PENDING, now, now),
             )
             row = await cur.fetchone()
         if row is None:
@@ -735,7 +744,7 @@ class Store:
     ) -> None:
         async with self._tx() as db:
             await db.execute(
-                "UPDATE outbox SET state = ?, last_error = ?, updated_at = ?,"
+                "UPDATE outbox SET state = ?, last_error = ?, updated_at = ?, leased_until = NULL,"
                 " next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
                 (state, error, now, retry_at, mail_id),
             )
@@ -758,8 +767,8 @@ class Store:
                             "recipients": tuple(json.loads(r["recipients"]))}) for r in rows]
 
     async def next_mail_due(self) -> float | None:
-        rows = await self._all("SELECT MIN(next_attempt_at) FROM outbox WHERE state = ?",
-                               (MailState.PENDING,))
+        rows = await self._all("SELECT MIN(MAX(next_attempt_at, COALESCE(leased_until, 0)))"
+                               " FROM outbox WHERE state = ?", (MailState.PENDING,))
         value = rows[0][0] if rows else None
         return float(value) if value is not None else None
 

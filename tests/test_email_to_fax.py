@@ -12,7 +12,6 @@ from pathlib import Path
 import pypdf
 import pytest
 
-from bridge.app import Bridge
 from bridge.simulators import Fault, FaxMaxSimulator
 from bridge.store import JobState, NewMessage, Store
 from tests.conftest import (
@@ -27,11 +26,6 @@ from tests.conftest import (
 from tests.docfactory import make_jpeg, make_pdf, make_png, make_tiff
 
 NUMBER = "902122222525"
-
-
-async def mail_attempts(bridge: Bridge) -> int:
-    rows = await bridge.store._all("SELECT MAX(attempts) FROM outbox")
-    return int(rows[0][0] or 0)
 
 
 def pages_of(document: bytes) -> int:
@@ -129,47 +123,6 @@ async def test_503_then_success_sends_exactly_once(
     assert faxmax.sent_numbers() == [NUMBER]
     job = await bridge.store.job(1)
     assert job is not None and job.attempts == 2
-
-
-async def test_connection_refused_is_retried_then_fails_with_words(
-    make_bridge: MakeBridge, relay: RelaySink, tmp_path: Path
-) -> None:
-    bridge = await make_bridge(faxmax={"url": "http://127.0.0.1:9/api/v1", "max_attempts": 3})
-    await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
-    await wait_for_state(bridge, 1, JobState.FAILED)
-    job = await bridge.store.job(1)
-    assert job is not None and job.attempts == 3
-    assert job.detail.startswith("FaxMAX could not be reached after 3 attempt(s); last error: "
-                                 "cannot connect to FaxMAX")
-    [report] = await relay.wait_for(1)
-    assert report.message["Subject"] == "Fax NOT delivered to +902122222525: Invoice 42"
-
-
-async def test_timeout_after_sending_becomes_unknown_and_is_not_resent(
-    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink
-) -> None:
-    faxmax.faults.append(Fault.stall(3))
-    bridge = await make_bridge(faxmax={"timeout": 0.5})
-    await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
-    await wait_for_state(bridge, 1, JobState.UNKNOWN)
-    [report] = await relay.wait_for(1)
-    assert report.message["Subject"] == "Fax to +902122222525: outcome unknown: Invoice 42"
-    text = report.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "It was NOT sent again automatically" in text
-    assert "FaxMAX did not answer within 0.5 seconds after receiving the fax" in text
-    assert len(faxmax.requests) == 1
-
-
-async def test_reset_after_sending_and_http_500_become_unknown(
-    make_bridge: MakeBridge, faxmax: FaxMaxSimulator
-) -> None:
-    faxmax.faults.extend([Fault.reset(), Fault.http(500, "Internal Server Error")])
-    bridge = await make_bridge()
-    for _ in range(2):
-        await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
-    await wait_for_state(bridge, 1, JobState.UNKNOWN)
-    await wait_for_state(bridge, 2, JobState.UNKNOWN)
-    assert len(faxmax.requests) == 2
 
 
 async def test_rejected_number_fails_at_once_and_the_sender_is_told_why(
@@ -307,20 +260,6 @@ async def test_reports_can_be_delivered_into_a_maildir(
     msg = email.message_from_bytes(files[0].read_bytes(), policy=default)
     assert msg["Subject"] == "Fax delivered to +902122222525: Invoice 42"
     assert not list((tmp_path / "maildir" / "tmp").iterdir())
-
-
-async def test_relay_refusing_temporarily_is_retried_until_it_accepts(
-    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink
-) -> None:
-    relay.refuse_with = "451 4.3.0 try later"
-    bridge = await make_bridge()
-    await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
-    await wait_for_state(bridge, 1, JobState.DELIVERED)
-    await wait_until(lambda: mail_attempts(bridge), 2)
-    assert relay.messages == []
-    relay.refuse_with = None
-    [report] = await relay.wait_for(1)
-    assert report.message["Message-ID"] == "<fax-bridge.job-1.delivered@localhost>"
 
 
 async def test_cover_page_from_a_japanese_body_with_signature_and_quote_stripped(

@@ -171,8 +171,10 @@ class FaxMaxClient:
             raise ProviderTransientError(f"cannot connect to FaxMAX: {exc}", provider=PROVIDER,
                                          code="connect") from exc
         except TimeoutError as exc:
-            raise ProviderTimeout(f"FaxMAX did not answer within {self.settings.timeout:g} "
-                                  "seconds after receiving the fax", provider=PROVIDER,
+            timeout = self.settings.timeout
+            raise ProviderTimeout(f"FaxMAX did not answer within {timeout:g} "
+                                  f"second{'' if timeout == 1 else 's'} after receiving the fax",
+                                  provider=PROVIDER,
                                   code="timeout") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise ProviderOutcomeUnknown(f"the connection to FaxMAX broke after the fax was "

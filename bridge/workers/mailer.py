@@ -30,7 +30,7 @@ class Mailer(Worker):
         self, store: Store, clock: Clock, transport: Transport, settings: MailSettings, *,
         alerter: Alerter, jitter: Callable[[], float] = random.random,
     ) -> None:
-        super().__init__(clock, concurrency=2)
+        super().__init__(clock)  # one email in flight: a crash repeats at most one
         self.store = store
         self.transport = transport
         self.jitter = jitter

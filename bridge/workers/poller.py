@@ -158,13 +158,20 @@ class Poller(Worker):
             sender_number=e.sender, pages=e.pages,
             received_at=parse_receive_date(e.receive_date, self.settings.timezone) or now)
             for e in entries]
+        meta = {"byosoku.log_answered": repr(answered), "byosoku.synced": "1",
+                "byosoku.last_ids": json.dumps(ids)}
+        overflow = bool(not first and previous and len(entries) >= LOG_ROWS
+                        and not previous & set(ids))
+        if overflow:  # counted for the operator (`fax-bridge status`, /metrics)
+            gaps = int(await self.store.get_meta("byosoku.log_gaps") or 0) + 1
+            meta["byosoku.log_gaps"] = str(gaps)
         new = await self.store.record_log_poll(
-            faxes, InboundState.SKIPPED if skip else InboundState.FETCHING,
-            {"byosoku.log_answered": repr(answered), "byosoku.synced": "1",
-             "byosoku.last_ids": json.dumps(ids)}, now)
+            faxes, InboundState.SKIPPED if skip else InboundState.FETCHING, meta, now)
         log.info("byosoku: log has %d fax(es), %d new%s", len(entries), len(new),
                  " (first poll: skipped, initial_sync = \"skip\")" if skip and new else "")
-        if not first and previous and len(entries) >= LOG_ROWS and not previous & set(ids):
+        if overflow:
+            log.error("byosoku: log gap %s: more than %d faxes arrived since the last poll",
+                      meta["byosoku.log_gaps"], LOG_ROWS)
             await self.alerter.alert(
                 "byosoku-log-overflow",
                 f"faxes may have been missed: the {NAME} log scrolled past the last poll",
@@ -177,8 +184,9 @@ class Poller(Worker):
 
     async def _log_failed(self, exc: ProviderError) -> None:
         self._log_failures += 1
+        assert self._log_at is not None
         log.warning("byosoku: log call failed (%s): %s; next call in %.0fs", exc.code, exc,
-                    self.settings.poll_interval)
+                    self._log_at - self.clock.now())
         if exc.code in PERMANENT_ALERTS:
             await self.alerter.alert(f"byosoku-{exc.code}", PERMANENT_ALERTS[exc.code], str(exc))
         elif self._log_failures >= FAILING_ALERT_AFTER:
