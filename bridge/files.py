@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 
@@ -10,7 +11,9 @@ def write_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> Pat
     """Write to a temporary name (in `tmp_dir`, as Maildir wants, or beside `path`), fsync,
     rename into place, fsync the directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = (tmp_dir / path.name) if tmp_dir else path.with_name(f".{path.name}.tmp")
+    # Unique, because a replayed push may write the same file concurrently with the first.
+    tmp = (tmp_dir / path.name) if tmp_dir else path.with_name(
+        f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         with open(tmp, "wb") as fp:
             fp.write(data)
