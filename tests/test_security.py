@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import smtplib
 import time
 
 import aiohttp
@@ -110,7 +111,26 @@ async def test_s9_command_abuse_is_cut_off(make_bridge: MakeBridge) -> None:
     flood = b"EHLO x\r\nMAIL FROM:<alice@example.com>\r\n" + (
         b"RCPT TO:<02122222525@fax.local>\r\n" * 250)
     replies = await raw_session(bridge.smtp_port, flood, read_for=3)
-    assert b"421 4.7.0 RCPT sent too many times" in replies
+    assert replies.endswith(b"421 4.7.0 More than 200 RCPT commands for one mail; closing "
+                            b"the connection\r\n")
+
+
+async def test_a_relay_in_front_may_send_mail_after_mail_on_one_connection(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator
+) -> None:
+    """Postfix keeps its connection to the next hop open; the per-session command caps must
+    not turn the 101st mail into a 421."""
+    faxmax.pause()
+    bridge = await make_bridge(numbers={"max_faxes_per_sender_per_hour": 1000})
+    msg = fax_mail(PDF)
+
+    def send_all() -> int:
+        with smtplib.SMTP("127.0.0.1", bridge.smtp_port, timeout=30) as smtp:
+            for _ in range(120):  # raises on any refusal
+                smtp.send_message(msg, "alice@example.com", ["02122222525@fax.local"])
+        return 120
+
+    assert await asyncio.to_thread(send_all) == len(await bridge.store.jobs(limit=1000))
 
 
 async def test_s10_wrong_tokens_write_nothing_and_replays_are_deduplicated(

@@ -123,6 +123,8 @@ class FaxSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._connections = connections
         self._closing = False
+        self._rcpts_in_mail = 0
+        self._max_rcpts_in_mail = 10 * handler.settings.max_recipients
         self._fax_domain = handler.settings.domain
         self._admitted: str | None = None
         self._turned_away = False
@@ -179,7 +181,18 @@ class FaxSMTP(SMTP):
         if self._closing:
             self.goodbye()
 
+    async def smtp_MAIL(self, arg: str) -> None:
+        self._rcpts_in_mail = 0
+        await super().smtp_MAIL(arg)
+
     async def smtp_RCPT(self, arg: str) -> None:
+        self._rcpts_in_mail += 1
+        if self._rcpts_in_mail > self._max_rcpts_in_mail:  # a flood, not a mail
+            await self.push(f"421 4.7.0 More than {self._max_rcpts_in_mail} RCPT commands for "
+                            "one mail; closing the connection")
+            assert self.transport is not None
+            self.transport.close()
+            return
         # aiosmtpd drops a source route (`<@a,@b:x@y>`) and unquotes quoted local parts
         # silently; a fax gateway refuses both, so only the plain form is ever accepted.
         if arg and SOURCE_ROUTE.search(arg):
@@ -390,8 +403,11 @@ async def start_smtp_server(
             auth_require_tls=True,
             authenticator=handler.authenticate,
             timeout=settings.timeout,
-            # per session: enough for many mails to many numbers, not for a flood
-            command_call_limit={"RCPT": 10 * settings.max_recipients, "*": 100},
+            # Per session, and aiosmtpd never resets them: a relay in front (Postfix) sends
+            # mail after mail on one connection, so the mail commands are capped per mail in
+            # FaxSMTP.smtp_RCPT instead, and only the rest per session.
+            command_call_limit={**dict.fromkeys(("MAIL", "RCPT", "DATA", "RSET"), 2**62),
+                                "*": 100},
             loop=loop,
         )
 
