@@ -276,13 +276,14 @@ class SessionLog:
 
 
 def smtp_client(port: int, tag: str, template: bytes, stop: threading.Event,
-                first_ack: threading.Event) -> SessionLog:
+                first_ack: threading.Event, log: SessionLog | None = None) -> SessionLog:
     """Send mails as fast as the server takes them, until the server dies or `stop` is set.
 
     A Message-ID counts as sent just before its DATA; as acknowledged once `250` came back.
-    Anything else the server says is a refusal, which this scenario does not expect.
+    Anything else the server says is a refusal, which this scenario does not expect. Pass
+    `log` to watch it fill while the client runs.
     """
-    log = SessionLog()
+    log = log if log is not None else SessionLog()
     n = 0
     try:
         while not stop.is_set():

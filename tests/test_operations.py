@@ -9,13 +9,13 @@ import errno
 import json
 import os
 import signal
-import smtplib
 import sqlite3
 import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 
 import aiohttp
@@ -38,6 +38,7 @@ from tests.conftest import (
 from tests.docfactory import make_pdf, make_tiff
 from tests.process import ServeProcess
 from tests.test_config_and_cli import run_cli
+from tests.test_crash import SessionLog, smtp_client
 
 PDF = ("invoice.pdf", "application/pdf", make_pdf(1))
 
@@ -277,34 +278,16 @@ async def test_a_full_disk_defers_mail_and_pushes_and_service_resumes_by_itself(
 # --- backup, and the operator's commands while the service runs ------------------------------
 
 
-class Sender(threading.Thread):
-    """A mail client sending one mail after another and noting each Message-ID that got 250."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.acknowledged: list[str] = []
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as smtp:
-            n = 0
-            while not self.stopping.is_set():
-                n += 1
-                message_id = f"<load-{n}@example.com>"
-                msg = fax_mail(PDF, message_id=message_id)
-                smtp.send_message(msg, "alice@example.com", ["02122222525@fax.local"])
-                self.acknowledged.append(message_id)
-
-
 async def test_a_backup_taken_under_load_is_consistent_and_complete(
     tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
 ) -> None:
     faxmax.pause()
     process = await start(serve, tmp_path, faxmax, relay,
                           numbers={"max_faxes_per_sender_per_hour": 100_000})
-    sender = Sender(process.smtp_port)
-    sender.start()
+    template = fax_mail(PDF, message_id="<PLACEHOLDER>").as_bytes(policy=SMTP_POLICY)
+    sender, stop = SessionLog(), threading.Event()
+    client = asyncio.create_task(asyncio.to_thread(
+        smtp_client, process.smtp_port, "backup", template, stop, threading.Event(), sender))
     await wait_until(lambda: asyncio.sleep(0, len(sender.acknowledged) >= 20), True)
     before = set(sender.acknowledged)
     target = tmp_path / "backup.sqlite3"
@@ -313,8 +296,9 @@ async def test_a_backup_taken_under_load_is_consistent_and_complete(
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("backup of ")
     await wait_until(lambda: asyncio.sleep(0, len(sender.acknowledged) > len(before) + 5), True)
-    sender.stopping.set()
-    await asyncio.to_thread(sender.join, 30)
+    stop.set()
+    await client
+    assert sender.refused == []
 
     copy = sqlite3.connect(target)
     try:
