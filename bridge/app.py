@@ -20,12 +20,14 @@ from bridge.alerts import Alerter
 from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
 from bridge.errors import ConfigError
+from bridge.health import Health
 from bridge.ingress.pushes import PushProcessor
 from bridge.ingress.smtp import FaxHandler, SmtpServer, start_smtp_server
 from bridge.ingress.web import build_web_app
 from bridge.instance import InstanceLock
 from bridge.limits import PageCaps
 from bridge.mail import Templates, make_transport
+from bridge.metrics import Metrics
 from bridge.numbers import NumberPolicy
 from bridge.providers.byosoku import ByosokuClient
 from bridge.providers.faxmax import FaxMaxClient
@@ -62,6 +64,8 @@ class Bridge:
     pushes: PushProcessor = field(init=False)
     _hurry: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _lock: InstanceLock | None = field(init=False, default=None)
+    metrics: Metrics = field(init=False, default_factory=Metrics)
+    health: Health = field(init=False)
 
     async def start(self, *, client: FaxSender | None = None) -> None:
         try:
@@ -89,7 +93,7 @@ class Bridge:
         sandbox = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
                                         seconds=s.documents.timeout))
         if client is None:
-            self._client = FaxMaxClient(s.faxmax)
+            self._client = FaxMaxClient(s.faxmax, self.metrics)
             client = self._client
         alerter = Alerter(self.store, self.clock, s, templates,
                           on_enqueued=lambda: mailer.wake())
@@ -106,16 +110,20 @@ class Bridge:
                       alerter=alerter, on_enqueued=mailer.wake)
         self.workers = [converter, sender, reporter, mailer, inbox,
                         Retention(self.store, self.clock, s.documents.retention_days)]
+        poller = None
         if s.byosoku.enabled:
-            self._byosoku = ByosokuClient(s.byosoku)
-            self.workers.append(Poller(self.store, self.clock, self._byosoku, s.byosoku,
-                                       inbound_dir=data / "inbound", alerter=alerter,
-                                       on_fax=inbox.wake))
+            self._byosoku = ByosokuClient(s.byosoku, self.metrics)
+            poller = Poller(self.store, self.clock, self._byosoku, s.byosoku,
+                            inbound_dir=data / "inbound", alerter=alerter, on_fax=inbox.wake)
+            self.workers.append(poller)
         self.pushes = PushProcessor(self.store, self.clock, inbound_dir=data / "inbound",
                                     classify=status_classifier(s.faxmax), alerter=alerter,
                                     on_status=reporter.wake, on_fax=inbox.wake)
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(worker.run(), name=worker.name))
+        self.health = Health(self.store, self.clock, db_path=data / "fax-bridge.sqlite3",
+                             tasks=lambda: {t.get_name(): t for t in self._tasks},
+                             poller=poller, unhealthy_after=s.byosoku.unhealthy_after)
 
         handler = FaxHandler(
             s.smtp, store=self.store, clock=self.clock, spool_dir=data / "spool",
@@ -125,7 +133,7 @@ class Bridge:
             max_per_hour=s.numbers.max_faxes_per_sender_per_hour, page_caps=page_caps,
             sandbox=Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
                                           seconds=s.smtp.inspect_timeout)),
-            on_queued=converter.wake)
+            on_queued=converter.wake, metrics=self.metrics)
         smtp_host, port = parse_listen(s.smtp.listen, "smtp.listen")
         try:
             self._smtp = await start_smtp_server(handler, smtp_host, port,
@@ -135,7 +143,7 @@ class Bridge:
                               f"{exc.strerror}") from exc
         self.smtp_port = self._smtp.port
 
-        app = build_web_app(s.http, store=self.store, pushes=self.pushes)
+        app = build_web_app(s.http, pushes=self.pushes, metrics=self.metrics, health=self.health)
         self._web = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_timeout)
         await self._web.setup()
         host, port = parse_listen(s.http.listen, "http.listen")

@@ -7,23 +7,37 @@ import asyncio
 import getpass
 import json
 import logging
+import os
 import secrets
 import signal
 import smtplib
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import replace
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import make_msgid
 from pathlib import Path
+from typing import Any
 
-from bridge import config
+from bridge import config, logs
 from bridge.clock import SystemClock
-from bridge.errors import BridgeError
-from bridge.instance import wake_running
+from bridge.errors import BridgeError, NotFound
+from bridge.instance import running_pid, wake_running
 from bridge.samples import sample_fax_tiff, sample_pdf
-from bridge.store import InboundState, JobState, MailInfo, MailState, Store
+from bridge.store import (
+    InboundState,
+    Job,
+    JobState,
+    MailInfo,
+    MailState,
+    Message,
+    Snapshot,
+    Store,
+)
 
 log = logging.getLogger("bridge")
 
@@ -31,22 +45,22 @@ EXAMPLES = """\
 examples:
   fax-bridge demo                              try it on this machine, no account needed
   fax-bridge send-test --to 02122222525@fax.local
-  fax-bridge serve -c /etc/fax-bridge/fax-bridge.toml
+  fax-bridge serve -c /etc/fax-bridge/fax-bridge.toml --log-format json
   fax-bridge check-config -c fax-bridge.toml
+  fax-bridge status                            queues, last poll and push, what needs a person
   fax-bridge list --state unknown
+  fax-bridge show 17 --json
   fax-bridge retry 17
   fax-bridge backup /var/backups/fax-bridge-$(date +%F).sqlite3
   fax-bridge replay-quarantine
+  fax-bridge healthcheck                       exit 0 if /healthz says ok (for Docker, cron)
   fax-bridge hash-password < password.txt
+
+exit codes:
+  0  done          1  failed, refused or unhealthy (the message says why)
+  2  usage error   3  there is no fax job with the number given (show, retry)
 """
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiosmtpd").setLevel(logging.WARNING)
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
-    logging.getLogger("pikepdf").setLevel(logging.WARNING)
+EXIT_NOT_FOUND = 3
 
 
 def _load(args: argparse.Namespace) -> config.Settings:
@@ -69,7 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "faxmax.token and http.push_token) in the configuration file "
               f"({settings.source}), or try `fax-bridge demo` first.", file=sys.stderr)
         return 1
-    _setup_logging(args.verbose)
+    logs.setup(verbose=args.verbose, fmt=args.log_format,
+               secrets=config.secret_values(settings))
     asyncio.run(serve(settings))
     return 0
 
@@ -143,7 +158,7 @@ Press Ctrl-C to stop.
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _setup_logging(args.verbose)
+    logs.setup(verbose=args.verbose, fmt=args.log_format)
     args.data_dir = Path(args.data_dir).resolve()
     asyncio.run(_demo(args))
     return 0
@@ -178,28 +193,94 @@ def _database(args: argparse.Namespace) -> Path:
     return db
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    db = _database(args)
+def _when(t: float | None) -> str:
+    """A stored time for people: local time, to the second."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
-    async def run() -> None:
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def _attention(snap: Snapshot) -> list[str]:
+    """What a person should look at, each with the command that shows it."""
+    out = []
+    if n := snap.jobs.get(JobState.UNKNOWN, 0):
+        out.append(f"{n} fax(es) of unknown outcome, never resent on their own: "
+                   "fax-bridge list --state unknown")
+    if n := snap.jobs.get(JobState.FAILED, 0):
+        out.append(f"{n} fax(es) failed (their senders were told): "
+                   "fax-bridge list --state failed")
+    if n := snap.emails.get(MailState.FAILED, 0):
+        out.append(f"{n} email(s) given up after retries: fax-bridge list --mail failed")
+    if n := sum(v for (_, state), v in snap.received.items() if state == InboundState.FAILED):
+        out.append(f"{n} received fax(es) could not be fetched or mailed (the admin was told)")
+    if snap.quarantined:
+        out.append(f"{snap.quarantined} FaxMAX push event(s) not understood, kept: "
+                   "fax-bridge replay-quarantine after a fix")
+    if snap.log_gaps:
+        out.append(f"the 秒速FAX Plus log scrolled past a poll {snap.log_gaps} time(s): faxes "
+                   "may have been missed; check the provider's panel")
+    return out
+
+
+def _snapshot(db: Path) -> Snapshot:
+    async def run() -> Snapshot:
         store = await Store.open(db)
         try:
-            jobs, mails = await store.job_counts(), await store.mail_counts()
-            inbound = await store.inbound_counts()
-            quarantined = len(await store.quarantined(pending_only=True))
-            gaps = await store.get_meta("byosoku.log_gaps")
+            return await store.snapshot(time.time())
         finally:
             await store.close()
-        print("fax jobs:  " + ", ".join(f"{s} {jobs.get(s, 0)}" for s in JobState))
-        print("received:  " + ", ".join(f"{s} {inbound.get(s, 0)}" for s in InboundState))
-        print("emails:    " + (", ".join(f"{s} {n}" for s, n in sorted(mails.items()))
-                               or "none"))
-        print(f"quarantined pushes: {quarantined}")
-        if gaps:
-            print(f"秒速FAX Plus log gaps (faxes may have been missed): {gaps}")
 
-    asyncio.run(run())
+    return asyncio.run(run())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    db = _database(args)
+    snap = _snapshot(db)
+    pid = running_pid(db.parent)
+    attention = _attention(snap)
+    if args.json:
+        print(json.dumps({
+            "data_dir": str(db.parent), "running_pid": pid, "jobs": snap.jobs,
+            "received": [{"provider": p, "state": s, "count": n}
+                         for (p, s), n in sorted(snap.received.items())],
+            "emails": snap.emails,
+            "queues": {q: {"depth": d, "oldest_age_seconds": round(a, 3)}
+                       for q, (d, a) in snap.queues.items()},
+            "quarantined": snap.quarantined, "log_gaps": snap.log_gaps,
+            "last_poll": snap.last_poll or None, "last_push": snap.last_push or None,
+            "attention": attention}, indent=2, ensure_ascii=False))
+        return 0
+    now = time.time()
+    received: dict[str, int] = {}
+    for (provider, state), n in snap.received.items():
+        if state != InboundState.SKIPPED:
+            received[provider] = received.get(provider, 0) + n
+    print(f"fax-bridge on {db.parent}: " + (f"running (pid {pid})" if pid else "not running"))
+    print("fax jobs:   " + ", ".join(f"{s} {n}" for s, n in snap.jobs.items()))
+    print("received:   " + ", ".join(f"{p} {n}" for p, n in received.items()))
+    print("emails:     " + ", ".join(f"{s} {n}" for s, n in snap.emails.items()))
+    print("queues:     " + ", ".join(
+        f"{q} {d}" + (f" (oldest {_ago(a)})" if d else "") for q, (d, a) in snap.queues.items()))
+    for label, at in (("last poll", snap.last_poll), ("last push", snap.last_push)):
+        print(f"{label}:  " + (f"{_when(at)} ({_ago(max(0.0, now - at))} ago)" if at
+                                else "never"))
+    print("attention:  " + ("nothing" if not attention else ""))
+    for line in attention:
+        print(f"  - {line}")
     return 0
+
+
+def _job_data(j: Job) -> dict[str, Any]:
+    return {"id": j.id, "state": j.state, "number": j.number, "recipient": j.recipient,
+            "sender": j.sender, "attempts": j.attempts, "fax_id": j.fax_id,
+            "provider_status": j.provider_status, "pages_sent": j.pages_sent,
+            "created_at": j.created_at, "submitted_at": j.submitted_at,
+            "finished_at": j.finished_at, "detail": j.detail}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -220,17 +301,84 @@ def cmd_list(args: argparse.Namespace) -> int:
             _print_mails(mails, args.json)
             return
         if args.json:
-            print(json.dumps([{"id": j.id, "state": j.state, "number": j.number,
-                               "sender": j.sender, "attempts": j.attempts,
-                               "fax_id": j.fax_id, "detail": j.detail} for j in jobs], indent=2))
+            print(json.dumps([_job_data(j) for j in jobs], indent=2, ensure_ascii=False))
             return
-        print(f"{'job':>6}  {'state':<9}  {'number':<16}  {'sender':<30}  detail")
+        print(f"{'job':>6}  {'state':<9}  {'number':<16}  {'created':<19}  {'sender':<28}  "
+              "detail")
         for j in jobs:
-            print(f"{j.id:>6}  {j.state:<9}  +{j.number:<15}  {j.sender[:30]:<30}  "
-                  f"{j.detail[:60]}")
+            print(f"{j.id:>6}  {j.state:<9}  +{j.number:<15}  {_when(j.created_at):<19}  "
+                  f"{j.sender[:28]:<28}  {j.detail[:60]}")
 
     asyncio.run(run())
     return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    db = _database(args)
+
+    async def run() -> tuple[Job, Message, list[tuple[float, str, str]]]:
+        store = await Store.open(db)
+        try:
+            job = await store.job(args.job)
+            if job is None:
+                raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
+            message = await store.message(job.message)
+            assert message is not None  # jobs reference their message
+            return job, message, (await store.status_events(job.fax_id) if job.fax_id else [])
+        finally:
+            await store.close()
+
+    job, message, pushes = asyncio.run(run())
+    if args.json:
+        print(json.dumps({**_job_data(job), "mail": {
+            "id": message.id, "state": message.state, "from": message.header_from,
+            "envelope_from": message.mail_from, "subject": message.subject,
+            "message_id": message.message_id, "received_at": message.received_at,
+            "pages": message.pages, "left_out": list(message.left_out),
+            "error": message.error, "document": message.document_path},
+            "status_pushes": [{"received_at": at, "status": status, "message": text}
+                              for at, status, text in pushes]}, indent=2, ensure_ascii=False))
+        return 0
+    rows = [
+        ("to", f"+{job.number} ({job.recipient})"),
+        ("from", f"{message.header_from or message.mail_from} (envelope {message.mail_from})"),
+        ("subject", message.subject or "-"),
+        ("message-id", message.message_id or "-"),
+        ("received", _when(message.received_at)),
+        ("pages", str(message.pages) if message.pages is not None else "not converted yet"),
+        ("left out", ", ".join(message.left_out) or "nothing"),
+        ("attempts", str(job.attempts)),
+        ("submitted", _when(job.submitted_at)
+         + (f" (FaxMAX fax id {job.fax_id})" if job.fax_id else "")),
+        ("finished", _when(job.finished_at)),
+        ("provider", job.provider_status or "-"),
+        ("detail", job.detail or message.error or "-"),
+    ]
+    print(f"fax job {job.id}: {job.state}")
+    for label, text in rows:
+        print(f"  {label + ':':<12} {text}")
+    for at, status, text in pushes:
+        print(f"  {'push:':<12} {_when(at)} {status} {text}".rstrip())
+    return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """GET /healthz of the running service: for container health checks and cron."""
+    url = args.url
+    if not url:
+        host, port = config.parse_listen(_load(args).http.listen, "http.listen")
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            print(resp.read().decode(errors="replace"), end="")
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode(errors="replace"), end="")
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"fax-bridge: cannot reach {url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
 
 
 def _print_mails(mails: list[MailInfo], as_json: bool) -> None:
@@ -260,6 +408,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
                     return None
                 return (f"mail {args.mail} is not a given-up email (see fax-bridge list "
                         "--mail failed)")
+            if await store.job(args.job) is None:
+                raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
             return await store.requeue_job(args.job, now)
         finally:
             await store.close()
@@ -376,10 +526,18 @@ def build_parser() -> argparse.ArgumentParser:
         with_config(p)
         p.add_argument("--data-dir", help="read this data directory instead of the config's")
 
+    def with_log_format(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--log-format", choices=logs.FORMATS,
+                       default=os.environ.get("FAX_BRIDGE_LOG_FORMAT", "text"),
+                       help="text for people, json for one JSON object per line "
+                            "(default: $FAX_BRIDGE_LOG_FORMAT, else text)")
+
     p = command("serve", "run the bridge")
     with_config(p)
+    with_log_format(p)
     p.set_defaults(func=cmd_serve)
     p = command("demo", "run against built-in simulators on loopback, delivering to a Maildir")
+    with_log_format(p)
     p.add_argument("--data-dir", default="./demo-data")
     p.add_argument("--smtp-port", type=int, default=2525)
     p.add_argument("--http-port", type=int, default=8025)
@@ -387,8 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("check-config", "validate and print the effective settings, secrets masked")
     with_config(p)
     p.set_defaults(func=cmd_check_config)
-    p = command("status", "what is queued, sent, failed")
+    p = command("status", "queues, last poll and push, and what needs a person, at a glance")
     with_store(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
     p = command("list", "list fax jobs (or emails), newest first")
     with_store(p)
@@ -398,6 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_list)
+    p = command("show", "everything about one fax job: its mail, attempts, status pushes")
+    with_store(p)
+    p.add_argument("job", type=int)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_show)
     p = command("retry", "resend an unknown or failed fax job (you decide it was not sent), "
                          "or an email that was given up")
     with_store(p)
@@ -411,6 +575,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("replay-quarantine", "process quarantined FaxMAX pushes again (after a fix)")
     with_store(p)
     p.set_defaults(func=cmd_replay_quarantine)
+    p = command("healthcheck", "ask the running service's /healthz; exit 0 if healthy, 1 if not")
+    with_config(p)
+    p.add_argument("--url", help="instead of http://<http.listen>/healthz")
+    p.add_argument("--timeout", type=float, default=10)
+    p.set_defaults(func=cmd_healthcheck)
     p = command("hash-password", "make a password hash for [[smtp.users]]")
     p.set_defaults(func=cmd_hash_password)
     p = command("send-test", "send a one-page test fax by SMTP")
@@ -425,6 +594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+    except NotFound as exc:
+        print(f"fax-bridge: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
     except BridgeError as exc:
         print(f"fax-bridge: {exc}", file=sys.stderr)
         return 1

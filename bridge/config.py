@@ -14,7 +14,7 @@ import tomllib
 import types
 import typing
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.utils import parseaddr
@@ -120,6 +120,7 @@ class ByosokuSettings:
     pdf_attempts: int = 5  # ERR_NO_PDF answers before a fax is given up (the PDF may lag)
     retry_base: float = 30  # first delay before fetching a PDF again; doubles, with jitter
     retry_cap: float = 1800
+    unhealthy_after: float = 900  # seconds of failing log calls before /healthz says 503
 
 
 @dataclass(frozen=True)
@@ -469,28 +470,41 @@ def find_config_file(explicit: str | None, env: Mapping[str, str] | None = None)
     return default if default.exists() else None
 
 
+def _plain(obj: Any, secret: Callable[[Any], Any]) -> Any:
+    """Settings as plain data; each secret's value passes through `secret`."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            if f.name == "source":
+                continue
+            value = getattr(obj, f.name)
+            out[_key_name(f)] = _plain(secret(value) if f.metadata.get("secret") else value,
+                                       secret)
+        return out
+    if isinstance(obj, tuple):
+        return [_plain(v, secret) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: _plain(v, secret) for k, v in obj.items()}
+    return obj
+
+
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, with every secret replaced by asterisks."""
-
-    def convert(obj: Any) -> Any:
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            out: dict[str, Any] = {}
-            for f in dataclasses.fields(obj):
-                if f.name == "source":
-                    continue
-                value = getattr(obj, f.name)
-                if f.metadata.get("secret"):
-                    value = "********" if value else ""
-                out[_key_name(f)] = convert(value)
-            return out
-        if isinstance(obj, tuple):
-            return [convert(v) for v in obj]
-        if isinstance(obj, Mapping):
-            return {k: convert(v) for k, v in obj.items()}
-        return obj
-
-    result: dict[str, Any] = convert(settings)
+    result: dict[str, Any] = _plain(settings, lambda v: "********" if v else "")
     return result
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret that is set, for the log redactor."""
+    found: list[str] = []
+
+    def keep(value: Any) -> Any:
+        if value:
+            found.append(str(value))
+        return value
+
+    _plain(settings, keep)
+    return found
 
 
 def to_toml(data: Mapping[str, Any]) -> str:

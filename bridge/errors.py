@@ -12,6 +12,10 @@ class BridgeError(Exception):
     """Anything fax-bridge raises deliberately; `str()` is words a person can read."""
 
 
+class NotFound(BridgeError):
+    """The fax job an operator named does not exist (exit code 3)."""
+
+
 class ConfigError(BridgeError):
     """A setting is missing or wrong; the message names the key and the file."""
 

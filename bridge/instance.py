@@ -52,22 +52,26 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
-def wake_running(data_dir: Path) -> bool:
-    """SIGUSR1 to the service running on `data_dir`, if one is; True if it was told."""
+def running_pid(data_dir: Path) -> int | None:
+    """The PID of the service running on `data_dir`, or None if none runs there."""
     path = data_dir / PID_FILE
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return False
+        return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(path)  # held: the service is running
-        else:
-            return False  # nobody holds it: no service runs here
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_pid(path)  # held: the service is running
+    else:
+        return None  # nobody holds it: no service runs here
     finally:
         os.close(fd)
+
+
+def wake_running(data_dir: Path) -> bool:
+    """SIGUSR1 to the service running on `data_dir`, if one is; True if it was told."""
+    pid = running_pid(data_dir)
     if pid is None:
         return False
     with contextlib.suppress(ProcessLookupError, PermissionError):

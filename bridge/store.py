@@ -292,6 +292,35 @@ class MailInfo:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """What the database says about the service at one moment: for `/metrics` and `status`."""
+
+    jobs: dict[str, int]
+    received: dict[tuple[str, str], int]  # (provider, state) -> count
+    emails: dict[str, int]
+    queues: dict[str, tuple[int, float]]  # queue -> (depth, age of the oldest item in seconds)
+    quarantined: int
+    log_gaps: int
+    last_poll: float  # 0: never
+    last_push: float  # 0: never
+
+
+# Each queue: what waits in it and since when; the age of the oldest item tells an operator
+# which stage is stuck.
+QUEUES = {
+    "convert": "SELECT COUNT(*), MIN(received_at) FROM messages WHERE state = 'received'",
+    "send": "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE state IN ('queued', 'sending')",
+    "status": "SELECT COUNT(*), MIN(submitted_at) FROM jobs WHERE state = 'submitted'",
+    "report": "SELECT COUNT(*), MIN(COALESCE(finished_at, updated_at)) FROM jobs"
+              " WHERE state IN ('delivered', 'failed', 'unknown') AND reported != state",
+    "inbound": "SELECT COUNT(*), MIN(created_at) FROM inbound"
+               " WHERE state IN ('fetching', 'received')",
+    "email": "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'",
+}
+PROVIDERS = ("faxmax", "byosoku")
+
+
+@dataclass(frozen=True)
 class NewInbound:
     """A received fax as a provider reported it."""
 
@@ -615,6 +644,12 @@ class Store:
                                    (state, limit))
         return [_job(r) for r in rows]
 
+    async def status_events(self, fax_id: str) -> list[tuple[float, str, str]]:
+        """Every status push for one fax, oldest first: (received at, status, message)."""
+        rows = await self._all("SELECT received_at, status, result_message FROM status_events"
+                               " WHERE fax_id = ? ORDER BY id", (fax_id,))
+        return [(float(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     async def job_counts(self) -> dict[str, int]:
         rows = await self._all("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {str(r[0]): int(r[1]) for r in rows}
@@ -804,15 +839,18 @@ class Store:
     async def record_push(
         self, *, source: str, events: Sequence[StatusEvent], faxes: Sequence[NewInbound],
         bad: Sequence[tuple[bytes, str]], now: float,
-        classify: Callable[[str], JobState | None],
+        classify: Callable[[str], JobState | None], replay: bool = False,
     ) -> tuple[int, list[int], list[int]]:
         """Everything a push carried, in one commit: status events (replays are no-ops), new
-        received faxes, and what goes to quarantine. Returns (new events, new fax ids,
-        quarantine ids)."""
+        received faxes, what goes to quarantine, and the time of the last push (unless this is
+        an operator's replay of a kept one). Returns (new events, new fax ids, quarantine
+        ids)."""
         async with self._tx() as db:
             new_events = await self._add_status_events(db, events, now, classify)
             fax_ids = await self._add_inbound(db, faxes, InboundState.RECEIVED, now)
             kept = [await self._quarantine(db, source, reason, body, now) for body, reason in bad]
+            if not replay:
+                await self._set_meta(db, {"faxmax.last_push": repr(now)})
         return new_events, fax_ids, kept
 
     # --- received faxes ---------------------------------------------------------------------
@@ -971,6 +1009,34 @@ class Store:
     async def get_meta(self, key: str) -> str | None:
         rows = await self._all("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
+
+    async def snapshot(self, now: float) -> Snapshot:
+        jobs = dict.fromkeys(JobState, 0) | await self.job_counts()
+        received: dict[tuple[str, str], int] = {
+            (p, state): 0 for p in PROVIDERS for state in InboundState}
+        for provider, state, n in await self._all(
+                "SELECT provider, state, COUNT(*) FROM inbound GROUP BY provider, state"):
+            received[(str(provider), str(state))] = int(n)
+        emails = dict.fromkeys(MailState, 0) | await self.mail_counts()
+        queues = {}
+        for queue, sql in QUEUES.items():
+            (depth, oldest), = await self._all(sql)
+            queues[queue] = (int(depth), max(0.0, now - oldest) if oldest is not None else 0.0)
+        (quarantined,), = await self._all(
+            "SELECT COUNT(*) FROM quarantine WHERE replayed_at IS NULL")
+        meta = {str(k): str(v) for k, v in await self._all(
+            "SELECT key, value FROM meta WHERE key IN"
+            " ('byosoku.log_gaps', 'byosoku.last_poll_ok', 'faxmax.last_push')")}
+        return Snapshot(
+            jobs={str(k): v for k, v in jobs.items()}, received=received,
+            emails={str(k): v for k, v in emails.items()}, queues=queues,
+            quarantined=int(quarantined), log_gaps=int(meta.get("byosoku.log_gaps", 0)),
+            last_poll=float(meta.get("byosoku.last_poll_ok", 0)),
+            last_push=float(meta.get("faxmax.last_push", 0)))
+
+    async def probe_write(self, now: float) -> None:
+        """A real, committed write: what /healthz needs to know the store still takes data."""
+        await self.set_meta({"health.probe": repr(now)})
 
     async def set_meta(self, values: dict[str, str]) -> None:
         async with self._tx() as db:

@@ -352,15 +352,3 @@ async def test_a_document_that_fails_after_250_is_reported_to_its_sender(
     text = report.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "broken.pdf" in text
     assert faxmax.requests == []
-
-
-async def test_metrics_and_healthz_answer(make_bridge: MakeBridge) -> None:
-    import aiohttp
-
-    bridge = await make_bridge()
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{bridge.http_port}/healthz") as resp:
-            assert resp.status == 200
-        async with session.get(f"http://127.0.0.1:{bridge.http_port}/metrics") as resp:
-            assert 'fax_bridge_jobs{state="queued"} 0' in await resp.text()
-

@@ -70,7 +70,8 @@ class PushProcessor:
                 document_path=str(path)))
         new_events, fax_ids, kept = await self.store.record_push(
             source=SOURCE, events=batch.status_events, faxes=faxes,
-            bad=batch.bad if quarantine else (), now=now, classify=self.classify)
+            bad=batch.bad if quarantine else (), now=now, classify=self.classify,
+            replay=not quarantine)
         for event in batch.status_events:
             log.info("push: fax %s status %s", event.fax_id, event.status)
         for fax in batch.incoming:

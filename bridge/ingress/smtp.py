@@ -25,6 +25,7 @@ from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
 from bridge.errors import DocumentError
 from bridge.files import write_atomic
 from bridge.limits import DAY, PageCaps
+from bridge.metrics import Metrics
 from bridge.numbers import NumberError, NumberPolicy, check_policy, parse_local_part
 from bridge.passwords import verify_password
 from bridge.sandbox import Sandbox
@@ -122,6 +123,7 @@ class FaxSMTP(SMTP):
     def __init__(self, handler: FaxHandler, connections: Connections, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._connections = connections
+        self._metrics = handler.metrics
         self._closing = False
         self._rcpts_in_mail = 0
         self._max_rcpts_in_mail = 10 * handler.settings.max_recipients
@@ -143,6 +145,7 @@ class FaxSMTP(SMTP):
             ip = str(peer[0]) if peer else "?"
             refusal = self._connections.admit(ip, self)
             if refusal is not None:
+                self._metrics.refused(refusal)
                 log.warning("smtp %s: connection refused: %s", peer, refusal)
                 self._turned_away = True
                 assert isinstance(transport, asyncio.WriteTransport)
@@ -168,6 +171,7 @@ class FaxSMTP(SMTP):
     def goodbye(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             assert isinstance(self.transport, asyncio.WriteTransport)
+            self._metrics.refused(SHUTTING_DOWN)
             self.transport.write(SHUTTING_DOWN.encode() + b"\r\n")
             self.transport.close()
 
@@ -206,8 +210,11 @@ class FaxSMTP(SMTP):
         await super().smtp_RCPT(arg)
 
     async def push(self, status: Any) -> None:
+        """Every reply passes here: refusals are counted by reason for /metrics."""
         if isinstance(status, str):
             status = self._rewrites.get(status, status)
+            if status[:1] in ("4", "5"):
+                self._metrics.refused(status)
         await super().push(status)
 
 
@@ -219,7 +226,9 @@ class FaxHandler:
         self, settings: SmtpSettings, *, store: Store, clock: Clock, spool_dir: Path,
         number_policy: NumberPolicy, default_country_code: str, max_per_hour: int,
         page_caps: PageCaps, sandbox: Sandbox, on_queued: Callable[[], None],
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.page_caps = page_caps
         self.sandbox = sandbox
         self.settings = settings

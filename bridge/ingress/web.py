@@ -2,6 +2,7 @@
 
 A wrong token gets 404 and writes nothing. A push is answered 2xx only after everything in it is
 committed (see `bridge.ingress.pushes`); a full disk answers 503, so FaxMAX retries later.
+`/healthz` answers 503 with the reasons, one per line, when a person must act (`bridge.health`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import logging
 from aiohttp import web
 
 from bridge.config import HttpSettings, in_networks, parse_networks
+from bridge.health import Health
 from bridge.ingress.pushes import PushProcessor
-from bridge.store import InboundState, JobState, Store, is_disk_full
+from bridge.metrics import Metrics
+from bridge.providers.faxmax import PROVIDER
+from bridge.store import is_disk_full
 
 log = logging.getLogger(__name__)
 
 
 def build_web_app(
-    settings: HttpSettings, *, store: Store, pushes: PushProcessor
+    settings: HttpSettings, *, pushes: PushProcessor, metrics: Metrics, health: Health,
 ) -> web.Application:
     token = settings.push_token.encode()
     allow_from = parse_networks(settings.push_allow_from, "http.push_allow_from")
@@ -35,37 +39,35 @@ def build_web_app(
         try:
             outcome = await pushes.process(body)
         except Exception as exc:
+            metrics.pushes.labels("503" if is_disk_full(exc) else "500").inc()
             if is_disk_full(exc):
                 log.error("push: out of storage, answered 503 so FaxMAX retries: %s", exc)
                 raise web.HTTPServiceUnavailable(text="out of storage, retry later\n") from exc
             raise
+        metrics.pushes.labels("200").inc()
+        metrics.duplicates.labels(PROVIDER, "fax").inc(outcome.faxes - len(outcome.new_fax_ids))
+        metrics.duplicates.labels(PROVIDER, "status").inc(
+            outcome.status_events - outcome.new_status_events)
         return web.json_response({
             "status_events": outcome.status_events, "faxes": outcome.faxes,
             "new": outcome.new_status_events + len(outcome.new_fax_ids),
             "quarantined": len(outcome.quarantined)})
 
     async def healthz(request: web.Request) -> web.Response:
-        await store.job_counts()
+        problems = await health.problems()
+        if problems:
+            log.warning("healthz: unhealthy: %s", "; ".join(problems))
+            return web.Response(status=503, text="".join(f"unhealthy: {p}\n" for p in problems))
         return web.Response(text="ok\n")
 
-    async def metrics(request: web.Request) -> web.Response:
-        lines = ["# HELP fax_bridge_jobs Outgoing fax jobs by state.",
-                 "# TYPE fax_bridge_jobs gauge"]
-        jobs = await store.job_counts()
-        lines += [f'fax_bridge_jobs{{state="{s}"}} {jobs.get(s, 0)}' for s in JobState]
-        lines += ["# HELP fax_bridge_inbound Received faxes by state.",
-                  "# TYPE fax_bridge_inbound gauge"]
-        inbound = await store.inbound_counts()
-        lines += [f'fax_bridge_inbound{{state="{s}"}} {inbound.get(s, 0)}' for s in InboundState]
-        lines += ["# HELP fax_bridge_outbox Outgoing emails by state.",
-                  "# TYPE fax_bridge_outbox gauge"]
-        mails = await store.mail_counts()
-        lines += [f'fax_bridge_outbox{{state="{s}"}} {n}' for s, n in sorted(mails.items())]
-        return web.Response(text="\n".join(lines) + "\n",
-                            content_type="text/plain", charset="utf-8")
+    async def scrape(request: web.Request) -> web.Response:
+        snapshot = await pushes.store.snapshot(pushes.clock.now())
+        body, content_type = metrics.render(snapshot, health.workers(), await health.problems(),
+                                            request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_post("/faxmax/push/{token}", push)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", scrape)
     return app

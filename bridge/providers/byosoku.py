@@ -18,6 +18,7 @@ import aiohttp
 from bridge import documents
 from bridge.config import ByosokuSettings
 from bridge.errors import ProviderError, ProviderPermanentError, ProviderTransientError
+from bridge.metrics import Metrics
 
 log = logging.getLogger(__name__)
 PROVIDER = "byosoku"
@@ -106,8 +107,9 @@ def interpret_pdf(status: int, body: bytes) -> bytes:
 
 
 class ByosokuClient:
-    def __init__(self, settings: ByosokuSettings) -> None:
+    def __init__(self, settings: ByosokuSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=settings.timeout))
 
@@ -127,12 +129,15 @@ class ByosokuClient:
                                          provider=PROVIDER, code="connect") from exc
 
     async def receive_log(self) -> list[LogEntry]:
-        return interpret_log(*await self._call("GET", self.settings.log_url))
+        with self.metrics.provider_call(PROVIDER, "receive_log"):
+            return interpret_log(*await self._call("GET", self.settings.log_url))
 
     async def fetch_pdf(self, pdf_id: str) -> bytes:
-        if self.settings.pdf_method == "POST":
-            status, body = await self._call("POST", self.settings.pdf_url, data={"pdfId": pdf_id})
-        else:
-            status, body = await self._call("GET", self.settings.pdf_url,
-                                            params={"pdfId": pdf_id})
-        return interpret_pdf(status, body)
+        with self.metrics.provider_call(PROVIDER, "fetch_pdf"):
+            if self.settings.pdf_method == "POST":
+                status, body = await self._call("POST", self.settings.pdf_url,
+                                                data={"pdfId": pdf_id})
+            else:
+                status, body = await self._call("GET", self.settings.pdf_url,
+                                                params={"pdfId": pdf_id})
+            return interpret_pdf(status, body)

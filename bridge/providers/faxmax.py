@@ -30,6 +30,7 @@ from bridge.errors import (
     ProviderTimeout,
     ProviderTransientError,
 )
+from bridge.metrics import Metrics
 from bridge.store import StatusEvent
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,9 @@ def _dig(doc: Any, *keys: str) -> Any:
 class FaxMaxClient:
     """One `Fax.send_fax` call per job. TLS is verified (aiohttp's default) on every call."""
 
-    def __init__(self, settings: FaxmaxSettings) -> None:
+    def __init__(self, settings: FaxmaxSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         # A fresh connection per call: a pooled connection that the server had silently closed
         # would fail in a way indistinguishable from "sent, then reset", turning a safe retry
         # into an unknown outcome.
@@ -153,6 +155,13 @@ class FaxMaxClient:
         await self._session.close()
 
     async def send_fax(
+        self, *, job_id: int, number: str, document: Path, cover_html: str | None
+    ) -> SendResult:
+        with self.metrics.provider_call(PROVIDER, "send_fax"):
+            return await self._send_fax(job_id=job_id, number=number, document=document,
+                                        cover_html=cover_html)
+
+    async def _send_fax(
         self, *, job_id: int, number: str, document: Path, cover_html: str | None
     ) -> SendResult:
         request_id = str(uuid.uuid4())

@@ -85,6 +85,8 @@ class Poller(Worker):
         self._log_at: float | None = None  # earliest time of the next log call
         self._pdf_at = 0.0  # earliest time of the next PDF call
         self._log_failures = 0
+        self.failing_since: float | None = None  # when the current run of failed log calls began
+        self.last_error = ""
 
     async def _load(self) -> None:
         """The next allowed call times, from what the store remembers of the last calls."""
@@ -148,6 +150,7 @@ class Poller(Worker):
             return
         answered = await self._answered("log")
         self._log_failures = 0
+        self.failing_since = None
         first = await self.store.get_meta("byosoku.synced") is None
         previous = set(json.loads(await self.store.get_meta("byosoku.last_ids") or "[]"))
         ids = [e.pdf_id for e in entries]
@@ -158,7 +161,8 @@ class Poller(Worker):
             sender_number=e.sender, pages=e.pages,
             received_at=parse_receive_date(e.receive_date, self.settings.timezone) or now)
             for e in entries]
-        meta = {"byosoku.log_answered": repr(answered), "byosoku.synced": "1",
+        meta = {"byosoku.log_answered": repr(answered), "byosoku.last_poll_ok": repr(answered),
+                "byosoku.synced": "1",
                 "byosoku.last_ids": json.dumps(ids)}
         overflow = bool(not first and previous and len(entries) >= LOG_ROWS
                         and not previous & set(ids))
@@ -184,6 +188,9 @@ class Poller(Worker):
 
     async def _log_failed(self, exc: ProviderError) -> None:
         self._log_failures += 1
+        if self.failing_since is None:
+            self.failing_since = self.clock.now()
+        self.last_error = str(exc)
         assert self._log_at is not None
         log.warning("byosoku: log call failed (%s): %s; next call in %.0fs", exc.code, exc,
                     self._log_at - self.clock.now())
