@@ -25,6 +25,7 @@ from bridge.app import Bridge
 from bridge.config import Settings
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
+from tests.process import ServeProcess
 
 PUSH_TOKEN = "test-push-token-0123456789"
 
@@ -230,3 +231,32 @@ async def wait_for_state(bridge: Bridge, job_id: int, *states: JobState,
             raise AssertionError(f"job {job_id} is {job and job.state}, wanted {states}")
         await asyncio.sleep(0.02)
     return found
+
+
+# --- the real `fax-bridge serve` process ---------------------------------------------------
+
+
+@pytest.fixture
+async def serve(tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink
+                ) -> AsyncIterator[list[ServeProcess]]:
+    """Processes the test starts; each is stopped at the end."""
+    started: list[ServeProcess] = []
+    yield started
+    for process in started:
+        if process.running():
+            await process.kill()
+
+
+async def start(started: list[ServeProcess], tmp_path: Path, sim: FaxMaxSimulator,
+                relay: RelaySink, /, *, shutdown_timeout: float = 30,
+                **sections: dict[str, object]) -> ServeProcess:
+    settings = settings_for(tmp_path, sim.url, relay.port, **sections)
+    process = ServeProcess(replace(settings, shutdown_timeout=shutdown_timeout), tmp_path)
+    started.append(process)
+    await process.start()
+    sim.push_url = process.push_url
+    return process
+
+
+def job_states(process: ServeProcess) -> list[str]:
+    return [str(state) for (state,) in process.query("SELECT state FROM jobs ORDER BY id")]

@@ -13,8 +13,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
+from collections.abc import Iterator
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 
@@ -30,8 +29,9 @@ from tests.conftest import (
     MakeBridge,
     RelaySink,
     fax_mail,
-    settings_for,
+    job_states,
     smtp_send,
+    start,
     wait_for_state,
     wait_until,
 )
@@ -74,32 +74,6 @@ class Session:
 
     def close(self) -> None:
         self.writer.close()
-
-
-@pytest.fixture
-async def serve(tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink
-                ) -> AsyncIterator[list[ServeProcess]]:
-    """Processes the test starts; each is stopped at the end."""
-    started: list[ServeProcess] = []
-    yield started
-    for process in started:
-        if process.running():
-            await process.kill()
-
-
-async def start(started: list[ServeProcess], tmp_path: Path, sim: FaxMaxSimulator,
-                relay: RelaySink, /, *, shutdown_timeout: float = 30,
-                **sections: dict[str, object]) -> ServeProcess:
-    settings = settings_for(tmp_path, sim.url, relay.port, **sections)
-    process = ServeProcess(replace(settings, shutdown_timeout=shutdown_timeout), tmp_path)
-    started.append(process)
-    await process.start()
-    sim.push_url = process.push_url
-    return process
-
-
-def job_states(process: ServeProcess) -> list[str]:
-    return [str(state) for (state,) in process.query("SELECT state FROM jobs ORDER BY id")]
 
 
 # --- graceful shutdown ----------------------------------------------------------------------
