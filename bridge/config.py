@@ -262,6 +262,11 @@ def _load_section(
         if key not in known:
             raise ConfigError(f"{section}.{key} (from {origin}): unknown setting; known ones: "
                               f"{', '.join(sorted(known))}")
+    prefix = f"{ENV_PREFIX}{section.upper()}__"
+    for var in env:  # a misspelt override would otherwise be ignored without a word
+        if var.startswith(prefix) and var[len(prefix):].lower() not in known:
+            raise ConfigError(f"environment {var}: [{section}] has no such setting; known "
+                              f"ones: {', '.join(sorted(known))}")
     kwargs: dict[str, Any] = {}
     for name, f in names.items():
         key = f"{section}.{name}"
@@ -452,6 +457,11 @@ def load(
             scalars[name] = _coerce(env[env_key], hints[name], name, f"environment {env_key}")
         elif name in table:
             scalars[name] = _coerce(table[name], hints[name], name, origin)
+    for var in env:
+        section = var[len(ENV_PREFIX):].partition("__")[0].lower()
+        if var.startswith(ENV_PREFIX) and "__" in var and section not in sections:
+            raise ConfigError(f"environment {var}: there is no [{section}] section; known: "
+                              f"{', '.join(sections)}")
     parts = {name: _load_section(hints[name], table.get(name, {}), name, origin, env)
              for name in sections}
     settings = Settings(source=origin, **scalars, **parts)

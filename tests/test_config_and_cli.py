@@ -75,6 +75,11 @@ token_file = "%s"
      "pdf_url = 'https://a.example/pdf'\npoll_interval = 10\n", {},
      "byosoku.poll_interval: the provider allows one call per 60 seconds, got 10"),
     ("[smtp\n", {}, "{path}: not valid TOML"),
+    ("", {"FAX_BRIDGE_SMTP__LISTN": "0.0.0.0:25"},
+     "environment FAX_BRIDGE_SMTP__LISTN: [smtp] has no such setting; known ones: "
+     "allowed_senders, auth_required, domain,"),
+    ("", {"FAX_BRIDGE_FAXMAKS__TOKEN": "x"},
+     "environment FAX_BRIDGE_FAXMAKS__TOKEN: there is no [faxmaks] section; known: smtp,"),
 ])
 def test_errors_name_the_key_and_where_it_came_from(
     tmp_path: Path, toml: str, env: dict[str, str], message: str
