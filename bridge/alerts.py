@@ -40,7 +40,8 @@ class Alerter:
                 return None
             digest = hashlib.sha256(cause.encode()).hexdigest()[:16]
             domain = self.settings.mail_domain
-            message_id = f"<fax-bridge.alert.{digest}.{sent_before + 1}@{domain}>"
+            message_id = (f"<fax-bridge.{self.store.installation}.alert.{digest}."
+                          f"{sent_before + 1}@{domain}>")
             msg = compose(self.templates, "alert",
                           {"summary": summary, "details": details, "suppressed": suppressed,
                            "cause": cause},

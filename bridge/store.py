@@ -17,6 +17,7 @@ import asyncio
 import errno
 import json
 import os
+import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -388,6 +389,10 @@ class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        # Random, made once per database: in Message-IDs, so that the emails of a reinstalled
+        # bridge (job numbers start again at 1) or of a second one never repeat an earlier id,
+        # which mail stores that drop duplicates by Message-ID would hide.
+        self.installation = ""
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -400,6 +405,10 @@ class Store:
         await db.execute("PRAGMA busy_timeout=10000")
         store = cls(db)
         await store._migrate()
+        async with store._tx() as tx:
+            await tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('installation', ?)",
+                             (secrets.token_hex(6),))
+        store.installation = await store.get_meta("installation") or ""
         return store
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,12 +125,33 @@ def test_the_annotated_example_configuration_is_exactly_the_defaults() -> None:
     assert settings == config.Settings(source=settings.source)
 
 
+def quick_start() -> list[str]:
+    """The commands of the README's quick start, in order."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL)]
+
+
+def test_the_quick_start_is_two_commands_the_install_ci_tests_and_its_test_command() -> None:
+    install_and_demo, run_tests = quick_start()[:2]
+    assert install_and_demo == "deploy/install.sh .venv dev && .venv/bin/fax-bridge demo"
+    assert run_tests == ".venv/bin/pytest"
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert "deploy/install.sh .venv dev" in ci  # the same install, then the same tests
+    assert ci[-1].startswith(run_tests + " ")
+
+
 def test_demo_runs_and_a_test_fax_ends_as_a_delivery_report_in_its_maildir(
     tmp_path: Path,
 ) -> None:
+    """The quick start's demo, as its command runs it: the installed `fax-bridge` (only on
+    ephemeral ports here, so tests may run beside a demo)."""
+    demo_command = quick_start()[0].rsplit("&& ", 1)[1].split()
+    assert demo_command == [".venv/bin/fax-bridge", "demo"]
+    installed = Path(sys.executable).parent / "fax-bridge"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAX_BRIDGE_")}
     demo = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "demo", "--smtp-port", "0", "--http-port", "0"],
+        [str(installed), "demo", "--smtp-port", "0", "--http-port", "0"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert demo.stdout is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import io
+import re
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
@@ -156,7 +157,9 @@ async def test_status_push_settles_the_job_and_the_report_lands_in_the_senders_t
     assert msg["In-Reply-To"] == "<original-1@example.com>"
     assert msg["References"] == "<earlier@example.com> <original-1@example.com>"
     assert msg["Auto-Submitted"] == "auto-replied"
-    assert msg["Message-ID"] == "<fax-bridge.job-1.delivered@localhost>"
+    installation = bridge.store.installation
+    assert re.fullmatch("[0-9a-f]{12}", installation)  # random per database
+    assert msg["Message-ID"] == f"<fax-bridge.{installation}.job-1.delivered@localhost>"
     assert msg["Subject"] == "Fax delivered to +902122222525: Contract"
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "Your fax to +902122222525 was delivered." in text
@@ -352,3 +355,16 @@ async def test_a_document_that_fails_after_250_is_reported_to_its_sender(
     text = report.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "broken.pdf" in text
     assert faxmax.requests == []
+
+
+async def test_report_ids_stay_across_restarts_and_differ_between_installations(
+    tmp_path: Path,
+) -> None:
+    """A report resent after a crash must repeat its Message-ID; a reinstalled bridge, whose
+    job numbers start at 1 again, must not (mail stores drop repeated ids as duplicates)."""
+    ids = []
+    for name in ("first", "first", "second"):
+        store = await Store.open(tmp_path / name / "fax-bridge.sqlite3")
+        ids.append(store.installation)
+        await store.close()
+    assert ids[0] == ids[1] != ids[2]

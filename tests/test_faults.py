@@ -648,7 +648,7 @@ async def test_f7_a_5xx_refusal_is_a_dead_letter_that_survives_a_restart_and_can
     assert sent.data == (250, "2.0.0 queued as fax jobs 1")
     await wait_for_state(bridge, 1, JobState.DELIVERED)
     [alert] = await relay.wait_for(1)  # the alert itself gets through
-    report_id = "<fax-bridge.job-1.delivered@localhost>"
+    report_id = f"<fax-bridge.{bridge.store.installation}.job-1.delivered@localhost>"
     [dead] = await bridge.store.mails(MailState.FAILED)
     assert (dead.message_id, dead.recipients, dead.attempts) == (
         report_id, ("alice@example.com",), 1)

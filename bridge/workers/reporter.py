@@ -22,9 +22,9 @@ from bridge.workers.base import Worker
 log = logging.getLogger(__name__)
 
 
-def report_message_id(job: Job, domain: str) -> str:
+def report_message_id(job: Job, installation: str, domain: str) -> str:
     """Stable per job and state: a report re-sent after a crash carries the same id."""
-    return f"<fax-bridge.job-{job.id}.{job.state}@{domain}>"
+    return f"<fax-bridge.{installation}.job-{job.id}.{job.state}@{domain}>"
 
 
 def format_time(ts: float | None, tz: str) -> str:
@@ -94,7 +94,7 @@ class Reporter(Worker):
         return bool(items)
 
     def render(self, job: Job, message: Message, to: tuple[str, ...]) -> OutgoingMail:
-        message_id = report_message_id(job, self.settings.mail_domain)
+        message_id = report_message_id(job, self.store.installation, self.settings.mail_domain)
         msg = compose(
             self.templates, "report", report_context(job, message, self.settings.mail.timezone),
             from_=self.settings.mail.from_, to=to, message_id=message_id,
