@@ -406,7 +406,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             if args.mail is not None:
                 if await store.requeue_mail(args.mail, now):
                     return None
-                return (f"mail {args.mail} is not a given-up email (see fax-bridge list "
+                return (f"mail {args.mail} is neither given up nor waiting (see fax-bridge list "
                         "--mail failed)")
             if await store.job(args.job) is None:
                 raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
@@ -424,8 +424,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _nudge(db: Path) -> str:
-    if wake_running(db.parent):
-        return "the running service was told and sends it now"
+    try:
+        if wake_running(db.parent):
+            return "the running service was told and sends it now"
+    except PermissionError:
+        return ("the running service belongs to another user, so it could not be told; it "
+                "sends it within a minute")
     return "no service is running on this data directory; it is sent when one starts"
 
 
@@ -600,6 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BridgeError as exc:
         print(f"fax-bridge: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `fax-bridge list | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (OSError, smtplib.SMTPException) as exc:
         print(f"fax-bridge: {exc}", file=sys.stderr)
         return 1

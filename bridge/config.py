@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 from bridge.errors import ConfigError
 
 ENV_PREFIX = "FAX_BRIDGE_"
+# Read by the command line, not settings: FAX_BRIDGE_CONFIG (the file), FAX_BRIDGE_LOG_FORMAT.
+COMMAND_VARIABLES = ("CONFIG", "LOG_FORMAT")
 SECRET = {"secret": True}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -457,11 +459,18 @@ def load(
             scalars[name] = _coerce(env[env_key], hints[name], name, f"environment {env_key}")
         elif name in table:
             scalars[name] = _coerce(table[name], hints[name], name, origin)
-    for var in env:
-        section = var[len(ENV_PREFIX):].partition("__")[0].lower()
-        if var.startswith(ENV_PREFIX) and "__" in var and section not in sections:
-            raise ConfigError(f"environment {var}: there is no [{section}] section; known: "
+    for var in env:  # a misspelt variable would otherwise be ignored without a word
+        if not var.startswith(ENV_PREFIX):
+            continue
+        name, nested, _ = var[len(ENV_PREFIX):].lower().partition("__")
+        if nested and name not in sections:
+            raise ConfigError(f"environment {var}: there is no [{name}] section; known: "
                               f"{', '.join(sections)}")
+        if not nested and name not in top and name.upper() not in COMMAND_VARIABLES:
+            raise ConfigError(
+                f"environment {var}: no such setting; top-level ones are "
+                f"{', '.join(ENV_PREFIX + t.upper() for t in top)}, sections are set with "
+                f"{ENV_PREFIX}<SECTION>__<KEY>")
     parts = {name: _load_section(hints[name], table.get(name, {}), name, origin, env)
              for name in sections}
     settings = Settings(source=origin, **scalars, **parts)

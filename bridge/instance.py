@@ -70,11 +70,12 @@ def running_pid(data_dir: Path) -> int | None:
 
 
 def wake_running(data_dir: Path) -> bool:
-    """SIGUSR1 to the service running on `data_dir`, if one is; True if it was told."""
+    """SIGUSR1 to the service running on `data_dir`, if one is; True if it was told.
+    PermissionError when it runs as another user (it still looks at its queues every minute)."""
     pid = running_pid(data_dir)
     if pid is None:
         return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    with contextlib.suppress(ProcessLookupError):  # it ended just now
         os.kill(pid, signal.SIGUSR1)
         return True
     return False

@@ -28,6 +28,8 @@ from typing import Any
 
 import aiosqlite
 
+from bridge.errors import BridgeError
+
 
 def is_disk_full(exc: BaseException) -> bool:
     """SQLITE_FULL or ENOSPC: the caller should say "try again later", not "error"."""
@@ -404,11 +406,15 @@ class Store:
         await db.execute("PRAGMA foreign_keys=ON")
         await db.execute("PRAGMA busy_timeout=10000")
         store = cls(db)
-        await store._migrate()
-        async with store._tx() as tx:
-            await tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('installation', ?)",
-                             (secrets.token_hex(6),))
-        store.installation = await store.get_meta("installation") or ""
+        try:
+            await store._migrate()
+            async with store._tx() as tx:
+                await tx.execute("INSERT OR IGNORE INTO meta (key, value)"
+                                 " VALUES ('installation', ?)", (secrets.token_hex(6),))
+            store.installation = await store.get_meta("installation") or ""
+        except BaseException:
+            await db.close()
+            raise
         return store
 
     async def close(self) -> None:
@@ -419,6 +425,11 @@ class Store:
             async with db.execute("PRAGMA user_version") as cur:
                 row = await cur.fetchone()
             version = int(row[0]) if row else 0
+            if version > len(SCHEMA):
+                raise BridgeError(
+                    f"this database was written by a newer fax-bridge (schema {version}; this "
+                    f"version knows up to {len(SCHEMA)}): run the newer version, or restore a "
+                    "backup taken before the upgrade")
             for number, script in enumerate(SCHEMA[version:], start=version + 1):
                 for statement in script.split(";"):
                     if statement.strip():
@@ -794,12 +805,15 @@ class Store:
             )
 
     async def requeue_mail(self, mail_id: int, now: float) -> bool:
-        """An operator's resend of an email that was given up (after fixing the relay)."""
+        """An operator's resend of an email that was given up, or one still waiting for its
+        next attempt, after fixing the relay: due now, with a fresh allowance of attempts."""
         async with self._tx() as db:
             cur = await db.execute(
                 "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?, updated_at = ?,"
-                " created_at = ? WHERE id = ? AND state = ? AND length(body) > 0",
-                (MailState.PENDING, now, now, now, mail_id, MailState.FAILED))
+                " created_at = ? WHERE id = ? AND state IN (?, ?) AND length(body) > 0"
+                " AND COALESCE(leased_until, 0) <= ?",  # not while it is being delivered
+                (MailState.PENDING, now, now, now, mail_id, MailState.FAILED, MailState.PENDING,
+                 now))
             return cur.rowcount == 1
 
     async def mails(self, state: MailState | None = None, limit: int = 100) -> list[MailInfo]:

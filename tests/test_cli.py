@@ -7,7 +7,9 @@ import asyncio
 import io
 import json
 import logging
+import os
 import socket
+import sys
 from pathlib import Path
 
 from bridge.logs import JsonFormatter, Redactor
@@ -100,6 +102,16 @@ async def test_status_list_and_show_tell_an_operator_what_happened(
     assert (await cli("retry", "99", *data))[0] == 3
     code, _, err = await cli("show", *data)
     assert code == 2 and "the following arguments are required: job" in err
+
+    # `fax-bridge list | head -1`: the reader leaves early; no traceback, no error.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    reader_gone = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "list", *data, stdout=write_end,
+        stderr=asyncio.subprocess.PIPE)
+    os.close(write_end)
+    _, complaint = await reader_gone.communicate()
+    assert (reader_gone.returncode, complaint) == (0, b"")
     await process.stop()
 
 

@@ -79,6 +79,8 @@ token_file = "%s"
     ("", {"FAX_BRIDGE_SMTP__LISTN": "0.0.0.0:25"},
      "environment FAX_BRIDGE_SMTP__LISTN: [smtp] has no such setting; known ones: "
      "allowed_senders, auth_required, domain,"),
+    ("", {"FAX_BRIDGE_DATADIR": "/srv"},
+     "environment FAX_BRIDGE_DATADIR: no such setting; top-level ones are FAX_BRIDGE_DATA_DIR,"),
     ("", {"FAX_BRIDGE_FAXMAKS__TOKEN": "x"},
      "environment FAX_BRIDGE_FAXMAKS__TOKEN: there is no [faxmaks] section; known: smtp,"),
 ])

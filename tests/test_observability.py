@@ -95,6 +95,10 @@ async def test_metrics_count_what_happened_and_parse_as_prometheus_text(
     assert value(samples, "fax_bridge_provider_errors_total", provider="faxmax",
                  call="send_fax", code="503") == 1
     assert value(samples, "fax_bridge_pushes_total", status="200") >= 3  # 2 + status pushes
+    async with aiohttp.ClientSession() as session, session.post(
+            f"http://127.0.0.1:{bridge.http_port}/faxmax/push/not-the-token", json=[]) as resp:
+        assert resp.status == 404
+    assert value(await scrape(bridge), "fax_bridge_pushes_total", status="404") == 1
     assert before_push <= value(samples, "fax_bridge_last_push_timestamp_seconds") <= time.time()
     assert value(samples, "fax_bridge_worker_up", worker="sender") == 1
     await wait_until(lambda: bridge.store.mail_counts(), {"sent": 2})

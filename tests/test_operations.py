@@ -21,9 +21,10 @@ import aiohttp
 import pytest
 
 from bridge.clock import FakeClock
+from bridge.errors import BridgeError
 from bridge.limits import DAY
 from bridge.simulators import Fault, FaxMaxSimulator
-from bridge.store import JobState
+from bridge.store import JobState, MailState, OutgoingMail, Store
 from bridge.workers.retention import Retention
 from tests.conftest import (
     MakeBridge,
@@ -323,6 +324,42 @@ async def test_operator_commands_are_safe_while_the_service_runs(
     assert process.integrity() == "ok"
     await process.stop()
 
+
+
+async def test_an_older_version_refuses_a_database_written_by_a_newer_one(
+    tmp_path: Path,
+) -> None:
+    """After a downgrade the schema would not match what the code writes: refuse, in words."""
+    db = tmp_path / "fax-bridge.sqlite3"
+    store = await Store.open(db)
+    await store.close()
+    with sqlite3.connect(db) as raw:
+        raw.execute("PRAGMA user_version = 99")
+    with pytest.raises(BridgeError, match=r"written by a newer fax-bridge \(schema 99; this "
+                                          r"version knows up to \d+\): run the newer version"):
+        await Store.open(db)
+
+
+async def test_retry_mail_sends_a_waiting_email_now_after_the_relay_is_fixed(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    store = await Store.open(tmp_path / "fax-bridge.sqlite3")
+    try:
+        async with store._tx() as db:
+            await store._enqueue(db, OutgoingMail(message_id="<m@x>", mail_from="",
+                                                  recipients=("a@example.com",), body=b"x"),
+                                 clock.now())
+        claimed = await store.claim_mail(clock.now(), lease=300)
+        assert claimed is not None
+        assert not await store.requeue_mail(claimed.id, clock.now())  # being delivered: no
+        await store.mail_done(claimed.id, MailState.PENDING, error="relay down",
+                              retry_at=clock.now() + 3600, now=clock.now())
+        assert await store.next_mail_due() == clock.now() + 3600
+        assert await store.requeue_mail(claimed.id, clock.now())
+        assert await store.next_mail_due() == clock.now()
+    finally:
+        await store.close()
 
 # --- retention ------------------------------------------------------------------------------
 

@@ -29,8 +29,24 @@ def build_web_app(
     allow_from = parse_networks(settings.push_allow_from, "http.push_allow_from")
 
     async def push(request: web.Request) -> web.Response:
+        """Counted by the status it is answered with, refusals included."""
+        try:
+            response = await store_push(request)
+        except web.HTTPException as exc:
+            metrics.pushes.labels(str(exc.status)).inc()
+            raise
+        except Exception:
+            metrics.pushes.labels("500").inc()
+            raise
+        metrics.pushes.labels(str(response.status)).inc()
+        return response
+
+    async def store_push(request: web.Request) -> web.Response:
         given = request.match_info["token"].encode()
         if not token or not hmac.compare_digest(given, token):
+            log.warning("push from %s refused (404): the token in the URL is wrong; FaxMAX's "
+                        "notification URL must end in /faxmax/push/<http.push_token>",
+                        request.remote)
             raise web.HTTPNotFound()
         if allow_from and not in_networks(request.remote or "", allow_from):
             log.warning("push from %s refused: not in http.push_allow_from", request.remote)
@@ -39,12 +55,10 @@ def build_web_app(
         try:
             outcome = await pushes.process(body)
         except Exception as exc:
-            metrics.pushes.labels("503" if is_disk_full(exc) else "500").inc()
             if is_disk_full(exc):
                 log.error("push: out of storage, answered 503 so FaxMAX retries: %s", exc)
                 raise web.HTTPServiceUnavailable(text="out of storage, retry later\n") from exc
             raise
-        metrics.pushes.labels("200").inc()
         metrics.duplicates.labels(PROVIDER, "fax").inc(outcome.faxes - len(outcome.new_fax_ids))
         metrics.duplicates.labels(PROVIDER, "status").inc(
             outcome.status_events - outcome.new_status_events)
