@@ -100,7 +100,8 @@ class Bridge:
         mailer = Mailer(self.store, self.clock, make_transport(s.mail, s.maildir_path), s.mail,
                         alerter=alerter)
         reporter = Reporter(self.store, self.clock, s, templates, on_enqueued=mailer.wake)
-        sender = Sender(self.store, self.clock, client, s.faxmax, on_final=reporter.wake)
+        sender = Sender(self.store, self.clock, client, s.faxmax, on_final=reporter.wake,
+                        alerter=alerter)
         converter = Converter(self.store, self.clock, sandbox=sandbox,
                               documents_dir=data / "documents", templates=templates,
                               cover_page=s.faxmax.cover_page, max_pages=s.documents.max_pages,

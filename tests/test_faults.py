@@ -175,7 +175,7 @@ class OutboundRig:
         templates = Templates()
         alerter = Alerter(self.store, self.clock, s, templates, on_enqueued=lambda: None)
         self.sender = Sender(self.store, self.clock, self.client, s.faxmax,
-                             on_final=lambda: None, jitter=lambda: 0.0)
+                             on_final=lambda: None, jitter=lambda: 0.0, alerter=alerter)
         self.reporter = Reporter(self.store, self.clock, s, templates, on_enqueued=lambda: None)
         self.mailer = Mailer(self.store, self.clock, self.transport, s.mail, alerter=alerter,
                              jitter=lambda: 0.0)
@@ -295,6 +295,41 @@ async def test_f5_an_invalid_number_fails_at_once_with_the_providers_reason(
     assert report.message["Subject"] == "Fax NOT delivered to +902122222525: Invoice 42"
     assert ("Reason: FaxMAX refused the fax: Invalid params: 902122222525 is not a valid fax "
             "number") in plain_text(report.message)
+
+
+async def test_f5_faxes_failing_for_the_operator_alert_the_admin_once(
+    tmp_path: Path, clock: FakeClock, faxmax: FaxMaxSimulator, relay: RelaySink
+) -> None:
+    """A refused token fails every fax until a person fixes it; senders learn of their own
+    fax, the admin learns of the cause, once (throttled), not once per fax."""
+    async with outbound_rig(tmp_path, clock, faxmax.url, relay.port,
+                            faxmax={**SCHEDULE, "token": "revoked-token"},
+                            routing={"admin": ADMIN}) as rig:
+        jobs = [await rig.queue_fax() for _ in range(3)]
+        await rig.run_for(HOUR)
+        for job_id in jobs:
+            state, _, detail = await rig.job_state(job_id)
+            assert (state, detail) == (JobState.FAILED, "FaxMAX refused the fax: Invalid token")
+    alerts = [m.message for m in relay.messages if m.rcpt_tos == [ADMIN]]
+    assert [m["Subject"] for m in alerts] == [
+        "[fax-bridge] FaxMAX refuses our credentials: no fax can be sent"]
+    assert "FaxMAX refused the fax: Invalid token" in plain_text(alerts[0])
+    assert len(relay.messages) == 3 + 1  # one report per sender, one alert
+
+
+async def test_f5_a_fax_given_up_because_faxmax_is_unreachable_alerts_the_admin(
+    tmp_path: Path, clock: FakeClock, relay: RelaySink
+) -> None:
+    with refusing_port() as closed:
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/api/v1"
+        async with outbound_rig(tmp_path, clock, url, relay.port, faxmax=SCHEDULE,
+                                routing={"admin": ADMIN}) as rig:
+            await rig.queue_fax()
+            await rig.run_for(DAY)
+    [alert] = [m.message for m in relay.messages if m.rcpt_tos == [ADMIN]]
+    assert alert["Subject"] == "[fax-bridge] faxes fail because FaxMAX could not be reached"
+    assert "was given up after 8 attempt(s); last error: cannot connect to FaxMAX" in (
+        plain_text(alert))
 
 
 @pytest.mark.parametrize(("fault", "timeout", "why"), [

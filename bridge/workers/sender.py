@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import FaxmaxSettings
 from bridge.errors import (
@@ -53,14 +54,19 @@ def status_classifier(settings: FaxmaxSettings) -> Callable[[str], JobState | No
     return classify
 
 
+CREDENTIAL_ERRORS = {"401", "403"}  # HTTP status or JSON-RPC error code: token or login refused
+
+
 class Sender(Worker):
     name = "sender"
 
     def __init__(
         self, store: Store, clock: Clock, client: FaxSender, settings: FaxmaxSettings, *,
         on_final: Callable[[], None], jitter: Callable[[], float] = random.random,
+        alerter: Alerter | None = None,
     ) -> None:
         super().__init__(clock, concurrency=settings.concurrency)
+        self.alerter = alerter
         self.store = store
         self.client = client
         self.settings = settings
@@ -107,6 +113,9 @@ class Sender(Worker):
             log.warning("job %s: failed: %s", job.id, exc)
             await self.store.finish_job(job.id, JobState.FAILED, detail=str(exc),
                                         now=self.clock.now())
+            if exc.code in CREDENTIAL_ERRORS:  # every fax fails until a person fixes it
+                await self._alert("faxmax-credentials",
+                                  "FaxMAX refuses our credentials: no fax can be sent", str(exc))
         except ProviderOutcomeUnknown as exc:
             log.error("job %s: outcome unknown, not resent: %s", job.id, exc)
             await self.store.finish_job(job.id, JobState.UNKNOWN, detail=str(exc),
@@ -125,6 +134,10 @@ class Sender(Worker):
                 return
         self.on_final()
 
+    async def _alert(self, cause: str, summary: str, details: str) -> None:
+        if self.alerter is not None:
+            await self.alerter.alert(cause, summary, details)
+
     async def _retry_or_fail(self, job: Job, reason: str) -> None:
         now = self.clock.now()
         at = self.policy.next_attempt(attempts=job.attempts, first_at=job.created_at, now=now,
@@ -136,6 +149,10 @@ class Sender(Worker):
                 job.id, JobState.FAILED, now=now,
                 detail=f"FaxMAX could not be reached after {job.attempts} attempt(s); "
                        f"last error: {reason}")
+            await self._alert("faxmax-unreachable",
+                              "faxes fail because FaxMAX could not be reached",
+                              f"Job {job.id} was given up after {job.attempts} attempt(s); "
+                              f"last error: {reason}")
             self.on_final()
             return
         log.info("job %s: temporary failure (%s); retry %d in %.0fs", job.id, reason,
