@@ -130,6 +130,9 @@ async def _demo(args: argparse.Namespace) -> None:
     await bridge.start()
     simulator.push_url = f"http://127.0.0.1:{bridge.http_port}/faxmax/push/{token}"
     smtp = f"127.0.0.1:{bridge.smtp_port}"
+    # The commands to copy, as this one was typed (".venv/bin/fax-bridge demo" prints
+    # ".venv/bin/fax-bridge send-test ..."), so they work without the venv on PATH.
+    me = sys.argv[0] if Path(sys.argv[0]).name == "fax-bridge" else "fax-bridge"
     # Two received faxes, one from each provider, to show the other direction.
     await simulator.push_incoming(tiff=sample_fax_tiff("a fax pushed by FaxMAX"),
                                   cld="902121110000", cli="903125550000")
@@ -139,11 +142,11 @@ async def _demo(args: argparse.Namespace) -> None:
 fax-bridge demo is running. FaxMAX and 秒速FAX Plus are simulated on loopback
 ({simulator.url}, {byosoku.log_url}); nothing leaves this machine.
 
-  Send a test fax:   fax-bridge send-test --smtp {smtp} --to 02122222525@fax.local
+  Send a test fax:   {me} send-test --smtp {smtp} --to 02122222525@fax.local
   or with swaks:     swaks --server {smtp} --to 02122222525@fax.local --attach @some.pdf
   Delivery reports and received faxes (two sample faxes arrive now):
                      {settings.maildir_path / 'new'}
-  Queue:             fax-bridge status --data-dir {data_dir}
+  Queue:             {me} status --data-dir {data_dir}
 
 Press Ctrl-C to stop.
 """, flush=True)

@@ -162,8 +162,9 @@ def test_demo_runs_and_a_test_fax_ends_as_a_delivery_report_in_its_maildir(
             if "Send a test fax:" in line:
                 command = line.split(":", 1)[1].strip()
                 break
-        assert command.startswith("fax-bridge send-test --smtp 127.0.0.1:")
-        sent = run_cli(*command.split()[1:], cwd=tmp_path)
+        assert command.startswith(f"{installed} send-test --smtp 127.0.0.1:")
+        sent = subprocess.run(command.split(), capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=60, check=False)  # exactly as printed
         assert sent.returncode == 0, sent.stderr
         assert sent.stdout.strip() == "250 2.0.0 queued as fax jobs 1"
         new = tmp_path / "demo-data" / "maildir" / "new"
