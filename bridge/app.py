@@ -64,6 +64,7 @@ class Bridge:
     pushes: PushProcessor = field(init=False)
     _hurry: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _lock: InstanceLock | None = field(init=False, default=None)
+    _sandboxes: list[Sandbox] = field(init=False, default_factory=list)
     metrics: Metrics = field(init=False, default_factory=Metrics)
     health: Health = field(init=False)
 
@@ -92,6 +93,9 @@ class Bridge:
                              total=s.numbers.max_pages_per_day)
         sandbox = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
                                         seconds=s.documents.timeout))
+        inspector = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
+                                          seconds=s.smtp.inspect_timeout))
+        self._sandboxes = [sandbox, inspector]
         if client is None:
             self._client = FaxMaxClient(s.faxmax, self.metrics)
             client = self._client
@@ -132,8 +136,7 @@ class Bridge:
                                                    allow=s.numbers.allow, deny=s.numbers.deny),
             default_country_code=s.numbers.default_country_code,
             max_per_hour=s.numbers.max_faxes_per_sender_per_hour, page_caps=page_caps,
-            sandbox=Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
-                                          seconds=s.smtp.inspect_timeout)),
+            sandbox=inspector,
             on_queued=converter.wake, metrics=self.metrics)
         smtp_host, port = parse_listen(s.smtp.listen, "smtp.listen")
         try:
@@ -211,6 +214,7 @@ class Bridge:
                         "unknown at the next start)", task.get_name())
             task.cancel()
         await asyncio.gather(*draining, return_exceptions=True)
+        await asyncio.gather(*(sandbox.close() for sandbox in self._sandboxes))
         if self._client is not None:
             await self._client.close()
         if self._byosoku is not None:

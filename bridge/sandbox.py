@@ -1,11 +1,15 @@
-"""Runs document parsing in a throw-away process with a memory cap and a time limit.
+"""Runs document parsing in child processes with a memory cap and a time limit.
 
 Pillow, pypdf and the MIME parser read hostile input. In a child process under `RLIMIT_AS`, a
 decompression bomb or a pathological file costs one refused document, never the service: the
 child is killed when it overruns its time, and dies alone when it overruns its memory.
 
-Children are forked from a forkserver that has already imported the parsing modules, so each
-job starts in milliseconds and never inherits the event loop's threads.
+The children are a small pool, reused from job to job: starting a process per job cost more than
+the parsing itself (about 20 ms per mail at SMTP intake). The pool also bounds how many documents
+are parsed at once, and with it the memory that parsing can take. A child is replaced after a job
+that ran out of time or memory, after it has grown large, and after `MAX_JOBS` jobs, so that no
+job inherits much from the ones before it. Children are forked from a forkserver that has already
+imported the parsing modules, and never inherit the event loop's threads.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import multiprocessing.connection
+import os
 import resource
+import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 from bridge.errors import DocumentError
@@ -25,6 +32,8 @@ T = TypeVar("T")
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["bridge.documents", "bridge.mime", "bridge.workers.converter",
                                  "bridge.workers.inbox"])
+MAX_JOBS = 200  # jobs per child before it is replaced
+MAX_RSS_KB = 256 * 1024  # a child whose peak memory passed this is replaced after its job
 
 
 @dataclass(frozen=True)
@@ -33,58 +42,135 @@ class Limits:
     seconds: float = 60.0
 
 
-def _child(conn: multiprocessing.connection.Connection, func: Callable[..., Any],
-           args: tuple[Any, ...], limits: Limits) -> None:
+def _serve(conn: multiprocessing.connection.Connection, limits: Limits) -> None:
+    """The child: run jobs until told to stop (EOF), or until it should be replaced."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the service, which stops us
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    cpu = int(limits.seconds) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    try:
-        result: tuple[bool, Any] = (True, func(*args))
-    except MemoryError:
-        result = (False, DocumentError(
-            f"the document needs more than {limits.memory_bytes // 2**20} MB of memory to "
-            "read; it may be damaged or built to overload fax gateways"))
-    except BaseException as exc:  # every failure goes back to the parent, which decides
-        result = (False, exc)
-    try:
-        conn.send(result)
-    except Exception as exc:  # an unpicklable exception: send its words instead
-        conn.send((False, DocumentError(f"the document could not be read ({exc})")))
-    finally:
-        conn.close()
+    _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+    for done in range(1, MAX_JOBS + 1):
+        try:
+            func, args = conn.recv()
+        except EOFError:
+            return
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = int(usage.ru_utime + usage.ru_stime + limits.seconds) + 1  # this job's share
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu_hard))
+        replace = done == MAX_JOBS
+        try:
+            result: tuple[bool, Any] = (True, func(*args))
+        except MemoryError:
+            replace = True
+            result = (False, DocumentError(
+                f"the document needs more than {limits.memory_bytes // 2**20} MB of memory to "
+                "read; it may be damaged or built to overload fax gateways"))
+        except BaseException as exc:  # every failure goes back to the parent, which decides
+            result = (False, exc)
+        replace = replace or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > MAX_RSS_KB
+        try:
+            conn.send((*result, replace))
+        except Exception as exc:  # an unpicklable result: send its words instead
+            conn.send((False, DocumentError(f"the document could not be read ({exc})"),
+                       replace))
+        if replace:
+            return
+
+
+@dataclass(eq=False)
+class _Child:
+    process: BaseProcess
+    conn: multiprocessing.connection.Connection
+    usable: bool = field(default=True)
 
 
 class Sandbox:
-    """`await sandbox.run(func, *args)`: func(*args) in a limited child process."""
+    """`await sandbox.run(func, *args)`: func(*args) in a limited child process. At most `size`
+    jobs run at once; more wait for a free child."""
 
-    def __init__(self, limits: Limits = Limits()) -> None:
+    def __init__(self, limits: Limits = Limits(), size: int | None = None) -> None:
         self.limits = limits
+        self.size = size or max(2, os.cpu_count() or 2)
+        self._slots = asyncio.Semaphore(self.size)
+        self._idle: list[_Child] = []
+        self._closed = False
 
     async def run(self, func: Callable[..., T], *args: Any, what: str = "the document") -> T:
         """`what` names the input in refusals ("the mail", "the document")."""
-        receiver, sender = _CONTEXT.Pipe(duplex=False)
-        process = _CONTEXT.Process(target=_child, args=(sender, func, args, self.limits),
-                                   daemon=True)
-        await asyncio.to_thread(process.start)
-        sender.close()
-        try:
-            ready = await asyncio.to_thread(receiver.poll, self.limits.seconds)
-            if not ready:
-                raise DocumentError(
-                    f"reading {what} took longer than {self.limits.seconds:g} seconds; it may "
-                    "be damaged or built to overload fax gateways")
+        async with self._slots:
+            child = await self._take()
             try:
-                ok, value = receiver.recv()
-            except EOFError:
-                raise DocumentError(
-                    f"{what} could not be read: the reader ran out of memory or time; it may "
-                    "be damaged or built to overload fax gateways") from None
-        finally:
-            receiver.close()
-            if process.is_alive():
-                process.kill()
-            await asyncio.to_thread(process.join)
+                ok, value = await self._call(child, func, args, what)
+            finally:
+                if child.usable and not self._closed:
+                    self._idle.append(child)
+                else:
+                    await self._stop(child)
         if ok:
             result: T = value
             return result
         raise value
+
+    async def _call(self, child: _Child, func: Callable[..., Any], args: tuple[Any, ...],
+                    what: str) -> tuple[bool, Any]:
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+        fd = child.conn.fileno()
+
+        def answered() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        loop.add_reader(fd, answered)
+        try:
+            child.usable = False  # until it has answered this job
+            child.conn.send((func, args))
+            try:
+                await asyncio.wait_for(readable, self.limits.seconds)
+            except TimeoutError:
+                raise DocumentError(
+                    f"reading {what} took longer than {self.limits.seconds:g} seconds; it may "
+                    "be damaged or built to overload fax gateways") from None
+            try:
+                ok, value, replace = child.conn.recv()
+            except (EOFError, OSError):  # it died mid-job: killed by the kernel or a limit
+                raise DocumentError(
+                    f"{what} could not be read: the reader ran out of memory or time; it may "
+                    "be damaged or built to overload fax gateways") from None
+        finally:
+            loop.remove_reader(fd)
+        child.usable = not replace
+        return ok, value
+
+    async def _take(self) -> _Child:
+        """An idle child, or a new one. One that died while idle (the kernel's OOM killer,
+        an operator's kill) is replaced rather than handed a job it cannot answer."""
+        while self._idle:
+            child = self._idle.pop()
+            if child.process.is_alive():
+                return child
+            child.usable = False
+            await self._stop(child)
+        return await self._start()
+
+    async def _start(self) -> _Child:
+        ours, theirs = _CONTEXT.Pipe()
+        process = _CONTEXT.Process(target=_serve, args=(theirs, self.limits), daemon=True)
+        try:
+            await asyncio.to_thread(process.start)
+        finally:
+            theirs.close()
+        return _Child(process, ours)
+
+    async def _stop(self, child: _Child) -> None:
+        child.conn.close()  # an idle child reads EOF and exits
+        if child.usable:
+            await asyncio.to_thread(child.process.join, 5)
+        if child.process.is_alive():
+            child.process.kill()
+        await asyncio.to_thread(child.process.join)
+        child.process.close()
+
+    async def close(self) -> None:
+        """Stop the idle children; busy ones stop when their job ends."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(self._stop(child) for child in idle))

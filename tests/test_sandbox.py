@@ -1,0 +1,84 @@
+"""The sandbox's pool of parsing processes: reused while healthy, replaced after a job that ran
+out of time or memory, never more jobs at once than its size, and gone after `close()`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from bridge.errors import DocumentError
+from bridge.sandbox import Limits, Sandbox
+
+
+def _window(seconds: float) -> tuple[float, float]:
+    started = time.monotonic()
+    time.sleep(seconds)
+    return started, time.monotonic()
+
+
+async def test_a_child_is_reused_from_job_to_job() -> None:
+    sandbox = Sandbox(Limits(memory_bytes=512 * 2**20, seconds=10), size=1)
+    try:
+        first, second = await sandbox.run(os.getpid), await sandbox.run(os.getpid)
+        assert first == second != os.getpid()
+    finally:
+        await sandbox.close()
+
+
+async def test_a_job_out_of_time_is_refused_in_words_and_its_child_replaced() -> None:
+    sandbox = Sandbox(Limits(memory_bytes=512 * 2**20, seconds=0.5), size=1)
+    try:
+        before = await sandbox.run(os.getpid)
+        with pytest.raises(DocumentError, match=r"reading the mail took longer than 0\.5 seconds"):
+            await sandbox.run(time.sleep, 5, what="the mail")
+        after = await sandbox.run(os.getpid)
+        assert after != before
+    finally:
+        await sandbox.close()
+
+
+async def test_a_job_out_of_memory_is_refused_in_words_and_its_child_replaced() -> None:
+    sandbox = Sandbox(Limits(memory_bytes=256 * 2**20, seconds=10), size=1)
+    try:
+        before = await sandbox.run(os.getpid)
+        with pytest.raises(DocumentError, match="needs more than 256 MB of memory"):
+            await sandbox.run(bytearray, 2**30)
+        assert await sandbox.run(os.getpid) != before
+    finally:
+        await sandbox.close()
+
+
+async def test_no_more_jobs_run_at_once_than_the_pool_has_children() -> None:
+    sandbox = Sandbox(Limits(memory_bytes=512 * 2**20, seconds=10), size=2)
+    try:
+        windows = sorted(await asyncio.gather(*(sandbox.run(_window, 0.3) for _ in range(4))))
+        # each job may overlap at most one other
+        for i, (start, _) in enumerate(windows):
+            assert sum(1 for s, e in windows[:i] if e > start) <= 1
+    finally:
+        await sandbox.close()
+
+
+async def test_close_stops_every_child_and_a_dead_idle_child_is_replaced() -> None:
+    sandbox = Sandbox(Limits(memory_bytes=512 * 2**20, seconds=10), size=1)
+    pid = await sandbox.run(os.getpid)
+    os.kill(pid, 9)  # the OOM killer, say, while it waits for work
+    await asyncio.sleep(0.2)
+    replacement = await sandbox.run(os.getpid)
+    assert replacement != pid
+    await sandbox.close()
+    deadline = time.monotonic() + 5
+    while alive(replacement):
+        assert time.monotonic() < deadline, "close() left a child running"
+        await asyncio.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
