@@ -1,0 +1,56 @@
+"""Group commit: mails and pushes arriving together share one transaction and one fsync, each is
+answered only once its own data is committed, and one that fails is rolled back alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from bridge.store import NewMessage, Store
+
+
+def mail(n: int) -> NewMessage:
+    return NewMessage(mail_from=f"sender{n}@example.com", header_from="", subject=f"mail {n}",
+                      message_id=f"<{n}@example.com>", refs="", spool_path=f"/spool/{n}")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "fax-bridge.sqlite3")
+    yield opened
+    await opened.close()
+
+
+async def test_twenty_mails_at_once_are_committed_in_a_few_transactions(store: Store) -> None:
+    statements: list[str] = []
+    await store._db.set_trace_callback(statements.append)
+    ids = await asyncio.gather(*(store.accept_message(mail(n), [(f"{n}@fax.local", "90212")],
+                                                      1.0) for n in range(20)))
+    await store._db.set_trace_callback(lambda _: None)
+    commits = sum(1 for s in statements if s.strip().upper() == "COMMIT")
+    assert 1 <= commits <= 3, commits  # the first alone, then the rest together
+    assert sorted(i for [i] in ids) == list(range(1, 21))
+    counts = await store.job_counts()
+    assert counts == {"queued": 20}
+
+
+async def test_a_failing_write_is_rolled_back_alone_and_only_its_caller_hears(
+    store: Store,
+) -> None:
+    async def broken(db: aiosqlite.Connection) -> None:
+        await db.execute("INSERT INTO meta (key, value) VALUES ('half', 'written')")
+        raise ValueError("this one fails half-way")
+
+    results = await asyncio.gather(
+        store.accept_message(mail(1), [("1@fax.local", "90212")], 1.0),
+        store._grouped(broken),
+        store.accept_message(mail(2), [("2@fax.local", "90212")], 1.0),
+        return_exceptions=True)
+    assert results[0] == [1] and results[2] == [2]
+    assert isinstance(results[1], ValueError)
+    assert await store.get_meta("half") is None  # its own write was undone
+    assert await store.job_counts() == {"queued": 2}
