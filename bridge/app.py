@@ -92,7 +92,7 @@ class Bridge:
         page_caps = PageCaps(per_sender=s.numbers.max_pages_per_sender_per_day,
                              total=s.numbers.max_pages_per_day)
         sandbox = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
-                                        seconds=s.documents.timeout))
+                                        seconds=s.documents.timeout, nice=10))
         inspector = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
                                           seconds=s.smtp.inspect_timeout))
         self._sandboxes = [sandbox, inspector]

@@ -40,11 +40,13 @@ MAX_RSS_KB = 256 * 1024  # a child whose peak memory passed this is replaced aft
 class Limits:
     memory_bytes: int = 1024 * 1024 * 1024
     seconds: float = 60.0
+    nice: int = 0  # background work (conversions) yields the CPU to mail being received
 
 
 def _serve(conn: multiprocessing.connection.Connection, limits: Limits) -> None:
     """The child: run jobs until told to stop (EOF), or until it should be replaced."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the service, which stops us
+    os.nice(limits.nice)
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
     for done in range(1, MAX_JOBS + 1):

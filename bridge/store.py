@@ -391,8 +391,12 @@ def _message(row: sqlite3.Row) -> Message:
 class Store:
     """An open database. All writes go through `_tx()`, one transaction at a time."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
         self._db = db
+        # Reads go through a second connection, so that the checks at RCPT time and the
+        # workers' look-ups never wait behind a write transaction (WAL lets both run at once);
+        # what they read is always committed.
+        self._reader = reader
         self._lock = asyncio.Lock()
         self._waiting: list[tuple[Work, asyncio.Future[Any]]] = []
         # Random, made once per database: in Message-IDs, so that the emails of a reinstalled
@@ -409,19 +413,25 @@ class Store:
         await db.execute("PRAGMA synchronous=FULL")
         await db.execute("PRAGMA foreign_keys=ON")
         await db.execute("PRAGMA busy_timeout=10000")
-        store = cls(db)
+        store = cls(db, db)  # reads share the writer until the schema is in place
         try:
             await store._migrate()
             async with store._tx() as tx:
                 await tx.execute("INSERT OR IGNORE INTO meta (key, value)"
                                  " VALUES ('installation', ?)", (secrets.token_hex(6),))
             store.installation = await store.get_meta("installation") or ""
+            store._reader = await aiosqlite.connect(path, isolation_level=None)
+            store._reader.row_factory = sqlite3.Row
+            await store._reader.execute("PRAGMA query_only=ON")
+            await store._reader.execute("PRAGMA busy_timeout=10000")
         except BaseException:
-            await db.close()
+            await store.close()
             raise
         return store
 
     async def close(self) -> None:
+        if self._reader is not self._db:
+            await self._reader.close()
         await self._db.close()
 
     async def _migrate(self) -> None:
@@ -502,7 +512,7 @@ class Store:
                 future.set_exception(value)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._lock, self._db.execute(sql, params) as cur:
+        async with self._reader.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     # --- outbound: messages and jobs -------------------------------------------------------

@@ -167,7 +167,9 @@ async def test_work_cut_off_at_shutdown_is_the_crash_case_at_the_next_start(
     assert await process.wait() == 0
     assert time.monotonic() - started < 4  # not the 6 s FaxMAX takes, nor 30 s
     assert "fax-bridge stopped with work cut off" in process.log()
-    assert job_states(process) == ["sending"]
+    # Either the cut-off call's own failure was recorded on the way out (closing the FaxMAX
+    # client breaks the call: "unknown"), or it was not in time and the next start does it.
+    assert job_states(process) in (["sending"], ["unknown"])
 
     await process.start()
     assert job_states(process) == ["unknown"]
