@@ -1,0 +1,772 @@
+"""SMTP intake of `fax-bridge serve` against a ceiling, in one run: messages/s, the time from the
+final `.` to `250`, and durable syncs (commits) per acknowledged mail.
+
+What is measured, for each mail size x number of concurrent sessions:
+
+- sizes: ~5 KB (text plus a small real one-page PDF, a bilevel CCITT G4 page) and ~300 KB (a
+  real one-page PDF of ~220 KB, a greyscale JPEG "scan", base64 in the mail). Both PDFs are
+  built with Pillow and open with pypdf; every mail has its own Message-ID and Subject.
+- sessions: 1 and 20 (`--sessions`); each session sends `--mails` mails one after another (by
+  default 200 with one session, so that p99 rests on more than the slowest mail, and 25 per
+  session with 20, so that the whole script takes a few minutes), a new SMTP connection per
+  mail as `smtp-source` does by default (`--per-connection` to reuse one).
+- servers, one after the other, each on a fresh database in a fresh directory:
+  1. the ceiling, `bench/ceiling_smtp.py` as its own process: a bare aiosmtpd server that
+     parses each mail with `email` `policy.default`, decodes its attachments and commits it to
+     SQLite (aiosqlite, WAL, `synchronous=FULL`), one commit per mail, then answers `250`;
+  2. the real `fax-bridge serve` (`tests.process.ServeProcess`, test settings of
+     `tests.conftest.settings_for`: loopback senders trusted) with the FaxMAX simulator paused,
+     so nothing is sent and the queue only grows. Settings raised so that the load itself is
+     not refused: `numbers.max_faxes_per_sender_per_hour`, `max_pages_per_sender_per_day` and
+     `max_pages_per_day` (caps by design), `smtp.max_connections_per_client` (20 sessions that
+     reconnect for every mail briefly hold 21 connections while the server still closes the
+     last one), and `faxmax.timeout` (so held sends do not time out and retry).
+
+The client is a small asyncio SMTP client of this script's own, at the socket level. For each
+mail it hands everything but the terminating `.` line to the kernel (the transport's write
+buffer limit is 0, so `drain()` returns only when the buffer is empty), then writes `.\\r\\n`
+and starts the clock at once; the clock stops when the reply line has arrived. So the latency
+is "final `.` -> reply", not the upload. msgs/s is mails answered `250` divided by the time
+from the first connection to the last reply (connection setup included, as with smtp-source).
+`--warmup` mails go first on one session and are not counted (the bridge's sandbox forkserver
+starts on the first mail). Any reply other than `250` (or a lost connection) is a failure of
+the run, not a data point: it is counted, printed, and the script exits with status 1; so is
+a store that does not hold exactly one row per `250`, and an ERROR line in the bridge's log.
+Also printed: the CPU time the server's process tree used per mail in the timed run (from
+/proc; the sandbox children the bridge's forkserver reaped, and its converter, included). On a
+shared machine this, rather than the wall clock, says how much work each server does per mail.
+
+Commits per acknowledged mail: after the timed run, `strace -f -ttt -y -e
+trace=fsync,fdatasync` is attached to the server's whole process tree (the bridge's sandbox
+forkserver and the children it forks included) while `--commit-mails` more mails go through
+with the same number of sessions; strace slows every system call, which is why this is a
+separate pass, never timed. Only syncs that begin between two readings of the store (just
+before the first mail, just after the last reply) are counted, by their strace timestamps.
+The syncs are sorted by the file they name: the SQLite WAL, the SQLite database (written only
+by a checkpoint), other files, directories. In WAL mode with `synchronous=FULL` SQLite syncs the
+WAL once per commit, plus once on a checkpoint and once on the first commit after the WAL is
+restarted; the database file is synced once per checkpoint. So SQLite commits are estimated as
+WAL syncs - 2 x database syncs (the ceiling, which does exactly one commit per mail, checks the
+estimate). For the bridge, its workers' commits during the pass, counted from the store (one
+per mail the converter finished, one per job the sender claimed), are taken off to give intake
+commits per mail; other periodic transactions that change nothing write no WAL frame.
+
+The machine (cores, CPU model, Python), the command and the load average before each run are
+printed: the numbers only mean something against the ceiling of the same run. The targets
+(bridge at 20 sessions >= 0.8x the ceiling's msgs/s; at one session p50 and p99 <= 1.5x the
+ceiling's; at most one commit per acknowledged mail) are reported, not asserted.
+
+    .venv/bin/python bench/intake.py
+    .venv/bin/python bench/intake.py --mails 50 --sessions 1,20 --commit-mails 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import math
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+from pypdf import PdfReader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bridge.simulators import FaxMaxSimulator
+from tests.conftest import settings_for
+from tests.process import ServeProcess
+
+HERE = Path(__file__).resolve().parent
+CEILING = HERE / "ceiling_smtp.py"
+SENDER = "alice@example.com"
+RCPT = "0312345678@fax.local"
+LOAD_IS_NOT_REFUSED: dict[str, dict[str, Any]] = {
+    "numbers": {"max_faxes_per_sender_per_hour": 10_000_000,
+                "max_pages_per_sender_per_day": 10_000_000,
+                "max_pages_per_day": 10_000_000},
+    "smtp": {"max_connections_per_client": 100},
+    "faxmax": {"timeout": 3600.0},
+}
+ID_WIDTH = 24
+PLACEHOLDER = "Z" * ID_WIDTH
+SYNC_CALL = re.compile(r"^(fsync|fdatasync)\((\d+)<([^>]*)>")
+RESUMED = re.compile(r"^<\.\.\. (fsync|fdatasync) resumed>")
+RESULT = re.compile(r"\)\s*=\s*(-?\d+)")
+
+
+# --- documents and mails ---------------------------------------------------------------------
+
+
+def _page_lines(draw: Any, w: int, h: int, rng: random.Random, fill: Any) -> None:
+    """Rows of word-like blocks, as a scanned letter looks from afar."""
+    y = h // 12
+    while y < h - h // 12:
+        x = w // 10
+        while x < w - w // 10:
+            word = rng.randint(w // 60, w // 12)
+            draw.rectangle((x, y, min(x + word, w - w // 10), y + h // 110), fill=fill(rng))
+            x += word + w // 80
+        y += h // 40
+
+
+@cache
+def small_pdf() -> bytes:
+    """A one-page PDF of a bilevel page (CCITT G4), about 3 KB."""
+    image = Image.new("1", (425, 550), 1)
+    _page_lines(ImageDraw.Draw(image), 425, 550, random.Random(5), lambda _: 0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PDF", resolution=50)
+    return buffer.getvalue()
+
+
+@cache
+def scan_pdf(target: int = 220_000) -> bytes:
+    """A one-page PDF of a greyscale letter-size scan at 150 dpi (JPEG), its quality chosen so
+    that the file is as close to `target` bytes as the JPEG quality steps allow."""
+    image = Image.new("L", (1275, 1650), 255)
+    _page_lines(ImageDraw.Draw(image), 1275, 1650, random.Random(7),
+                lambda rng: rng.randint(0, 60))
+
+    def pdf(quality: int) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PDF", resolution=150, quality=quality)
+        return buffer.getvalue()
+
+    return min((pdf(q) for q in range(60, 97)), key=lambda data: abs(len(data) - target))
+
+
+@dataclass(frozen=True)
+class MailTemplate:
+    """A mail's DATA bytes (dot-stuffed, CRLF), split at a fixed-width id placeholder so that
+    each mail gets its own Message-ID and Subject without building it again."""
+
+    name: str
+    pdf_bytes: int
+    parts: tuple[bytes, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(p) for p in self.parts) + (len(self.parts) - 1) * ID_WIDTH
+
+    def data(self, tag: str) -> bytes:
+        """The DATA bytes without the terminating `.` line."""
+        unique = tag.encode().rjust(ID_WIDTH, b"0")[-ID_WIDTH:]
+        return unique.join(self.parts)
+
+
+def make_template(name: str, pdf: bytes, size: int) -> MailTemplate:
+    if len(PdfReader(io.BytesIO(pdf)).pages) != 1:  # a real PDF, or this raises
+        raise ValueError(f"{name}: the attachment should be a one-page PDF")
+
+    def build(body: str) -> bytes:
+        msg = EmailMessage()
+        msg["From"] = SENDER
+        msg["To"] = RCPT
+        msg["Subject"] = f"Invoice {PLACEHOLDER}"
+        msg["Message-ID"] = f"<{PLACEHOLDER}@bench.example>"
+        msg.set_content(body)
+        msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="invoice.pdf")
+        return msg.as_bytes(policy=SMTP_POLICY)
+
+    short = build("Please fax this.\n")
+    filler = max(0, size - len(short))
+    lines = ["Please fax this."] + ["x" * 75] * (filler // 77) + ["x" * max(0, filler % 77 - 2)]
+    raw = build("\n".join(lines) + "\n")
+    body = re.sub(rb"(?m)^\.", b"..", raw)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    parts = tuple(body.split(PLACEHOLDER.encode()))
+    assert len(parts) == 3, "the placeholder must be in Subject and Message-ID only"
+    return MailTemplate(name, len(pdf), parts)
+
+
+# --- the SMTP client ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int  # 0: no reply, the connection was lost
+    text: str
+    stage: str
+    latency: float | None = None  # final `.` -> reply, for DATA replies
+
+
+async def _reply(reader: asyncio.StreamReader) -> tuple[int, str]:
+    lines: list[bytes] = []
+    while True:
+        line = await reader.readline()
+        if not line.endswith(b"\n"):
+            raise ConnectionError("the server closed the connection")
+        lines.append(line.rstrip(b"\r\n"))
+        if line[3:4] != b"-":
+            return int(lines[-1][:3]), b" ".join(x[4:] for x in lines).decode(errors="replace")
+
+
+@dataclass
+class Counters:
+    late_dot: int = 0  # final `.` that did not fit the socket buffer at once (clock started late)
+
+
+async def one_connection(port: int, template: MailTemplate, tags: Sequence[str],
+                         counters: Counters) -> list[Reply]:
+    replies: list[Reply] = []
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError as exc:
+        return [Reply(0, repr(exc), "connect")] * len(tags)
+    transport = writer.transport
+    assert isinstance(transport, asyncio.WriteTransport)
+    transport.set_write_buffer_limits(high=0)  # drain() returns once the kernel has it all
+    try:
+        async def command(line: str) -> tuple[int, str]:
+            writer.write(line.encode() + b"\r\n")
+            await writer.drain()
+            return await _reply(reader)
+
+        code, text = await _reply(reader)
+        if code == 220:
+            code, text = await command("EHLO bench.example")
+        if code != 250:
+            return [Reply(code, text, "greeting")] * len(tags)
+        for tag in tags:
+            refused = None
+            for stage, line, wanted in (("MAIL", f"MAIL FROM:<{SENDER}>", 250),
+                                        ("RCPT", f"RCPT TO:<{RCPT}>", 250),
+                                        ("DATA", "DATA", 354)):
+                code, text = await command(line)
+                if code != wanted:
+                    refused = Reply(code, text, stage)
+                    break
+            if refused is not None:
+                replies.append(refused)
+                if refused.code == 421:
+                    break
+                await command("RSET")
+                continue
+            writer.write(template.data(tag))
+            await writer.drain()
+            writer.write(b".\r\n")
+            started = time.perf_counter()
+            if transport.get_write_buffer_size():
+                counters.late_dot += 1
+                await writer.drain()
+                started = time.perf_counter()
+            code, text = await _reply(reader)
+            replies.append(Reply(code, text, "end of data", time.perf_counter() - started))
+        with contextlib.suppress(OSError):
+            await command("QUIT")
+    except OSError as exc:
+        replies.append(Reply(0, repr(exc), "connection"))
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    lost = len(tags) - len(replies)
+    return replies + [Reply(0, "not sent: the connection was lost", "connection")] * lost
+
+
+async def session(port: int, template: MailTemplate, tags: Sequence[str], per_connection: int,
+                  counters: Counters) -> list[Reply]:
+    replies: list[Reply] = []
+    for start in range(0, len(tags), per_connection):
+        replies += await one_connection(port, template, tags[start:start + per_connection],
+                                        counters)
+    return replies
+
+
+async def load(port: int, template: MailTemplate, sessions: int, mails: int,
+               per_connection: int, label: str) -> tuple[list[Reply], float, Counters]:
+    counters = Counters()
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(*(
+        session(port, template, [f"{label}-{s}-{n}" for n in range(mails)], per_connection,
+                counters)
+        for s in range(sessions)))
+    return [r for o in outcomes for r in o], time.perf_counter() - started, counters
+
+
+# --- servers -----------------------------------------------------------------------------------
+
+
+class Server:
+    """A server under test: its port, its process tree's root, its store."""
+
+    name: str
+    port: int
+    pid: int
+    db_path: Path
+    data_dir: Path
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    def count(self, sql: str) -> int:
+        db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            return int(db.execute(sql).fetchone()[0])
+        finally:
+            db.close()
+
+    def worker_commits(self) -> int:
+        """Commits the server makes after `250` for work of its own (none for the ceiling)."""
+        return 0
+
+
+class Ceiling(Server):
+    name = "ceiling"
+
+    def __init__(self, workdir: Path) -> None:
+        self.data_dir = workdir
+        self.db_path = workdir / "ceiling.sqlite3"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(CEILING), "--port", "0", "--db", str(self.db_path),
+            stdout=asyncio.subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = (await asyncio.wait_for(self.proc.stdout.readline(), 30)).decode()
+        found = re.search(r"listening on [^:]+:(\d+)", line)
+        if not found:
+            raise SystemExit(f"the ceiling server did not start: {line!r}")
+        self.port = int(found[1])
+        self.pid = self.proc.pid
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.proc.communicate(), 30)
+
+
+class Bridge(Server):
+    name = "bridge"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.simulator = FaxMaxSimulator(token="sim-token")
+        self.process: ServeProcess | None = None
+
+    async def start(self) -> None:
+        await self.simulator.start()
+        self.simulator.pause()
+        settings = settings_for(self.workdir, self.simulator.url, None, **LOAD_IS_NOT_REFUSED)
+        settings = replace(settings, shutdown_timeout=5)
+        self.process = ServeProcess(settings, self.workdir)
+        await self.process.start()
+        assert self.process.proc is not None
+        self.port = self.process.smtp_port
+        self.pid = self.process.proc.pid
+        self.db_path = self.process.db_path
+        self.data_dir = settings.data_path
+
+    def worker_commits(self) -> int:
+        """One commit per mail the converter finished and per job the sender claimed (the
+        claim is committed before FaxMAX is called, which the paused simulator then holds)."""
+        return (self.count("SELECT COUNT(*) FROM messages WHERE state != 'received'")
+                + self.count("SELECT COUNT(*) FROM jobs WHERE state != 'queued'"))
+
+    def errors(self) -> list[str]:
+        assert self.process is not None
+        return [line for line in self.process.log().splitlines()
+                if " ERROR " in line or "Traceback" in line]
+
+    async def stop(self) -> None:
+        await self.simulator.stop()  # drops the held sends, so the service stops at once
+        if self.process is not None:
+            await self.process.stop()
+
+
+# --- commits, counted with strace ------------------------------------------------------------
+
+
+def process_tree(root: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += parents.get(pid, [])
+    return tree
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds used so far by `root` and its descendants, including children they have
+    already reaped (the bridge's forkserver reaps every sandbox child)."""
+    total = 0
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Syncs:
+    mails: int = 0
+    wal: int = 0
+    db: int = 0
+    files: int = 0
+    dirs: int = 0
+    failed: int = 0
+    worker_commits: int = 0
+    by_place: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return self.wal + self.db + self.files + self.dirs
+
+    @property
+    def commits(self) -> int:
+        """SQLite commits: one WAL sync each; a checkpoint adds one WAL sync, the first commit
+        after it one more (the new WAL header), and one sync of the database file."""
+        return self.wal - 2 * self.db
+
+    def per_mail(self, n: int) -> float:
+        return n / self.mails if self.mails else math.nan
+
+
+def classify(trace: str, server: Server, since: float, until: float) -> Syncs:
+    """Sort the syncs of an `strace -f -ttt -y -o` file that began between `since` and `until`
+    (epoch seconds) by the file they name. A call that another thread interrupted in the output
+    is split in two lines (`fsync(5</x> <unfinished ...>`, then `<... fsync resumed>) = 0`); it
+    is counted once, at the time of its first line, with the result of its second."""
+    syncs = Syncs()
+    wal, db = f"{server.db_path}-wal", str(server.db_path)
+    calls: list[tuple[str, int]] = []  # (path, result)
+    pending: dict[str, tuple[float, str]] = {}  # pid -> when and on which path it began
+    for line in trace.splitlines():
+        pid, stamp, rest = ([*line.split(None, 2), "", ""])[:3]
+        try:
+            when = float(stamp)
+        except ValueError:
+            continue
+        if found := SYNC_CALL.search(rest):
+            if "<unfinished" in rest:
+                pending[pid] = (when, found[3])
+            elif (done := RESULT.search(rest)) and since <= when <= until:
+                calls.append((found[3], int(done[1])))
+        elif RESUMED.search(rest) and pid in pending and (done := RESULT.search(rest)):
+            began, path = pending.pop(pid)
+            if since <= began <= until:
+                calls.append((path, int(done[1])))
+    for path, code in calls:
+        if code != 0:
+            syncs.failed += 1
+        elif path == wal:
+            syncs.wal += 1
+        elif path == db:
+            syncs.db += 1
+        else:
+            place = os.path.relpath(path, server.data_dir).split(os.sep)[0]
+            if os.path.isdir(path):
+                syncs.dirs += 1
+                syncs.by_place[f"dir {place}"] += 1
+            else:
+                syncs.files += 1
+                syncs.by_place[f"file in {place}"] += 1
+    syncs.failed += sum(since <= when <= until for when, _ in pending.values())  # never resumed
+    return syncs
+
+
+async def count_syncs(server: Server, template: MailTemplate, sessions: int, mails: int,
+                      per_connection: int, label: str, tmp: Path) -> tuple[Syncs, list[Reply]]:
+    out = tmp / f"strace-{server.name}.txt"
+    args = ["strace", "-f", "-ttt", "-y", "-e", "trace=fsync,fdatasync", "-o", str(out)]
+    pids = process_tree(server.pid)
+    for pid in pids:
+        args += ["-p", str(pid)]
+    threads = sum(len(os.listdir(f"/proc/{pid}/task")) for pid in pids)
+    strace = await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.PIPE)
+    assert strace.stderr is not None
+    attached = 0
+    # "Process N attached" for every thread of every process (threads made later are followed
+    # by -f); a thread that ended meanwhile never reports, hence the quiet-period fallback.
+    while attached < threads:
+        try:
+            line = await asyncio.wait_for(strace.stderr.readline(), 2 if attached else 30)
+        except TimeoutError:
+            break
+        if not line:
+            raise SystemExit("strace exited before attaching; is ptrace allowed here?")
+        attached += b"attached" in line
+    # The window: from just before the first count of the workers' commits to just after the
+    # second; only syncs that began inside it are counted (the workers go on meanwhile).
+    since = time.time()
+    before = server.worker_commits()
+    replies, _, _ = await load(server.port, template, sessions, max(1, mails // sessions),
+                               per_connection, label)
+    after = server.worker_commits()
+    until = time.time()
+    strace.send_signal(signal.SIGINT)  # detaches from every traced process
+    await asyncio.wait_for(strace.communicate(), 30)
+    syncs = classify(out.read_text(errors="replace"), server, since, until)
+    syncs.mails = sum(1 for r in replies if r.code == 250)
+    syncs.worker_commits = after - before
+    return syncs, replies
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q% of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(len(ordered) * q / 100) - 1)] if ordered else math.nan
+
+
+@dataclass
+class Run:
+    size: str
+    sessions: int
+    server: str
+    load1: float
+    mails: int = 0
+    ok: int = 0
+    elapsed: float = math.nan
+    latencies: list[float] = field(default_factory=list)
+    late_dot: int = 0
+    cpu: float = math.nan  # CPU seconds of the server's process tree during the timed run
+    stored: int = 0
+    expected_stored: int = 0
+    syncs: Syncs | None = None
+    failures: list[Reply] = field(default_factory=list)
+    log_errors: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.elapsed
+
+    @property
+    def cpu_per_mail(self) -> float:
+        return 1000 * self.cpu / self.ok if self.ok else math.nan
+
+    @property
+    def p50(self) -> float:
+        return 1000 * percentile(self.latencies, 50)
+
+    @property
+    def p99(self) -> float:
+        return 1000 * percentile(self.latencies, 99)
+
+
+def mails_per_session(args: argparse.Namespace, sessions: int) -> int:
+    return int(args.mails) if args.mails else max(25, 200 // sessions)
+
+
+async def measure(kind: type[Ceiling | Bridge], template: MailTemplate, sessions: int,
+                  args: argparse.Namespace) -> Run:
+    run = Run(template.name, sessions, kind.name, os.getloadavg()[0])
+    with tempfile.TemporaryDirectory(prefix=f"intake-{kind.name}-", dir=args.dir) as name:
+        tmp = Path(name)
+        server = kind(tmp / "server")
+        (tmp / "server").mkdir()
+        await server.start()
+        try:
+            sent = 0
+            if args.warmup:
+                replies, _, _ = await load(server.port, template, 1, args.warmup,
+                                           args.per_connection, "warmup")
+                run.failures += [r for r in replies if r.code != 250]
+                sent += len(replies)
+            cpu = tree_cpu(server.pid)
+            replies, run.elapsed, counters = await load(
+                server.port, template, sessions, mails_per_session(args, sessions),
+                args.per_connection, "timed")
+            run.cpu = tree_cpu(server.pid) - cpu
+            sent += len(replies)
+            run.mails = len(replies)
+            run.ok = sum(1 for r in replies if r.code == 250)
+            run.latencies = [r.latency for r in replies if r.code == 250 and r.latency]
+            run.late_dot = counters.late_dot
+            run.failures += [r for r in replies if r.code != 250]
+            if args.commit_mails and not args.no_strace:
+                run.syncs, replies = await count_syncs(server, template, sessions,
+                                                       args.commit_mails, args.per_connection,
+                                                       "strace", tmp)
+                sent += len(replies)
+                run.failures += [r for r in replies if r.code != 250]
+            run.expected_stored = sent - len(run.failures)
+            run.stored = server.count("SELECT COUNT(*) FROM messages")
+            if isinstance(server, Bridge):
+                run.log_errors = server.errors()
+        finally:
+            await server.stop()
+    return run
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"machine: {os.cpu_count()} cores, {model}, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}; load average {load}")
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and not math.isnan(a) and not math.isnan(b) else "-"
+
+
+def syncs_text(s: Syncs | None) -> tuple[str, str, str]:
+    if s is None:
+        return "-", "-", "-"
+    parts = f"wal {s.per_mail(s.wal):.2f} db {s.per_mail(s.db):.2f}"
+    if s.files or s.dirs:
+        parts += f" files {s.per_mail(s.files):.2f} dirs {s.per_mail(s.dirs):.2f}"
+    intake = s.commits - s.worker_commits
+    return (f"{s.per_mail(s.total):.2f}", parts, f"{s.per_mail(intake):.2f}")
+
+
+def report(runs: list[Run]) -> bool:
+    head = ("size", "sessions", "server", "mails", "msgs/s", "p50 ms", "p99 ms", "cpu ms/mail",
+            "load1",
+            "x msgs/s", "x p50", "x p99", "syncs/mail", "of which", "commits/mail")
+    rows = [head]
+    ceilings = {(r.size, r.sessions): r for r in runs if r.server == "ceiling"}
+    for r in runs:
+        c = ceilings.get((r.size, r.sessions))
+        is_bridge = r.server == "bridge" and c is not None
+        total, parts, commits = syncs_text(r.syncs)
+        rows.append((r.size, str(r.sessions), r.server, str(r.ok), f"{r.rate:.1f}",
+                     f"{r.p50:.1f}", f"{r.p99:.1f}", f"{r.cpu_per_mail:.1f}", f"{r.load1:.2f}",
+                     ratio(r.rate, c.rate) if is_bridge and c else "",
+                     ratio(r.p50, c.p50) if is_bridge and c else "",
+                     ratio(r.p99, c.p99) if is_bridge and c else "",
+                     total, parts, commits))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) if j in (0, 2, 13) else cell.rjust(w)
+                        for j, (cell, w) in enumerate(zip(row, widths, strict=True))))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print("x = bridge / ceiling of the same size and sessions. cpu ms/mail: CPU time of the "
+          "server's process tree in the timed run (sandbox children and, for the bridge, the "
+          "converter included) per mail; load1: the 1-minute load average before the run. "
+          "syncs/mail: fsync + fdatasync of the whole process tree per mail acknowledged in the "
+          "strace pass; commits/mail: SQLite commits (WAL syncs - 2 x db syncs) less the "
+          "workers' (conversions, sends claimed), per mail.")
+    for r in runs:
+        if r.syncs and r.syncs.by_place:
+            where = ", ".join(f"{k} {r.syncs.per_mail(n):.2f}"
+                              for k, n in sorted(r.syncs.by_place.items()))
+            print(f"  {r.size} x{r.sessions} {r.server}: other syncs per mail: {where}; "
+                  f"worker commits in the pass (conversions, sends claimed): "
+                  f"{r.syncs.worker_commits} for "
+                  f"{r.syncs.mails} mails")
+    print("\ntargets (reported, not asserted):")
+    for r in runs:
+        c = ceilings.get((r.size, r.sessions))
+        if r.server != "bridge" or c is None:
+            continue
+        if r.sessions >= 20:
+            x = r.rate / c.rate
+            print(f"  {r.size} x{r.sessions}: msgs/s {x:.2f}x the ceiling (target >= 0.8x): "
+                  f"{'met' if x >= 0.8 else 'MISSED'}")
+        if r.sessions == 1:
+            for what, a, b in (("p50", r.p50, c.p50), ("p99", r.p99, c.p99)):
+                print(f"  {r.size} x1: {what} {a / b:.2f}x the ceiling (target <= 1.5x): "
+                      f"{'met' if a / b <= 1.5 else 'MISSED'}")
+        if r.syncs is not None:
+            intake = r.syncs.per_mail(r.syncs.commits - r.syncs.worker_commits)
+            print(f"  {r.size} x{r.sessions}: intake commits per mail {intake:.2f} "
+                  f"(target <= 1): {'met' if intake <= 1.05 else 'MISSED'}; "
+                  f"all durable syncs per mail {r.syncs.per_mail(r.syncs.total):.2f} "
+                  f"(ceiling {c.syncs.per_mail(c.syncs.total) if c.syncs else math.nan:.2f})")
+    clean = True
+    for r in runs:
+        notes = []
+        if r.failures:
+            clean = False
+            codes = Counter(f"{f.stage} {f.code}" for f in r.failures)
+            notes.append(f"{len(r.failures)} mails not answered 250: {dict(codes)}; e.g. "
+                         f"{r.failures[0].text!r}")
+        if r.stored != r.expected_stored:
+            clean = False
+            notes.append(f"stored {r.stored} for {r.expected_stored} x 250")
+        if r.log_errors:
+            clean = False
+            notes.append(f"{len(r.log_errors)} ERROR lines in the log, e.g. {r.log_errors[0]}")
+        if r.late_dot:
+            notes.append(f"{r.late_dot} final '.' waited for socket space (clock started after)")
+        for note in notes:
+            print(f"  {r.size} x{r.sessions} {r.server}: {note}")
+    if not clean:
+        print("\nRUN FAILED: a refusal or a lost mail is a failure of the run, not a data point")
+    return clean
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mails", type=int, default=None,
+                        help="timed mails per session (default: 200 with one session, else "
+                        "max(25, 200 / sessions))")
+    parser.add_argument("--sessions", default="1,20", help="comma-separated session counts")
+    parser.add_argument("--sizes", default="5KB,300KB", help="5KB, 300KB or both")
+    parser.add_argument("--per-connection", type=int, default=1,
+                        help="mails per SMTP connection (smtp-source's default: 1)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed mails before each run")
+    parser.add_argument("--commit-mails", type=int, default=100,
+                        help="mails sent in the strace pass, spread over the sessions")
+    parser.add_argument("--no-strace", action="store_true", help="skip the strace pass")
+    parser.add_argument("--dir", default=None, help="where the servers' data goes "
+                        "(default: the system's temporary directory)")
+    args = parser.parse_args()
+    if not args.no_strace and shutil.which("strace") is None:
+        parser.error("strace is not installed; use --no-strace")
+    templates = {"5KB": make_template("5KB", small_pdf(), 5_000),
+                 "300KB": make_template("300KB", scan_pdf(), 300_000)}
+    print(machine())
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    for name in args.sizes.split(","):
+        t = templates[name]
+        print(f"mail {name}: {t.size} bytes of DATA, PDF attachment {t.pdf_bytes} bytes")
+    counts = ", ".join(f"{mails_per_session(args, int(n))} with {n} session(s)"
+                       for n in args.sessions.split(","))
+    print(f"timed mails per session: {counts}; {args.warmup} warm-up mails first, "
+          f"{args.per_connection} per connection; strace pass: "
+          f"{'none' if args.no_strace else f'{args.commit_mails} mails'}\n", flush=True)
+    runs = []
+    for name in args.sizes.split(","):
+        for sessions in (int(s) for s in args.sessions.split(",")):
+            for kind in (Ceiling, Bridge):
+                run = await measure(kind, templates[name], sessions, args)
+                print(f"  {name} x{sessions} {run.server}: {run.ok}/{run.mails} x 250, "
+                      f"{run.rate:.1f} msgs/s, p50 {run.p50:.1f} ms, p99 {run.p99:.1f} ms, "
+                      f"load average before {run.load1:.2f}", flush=True)
+                runs.append(run)
+    print(f"\n{machine()}\n")
+    return 0 if report(runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
