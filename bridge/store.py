@@ -14,6 +14,7 @@ Rules this module enforces for the rest of the program:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -399,6 +400,7 @@ class Store:
         self._reader = reader
         self._lock = asyncio.Lock()
         self._waiting: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         # Random, made once per database: in Message-IDs, so that the emails of a reinstalled
         # bridge (job numbers start again at 1) or of a second one never repeat an earlier id,
         # which mail stores that drop duplicates by Message-ID would hide.
@@ -430,6 +432,8 @@ class Store:
         return store
 
     async def close(self) -> None:
+        if self._flusher is not None:  # groups already handed over are finished first
+            await asyncio.gather(self._flusher, return_exceptions=True)
         if self._reader is not self._db:
             await self._reader.close()
         await self._db.close()
@@ -455,13 +459,26 @@ class Store:
         """One write transaction. BEGIN IMMEDIATE takes the write lock up front, so a second
         process (the CLI) waits instead of failing half-way."""
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            await self._begin()
             try:
                 yield self._db
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                await self._rollback()
                 raise
             await self._db.execute("COMMIT")
+
+    async def _begin(self) -> None:
+        """BEGIN IMMEDIATE, after undoing what a cancelled writer left open: a task cancelled
+        while its BEGIN was on the database thread releases the lock, but the BEGIN still
+        happens there."""
+        if self._db.in_transaction:
+            await self._rollback()
+        await self._db.execute("BEGIN IMMEDIATE")
+
+    async def _rollback(self) -> None:
+        # OperationalError: nothing is open, a cancelled COMMIT went through after all.
+        with contextlib.suppress(sqlite3.OperationalError):
+            await self._db.execute("ROLLBACK")
 
     async def _grouped(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run `work` in a transaction shared with whatever else is waiting to be written, and
@@ -471,17 +488,28 @@ class Store:
         fails is rolled back alone and its error goes to its caller only."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting.append((work, future))
-        async with self._lock:
-            if not future.done():  # nobody took it into their group yet: lead one
-                group, self._waiting = self._waiting, []
-                await self._commit_group(group)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="group commit")
         return await future
+
+    async def _flush(self) -> None:
+        """Commit groups until nothing waits. A task of its own, so that a caller cancelled
+        while waiting (a dropped connection, a hurried shutdown) cannot cut a group short."""
+        async with self._lock:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                # A caller that stopped waiting before its work began is not written: nobody
+                # would be told, and the sender would send it again.
+                group = [(work, future) for work, future in group if not future.done()]
+                if group:
+                    with contextlib.suppress(Exception):  # its callers have the error
+                        await self._commit_group(group)
 
     async def _commit_group(self, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
         db = self._db
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         try:
-            await db.execute("BEGIN IMMEDIATE")
+            await self._begin()
             try:
                 for work, future in group:
                     await db.execute("SAVEPOINT grouped")
@@ -494,7 +522,7 @@ class Store:
                         outcomes.append((future, True, value))
                     await db.execute("RELEASE grouped")
             except BaseException:
-                await db.execute("ROLLBACK")
+                await self._rollback()
                 raise
             await db.execute("COMMIT")
         except BaseException as exc:  # nothing of the group was written

@@ -4,7 +4,8 @@ answered only once its own data is committed, and one that fails is rolled back 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import aiosqlite
@@ -54,3 +55,26 @@ async def test_a_failing_write_is_rolled_back_alone_and_only_its_caller_hears(
     assert isinstance(results[1], ValueError)
     assert await store.get_meta("half") is None  # its own write was undone
     assert await store.job_counts() == {"queued": 2}
+
+
+async def test_writers_cancelled_at_any_moment_leave_the_store_usable(store: Store) -> None:
+    """A shutdown that cancels a worker mid-write must not leave a transaction open for the
+    next writer ("cannot start a transaction within a transaction")."""
+
+    def meta(n: int) -> Awaitable[object]:
+        return store.set_meta({"k": str(n)})
+
+    def accept(n: int) -> Awaitable[object]:
+        return store.accept_message(mail(n), [(f"{n}@fax.local", "90212")], 1.0)
+
+    for n, steps in enumerate(range(6)):
+        for write in (meta, accept):
+            task = asyncio.ensure_future(write(n))
+            for _ in range(steps):  # cancel it after this many turns of the loop
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await store.set_meta({"after": str(n)})
+    assert await store.get_meta("after") == "5"
+    assert not store._db.in_transaction
