@@ -469,11 +469,15 @@ class Store:
 
     async def _begin(self) -> None:
         """BEGIN IMMEDIATE, after undoing what a cancelled writer left open: a task cancelled
-        while its BEGIN was on the database thread releases the lock, but the BEGIN still
-        happens there."""
-        if self._db.in_transaction:
+        while its BEGIN was queued for the database thread releases the lock, but the BEGIN
+        still runs there, just before this one."""
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "within a transaction" not in str(exc):
+                raise
             await self._rollback()
-        await self._db.execute("BEGIN IMMEDIATE")
+            await self._db.execute("BEGIN IMMEDIATE")
 
     async def _rollback(self) -> None:
         # OperationalError: nothing is open, a cancelled COMMIT went through after all.
