@@ -17,8 +17,8 @@ are sent as `smtp-source` does (`tests.test_load.smtp_session`, a new connection
   /proc/PID/clear_refs), so the next VmHWM is the peak of what follows alone.
 - large: one mail of --megabytes MB, a PDF attachment holding one page with an uncompressed
   image of random pixels (a valid PDF, so the converter really copies it), base64-encoded.
-  VmHWM at the `250` (intake), and again once the mail is converted and handed to the FaxMAX
-  client (which holds it, FaxMAX being paused).
+  VmHWM at the `250` (intake); then, with VmHWM reset at the `250`, the peak until the mail
+  is converted and handed to the FaxMAX client (which holds it, FaxMAX being paused).
 - concurrent: --concurrent such mails sent at the same time, on a fresh service; the peak above
   idle against --concurrent x the single mail's peak above idle.
 - small: --mails mails of about 2 KB (a one-page PDF each) from --sessions concurrent sessions;

@@ -15,6 +15,7 @@ imported the parsing modules, and never inherit the event loop's threads.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -67,6 +68,7 @@ def _serve(conn: multiprocessing.connection.Connection, limits: Limits) -> None:
                 "read; it may be damaged or built to overload fax gateways"))
         except BaseException as exc:  # every failure goes back to the parent, which decides
             result = (False, exc)
+        gc.collect()  # pypdf's reference cycles would otherwise carry into the next job
         replace = replace or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > MAX_RSS_KB
         try:
             conn.send((*result, replace))

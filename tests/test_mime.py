@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import email
+import re
 from email.message import EmailMessage, Message
 from email.policy import SMTP
 from email.policy import default as default_policy
@@ -256,3 +257,22 @@ def test_two_thousand_nested_multiparts_are_refused_without_recursion_error() ->
     with pytest.raises(mime.Refusal) as info:
         mime.inspect(raw)
     assert "nested more than 10 levels" in info.value.text
+
+
+@given(st.binary(max_size=300), st.lists(st.sampled_from([b"\r\n", b"\n", b" ", b"\t", b"=",
+                                                           b"*", b"\xff", b"-"]), max_size=20))
+def test_lenient_base64_decodes_as_the_general_rule_says_whatever_the_junk(
+    data: bytes, junk: list[bytes],
+) -> None:
+    """The fast path (whitespace only) and the general one (any junk) agree."""
+    encoded = base64.b64encode(data)
+    for i, piece in enumerate(junk):
+        at = (i * 7) % (len(encoded) + 1)
+        encoded = encoded[:at] + piece + encoded[at:]
+    compact = re.sub(rb"[^A-Za-z0-9+/]", b"", encoded)
+    compact = compact[:-1] if len(compact) % 4 == 1 else compact
+    try:
+        expected = base64.b64decode(compact + b"=" * (-len(compact) % 4))
+    except ValueError:
+        expected = b""
+    assert mime._b64decode(encoded) == expected
