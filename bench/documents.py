@@ -50,17 +50,14 @@ from __future__ import annotations
 # heavy here would be paid, in time and RSS, by every child measured.
 import argparse
 import asyncio
-import hashlib
 import io
 import itertools
 import json
 import logging
 import os
-import platform
 import random
 import re
 import select
-import shlex
 import statistics
 import sys
 import tempfile
@@ -74,6 +71,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import command, loadavg, machine, product, status_kb
 from bridge import sandbox as sandbox_module
 from bridge.config import Settings
 from bridge.sandbox import Limits, Sandbox
@@ -95,52 +93,6 @@ WORDS = ("invoice", "order", "delivery", "payment", "account", "total", "amount"
 
 
 # --- measurement helpers --------------------------------------------------------------------
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"machine: {os.cpu_count()} cores, {model}, Python {platform.python_version()} "
-            f"({platform.system()} {platform.release()})")
-
-
-def product() -> str:
-    """Which code was measured: a digest of bridge/**/*.py and the newest change among them
-    (the repository is worked on while benchmarks run)."""
-    root = Path(__file__).resolve().parent.parent / "bridge"
-    files = sorted(root.rglob("*.py"))
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
-    newest = max(f.stat().st_mtime for f in files)
-    return (f"product: bridge/**/*.py sha256 {digest}, newest change "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(newest))}")
-
-
-def command() -> str:
-    return shlex.join([os.path.relpath(sys.executable), *sys.argv])
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def status_kb(pid: int | str, *fields: str) -> dict[str, int]:
-    """Fields of /proc/PID/status in kB ({} if the process is gone)."""
-    found: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return found
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name in fields:
-            found[name] = int(value.split()[0])
-    return found
 
 
 def children(pid: int) -> list[int]:
@@ -824,7 +776,7 @@ async def main(args: argparse.Namespace) -> None:
         loop.slow_callback_duration = args.slow_steps / 1000
         logging.getLogger("asyncio").addHandler(SlowSteps())
         logging.getLogger("asyncio").setLevel(logging.WARNING)
-    print(machine())
+    print(f"machine: {machine()}")
     print(product())
     print("command:", command())
     print(f"load average at start: {loadavg()}")

@@ -68,7 +68,6 @@ import contextlib
 import io
 import math
 import os
-import platform
 import random
 import re
 import shlex
@@ -92,6 +91,7 @@ from pypdf import PdfReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import machine, percentile
 from bridge.simulators import FaxMaxSimulator
 from tests.conftest import settings_for
 from tests.process import ServeProcess
@@ -532,12 +532,6 @@ async def count_syncs(server: Server, template: MailTemplate, sessions: int, mai
 # --- one run ---------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least q% of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(len(ordered) * q / 100) - 1)] if ordered else math.nan
-
-
 @dataclass
 class Run:
     size: str
@@ -619,18 +613,6 @@ async def measure(kind: type[Ceiling | Bridge], template: MailTemplate, sessions
 
 
 # --- report ----------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"machine: {os.cpu_count()} cores, {model}, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}; load average {load}")
 
 
 def ratio(a: float, b: float) -> str:
@@ -745,7 +727,7 @@ async def main() -> int:
         parser.error("strace is not installed; use --no-strace")
     templates = {"5KB": make_template("5KB", small_pdf(), 5_000),
                  "300KB": make_template("300KB", scan_pdf(), 300_000)}
-    print(machine())
+    print(f"machine: {machine()}")
     print("command:", shlex.join([sys.executable, *sys.argv]))
     for name in args.sizes.split(","):
         t = templates[name]
@@ -764,7 +746,7 @@ async def main() -> int:
                       f"{run.rate:.1f} msgs/s, p50 {run.p50:.1f} ms, p99 {run.p99:.1f} ms, "
                       f"load average before {run.load1:.2f}", flush=True)
                 runs.append(run)
-    print(f"\n{machine()}\n")
+    print(f"\nmachine: {machine()}\n")
     return 0 if report(runs) else 1
 
 

@@ -39,7 +39,6 @@ import email
 import itertools
 import json
 import math
-import os
 import re
 import shlex
 import sys
@@ -59,8 +58,8 @@ from aiosmtpd.smtp import SMTP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from webhook import fax_tiff, machine  # bench/webhook.py, beside this file
-
+from bench.common import loadavg, machine, percentile
+from bench.webhook import fax_tiff
 from bridge.simulators import Fault, FaxMaxSimulator
 from tests.conftest import fax_mail, settings_for
 from tests.docfactory import make_pdf
@@ -222,11 +221,6 @@ def mail_bytes(n: int, pdf: bytes) -> bytes:
 # --- figures ---------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(len(ordered) * q / 100) - 1)]
-
-
 @dataclass
 class Figure:
     name: str
@@ -243,10 +237,6 @@ class Figure:
 
     def ms(self, q: float) -> float:
         return 1000 * percentile(self.seconds, q) if self.seconds else math.nan
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 async def faxmax_figure(args: argparse.Namespace, workdir: Path) -> tuple[Figure, Figure]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from aiosmtpd.smtp import SMTP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import percentile
 from bridge.config import HttpSettings
 from bridge.simulators import FaxMaxSimulator
 from tests.conftest import RelaySink, settings_for
@@ -61,13 +61,6 @@ def proc_kb(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least q% of the values at or
-    below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(len(ordered) * q / 100) - 1)]
 
 
 def spread(seconds: Sequence[float]) -> str:

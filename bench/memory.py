@@ -40,12 +40,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import io
 import os
-import platform
 import random
-import shlex
 import sys
 import tempfile
 import threading
@@ -62,6 +59,7 @@ from pypdf.generic import DictionaryObject, NameObject, NumberObject, StreamObje
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import command, loadavg, machine, product, status_kb
 from bridge.config import SmtpSettings
 from bridge.simulators import FaxMaxSimulator
 from tests.conftest import settings_for
@@ -76,52 +74,6 @@ from tests.test_load import (
 )
 
 # --- the machine and /proc --------------------------------------------------------------------
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"machine: {os.cpu_count()} cores, {model}, Python {platform.python_version()} "
-            f"({platform.system()} {platform.release()})")
-
-
-def product() -> str:
-    """Which code was measured: a digest of bridge/**/*.py and the newest change among them
-    (the repository is worked on while benchmarks run)."""
-    root = Path(__file__).resolve().parent.parent / "bridge"
-    files = sorted(root.rglob("*.py"))
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
-    newest = max(f.stat().st_mtime for f in files)
-    return (f"product: bridge/**/*.py sha256 {digest}, newest change "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(newest))}")
-
-
-def command() -> str:
-    return shlex.join([os.path.relpath(sys.executable), *sys.argv])
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def status_kb(pid: int, *fields: str) -> dict[str, int]:
-    """Fields of /proc/PID/status in kB ({} if the process is gone)."""
-    found: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return found
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name in fields:
-            found[name] = int(value.split()[0])
-    return found
 
 
 def kb(pid: int, name: str) -> int:
@@ -571,7 +523,7 @@ async def main() -> None:
     parser.add_argument("--period", type=float, default=0.005,
                         help="seconds between /proc samples of the service and its children")
     args = parser.parse_args()
-    print(machine())
+    print(f"machine: {machine()}")
     print(product())
     print("command:", command())
     print(f"load average at start: {loadavg()}")

@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import itertools
-import os
-import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -35,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import command, loadavg, machine, product
 from bridge.clock import FakeClock
 from bridge.simulators import ByosokuSimulator
 from bridge.store import InboundState
@@ -46,35 +43,6 @@ EXACT = 1e-6
 "exactly" means equal to within a microsecond (the bit-exact count is printed as well)."""
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return (f"machine: {os.cpu_count()} cores, {model}, Python {platform.python_version()} "
-            f"({platform.system()} {platform.release()}); load average {load}")
-
-
-def product() -> str:
-    """Which code was measured: a digest of bridge/**/*.py and the newest change among them
-    (the repository is worked on while benchmarks run)."""
-    root = Path(__file__).resolve().parent.parent / "bridge"
-    files = sorted(root.rglob("*.py"))
-    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
-    newest = max(f.stat().st_mtime for f in files)
-    return (f"product: bridge/**/*.py sha256 {digest}, newest change "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(newest))}")
-
-
-def command() -> str:
-    return shlex.join([os.path.relpath(sys.executable), *sys.argv])
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faxes", type=int, default=50,
@@ -82,7 +50,7 @@ async def main() -> None:
     parser.add_argument("--pdf-interval", type=float, default=1.0)
     parser.add_argument("--poll-interval", type=float, default=60.0)
     args = parser.parse_args()
-    print(machine())
+    print(f"machine: {machine()}; load average {loadavg()}")
     print(product())
     print("command:", command())
 

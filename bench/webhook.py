@@ -45,12 +45,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
 import json
 import math
 import os
-import platform
 import random
 import re
 import shlex
@@ -69,6 +67,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import loadavg, machine, percentile
 from bridge.simulators import FaxMaxSimulator
 from tests.conftest import settings_for
 from tests.docfactory import FAX_DPI, FAX_PAGE_SIZE
@@ -188,12 +187,6 @@ async def post_pushes(url: str, bodies: Sequence[bytes], concurrency: int) -> Ph
     return Phase(statuses, latencies, elapsed)
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least q% of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(len(ordered) * q / 100) - 1)]
-
-
 # --- counting syncs --------------------------------------------------------------------------
 
 
@@ -301,10 +294,6 @@ class Result:
     @property
     def failed(self) -> int:
         return self.timed.failed + (self.traced.failed if self.traced else 0)
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 async def exercise(
@@ -431,18 +420,6 @@ async def run_bridge(round_: int, tiff: bytes, args: argparse.Namespace,
 
 
 # --- report ----------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, "
-            f"SQLite {sqlite3.sqlite_version}, aiohttp {aiohttp.__version__}, "
-            f"Linux {platform.release()}")
 
 
 def report(results: Sequence[Result], args: argparse.Namespace, tiff: bytes) -> None:

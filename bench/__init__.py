@@ -1,0 +1,1 @@
+"""Measurement scripts; run each as `.venv/bin/python bench/NAME.py` (see bench/RESULTS.md)."""

@@ -1,0 +1,71 @@
+"""What every benchmark prints beside its figures (the machine, the code measured, the command,
+the load) and the small statistics they share, so that their figures are stated alike."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import platform
+import shlex
+import sqlite3
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    """Cores, CPU model and the versions that the figures depend on."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}, "
+            f"SQLite {sqlite3.sqlite_version}, aiohttp {aiohttp.__version__}, "
+            f"{platform.system()} {platform.release()}")
+
+
+def product() -> str:
+    """Which code was measured: a digest of bridge/**/*.py and the newest change among them."""
+    files = sorted((REPO / "bridge").rglob("*.py"))
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+    newest = max(f.stat().st_mtime for f in files)
+    return (f"product: bridge/**/*.py sha256 {digest}, newest change "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(newest))}")
+
+
+def command() -> str:
+    """The command line that produced the figures, to copy into RESULTS.md."""
+    return shlex.join([os.path.relpath(sys.executable), *sys.argv])
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest rank: the smallest value with at least q% of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(len(ordered) * q / 100) - 1)] if ordered else math.nan
+
+
+def status_kb(pid: int | str, *fields: str) -> dict[str, int]:
+    """Fields of /proc/PID/status in kB ({} if the process is gone)."""
+    found: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return found
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name in fields:
+            found[name] = int(value.split()[0])
+    return found
