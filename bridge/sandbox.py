@@ -48,6 +48,9 @@ def _serve(conn: multiprocessing.connection.Connection, limits: Limits) -> None:
     """The child: run jobs until told to stop (EOF), or until it should be replaced."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the service, which stops us
     os.nice(limits.nice)
+    # What the forkserver imported is never garbage; frozen, it is not walked by the collection
+    # after every job (12 ms per job with pypdf and Pillow loaded, against microseconds).
+    gc.freeze()
     resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
     _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
     for done in range(1, MAX_JOBS + 1):
