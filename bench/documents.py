@@ -16,7 +16,7 @@ Two ways, each timed with a 5 ms sampler on the calling event loop (as bench/loo
 
 1. direct: the functions the workers run, in the product's `Sandbox` (a pool of children
    forked from a forkserver and reused from job to job), with the service's limits:
-   `bridge.workers.inbox.to_pdf` (a received TIFF), then `bridge.mime.inspect_file` (the
+   `bridge.workers.inbox.to_pdf` (a received TIFF), then `bridge.mime.inspect_stored` (the
    checks before `250`) and `bridge.workers.converter.prepare` (attachments -> one PDF). Each
    pool has run one trivial job first, as in a running service. Each job runs inside a thin
    wrapper that resets the child's VmHWM at the job's start and returns it, the child's CPU
@@ -469,17 +469,16 @@ def pdf_page_count(data: bytes) -> int:
 # --- 1. direct: the workers' functions in the product's sandbox ------------------------------
 
 
-def describe(result: Any, tiff_out: Path) -> str:
-    """Words for what a worker function returned: pages, checked in the file it wrote."""
+def describe(result: Any) -> str:
+    """Words for what a worker function returned: pages, checked in the PDF it made."""
     from bridge.workers import converter
 
     if isinstance(result, converter.Prepared):
-        path, pages = Path(result.pdf_path), result.pages
-    elif isinstance(result, int):
-        path, pages = tiff_out, result
+        produced, pages = Path(result.pdf_path).read_bytes(), result.pages
+    elif isinstance(result, tuple):
+        produced, pages = result
     else:
         return f"{len(result.attachments)} attachment(s) accepted"
-    produced = path.read_bytes()
     return (f"{pages} pages ({pdf_page_count(produced)} in the file, "
             f"{len(produced) / 1e6:.2f} MB)")
 
@@ -499,15 +498,13 @@ async def direct(inputs: Inputs, settings: Settings) -> None:
     await intake.run(measured, os.getpid)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        tif, out = work / "fax.tif", work / "fax.pdf"
-        tif.write_bytes(inputs.tiff)
         spool = work / "mail.eml"
         spool.write_bytes(inputs.mail)
         runs: list[tuple[str, str, Sandbox, Callable[..., Any], tuple[Any, ...]]] = [
             (f"TIFF fax -> PDF ({inputs.tiff_pages} pages G4, {len(inputs.tiff) / 1e6:.2f} MB)",
-             "inbox.to_pdf", docs, inbox.to_pdf, (str(tif), str(out))),
+             "inbox.to_pdf", docs, inbox.to_pdf, (inputs.tiff,)),
             (f"mail checks before 250 ({len(inputs.mail) / 1e6:.2f} MB mail)",
-             "mime.inspect_file", intake, mime.inspect_file, (str(spool),)),
+             "mime.inspect_stored", intake, mime.inspect_stored, (str(spool),)),
             (f"mail -> one PDF ({inputs.pdf_pages}-page PDF + {len(inputs.photos)} JPEG)",
              "converter.prepare", docs, converter.prepare,
              (str(spool), str(work / "message-1"), settings.documents.max_pages)),
@@ -520,7 +517,7 @@ async def direct(inputs: Inputs, settings: Settings) -> None:
                 returned = time.monotonic()
             assert isinstance(report, Measured)
             sampled = max(sampler.tree.children_hwm(), default=0)
-            pages = describe(report.result, out)
+            pages = describe(report.result)
             print(f"  {title}: {name} in the sandbox (child {report.pid}, its job "
                   f"{report.job}, nice {report.nice})")
             print(f"    {elapsed:.2f} s wall = {report.began - called:.2f} s to reach the child"

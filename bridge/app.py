@@ -121,7 +121,7 @@ class Bridge:
             poller = Poller(self.store, self.clock, self._byosoku, s.byosoku,
                             inbound_dir=data / "inbound", alerter=alerter, on_fax=inbox.wake)
             self.workers.append(poller)
-        self.pushes = PushProcessor(self.store, self.clock, inbound_dir=data / "inbound",
+        self.pushes = PushProcessor(self.store, self.clock,
                                     classify=status_classifier(s.faxmax), alerter=alerter,
                                     on_status=reporter.wake, on_fax=inbox.wake)
         for worker in self.workers:

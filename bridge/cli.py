@@ -470,7 +470,7 @@ def cmd_replay_quarantine(args: argparse.Namespace) -> int:
         try:
             clock = SystemClock()
             processor = PushProcessor(
-                store, clock, inbound_dir=db.parent / "inbound",
+                store, clock,
                 classify=status_classifier(settings.faxmax),
                 alerter=Alerter(store, clock, settings, Templates(settings.mail.templates_dir),
                                 on_enqueued=lambda: None),

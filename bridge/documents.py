@@ -577,21 +577,19 @@ def build_pdf(parts: Sequence[tuple[str, Path]], out: Path, limits: Limits = Lim
     return len(writer.pages)
 
 
-def tiff_to_pdf(tiff: Path, out: Path, limits: Limits = Limits()) -> int:
-    """Turn a received fax (multi-page TIFF, usually G3/G4) into a PDF; return its page count.
+def tiff_to_pdf(name: str, data: bytes, limits: Limits = Limits()) -> tuple[bytes, int]:
+    """Turn a received fax (multi-page TIFF, usually G3/G4) into a PDF; return it and its page
+    count. In memory: it goes straight into the email, and the fax is kept in the store.
 
     The fax data is carried over without re-encoding, so the PDF shows exactly what arrived.
     """
-    data = tiff.read_bytes()
     if sniff(data[:SNIFF_BYTES]) is not Kind.TIFF:
-        raise _unreadable(tiff.name, Kind.TIFF)
+        raise _unreadable(name, Kind.TIFF)
     with _untrusted_input():
-        pdf, pages = _image_pdf(tiff.name, data, Kind.TIFF, limits, limits.max_pages)
-    _write_atomically(out, lambda stream: stream.write(pdf))
-    return pages
+        return _image_pdf(name, data, Kind.TIFF, limits, limits.max_pages)
 
 
-def pdf_page_count(path: Path) -> int:
-    """Pages in the PDF at `path`; `DocumentError` if it is not a readable, unencrypted PDF."""
+def pdf_page_count(name: str, data: bytes) -> int:
+    """Pages in the PDF `data`; `DocumentError` if it is not a readable, unencrypted PDF."""
     with _untrusted_input():
-        return len(_open_pdf(path.name, path.read_bytes()).pages)
+        return len(_open_pdf(name, data).pages)

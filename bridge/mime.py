@@ -374,9 +374,10 @@ def _walk(raw: bytes, leaves: list[Part]) -> _Walk:
     return walk
 
 
-def inspect_file(path: str) -> Inspection:
-    """`inspect` of a spooled mail; what the SMTP handler runs in the sandbox."""
-    return inspect(Path(path).read_bytes())
+def inspect_stored(stored: str | bytes) -> Inspection:
+    """`inspect` of a mail as the SMTP handler keeps it (its bytes, or the path of the file a
+    large one is spooled to); what it runs in the sandbox."""
+    return inspect(stored if isinstance(stored, bytes) else Path(stored).read_bytes())
 
 
 def inspect(raw: bytes) -> Inspection:
@@ -441,9 +442,8 @@ def html_to_text(markup: str) -> str:
     return html.unescape("".join(parser.out))
 
 
-def extract(raw_path: Path, workdir: Path) -> Extraction:
+def extract(raw: bytes, workdir: Path) -> Extraction:
     """Decode every attachment of a stored mail to a file. Runs in a worker process."""
-    raw = raw_path.read_bytes()
     _, leaves = parts(raw)
     walk = _walk(raw, leaves)
     workdir.mkdir(parents=True, exist_ok=True)

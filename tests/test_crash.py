@@ -44,10 +44,10 @@ from aiosmtpd.smtp import SMTP
 from pypdf import PdfWriter
 
 from bridge.config import Settings
-from bridge.ingress.pushes import fax_file
 from bridge.simulators import ByosokuFault, ByosokuSimulator, Fault, FaxMaxSimulator
 from bridge.store import Inbound, InboundState
 from bridge.workers.inbox import fax_message_id
+from bridge.workers.poller import fax_file
 from tests.conftest import Received, RelaySink, fax_mail, settings_for, smtp_send
 from tests.docfactory import make_pdf, make_tiff
 from tests.process import ServeProcess
@@ -551,12 +551,12 @@ class PushRound:
 async def push_round(rng: random.Random, workdir: Path, seed: int) -> PushRound:
     """F3: three INCOMING_FAX pushes, each killed in a different way, each replayed 3 times.
 
-    - before-commit: the test holds the store's write lock, so the handler has parsed the push
-      and written the image but waits to commit; SIGKILL then.
+    - before-commit: the test holds the store's write lock, so the handler reads and parses
+      the push but waits to commit; SIGKILL 50-100 ms after the push starts.
     - after-commit: SIGKILL as soon as a reader sees the row, about a millisecond after the
       commit (FaxMAX has usually had its 2xx by then, not always).
     - random: SIGKILL at a random instant in the first `PUSH_KILL_WINDOW` seconds after the
-      push starts, which spans the handler (read, decode, write, commit, answer); the email
+      push starts, which spans the handler (read, decode, commit, answer); the email
       comes much later, so the kill tests the webhook, not the mailer (F4 does that).
 
     After each restart the simulator's own retry, plus 3 replays of the same body, must leave
@@ -566,8 +566,6 @@ async def push_round(rng: random.Random, workdir: Path, seed: int) -> PushRound:
     kill_points: dict[str, KillPoint] = {}
     fax_ids: list[str] = []
     async with open_rig(workdir) as rig:
-        inbound_dir = rig.settings.data_path / "inbound"
-
         def stored(fax_id: str) -> bool:
             return bool(rig.serve.query("SELECT 1 FROM inbound WHERE external_id = ?",
                                         (fax_id,)))
@@ -580,10 +578,8 @@ async def push_round(rng: random.Random, workdir: Path, seed: int) -> PushRound:
             elif kind == "random":
                 await asyncio.sleep(rng.uniform(0.0, PUSH_KILL_WINDOW))
                 await rig.crash()
-            else:
-                image = fax_file(inbound_dir, "faxmax", fax_id, ".tif")
-                await rig.until(image.exists, "the pushed image on disk", poll=0.002)
-                await asyncio.sleep(rng.uniform(0.0, 0.02))
+            else:  # the write lock is held: the push is read and parsed, then waits to commit
+                await asyncio.sleep(rng.uniform(0.05, 0.1))
                 await rig.crash()
             if lock is not None:
                 lock.release()

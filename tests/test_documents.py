@@ -387,15 +387,14 @@ def test_limits_must_be_positive() -> None:
 
 
 def test_received_g4_fax_becomes_a_pdf_without_reencoding(tmp_path: Path) -> None:
-    tiff = tmp_path / "fax.tif"
-    tiff.write_bytes(docfactory.make_tiff(2))
+    pdf, pages = tiff_to_pdf("fax.tif", docfactory.make_tiff(2))
+    assert pages == 2
     out = tmp_path / "fax.pdf"
-    assert tiff_to_pdf(tiff, out) == 2
+    out.write_bytes(pdf)
     reader = reopen(out)
     assert len(reader.pages) == 2
     assert all(image_filters(page) == ["/CCITTFaxDecode"] for page in reader.pages)
     assert [size_of(page) for page in reader.pages] == [pytest.approx(FAX_PAGE)] * 2
-    assert not out.with_suffix(".tmp").exists()
 
 
 @pytest.mark.parametrize(
@@ -403,22 +402,15 @@ def test_received_g4_fax_becomes_a_pdf_without_reencoding(tmp_path: Path) -> Non
     [b"", b"II*\x00" + b"\x00" * 40, docfactory.make_png(10, 10)],
     ids=["empty", "damaged", "png"],
 )
-def test_received_file_that_is_not_a_tiff_is_refused(tmp_path: Path, data: bytes) -> None:
-    tiff = tmp_path / "fax.tif"
-    tiff.write_bytes(data)
+def test_received_file_that_is_not_a_tiff_is_refused(data: bytes) -> None:
     with pytest.raises(DocumentError, match=re.escape("'fax.tif' is not a readable TIFF image")):
-        tiff_to_pdf(tiff, tmp_path / "fax.pdf")
-    assert not (tmp_path / "fax.pdf").exists()
+        tiff_to_pdf("fax.tif", data)
 
 
-def test_pdf_page_count(tmp_path: Path) -> None:
-    good = tmp_path / "good.pdf"
-    good.write_bytes(docfactory.make_pdf(4))
-    bad = tmp_path / "bad.pdf"
-    bad.write_bytes(b"%PDF-1.4\nnonsense")
-    assert pdf_page_count(good) == 4
+def test_pdf_page_count() -> None:
+    assert pdf_page_count("good.pdf", docfactory.make_pdf(4)) == 4
     with pytest.raises(DocumentError, match=re.escape("'bad.pdf' is not a readable PDF")):
-        pdf_page_count(bad)
+        pdf_page_count("bad.pdf", b"%PDF-1.4\nnonsense")
 
 
 # --- sniffing and the cheap check ---------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 import pypdf
 import pytest
 
+from bridge.ingress import smtp
 from bridge.simulators import Fault, FaxMaxSimulator
 from bridge.store import JobState, NewMessage, Store
 from tests.conftest import (
@@ -48,6 +49,29 @@ async def test_every_number_form_reaches_faxmax_as_digits_with_country_code(
     assert result.data == (250, "2.0.0 queued as fax jobs 1")
     await wait_for_state(bridge, 1, JobState.DELIVERED)
     assert faxmax.sent_numbers() == [NUMBER]
+
+
+@pytest.mark.parametrize("in_row", [True, False], ids=["small-in-its-row", "large-spooled"])
+async def test_a_mail_is_kept_in_its_row_or_when_large_in_a_spool_file_and_faxed_from_there(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, monkeypatch: pytest.MonkeyPatch,
+    in_row: bool,
+) -> None:
+    if not in_row:
+        monkeypatch.setattr(smtp, "RAW_IN_ROW_BYTES", 1000)
+    bridge = await make_bridge(faxmax={"cover_page": "never"})
+    mail = fax_mail(("a.pdf", "application/pdf", make_pdf(3)))
+    result = await smtp_send(bridge.smtp_port, mail)
+    assert result.data == (250, "2.0.0 queued as fax jobs 1")
+    [(spool_path, raw)] = await bridge.store._all("SELECT spool_path, raw FROM messages")
+    spooled = sorted((Path(bridge.settings.data_dir) / "spool").glob("*.eml"))
+    if in_row:
+        assert (spool_path, spooled) == ("", [])
+        assert b"a.pdf" in raw and raw.endswith(b"\r\n")
+    else:
+        assert raw is None and spooled == [Path(spool_path)]
+        assert b"a.pdf" in spooled[0].read_bytes()
+    await wait_for_state(bridge, 1, JobState.DELIVERED)
+    assert pages_of(faxmax.requests[0].document) == 3
 
 
 async def test_the_request_faxmax_receives_is_exactly_the_documented_one(

@@ -234,8 +234,7 @@ async def test_a_full_disk_defers_mail_and_pushes_and_service_resumes_by_itself(
             assert process.running()
             assert process.query("SELECT COUNT(*) FROM messages") == [(1,)]
             assert process.query("SELECT COUNT(*) FROM inbound") == [(0,)]
-            # Nothing half-written: the first mail's spool file, no temporary files.
-            assert len(list((data / "spool").iterdir())) == 1
+            # Nothing half-written: no temporary files.
             assert [p.name for p in data.rglob("*.tmp")] == []
 
             filler.unlink()  # space returns; no restart
@@ -387,19 +386,25 @@ async def test_retention_deletes_the_fax_images_of_finished_faxes_and_keeps_the_
     [sent, pending] = sorted(await store.jobs(), key=lambda j: j.id)
     sent_message = await store.message(sent.message)
     pending_message = await store.message(pending.message)
-    [received] = await store.inbound_all()
-    assert sent_message and pending_message and received.document_path
-    files = [Path(sent_message.spool_path), Path(str(sent_message.document_path)),
-             Path(received.document_path), Path(received.document_path).with_suffix(".pdf")]
-    assert exist(*files) == [True] * 4
+    assert sent_message and pending_message and sent_message.document_path
+    files = [Path(sent_message.document_path)]
+    assert exist(*files) == [True]
 
+    async def kept() -> list[tuple[int, ...]]:
+        """Which mails and received faxes still have their images in their rows."""
+        rows = await store._all("SELECT raw IS NOT NULL FROM messages ORDER BY id")
+        rows += await store._all("SELECT document IS NOT NULL FROM inbound ORDER BY id")
+        return [tuple(row) for row in rows]
+
+    assert await kept() == [(1,), (1,), (1,)]
     clock = FakeClock(start=bridge.clock.now() + 1 * DAY)
     assert await Retention(store, clock, days=2).run_once() is False
-    assert exist(*files) == [True] * 4  # one day old: kept
+    assert exist(*files) == [True]  # one day old: kept
+    assert await kept() == [(1,), (1,), (1,)]
     clock.advance(2 * DAY)
     await Retention(store, clock, days=2).run_once()
-    assert exist(*files, Path(str(sent_message.document_path)).parent) == [False] * 5
-    assert exist(Path(pending_message.spool_path)) == [True]  # not finished: kept
+    assert exist(*files, Path(sent_message.document_path).parent) == [False] * 2
+    assert await kept() == [(0,), (1,), (0,)]  # the pending mail is not finished: kept
 
     job = await store.job(sent.id)
     assert job is not None and (job.state, job.number, job.sender) == (

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.app import Bridge
+from bridge.ingress import smtp
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
 from tests.conftest import MakeBridge, RelaySink, fax_mail, smtp_send, wait_for_state
@@ -175,9 +176,10 @@ async def test_per_sender_hourly_limit(make_bridge: MakeBridge, faxmax: FaxMaxSi
 
 
 async def test_an_internal_error_is_a_temporary_451_without_exception_text(
-    make_bridge: MakeBridge, faxmax: FaxMaxSimulator
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bridge = await make_bridge()
+    monkeypatch.setattr(smtp, "RAW_IN_ROW_BYTES", 0)  # every mail goes to a spool file
     spool = Path(bridge.settings.data_dir) / "spool"
     spool.write_text("not a directory")  # writing the spool file will fail
     result = await smtp_send(bridge.smtp_port, fax_mail(PDF))

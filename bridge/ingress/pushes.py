@@ -1,23 +1,20 @@
 """What a FaxMAX push does to the store, shared by the webhook and `replay-quarantine`.
 
-Received fax images are written to disk first (under a name derived from the fax id, so a
-replayed push rewrites the same file), then every event of the push is committed in one
-transaction; only then may the caller answer 2xx. Events that cannot be understood are kept raw
-in quarantine and reported to the admin, never dropped: FaxMAX would retry a non-2xx forever.
+Every event of a push, received fax images included, is committed in one transaction (shared
+with other pushes and mails arriving at the same moment: a group commit); only then may the
+caller answer 2xx. The image lives in its fax's row, so it is durable with that one commit.
+Events that cannot be understood are kept raw in quarantine and reported to the admin, never
+dropped: FaxMAX would retry a non-2xx forever.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from bridge.alerts import Alerter
 from bridge.clock import Clock
-from bridge.files import write_atomic
 from bridge.providers.faxmax import PROVIDER, parse_push
 from bridge.store import JobState, NewInbound, Store
 
@@ -35,20 +32,14 @@ class PushOutcome:
     not_understood: tuple[str, ...]
 
 
-def fax_file(inbound_dir: Path, provider: str, external_id: str, suffix: str) -> Path:
-    digest = hashlib.sha256(external_id.encode()).hexdigest()[:32]
-    return inbound_dir / f"{provider}-{digest}{suffix}"
-
-
 class PushProcessor:
     def __init__(
-        self, store: Store, clock: Clock, *, inbound_dir: Path,
+        self, store: Store, clock: Clock, *,
         classify: Callable[[str], JobState | None], alerter: Alerter,
         on_status: Callable[[], None], on_fax: Callable[[], None],
     ) -> None:
         self.store = store
         self.clock = clock
-        self.inbound_dir = inbound_dir
         self.classify = classify
         self.alerter = alerter
         self.on_status = on_status
@@ -59,15 +50,10 @@ class PushProcessor:
         only reported back, not kept a second time."""
         batch = parse_push(body)
         now = self.clock.now()
-        faxes = []
-        for fax in batch.incoming:
-            path = fax_file(self.inbound_dir, PROVIDER, fax.fax_id, ".tif")
-            await asyncio.to_thread(write_atomic, path, fax.tiff)
-            faxes.append(NewInbound(
-                provider=PROVIDER, external_id=fax.fax_id,
-                receiving_number=fax.receiving_number, sender_number=fax.sender_number,
-                remote_station=fax.remote_station, received_at=now, pages=fax.pages,
-                document_path=str(path)))
+        faxes = [NewInbound(
+            provider=PROVIDER, external_id=fax.fax_id, receiving_number=fax.receiving_number,
+            sender_number=fax.sender_number, remote_station=fax.remote_station,
+            received_at=now, pages=fax.pages, document=fax.tiff) for fax in batch.incoming]
         new_events, fax_ids, kept = await self.store.record_push(
             source=SOURCE, events=batch.status_events, faxes=faxes,
             bad=batch.bad if quarantine else (), now=now, classify=self.classify,

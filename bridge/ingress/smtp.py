@@ -37,6 +37,9 @@ SOURCE_ROUTE = re.compile(r"<\s*@[^>]*:")
 INTERNAL_ERROR = "451 4.3.0 Internal error in the fax gateway; please try again later"
 DISK_FULL = "452 4.3.1 The fax gateway is out of storage; please try again later"
 SHUTTING_DOWN = "421 4.3.2 The fax gateway is restarting; please try again in a minute"
+# A mail up to this size is kept in its database row, durable with the commit that records it;
+# a larger one goes to a spool file of its own (two more fsyncs, but no large blob in the WAL).
+RAW_IN_ROW_BYTES = 1 << 20
 
 
 def sender_allowed(address: str, allowed: tuple[str, ...]) -> bool:
@@ -331,18 +334,23 @@ class FaxHandler:
         recipients = [(a, self._number(a)) for a in envelope.rcpt_tos]
         spool_path: Path | None = None
         try:
-            # Spooled first, so that the mail is parsed in the sandbox, never in this process.
-            spool_path = await asyncio.to_thread(write_spool, self.spool_dir, raw)
-            refusal = await self._inspect(session, envelope.mail_from, spool_path)
+            # The mail is parsed in the sandbox, never in this process: a large one from its
+            # spool file, a small one sent over.
+            if len(raw) > RAW_IN_ROW_BYTES:
+                spool_path = await asyncio.to_thread(write_spool, self.spool_dir, raw)
+            refusal = await self._inspect(session, envelope.mail_from,
+                                          raw if spool_path is None else str(spool_path))
             if isinstance(refusal, str):
-                spool_path.unlink(missing_ok=True)
+                if spool_path is not None:
+                    spool_path.unlink(missing_ok=True)
                 return refusal
             inspection = refusal
             job_ids = await self.store.accept_message(
                 NewMessage(mail_from=envelope.mail_from, header_from=inspection.header_from,
                            subject=inspection.subject, message_id=inspection.message_id,
-                           refs=inspection.refs, spool_path=str(spool_path),
-                           left_out=inspection.left_out),
+                           refs=inspection.refs, left_out=inspection.left_out,
+                           spool_path="" if spool_path is None else str(spool_path),
+                           raw=raw if spool_path is None else None),
                 recipients, self.clock.now())
         except Exception as exc:
             if spool_path is not None:
@@ -359,12 +367,11 @@ class FaxHandler:
         return f"250 2.0.0 queued as fax jobs {ids}"
 
     async def _inspect(
-        self, session: Session, mail_from: str, spool_path: Path
+        self, session: Session, mail_from: str, stored: str | bytes
     ) -> mime.Inspection | str:
         """The cheap checks, in the sandbox; a refusal comes back as the reply to send."""
         try:
-            inspection = await self.sandbox.run(mime.inspect_file, str(spool_path),
-                                                what="the mail")
+            inspection = await self.sandbox.run(mime.inspect_stored, stored, what="the mail")
         except mime.Refusal as refusal:
             reply = refusal.reply
         except DocumentError as exc:  # the sandbox's memory or time limit

@@ -35,10 +35,12 @@ class Prepared:
     left_out: tuple[str, ...]
 
 
-def prepare(spool_path: str, workdir: str, max_pages: int) -> Prepared:
-    """Runs in a sandboxed process: decode the attachments and build the fax PDF."""
+def prepare(stored: str | bytes, workdir: str, max_pages: int) -> Prepared:
+    """Runs in a sandboxed process: decode the attachments and build the fax PDF. `stored` is
+    the mail, or the path of the file a large one was spooled to."""
     work = Path(workdir)
-    extraction = mime.extract(Path(spool_path), work / "parts")
+    raw = stored if isinstance(stored, bytes) else Path(stored).read_bytes()
+    extraction = mime.extract(raw, work / "parts")
     out = work / "fax.pdf"
     pages = documents.build_pdf(list(extraction.parts), out,
                                 documents.Limits(max_pages=max_pages))
@@ -101,8 +103,8 @@ class Converter(Worker):
     async def convert(self, message: Message) -> None:
         workdir = self.workdir(message)
         try:
-            prepared = await self.sandbox.run(prepare, message.spool_path, str(workdir),
-                                              self.max_pages)
+            stored = message.spool_path if message.raw is None else message.raw
+            prepared = await self.sandbox.run(prepare, stored, str(workdir), self.max_pages)
         except BridgeError as exc:
             log.warning("message %s: documents refused: %s", message.id, exc)
             await self._fail(message, str(exc))

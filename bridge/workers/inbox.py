@@ -33,15 +33,14 @@ PROVIDER_NAMES = {"faxmax": "FaxMAX", "byosoku": "秒速FAX Plus"}
 RETRY_AFTER = 60.0
 
 
-def to_pdf(document: str, out: str) -> int:
-    """Runs in a sandboxed process: a received TIFF becomes a PDF; a received PDF is checked."""
-    path = Path(document)
-    with path.open("rb") as fp:
-        kind = documents.sniff(fp.read(documents.SNIFF_BYTES))
+def to_pdf(data: bytes) -> tuple[bytes | None, int]:
+    """Runs in a sandboxed process: a received TIFF becomes a PDF; a received PDF is checked
+    (None: it is mailed as it is). Returns the PDF and its page count."""
+    kind = documents.sniff(data[:documents.SNIFF_BYTES])
     if kind is documents.Kind.TIFF:
-        return documents.tiff_to_pdf(path, Path(out))
+        return documents.tiff_to_pdf("the received fax", data)
     if kind is documents.Kind.PDF:
-        return documents.pdf_page_count(path)
+        return None, documents.pdf_page_count("the received fax", data)
     raise DocumentError("the received file is neither a TIFF nor a PDF")
 
 
@@ -105,33 +104,40 @@ class Inbox(Worker):
                                           detail="no recipient: routing.default and "
                                                  "routing.admin are empty")
             return
-        assert fax.document_path is not None
-        original = Path(fax.document_path)
-        pdf = original.with_suffix(".pdf")
+        original = await self.document(fax)
         note = ""
         try:
-            pages = await self.sandbox.run(to_pdf, str(original), str(pdf))
+            pdf, pages = await self.sandbox.run(to_pdf, original)
             filename = attachment_name(fax, self.settings.mail.timezone, ".pdf")
-            mimetype = "application/pdf"
-            data_path = pdf if pdf.exists() else original  # a received PDF is sent as it is
+            mimetype, data = "application/pdf", original if pdf is None else pdf
         except DocumentError as exc:
-            suffix = original.suffix or ".bin"
+            suffix = ".tif" if fax.document is not None else (
+                Path(fax.document_path or "").suffix or ".bin")
             filename = attachment_name(fax, self.settings.mail.timezone, suffix)
             mimetype = "image/tiff" if suffix == ".tif" else "application/octet-stream"
-            data_path, pages = original, fax.pages or 0
+            data, pages = original, fax.pages or 0
             note = "the fax could not be turned into a PDF; the original file is attached"
             await self.alerter.alert(
                 f"inbound-conversion-{fax.id}",
                 f"received fax {fax.id} could not be converted to PDF",
                 f"{exc}\nIt was delivered to {', '.join(to)} as the original file "
                 f"{filename}.")
-        data = await asyncio.to_thread(data_path.read_bytes)
-        mail = self.render(fax, to, pages, filename, mimetype, data, note)
+        # Composing and encoding a large attachment takes long enough to stall intake.
+        mail = await asyncio.to_thread(self.render, fax, to, pages, filename, mimetype, data,
+                                       note)
         await self.store.inbound_done(fax.id, InboundState.MAILED, mail=mail, detail="",
                                       now=self.clock.now())
         log.info("fax %s: %d page(s) from %s queued for %s", fax.id, pages,
                  fax.sender_number or "withheld", ", ".join(to))
         self.on_enqueued()
+
+    @staticmethod
+    async def document(fax: Inbound) -> bytes:
+        """A pushed fax is kept in its row; a fetched one in a file."""
+        if fax.document is not None:
+            return fax.document
+        assert fax.document_path is not None
+        return await asyncio.to_thread(Path(fax.document_path).read_bytes)
 
     def render(self, fax: Inbound, to: tuple[str, ...], pages: int, filename: str,
                mimetype: str, data: bytes, note: str) -> OutgoingMail:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import json
 import logging
 import random
@@ -25,13 +26,19 @@ from bridge.clock import Clock
 from bridge.config import ByosokuSettings
 from bridge.errors import ProviderError
 from bridge.files import write_atomic
-from bridge.ingress.pushes import fax_file
 from bridge.providers.byosoku import NAME, PROVIDER, LogEntry
 from bridge.retry import RetryPolicy
 from bridge.store import Inbound, InboundState, NewInbound, Store
 from bridge.workers.base import Worker
 
 log = logging.getLogger(__name__)
+
+
+def fax_file(inbound_dir: Path, provider: str, external_id: str, suffix: str) -> Path:
+    """Where a fetched fax is kept: named after its id, so a fetch repeated after a crash
+    rewrites the same file."""
+    digest = hashlib.sha256(external_id.encode()).hexdigest()[:32]
+    return inbound_dir / f"{provider}-{digest}{suffix}"
 
 LOG_ROWS = 50  # the receive log returns the latest 50 faxes
 FAILING_ALERT_AFTER = 5  # consecutive failed log calls before the admin hears of it
