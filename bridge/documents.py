@@ -35,6 +35,7 @@ from pypdf import PdfReader, PdfWriter
 from pypdf.errors import LimitReachedError
 
 from bridge.errors import DocumentError
+from bridge.files import fsync_directory
 
 SNIFF_BYTES = 1024
 """How many leading bytes `sniff`, `describe_unsupported` and `quick_check` look at.
@@ -520,15 +521,6 @@ def _image_pdf(name: str, data: bytes, kind: Kind, limits: Limits, room: int) ->
         return _convert(pngs, layout, first_frame_only=False), survey.pages
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable, not only the file's contents."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _write_atomically(out: Path, write: Callable[[IO[bytes]], object]) -> None:
     """Write `out` so that readers see either the old file or the complete new one."""
     temporary = out.with_suffix(".tmp")
@@ -541,7 +533,7 @@ def _write_atomically(out: Path, write: Callable[[IO[bytes]], object]) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_directory(out.parent)
+    fsync_directory(out.parent)
 
 
 def _append_part(writer: PdfWriter, name: str, data: bytes, limits: Limits) -> None:

@@ -23,9 +23,14 @@ def write_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> Pat
         tmp.unlink(missing_ok=True)  # a full disk must not keep a half-written file
         raise
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
+    fsync_directory(path.parent)
+    return path
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename itself durable, not only the file's contents."""
+    fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return path

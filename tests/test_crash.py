@@ -4,8 +4,9 @@ chosen and at random points, restarted, and the store and the outside world are 
 SIGKILL runs no cleanup, as an OOM kill or a pulled plug of the process would (not of the
 machine: the page cache survives, see the plan's note). What each scenario proves:
 
-- F1: every mail that got `250` is in the store, with its spool file; at most one mail per
-  client session is stored without its `250` (the client will send it again).
+- F1: every mail that got `250` is in the store, with its raw mail (in its row or its spool
+  file); at most one mail per client session is stored without its `250` (the client will send
+  it again).
 - F2: a fax whose send call was in flight becomes `unknown`, is never sent again, and its sender
   is told in words that nobody knows whether it went.
 - F3: a FaxMAX push killed before its commit, right after it, or at a random instant, and then
@@ -347,6 +348,11 @@ class IntakeRound:
         return found
 
 
+def spooled(path: Path) -> bytes:
+    """A large mail's spool file, or nothing if it is gone."""
+    return path.read_bytes() if path.is_file() else b""
+
+
 async def intake_round(rng: random.Random, workdir: Path, seed: int, *,
                        kill_window: tuple[float, float] = CI_INTAKE_KILL_WINDOW,
                        sessions: int = SESSIONS) -> IntakeRound:
@@ -369,12 +375,12 @@ async def intake_round(rng: random.Random, workdir: Path, seed: int, *,
                 stop.set()
             logs = await asyncio.gather(*futures)
         await rig.restart()
-        rows = rig.serve.query("SELECT message_id, spool_path FROM messages")
-        stored = {str(message_id) for message_id, _ in rows}
+        rows = rig.serve.query("SELECT message_id, spool_path, raw FROM messages")
+        stored = {str(message_id) for message_id, _, _ in rows}
         acknowledged = {m for log in logs for m in log.acknowledged}
-        spools = {str(message_id): Path(str(path)) for message_id, path in rows}
-        unspooled = sorted(m for m in acknowledged & stored
-                           if not spools[m].exists() or m.encode() not in spools[m].read_bytes())
+        kept = {str(message_id): bytes(raw) if raw is not None else spooled(Path(str(path)))
+                for message_id, path, raw in rows}
+        unspooled = sorted(m for m in acknowledged & stored if m.encode() not in kept[m])
         rig.check_integrity()
         await rig.serve.stop()
         return IntakeRound(seed, kill_after, sessions,

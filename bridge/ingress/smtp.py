@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from bridge import mime
 from bridge.clock import Clock
 from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
 from bridge.errors import DocumentError
-from bridge.files import write_atomic
+from bridge.ingress.data import Spool, read_data
 from bridge.limits import DAY, PageCaps
 from bridge.metrics import Metrics
 from bridge.numbers import NumberError, NumberPolicy, check_policy, parse_local_part
@@ -49,11 +48,6 @@ def sender_allowed(address: str, allowed: tuple[str, ...]) -> bool:
     address = address.lower()
     domain = "@" + address.rpartition("@")[2]
     return any(entry.lower() in (address, domain) for entry in allowed)
-
-
-def write_spool(spool_dir: Path, raw: bytes) -> Path:
-    """Durably store the raw mail under a fresh name."""
-    return write_atomic(spool_dir / f"{uuid.uuid4().hex}.eml", raw)
 
 
 class Connections:
@@ -131,6 +125,8 @@ class FaxSMTP(SMTP):
         self._rcpts_in_mail = 0
         self._max_rcpts_in_mail = 10 * handler.settings.max_recipients
         self._fax_domain = handler.settings.domain
+        self._spool_dir = handler.spool_dir
+        self.spool: Spool | None = None  # the mail being received
         self._admitted: str | None = None
         self._turned_away = False
         limit = handler.settings.max_message_bytes
@@ -179,7 +175,30 @@ class FaxSMTP(SMTP):
             self.transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
-        await super().smtp_DATA(arg)
+        """aiosmtpd's DATA, reading the mail in blocks into a `Spool` (see `data.py`)."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.spool = Spool(self._spool_dir, RAW_IN_ROW_BYTES)
+        try:
+            refusal = await read_data(self._reader, self.spool,
+                                      max_bytes=self.data_size_limit or 2**62,
+                                      max_line=self.line_length_limit)
+            if refusal is None and not self.spool.in_file:
+                self.envelope.original_content = self.envelope.content = self.spool.content()
+            status = refusal or await self._call_handler_hook("DATA")
+        finally:
+            self.spool.discard()  # unless the handler kept it
+            self.spool = None
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
         if self._closing:  # this mail was the last one
             self.goodbye()
 
@@ -329,32 +348,30 @@ class FaxHandler:
         return f"250 2.1.5 <{address}>: will be faxed to +{number}"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content
-        assert isinstance(raw, bytes) and envelope.mail_from is not None
+        assert isinstance(server, FaxSMTP) and server.spool is not None
+        assert envelope.mail_from is not None
+        spool = server.spool
         recipients = [(a, self._number(a)) for a in envelope.rcpt_tos]
-        spool_path: Path | None = None
         try:
             # The mail is parsed in the sandbox, never in this process: a large one from its
             # spool file, a small one sent over.
-            if len(raw) > RAW_IN_ROW_BYTES:
-                spool_path = await asyncio.to_thread(write_spool, self.spool_dir, raw)
-            refusal = await self._inspect(session, envelope.mail_from,
-                                          raw if spool_path is None else str(spool_path))
+            if spool.in_file:
+                await spool.keep()
+            raw = None if spool.in_file else spool.content()
+            stored: str | bytes = raw if raw is not None else str(spool.path)
+            refusal = await self._inspect(session, envelope.mail_from, stored)
             if isinstance(refusal, str):
-                if spool_path is not None:
-                    spool_path.unlink(missing_ok=True)
+                self._forget(spool)
                 return refusal
             inspection = refusal
             job_ids = await self.store.accept_message(
                 NewMessage(mail_from=envelope.mail_from, header_from=inspection.header_from,
                            subject=inspection.subject, message_id=inspection.message_id,
                            refs=inspection.refs, left_out=inspection.left_out,
-                           spool_path="" if spool_path is None else str(spool_path),
-                           raw=raw if spool_path is None else None),
+                           spool_path="" if spool.path is None else str(spool.path), raw=raw),
                 recipients, self.clock.now())
         except Exception as exc:
-            if spool_path is not None:
-                spool_path.unlink(missing_ok=True)
+            self._forget(spool)
             if is_disk_full(exc):
                 log.error("smtp %s: out of storage, mail from %s deferred: %s", session.peer,
                           envelope.mail_from, exc)
@@ -365,6 +382,12 @@ class FaxHandler:
                  envelope.mail_from, ids, ", ".join(f"+{n}" for _, n in recipients))
         self.on_queued()
         return f"250 2.0.0 queued as fax jobs {ids}"
+
+    @staticmethod
+    def _forget(spool: Spool) -> None:
+        """A mail not acknowledged leaves nothing behind."""
+        if spool.path is not None:
+            spool.path.unlink(missing_ok=True)
 
     async def _inspect(
         self, session: Session, mail_from: str, stored: str | bytes
