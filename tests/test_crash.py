@@ -378,7 +378,7 @@ async def intake_round(rng: random.Random, workdir: Path, seed: int, *,
         rows = rig.serve.query("SELECT message_id, spool_path, raw FROM messages")
         stored = {str(message_id) for message_id, _, _ in rows}
         acknowledged = {m for log in logs for m in log.acknowledged}
-        kept = {str(message_id): bytes(raw) if raw is not None else spooled(Path(str(path)))
+        kept = {str(message_id): raw if isinstance(raw, bytes) else spooled(Path(str(path)))
                 for message_id, path, raw in rows}
         unspooled = sorted(m for m in acknowledged & stored if m.encode() not in kept[m])
         rig.check_integrity()
