@@ -513,8 +513,10 @@ class Store:
     async def _flush(self) -> None:
         """Commit groups until nothing waits. A task of its own, so that a caller cancelled
         while waiting (a dropped connection, a hurried shutdown) cannot cut a group short."""
-        async with self._lock:
-            while self._waiting:
+        while self._waiting:
+            # The lock is taken again for each group, so a worker's own transaction (`_tx`),
+            # queued behind it, gets its turn during a long burst of mails or pushes.
+            async with self._lock:
                 group, self._waiting = self._waiting, []
                 # A caller that stopped waiting before its work began is not written: nobody
                 # would be told, and the sender would send it again.

@@ -78,3 +78,33 @@ async def test_writers_cancelled_at_any_moment_leave_the_store_usable(store: Sto
             await store.set_meta({"after": str(n)})
     assert await store.get_meta("after") == "5"
     assert not store._db.in_transaction
+
+
+async def test_a_workers_own_transaction_gets_its_turn_during_a_stream_of_mails(
+    store: Store
+) -> None:
+    """Mails that keep arriving while a group commits form the next group; a worker's `_tx`
+    queued meanwhile (a conversion finished, a fax to mark sent) must not wait for a lull."""
+    arriving = True
+    accepted: list[asyncio.Task[list[int]]] = []
+
+    async def stream() -> None:
+        n = 0
+        while arriving:
+            accepted.append(asyncio.create_task(store.accept_message(
+                mail(n), [(f"{n}@fax.local", "90212")], 1.0)))
+            n += 1
+            await asyncio.sleep(0.0005)
+
+    streaming = asyncio.create_task(stream())
+    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):
+        async with store._tx() as db:
+            await db.execute("INSERT INTO meta (key, value) VALUES ('worker', 'had its turn')")
+    mails_before = len(accepted)
+    await asyncio.sleep(0.1)
+    arriving = False
+    await streaming
+    await asyncio.gather(*accepted)
+    assert len(accepted) > mails_before  # the stream was still flowing when the worker wrote
+    assert await store.get_meta("worker") == "had its turn"
