@@ -357,7 +357,8 @@ class FaxHandler:
             # spool file, a small one sent over.
             if spool.in_file:
                 await spool.keep()
-            raw = None if spool.in_file else spool.content()
+            raw = None if spool.in_file else envelope.original_content
+            assert raw is None or isinstance(raw, bytes)
             stored: str | bytes = raw if raw is not None else str(spool.path)
             refusal = await self._inspect(session, envelope.mail_from, stored)
             if isinstance(refusal, str):
