@@ -69,3 +69,31 @@ def status_kb(pid: int | str, *fields: str) -> dict[str, int]:
         if name in fields:
             found[name] = int(value.split()[0])
     return found
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of every thread of `pid` (a process started from a worker thread is
+    the child of that thread, as the forkserver is)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text()
+                      .split()]
+        except OSError:
+            continue
+    return found
+
+
+def descendants(root: int) -> list[tuple[int, int]]:
+    """(pid, depth) of every process below `root`."""
+    found: list[tuple[int, int]] = []
+    stack = [(c, 1) for c in children(root)]
+    while stack:
+        pid, depth = stack.pop()
+        found.append((pid, depth))
+        stack += [(c, depth + 1) for c in children(pid)]
+    return found

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import command, loadavg, machine, product, status_kb
+from bench.common import children, command, descendants, loadavg, machine, product, status_kb
 from bridge import sandbox as sandbox_module
 from bridge.config import Settings
 from bridge.sandbox import Limits, Sandbox
@@ -95,23 +95,6 @@ WORDS = ("invoice", "order", "delivery", "payment", "account", "total", "amount"
 # --- measurement helpers --------------------------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of every thread of `pid` (a process started from a worker thread is
-    the child of that thread)."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            found += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text()
-                      .split()]
-        except OSError:
-            continue
-    return found
-
-
 @dataclass
 class Seen:
     depth: int
@@ -128,17 +111,6 @@ def reset_peak(pid: int | str) -> bool:
     except OSError:
         return False
     return True
-
-
-def descendants(root: int) -> list[tuple[int, int]]:
-    """(pid, depth) of every process below `root`."""
-    found: list[tuple[int, int]] = []
-    stack = [(c, 1) for c in children(root)]
-    while stack:
-        pid, depth = stack.pop()
-        found.append((pid, depth))
-        stack += [(c, depth + 1) for c in children(pid)]
-    return found
 
 
 def sample_tree(root: int, period: float) -> None:

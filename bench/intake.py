@@ -91,7 +91,7 @@ from pypdf import PdfReader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine, percentile
+from bench.common import descendants, machine, percentile
 from bridge.simulators import FaxMaxSimulator
 from tests.conftest import settings_for
 from tests.process import ServeProcess
@@ -399,25 +399,11 @@ class Bridge(Server):
 # --- commits, counted with strace ------------------------------------------------------------
 
 
-def process_tree(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += parents.get(pid, [])
-    return tree
-
-
 def tree_cpu(root: int) -> float:
     """CPU seconds used so far by `root` and its descendants, including children they have
     already reaped (the bridge's forkserver reaps every sandbox child)."""
     total = 0
-    for pid in process_tree(root):
+    for pid in [root, *(p for p, _ in descendants(root))]:
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
@@ -496,7 +482,7 @@ async def count_syncs(server: Server, template: MailTemplate, sessions: int, mai
                       per_connection: int, label: str, tmp: Path) -> tuple[Syncs, list[Reply]]:
     out = tmp / f"strace-{server.name}.txt"
     args = ["strace", "-f", "-ttt", "-y", "-e", "trace=fsync,fdatasync", "-o", str(out)]
-    pids = process_tree(server.pid)
+    pids = [server.pid, *(p for p, _ in descendants(server.pid))]
     for pid in pids:
         args += ["-p", str(pid)]
     threads = sum(len(os.listdir(f"/proc/{pid}/task")) for pid in pids)

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import random
 import sys
 import tempfile
@@ -59,7 +58,7 @@ from pypdf.generic import DictionaryObject, NameObject, NumberObject, StreamObje
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import command, loadavg, machine, product, status_kb
+from bench.common import command, descendants, loadavg, machine, product, status_kb
 from bridge.config import SmtpSettings
 from bridge.simulators import FaxMaxSimulator
 from tests.conftest import settings_for
@@ -78,23 +77,6 @@ from tests.test_load import (
 
 def kb(pid: int, name: str) -> int:
     return status_kb(pid, name)[name]
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of every thread of `pid` (a process started from a worker thread is the
-    child of that thread, as the forkserver is)."""
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tasks:
-        try:
-            found += [int(c) for c in
-                      Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
-        except OSError:
-            continue
-    return found
 
 
 def reset_peak(pid: int) -> bool:
@@ -117,17 +99,6 @@ def cpu_ticks(pid: int) -> int:
     except OSError:
         return 0
     return int(fields[11]) + int(fields[12])
-
-
-def descendants(root: int) -> list[tuple[int, int]]:
-    """(pid, depth) of every process below `root`."""
-    found: list[tuple[int, int]] = []
-    stack = [(c, 1) for c in children(root)]
-    while stack:
-        pid, depth = stack.pop()
-        found.append((pid, depth))
-        stack += [(c, depth + 1) for c in children(pid)]
-    return found
 
 
 def tree_rss(root: int) -> str:
