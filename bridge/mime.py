@@ -23,6 +23,7 @@ from email.headerregistry import AddressHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses
+from functools import cached_property
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -186,13 +187,6 @@ def _content_type(part: Message) -> str:
         return "application/octet-stream"
 
 
-def _disposition(part: Message) -> str:
-    try:
-        return (part.get_content_disposition() or "").lower()
-    except Exception:
-        return ""
-
-
 # --- structure without bodies ---------------------------------------------------------------
 #
 # The stdlib parser copies every body into Python strings (a 25 MB mail costs ~8x its size).
@@ -206,13 +200,28 @@ HEADER_LIMIT = 64 * 1024  # per header block; the stdlib parser is quadratic on 
 
 @dataclass(frozen=True)
 class Part:
-    """A leaf of the MIME tree: its parsed headers and where its body lies in the raw mail."""
+    """A leaf of the MIME tree: its parsed headers and where its body lies in the raw mail.
+
+    `policy.default` parses a header anew on every access (a `Content-Type` costs ~100 µs), and
+    one pass asks for the same few several times; each is read once here and kept."""
 
     headers: EmailMessage
     header_block: bytes
     body_start: int
     body_end: int
     parent: str
+    ctype: str
+
+    @cached_property
+    def disposition(self) -> str:
+        try:
+            return (self.headers.get_content_disposition() or "").lower()
+        except Exception:
+            return ""
+
+    @cached_property
+    def cte(self) -> str:
+        return header(self.headers, "Content-Transfer-Encoding").lower()
 
     def body(self, raw: bytes, limit: int | None = None) -> bytes:
         end = self.body_end if limit is None else min(self.body_end, self.body_start + limit)
@@ -253,7 +262,7 @@ def _scan(raw: bytes, start: int, end: int, depth: int, parent: str,
     except Exception:
         boundary = None
     if not boundary:
-        yield Part(headers, header_block, body_start, end, parent)
+        yield Part(headers, header_block, body_start, end, parent, ctype)
         return
     delimiter = re.compile(rb"(?:^|(?<=\n))--" + re.escape(boundary.encode("utf-8", "replace"))
                            + rb"(--)?[ \t]*(?:\r?\n|$)", re.MULTILINE)
@@ -304,7 +313,7 @@ def _b64decode(encoded: bytes) -> bytes:
 
 def _decoded(part: Part, raw: bytes, limit: int | None = None) -> bytes:
     """A leaf's content with its transfer encoding undone (up to about `limit` bytes)."""
-    cte = header(part.headers, "Content-Transfer-Encoding").lower()
+    cte = part.cte
     if cte == "base64":
         data = _b64decode(part.body(raw, None if limit is None else limit * 2))
     elif cte == "quoted-printable":
@@ -317,7 +326,7 @@ def _decoded(part: Part, raw: bytes, limit: int | None = None) -> bytes:
 def _size(part: Part, raw: bytes) -> int:
     """The decoded size, estimated without decoding (base64 lines carry 3 bytes per 4)."""
     length = part.body_end - part.body_start
-    if header(part.headers, "Content-Transfer-Encoding").lower() == "base64":
+    if part.cte == "base64":
         if not part.body(raw, 4096).strip():
             return 0
         return length * 3 // 4
@@ -359,8 +368,8 @@ def _walk(raw: bytes, leaves: list[Part]) -> _Walk:
     walk = _Walk()
     candidates: list[tuple[int, Part, str, bytes, int]] = []
     for index, part in enumerate(leaves):
-        ctype = _content_type(part.headers)
-        disposition = _disposition(part.headers)
+        ctype = part.ctype
+        disposition = part.disposition
         name = _filename(part.headers, index)
         if ctype in SIGNATURE_TYPES:
             walk.left_out.append(f"{name} ({SIGNATURE_TYPES[ctype]})")
@@ -375,7 +384,7 @@ def _walk(raw: bytes, leaves: list[Part]) -> _Walk:
         candidates.append((index, part, name, head, _size(part, raw)))
     cids: set[str] = set()
     for body in walk.bodies:
-        if _content_type(body.headers) == "text/html":
+        if body.ctype == "text/html":
             text = _text(body, raw, HTML_SCAN_LIMIT)
             cids.update(m.lower() for m in re.findall(r"cid:([^\"'\s>)]+)", text, re.I))
     for index, part, name, head, size in candidates:
@@ -473,8 +482,8 @@ def extract(raw: bytes, workdir: Path) -> Extraction:
         path = workdir / f"part-{n:03d}"
         path.write_bytes(_decoded(leaves[attachment.part_index], raw))
         files.append((attachment.filename, path))
-    plain = [b for b in walk.bodies if _content_type(b.headers) == "text/plain"]
-    html_parts = [b for b in walk.bodies if _content_type(b.headers) == "text/html"]
+    plain = [b for b in walk.bodies if b.ctype == "text/plain"]
+    html_parts = [b for b in walk.bodies if b.ctype == "text/html"]
     body = (_text(plain[0], raw) if plain
             else html_to_text(_text(html_parts[0], raw)) if html_parts else "")
     return Extraction(parts=tuple(files), body_text=body, left_out=tuple(walk.left_out))

@@ -31,7 +31,7 @@ def stdlib_leaves(raw: bytes) -> list[tuple[str, bytes]]:
 
 def scanned_leaves(raw: bytes) -> list[tuple[str, bytes]]:
     _, leaves = mime.parts(raw)
-    return [(mime._content_type(p.headers), mime._decoded(p, raw)) for p in leaves]
+    return [(p.ctype, mime._decoded(p, raw)) for p in leaves]
 
 
 def rich_mail() -> EmailMessage:
