@@ -332,15 +332,16 @@ class FaxHandler:
             return (f"452 4.5.3 Too many recipients: at most {self.settings.max_recipients} "
                     "fax numbers per mail; send the rest in another mail")
         now = self.clock.now()
-        sent = await self.store.count_recent_jobs(envelope.mail_from, now - 3600)
-        if sent + len(numbers) >= self.max_per_hour:
+        used = await self.store.usage(envelope.mail_from, hour_since=now - 3600,
+                                      day_since=now - DAY)
+        if used.faxes_last_hour + len(numbers) >= self.max_per_hour:
             return (f"450 4.7.1 <{envelope.mail_from}> has reached the limit of "
                     f"{self.max_per_hour} faxes per hour; please try again later")
         page_caps = self.page_caps
-        if await self.store.pages_since(now - DAY, envelope.mail_from) >= page_caps.per_sender:
+        if used.sender_pages >= page_caps.per_sender:
             return (f"450 4.7.1 <{envelope.mail_from}> has reached the limit of "
                     f"{page_caps.per_sender} pages per day; please try again tomorrow")
-        if await self.store.pages_since(now - DAY) >= page_caps.total:
+        if used.total_pages >= page_caps.total:
             return ("451 4.7.1 The fax gateway has reached its daily page limit; please try "
                     "again tomorrow")
         envelope.rcpt_tos.append(address)

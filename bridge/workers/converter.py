@@ -140,14 +140,14 @@ class Converter(Worker):
         """Pages are known only now, after conversion: the daily caps are checked here."""
         jobs = await self.store.jobs_of_message(message.id)
         cost = pages * len(jobs)
-        since = self.clock.now() - DAY
-        used = await self.store.pages_since(since, message.mail_from)
-        if used + cost > self.page_caps.per_sender:
+        now = self.clock.now()
+        used = await self.store.usage(message.mail_from, hour_since=now - 3600,
+                                      day_since=now - DAY)
+        if used.sender_pages + cost > self.page_caps.per_sender:
             return (f"this fax has {pages} page(s) for {len(jobs)} number(s); with it "
                     f"{message.mail_from} would send more than {self.page_caps.per_sender} "
-                    f"pages in 24 hours ({used} already); please send it later")
-        total = await self.store.pages_since(since)
-        if total + cost > self.page_caps.total:
+                    f"pages in 24 hours ({used.sender_pages} already); please send it later")
+        if used.total_pages + cost > self.page_caps.total:
             return ("the fax gateway has reached its daily page limit; please send it again "
                     "tomorrow")
         return None

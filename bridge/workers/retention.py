@@ -4,7 +4,8 @@ Sent and received faxes are personal data (KVKK in Turkey, APPI in Japan): a gat
 not become an archive nobody asked for. `documents.retention_days` after a fax is finished, its
 images (the spooled mail, the converted PDF, the received TIFF/PDF, the body of the delivered
 email) are deleted; who sent what to which number, when, with how many pages and what outcome
-stays in the store. Runs once an hour; 0 days keeps everything.
+stays in the store. Runs once an hour; 0 days keeps everything. Each run also forgets the
+per-minute usage counts older than a day, past every limit that reads them.
 """
 
 from __future__ import annotations
@@ -46,13 +47,16 @@ class Retention(Worker):
         self._next_at = clock.now()
 
     async def next_due(self) -> float | None:
-        return self._next_at if self.days else None
+        return self._next_at
 
     async def run_once(self) -> bool:
         now = self.clock.now()
-        if not self.days or now < self._next_at:
+        if now < self._next_at:
             return False
         self._next_at = now + INTERVAL
+        await self.store.forget_usage(now - DAY)
+        if not self.days:
+            return False
         purged = await self.store.purge(now - self.days * DAY, self._remove)
         if any((purged.messages, purged.inbound, purged.emails, purged.quarantined)):
             log.info("retention: deleted the fax images of %d sent and %d received fax(es) and "
