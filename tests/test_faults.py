@@ -778,3 +778,29 @@ async def test_f9_intake_answers_250_while_a_faxmax_call_is_still_outstanding(
     with capsys.disabled():
         print(f"\nF9: final '.' to 250: {fast * 1000:.0f} ms with FaxMAX answering, "
               f"{slow * 1000:.0f} ms with a FaxMAX call held open")
+
+
+async def test_the_server_name_is_looked_up_once_not_on_the_event_loop_for_every_connection(
+    make_bridge: MakeBridge, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow resolver must not stall SMTP: the greeting's name is looked up once, at start."""
+    lookups: list[str] = []
+
+    def getfqdn(name: str = "") -> str:
+        lookups.append(name)
+        time.sleep(0.05)  # a resolver that answers slowly
+        return "faxgw.example.net"
+
+    monkeypatch.setattr(socket, "getfqdn", getfqdn)
+    bridge = await make_bridge()
+
+    async def greeting() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bridge.smtp_port)
+        line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        return line
+
+    greetings = await asyncio.gather(*(greeting() for _ in range(5)))
+    assert greetings == [b"220 faxgw.example.net fax-bridge\r\n"] * 5
+    assert len(lookups) == 1

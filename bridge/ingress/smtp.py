@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -430,6 +431,9 @@ async def start_smtp_server(
     loop = asyncio.get_running_loop()
     settings = handler.settings
     connections = Connections(settings.max_connections, settings.max_connections_per_client)
+    # The name in the greeting. aiosmtpd would look it up for every connection, on the event
+    # loop: a reverse DNS query that stalls every session whenever the resolver is slow.
+    hostname = await asyncio.to_thread(socket.getfqdn)
 
     def factory() -> FaxSMTP:
         return FaxSMTP(
@@ -438,6 +442,7 @@ async def start_smtp_server(
             enable_SMTPUTF8=False,
             decode_data=False,
             ident="fax-bridge",
+            hostname=hostname,
             tls_context=tls_context,
             require_starttls=False,
             auth_required=False,  # enforced in handle_MAIL, which knows trusted networks
