@@ -681,13 +681,18 @@ class Store:
         self, message_id: int, *, document_path: str, pages: int, cover_html: str | None,
         left_out: Iterable[str],
     ) -> None:
-        async with self._tx() as db:
+        """In the group commit: a conversion finishing while mail arrives shares its commit
+        instead of holding the next `250` back by a commit of its own."""
+
+        async def work(db: aiosqlite.Connection) -> None:
             await db.execute(
                 "UPDATE messages SET state = ?, document_path = ?, pages = ?, cover_html = ?,"
                 " left_out = ? WHERE id = ? AND state = ?",
                 (MessageState.READY, document_path, pages, cover_html,
                  json.dumps(list(left_out)), message_id, MessageState.RECEIVED),
             )
+
+        await self._grouped(work)
 
     async def fail_message(self, message_id: int, error: str, now: float) -> None:
         """The documents cannot be faxed: every job of the mail fails with the same words."""

@@ -108,3 +108,24 @@ async def test_a_workers_own_transaction_gets_its_turn_during_a_stream_of_mails(
     await asyncio.gather(*accepted)
     assert len(accepted) > mails_before  # the stream was still flowing when the worker wrote
     assert await store.get_meta("worker") == "had its turn"
+
+
+async def test_a_conversion_finishing_while_mail_arrives_shares_the_mails_commit(
+    store: Store,
+) -> None:
+    [job_id] = await store.accept_message(mail(0), [("0@fax.local", "90212")], 1.0)
+    job = await store.job(job_id)
+    assert job is not None
+    message = job.message
+    statements: list[str] = []
+    await store._db.set_trace_callback(statements.append)
+    await asyncio.gather(
+        store.mark_message_ready(message, document_path="/documents/fax.pdf", pages=1,
+                                 cover_html=None, left_out=()),
+        *(store.accept_message(mail(n), [(f"{n}@fax.local", "90212")], 1.0)
+          for n in range(1, 6)))
+    await store._db.set_trace_callback(lambda _: None)
+    assert sum(1 for s in statements if s.strip().upper() == "COMMIT") == 1
+    ready = await store.message(message)
+    assert ready is not None and ready.pages == 1 and ready.document_path == "/documents/fax.pdf"
+    assert await store.job_counts() == {"queued": 6}
