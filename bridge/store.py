@@ -192,12 +192,12 @@ SCHEMA: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN raw BLOB;
     ALTER TABLE inbound ADD COLUMN document BLOB;
     """,
-    # version 5: what each sender (and, as sender '', the whole gateway) was charged, per minute
-    # the faxes were created in. The hourly fax limit and the daily page caps are checked on
-    # every RCPT: summed from the jobs themselves they cost a scan of the day's jobs (9 ms with
-    # 5 000 of them); from here, at most one row per minute. The triggers keep it right
-    # whoever writes the jobs (the service, or `fax-bridge requeue`): a fax is charged its
-    # pages once they are known, and nothing if FaxMAX never accepted it.
+    # version 5: what each sender was charged, per minute the faxes were created in (the
+    # whole gateway's is the sum over senders). The hourly fax limit and the daily page caps
+    # are checked on every RCPT: summed from the jobs themselves they cost a scan of the day's
+    # jobs (9 ms with 5 000 of them); from here, a day of minutes at most. The triggers keep
+    # it right whoever writes the jobs (the service, or `fax-bridge requeue`): a fax is charged
+    # its pages once they are known, and nothing if FaxMAX never accepted it.
     """
     CREATE TABLE usage (
         sender TEXT NOT NULL,

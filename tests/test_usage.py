@@ -83,6 +83,9 @@ def test_usage_counts_always_match_the_faxes(tmp_path_factory: object, steps: li
                     assert (await store.usage(sender, hour_since=now - 3600, day_since=now - DAY)
                             == await recounted(store, sender, now)), (action, sender)
             await store.forget_usage(now - DAY)  # what the day's windows need is kept
+            [[older]] = await store._all("SELECT COUNT(*) FROM usage WHERE minute < ?",
+                                         (int((now - DAY) // 60),))
+            assert older == 0
             for sender in SENDERS:
                 assert (await store.usage(sender, hour_since=now - 3600, day_since=now - DAY)
                         == await recounted(store, sender, now))
