@@ -22,8 +22,8 @@ What is measured, for each mail size x number of concurrent sessions:
      reconnect for every mail briefly hold 21 connections while the server still closes the
      last one), and `faxmax.timeout` (so held sends do not time out and retry).
 
-The client is a small asyncio SMTP client of this script's own, at the socket level. For each
-mail it hands everything but the terminating `.` line to the kernel (the transport's write
+The client is the load tests' socket-level SMTP client, `tests.test_load.send_on_one_connection`.
+For each mail it hands everything but the terminating `.` line to the kernel (the transport's write
 buffer limit is 0, so `drain()` returns only when the buffer is empty), then writes `.\\r\\n`
 and starts the clock at once; the clock stops when the reply line has arrived. So the latency
 is "final `.` -> reply", not the upload. msgs/s is mails answered `250` divided by the time
@@ -95,6 +95,7 @@ from bench.common import descendants, machine, percentile
 from bridge.simulators import FaxMaxSimulator
 from tests.conftest import settings_for
 from tests.process import ServeProcess
+from tests.test_load import MailResult, send_on_one_connection
 
 HERE = Path(__file__).resolve().parent
 CEILING = HERE / "ceiling_smtp.py"
@@ -203,99 +204,26 @@ def make_template(name: str, pdf: bytes, size: int) -> MailTemplate:
 # --- the SMTP client ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Reply:
-    code: int  # 0: no reply, the connection was lost
-    text: str
-    stage: str
-    latency: float | None = None  # final `.` -> reply, for DATA replies
-
-
-async def _reply(reader: asyncio.StreamReader) -> tuple[int, str]:
-    lines: list[bytes] = []
-    while True:
-        line = await reader.readline()
-        if not line.endswith(b"\n"):
-            raise ConnectionError("the server closed the connection")
-        lines.append(line.rstrip(b"\r\n"))
-        if line[3:4] != b"-":
-            return int(lines[-1][:3]), b" ".join(x[4:] for x in lines).decode(errors="replace")
-
-
 @dataclass
 class Counters:
     late_dot: int = 0  # final `.` that did not fit the socket buffer at once (clock started late)
 
-
-async def one_connection(port: int, template: MailTemplate, tags: Sequence[str],
-                         counters: Counters) -> list[Reply]:
-    replies: list[Reply] = []
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError as exc:
-        return [Reply(0, repr(exc), "connect")] * len(tags)
-    transport = writer.transport
-    assert isinstance(transport, asyncio.WriteTransport)
-    transport.set_write_buffer_limits(high=0)  # drain() returns once the kernel has it all
-    try:
-        async def command(line: str) -> tuple[int, str]:
-            writer.write(line.encode() + b"\r\n")
-            await writer.drain()
-            return await _reply(reader)
-
-        code, text = await _reply(reader)
-        if code == 220:
-            code, text = await command("EHLO bench.example")
-        if code != 250:
-            return [Reply(code, text, "greeting")] * len(tags)
-        for tag in tags:
-            refused = None
-            for stage, line, wanted in (("MAIL", f"MAIL FROM:<{SENDER}>", 250),
-                                        ("RCPT", f"RCPT TO:<{RCPT}>", 250),
-                                        ("DATA", "DATA", 354)):
-                code, text = await command(line)
-                if code != wanted:
-                    refused = Reply(code, text, stage)
-                    break
-            if refused is not None:
-                replies.append(refused)
-                if refused.code == 421:
-                    break
-                await command("RSET")
-                continue
-            writer.write(template.data(tag))
-            await writer.drain()
-            writer.write(b".\r\n")
-            started = time.perf_counter()
-            if transport.get_write_buffer_size():
-                counters.late_dot += 1
-                await writer.drain()
-                started = time.perf_counter()
-            code, text = await _reply(reader)
-            replies.append(Reply(code, text, "end of data", time.perf_counter() - started))
-        with contextlib.suppress(OSError):
-            await command("QUIT")
-    except OSError as exc:
-        replies.append(Reply(0, repr(exc), "connection"))
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    lost = len(tags) - len(replies)
-    return replies + [Reply(0, "not sent: the connection was lost", "connection")] * lost
+    def count_late_dot(self) -> None:
+        self.late_dot += 1
 
 
 async def session(port: int, template: MailTemplate, tags: Sequence[str], per_connection: int,
-                  counters: Counters) -> list[Reply]:
-    replies: list[Reply] = []
+                  counters: Counters) -> list[MailResult]:
+    replies: list[MailResult] = []
     for start in range(0, len(tags), per_connection):
-        replies += await one_connection(port, template, tags[start:start + per_connection],
-                                        counters)
+        replies += await send_on_one_connection(
+            port, [template.data(tag) for tag in tags[start:start + per_connection]],
+            mail_from=SENDER, rcpt=RCPT, late_dot=counters.count_late_dot)
     return replies
 
 
 async def load(port: int, template: MailTemplate, sessions: int, mails: int,
-               per_connection: int, label: str) -> tuple[list[Reply], float, Counters]:
+               per_connection: int, label: str) -> tuple[list[MailResult], float, Counters]:
     counters = Counters()
     started = time.perf_counter()
     outcomes = await asyncio.gather(*(
@@ -479,7 +407,7 @@ def classify(trace: str, server: Server, since: float, until: float) -> Syncs:
 
 
 async def count_syncs(server: Server, template: MailTemplate, sessions: int, mails: int,
-                      per_connection: int, label: str, tmp: Path) -> tuple[Syncs, list[Reply]]:
+                      per_connection: int, label: str, tmp: Path) -> tuple[Syncs, list[MailResult]]:
     out = tmp / f"strace-{server.name}.txt"
     args = ["strace", "-f", "-ttt", "-y", "-e", "trace=fsync,fdatasync", "-o", str(out)]
     pids = [server.pid, *(p for p, _ in descendants(server.pid))]
@@ -533,7 +461,7 @@ class Run:
     stored: int = 0
     expected_stored: int = 0
     syncs: Syncs | None = None
-    failures: list[Reply] = field(default_factory=list)
+    failures: list[MailResult] = field(default_factory=list)
     log_errors: list[str] = field(default_factory=list)
 
     @property

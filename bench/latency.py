@@ -71,6 +71,7 @@ from tests.test_load import (
     ROUTED_TO,
     SENDER,
     dot_stuffed,
+    send_on_one_connection,
 )
 
 STALL_SECONDS = 60.0
@@ -169,47 +170,15 @@ class Sent:
     reply_at: float  # its reply was read
 
 
-async def _reply(reader: asyncio.StreamReader) -> tuple[int, str]:
-    lines = []
-    while True:
-        line = await reader.readline()
-        if not line.endswith(b"\n"):
-            raise ConnectionError("the server closed the connection")
-        lines.append(line.rstrip(b"\r\n").decode(errors="replace"))
-        if line[3:4] != b"-":
-            return int(lines[-1][:3]), " ".join(x[4:] for x in lines)
-
-
 async def send_mail(port: int, mail: bytes) -> Sent:
     """One mail on a new connection, as a mail client sends it."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        async def command(line: str) -> tuple[int, str]:
-            writer.write(line.encode() + b"\r\n")
-            await writer.drain()
-            return await _reply(reader)
-
-        code, text = await _reply(reader)
-        for line, wanted in (("EHLO latency.example", 250), (f"MAIL FROM:<{SENDER}>", 250),
-                             (f"RCPT TO:<{FAX_RCPT}>", 250), ("DATA", 354)):
-            if code not in (220, 250, 354):
-                break
-            code, text = await command(line)
-            if code != wanted:
-                now = time.perf_counter()
-                return Sent(code, f"{line.split(':')[0]}: {text}", now, now)
-        writer.write(dot_stuffed(mail))
-        await writer.drain()
-        dot_at = time.perf_counter()
-        code, text = await _reply(reader)
-        reply_at = time.perf_counter()
-        with contextlib.suppress(OSError):
-            await command("QUIT")
-        return Sent(code, text, dot_at, reply_at)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    [result] = await send_on_one_connection(port, [dot_stuffed(mail)], mail_from=SENDER,
+                                            rcpt=FAX_RCPT)
+    if result.latency is None or result.replied_at is None:  # refused before the end of data
+        now = time.perf_counter()
+        return Sent(result.code, f"{result.stage}: {result.text}", now, now)
+    return Sent(result.code, result.text, result.replied_at - result.latency,
+                result.replied_at)
 
 
 def mail_bytes(n: int, pdf: bytes) -> bytes:

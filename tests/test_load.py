@@ -61,6 +61,7 @@ class MailResult:
     text: str
     stage: str
     latency: float | None = None
+    replied_at: float | None = None  # `time.perf_counter()` when the reply to the `.` came
 
 
 @cache
@@ -105,21 +106,27 @@ async def _reply(reader: asyncio.StreamReader) -> tuple[int, str]:
 
 
 def dot_stuffed(mail: bytes) -> bytes:
-    """The DATA bytes for `mail` (CRLF line ends), ending with the terminating `.` line."""
+    """The DATA bytes for `mail` (CRLF line ends), without the terminating `.` line."""
     body = re.sub(rb"(?m)^\.", b"..", mail)
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    return body + b".\r\n"
+    return body if body.endswith(b"\r\n") else body + b"\r\n"
 
 
-async def _one_connection(port: int, mails: Sequence[bytes], *, mail_from: str,
-                          rcpt: str) -> list[MailResult]:
-    """Send `mails` over one SMTP connection, as an MTA with a cached connection does."""
+async def send_on_one_connection(
+    port: int, data: Sequence[bytes], *, mail_from: str, rcpt: str,
+    late_dot: Callable[[], None] = lambda: None,
+) -> list[MailResult]:
+    """Send mails over one SMTP connection, as an MTA with a cached connection does. `data` holds
+    each mail's DATA bytes, dot-stuffed, without the terminating `.` line: that line is written
+    alone once the kernel has taken the rest, and the clock starts then. Should it not fit the
+    socket buffer at once, `late_dot()` is called and the clock starts when it has gone."""
     results: list[MailResult] = []
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError as exc:
-        return [MailResult(0, repr(exc), "connect")] * len(mails)
+        return [MailResult(0, repr(exc), "connect")] * len(data)
+    transport = writer.transport
+    assert isinstance(transport, asyncio.WriteTransport)
+    transport.set_write_buffer_limits(high=0)  # drain() returns once the kernel has it all
     try:
         async def command(line: str) -> tuple[int, str]:
             writer.write(line.encode() + b"\r\n")
@@ -130,8 +137,8 @@ async def _one_connection(port: int, mails: Sequence[bytes], *, mail_from: str,
         if code == 220:
             code, text = await command("EHLO load.example")
         if code != 250:
-            return [MailResult(code, text, "greeting")] * len(mails)
-        for mail in mails:
+            return [MailResult(code, text, "greeting")] * len(data)
+        for body in data:
             refused: MailResult | None = None
             for stage, line, wanted in (("MAIL", f"MAIL FROM:<{mail_from}>", 250),
                                         ("RCPT", f"RCPT TO:<{rcpt}>", 250),
@@ -146,11 +153,18 @@ async def _one_connection(port: int, mails: Sequence[bytes], *, mail_from: str,
                     break
                 await command("RSET")
                 continue
-            writer.write(dot_stuffed(mail))
+            writer.write(body)
             await writer.drain()
+            writer.write(b".\r\n")
             started = time.perf_counter()
+            if transport.get_write_buffer_size():
+                late_dot()
+                await writer.drain()
+                started = time.perf_counter()
             code, text = await _reply(reader)
-            results.append(MailResult(code, text, "end of data", time.perf_counter() - started))
+            replied_at = time.perf_counter()
+            results.append(MailResult(code, text, "end of data", replied_at - started,
+                                      replied_at))
         with contextlib.suppress(OSError):  # every mail has its verdict already
             await command("QUIT")
     except OSError as exc:  # ConnectionError included: a reset, or closed mid-dialogue
@@ -159,7 +173,7 @@ async def _one_connection(port: int, mails: Sequence[bytes], *, mail_from: str,
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-    unsent = len(mails) - len(results)
+    unsent = len(data) - len(results)
     return results + [MailResult(0, "not sent: the connection was lost", "connection")] * unsent
 
 
@@ -169,8 +183,9 @@ async def smtp_session(port: int, mails: Sequence[bytes], *, per_connection: int
     `per_connection` mails (smtp-source's default is a new connection for each mail)."""
     results: list[MailResult] = []
     for start in range(0, len(mails), per_connection):
-        results += await _one_connection(port, mails[start:start + per_connection],
-                                         mail_from=mail_from, rcpt=rcpt)
+        results += await send_on_one_connection(
+            port, [dot_stuffed(m) for m in mails[start:start + per_connection]],
+            mail_from=mail_from, rcpt=rcpt)
     return results
 
 
