@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -29,6 +30,7 @@ from typing import Any, TypeVar
 from bridge.errors import DocumentError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["bridge.documents", "bridge.mime", "bridge.workers.converter",
@@ -98,6 +100,7 @@ class Sandbox:
         self.size = size or max(2, os.cpu_count() or 2)
         self._slots = asyncio.Semaphore(self.size)
         self._idle: list[_Child] = []
+        self._replacing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def run(self, func: Callable[..., T], *args: Any, what: str = "the document") -> T:
@@ -110,7 +113,7 @@ class Sandbox:
                 if child.usable and not self._closed:
                     self._idle.append(child)
                 else:
-                    await self._stop(child)
+                    self._replace(child)
         if ok:
             result: T = value
             return result
@@ -158,6 +161,27 @@ class Sandbox:
             await self._stop(child)
         return await self._start()
 
+    def _replace(self, child: _Child) -> None:
+        """Stop a child that is done and start its successor, after this job's answer rather
+        than before the next job: starting a process takes longer than checking a mail."""
+        task = asyncio.create_task(self._succeed(child), name="sandbox child replacement")
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+
+    async def _succeed(self, child: _Child) -> None:
+        await self._stop(child)
+        if self._closed or len(self._idle) >= self.size:
+            return
+        try:
+            successor = await self._start()
+        except Exception:  # the next job starts one itself, and reports what goes wrong
+            log.warning("sandbox: could not start a replacement child", exc_info=True)
+            return
+        if self._closed:
+            await self._stop(successor)
+        else:
+            self._idle.append(successor)
+
     async def _start(self) -> _Child:
         ours, theirs = _CONTEXT.Pipe()
         process = _CONTEXT.Process(target=_serve, args=(theirs, self.limits), daemon=True)
@@ -179,5 +203,6 @@ class Sandbox:
     async def close(self) -> None:
         """Stop the idle children; busy ones stop when their job ends."""
         self._closed = True
+        await asyncio.gather(*self._replacing, return_exceptions=True)
         idle, self._idle = self._idle, []
         await asyncio.gather(*(self._stop(child) for child in idle))

@@ -2,7 +2,9 @@
 
 Rules this module enforces for the rest of the program:
 - a caller is acknowledged (SMTP 250, webhook 2xx) only after the transaction that stored its data
-  has committed with `synchronous=FULL`;
+  has committed with `synchronous=FULL`; only work that can be done again after a power cut (a
+  conversion) commits without waiting for the disk, and whatever is built on it (the claim of
+  its fax for sending) is again committed with `synchronous=FULL`, which makes it durable too;
 - every side effect (a fax to send, an email to deliver) is a row with a state, an attempt count and
   a next-attempt time, so a restart resumes exactly where the last run stopped;
 - de-duplication happens at the database (`UNIQUE` + `ON CONFLICT DO NOTHING`), never by
@@ -496,7 +498,8 @@ class Store:
         # what they read is always committed.
         self._reader = reader
         self._lock = asyncio.Lock()
-        self._waiting: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._waiting: list[tuple[Work, asyncio.Future[Any], bool]] = []
+        self._synchronous: str | None = "FULL"  # as set by `open`; None: unknown
         self._flusher: asyncio.Task[None] | None = None
         # Random, made once per database: in Message-IDs, so that the emails of a reinstalled
         # bridge (job numbers start again at 1) or of a second one never repeat an earlier id,
@@ -562,10 +565,15 @@ class Store:
                 raise
             await self._db.execute("COMMIT")
 
-    async def _begin(self) -> None:
+    async def _begin(self, synchronous: str = "FULL") -> None:
         """BEGIN IMMEDIATE, after undoing what a cancelled writer left open: a task cancelled
         while its BEGIN was queued for the database thread releases the lock, but the BEGIN
-        still runs there, just before this one."""
+        still runs there, just before this one. `synchronous` is how the commit waits for the
+        disk: FULL (durable when COMMIT returns) unless the caller can lose the transaction."""
+        if self._synchronous != synchronous:
+            self._synchronous = None  # until the pragma is known to have run
+            await self._db.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
         try:
             await self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -579,14 +587,19 @@ class Store:
         with contextlib.suppress(sqlite3.OperationalError):
             await self._db.execute("ROLLBACK")
 
-    async def _grouped(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _grouped(self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *,
+                       durable: bool = True) -> T:
         """Run `work` in a transaction shared with whatever else is waiting to be written, and
         return once that transaction is committed: a group commit. Twenty SMTP sessions or
         pushes arriving together cost one fsync instead of twenty, and each is still answered
         only after its own data is durable. Each work runs in its own savepoint, so one that
-        fails is rolled back alone and its error goes to its caller only."""
+        fails is rolled back alone and its error goes to its caller only.
+
+        `durable=False` is for work that is simply done again if a power cut loses it: a group
+        of only such work commits with `synchronous=NORMAL` (written to the WAL, synced by the
+        next durable commit) instead of holding the write lock through an fsync of its own."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._waiting.append((work, future))
+        self._waiting.append((work, future, durable))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="group commit")
         return await future
@@ -601,22 +614,23 @@ class Store:
                 group, self._waiting = self._waiting, []
                 # A caller that stopped waiting before its work began is not written: nobody
                 # would be told, and the sender would send it again.
-                group = [(work, future) for work, future in group if not future.done()]
+                group = [item for item in group if not item[1].done()]
                 if group:
                     with contextlib.suppress(Exception):  # its callers have the error
                         await self._commit_group(group)
 
-    async def _commit_group(self, group: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+    async def _commit_group(self, group: list[tuple[Work, asyncio.Future[Any], bool]]) -> None:
         db = self._db
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         # A work alone in its group needs no savepoint: if it fails, the transaction holds
         # nothing else and is rolled back whole. A mail arriving alone then costs four trips
         # to the database thread instead of six.
         alone = len(group) == 1
+        durable = any(item[2] for item in group)
         try:
-            await self._begin()
+            await self._begin("FULL" if durable else "NORMAL")
             try:
-                for work, future in group:
+                for work, future, _ in group:
                     if not alone:
                         await db.execute("SAVEPOINT grouped")
                     try:
@@ -635,7 +649,7 @@ class Store:
                 raise
             await db.execute("COMMIT")
         except BaseException as exc:  # nothing of the group was written
-            for _, future in group:
+            for _, future, _ in group:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else BridgeError(
                         "storing was interrupted by shutdown; nothing was acknowledged"))
@@ -701,7 +715,9 @@ class Store:
         left_out: Iterable[str],
     ) -> None:
         """In the group commit: a conversion finishing while mail arrives shares its commit
-        instead of holding the next `250` back by a commit of its own."""
+        instead of holding the next `250` back by a commit of its own. Not durable on its own
+        (see `_grouped`): a power cut may undo it, and the mail, still `received`, is simply
+        converted again; its fax can only be claimed by a durable commit after this one."""
 
         async def work(db: aiosqlite.Connection) -> None:
             await db.execute(
@@ -711,7 +727,7 @@ class Store:
                  json.dumps(list(left_out)), message_id, MessageState.RECEIVED),
             )
 
-        await self._grouped(work)
+        await self._grouped(work, durable=False)
 
     async def fail_message(self, message_id: int, error: str, now: float) -> None:
         """The documents cannot be faxed: every job of the mail fails with the same words."""

@@ -57,6 +57,25 @@ async def test_a_failing_write_is_rolled_back_alone_and_only_its_caller_hears(
     assert await store.job_counts() == {"queued": 2}
 
 
+async def test_a_failing_write_alone_in_its_group_is_rolled_back_and_its_caller_hears(
+    store: Store,
+) -> None:
+    """Alone, a work runs without a savepoint; failing, it undoes the whole transaction."""
+    async def broken(db: aiosqlite.Connection) -> None:
+        await db.execute("INSERT INTO meta (key, value) VALUES ('half', 'written')")
+        raise ValueError("this one fails half-way")
+
+    statements: list[str] = []
+    await store._db.set_trace_callback(statements.append)
+    with pytest.raises(ValueError, match="fails half-way"):
+        await store._grouped(broken)
+    await store._db.set_trace_callback(lambda _: None)
+    assert not any("SAVEPOINT" in s for s in statements)
+    assert await store.get_meta("half") is None
+    assert not store._db.in_transaction
+    assert await store.accept_message(mail(1), [("1@fax.local", "90212")], 1.0) == [1]
+
+
 async def test_writers_cancelled_at_any_moment_leave_the_store_usable(store: Store) -> None:
     """A shutdown that cancels a worker mid-write must not leave a transaction open for the
     next writer ("cannot start a transaction within a transaction")."""
@@ -126,6 +145,41 @@ async def test_a_conversion_finishing_while_mail_arrives_shares_the_mails_commit
           for n in range(1, 6)))
     await store._db.set_trace_callback(lambda _: None)
     assert sum(1 for s in statements if s.strip().upper() == "COMMIT") == 1
+    assert not any("synchronous=NORMAL" in s for s in statements)  # durable, for the mails
     ready = await store.message(message)
     assert ready is not None and ready.pages == 1 and ready.document_path == "/documents/fax.pdf"
     assert await store.job_counts() == {"queued": 6}
+
+
+async def synchronous_level(store: Store) -> int:
+    rows = await store._db.execute_fetchall("PRAGMA synchronous")
+    return int(next(iter(rows))[0])
+
+
+async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_does(
+    store: Store,
+) -> None:
+    """A finished conversion can be redone after a power cut, so alone it commits without an
+    fsync; every commit that acknowledges something (a mail, a claim) syncs again, and with
+    it the conversion before it."""
+    [job_id] = await store.accept_message(mail(0), [("0@fax.local", "90212")], 1.0)
+    job = await store.job(job_id)
+    assert job is not None
+    statements: list[str] = []
+    await store._db.set_trace_callback(statements.append)
+    await store.mark_message_ready(job.message, document_path="/documents/fax.pdf", pages=1,
+                                   cover_html=None, left_out=())
+    assert await synchronous_level(store) == 1  # NORMAL
+    converted = len(statements)
+    assert await store.accept_message(mail(1), [("1@fax.local", "90212")], 1.0) == [2]
+    claimed = await store.claim_job(2.0)
+    await store._db.set_trace_callback(lambda _: None)
+    assert claimed is not None and claimed[0].id == job_id
+
+    def before_begin(chunk: list[str]) -> str:
+        begin = next(i for i, s in enumerate(chunk) if s.startswith("BEGIN"))
+        return " ".join(s for s in chunk[:begin] if "synchronous" in s)
+
+    assert before_begin(statements[:converted]) == "PRAGMA synchronous=NORMAL"
+    assert before_begin(statements[converted:]) == "PRAGMA synchronous=FULL"
+    assert await synchronous_level(store) == 2  # FULL, for the mail and the claim

@@ -4,6 +4,7 @@ out of time or memory, never more jobs at once than its size, and gone after `cl
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import time
 
@@ -47,6 +48,24 @@ async def test_a_job_out_of_memory_is_refused_in_words_and_its_child_replaced() 
         with pytest.raises(DocumentError, match="needs more than 256 MB of memory"):
             await sandbox.run(bytearray, 2**30)
         assert await sandbox.run(os.getpid) != before
+    finally:
+        await sandbox.close()
+
+
+async def test_a_childs_successor_is_started_before_the_next_job_needs_it() -> None:
+    """Starting a process takes longer than checking a mail: a child that is done is replaced
+    after its job's answer, not in front of the next job."""
+    sandbox = Sandbox(Limits(memory_bytes=256 * 2**20, seconds=10), size=1)
+    try:
+        before = await sandbox.run(os.getpid)
+        with pytest.raises(DocumentError, match="needs more than 256 MB of memory"):
+            await sandbox.run(bytearray, 2**30)
+        deadline = time.monotonic() + 10
+        while not (successors := [p for p in multiprocessing.active_children()
+                                  if p.pid != before and p.is_alive()]):
+            assert time.monotonic() < deadline, "no successor was started without a job"
+            await asyncio.sleep(0.02)
+        assert await sandbox.run(os.getpid) == successors[0].pid
     finally:
         await sandbox.close()
 
