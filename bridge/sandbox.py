@@ -22,7 +22,7 @@ import multiprocessing.connection
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
@@ -100,20 +100,22 @@ class Sandbox:
         self.size = size or max(2, os.cpu_count() or 2)
         self._slots = asyncio.Semaphore(self.size)
         self._idle: list[_Child] = []
-        self._replacing: set[asyncio.Task[None]] = set()
+        self._live = 0  # children started or starting, and not retired
+        self._background: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def run(self, func: Callable[..., T], *args: Any, what: str = "the document") -> T:
         """`what` names the input in refusals ("the mail", "the document")."""
         async with self._slots:
             child = await self._take()
+            self._fill()
             try:
                 ok, value = await self._call(child, func, args, what)
             finally:
                 if child.usable and not self._closed:
                     self._idle.append(child)
                 else:
-                    self._replace(child)
+                    self._retire(child)
         if ok:
             result: T = value
             return result
@@ -158,31 +160,52 @@ class Sandbox:
             if child.process.is_alive():
                 return child
             child.usable = False
-            await self._stop(child)
+            self._retire(child)
         return await self._start()
 
-    def _replace(self, child: _Child) -> None:
-        """Stop a child that is done and start its successor, after this job's answer rather
-        than before the next job: starting a process takes longer than checking a mail."""
-        task = asyncio.create_task(self._succeed(child), name="sandbox child replacement")
-        self._replacing.add(task)
-        task.add_done_callback(self._replacing.discard)
+    # Starting a process takes longer than checking a mail (about 15 ms against 2 here), so
+    # once the pool is in use it keeps `size` children ready, as prefork servers keep spares:
+    # when one is retired (after MAX_JOBS jobs, a failure, or growing large) the next job goes
+    # to a spare while its successor starts in the background.
 
-    async def _succeed(self, child: _Child) -> None:
-        await self._stop(child)
-        if self._closed or len(self._idle) >= self.size:
-            return
+    def _fill(self) -> None:
+        while not self._closed and self._live < self.size:
+            self._live += 1
+            self._in_background(self._spare())
+
+    def _retire(self, child: _Child) -> None:
+        """Stop a child after its job's answer has gone back, and start its successor."""
+        self._live -= 1
+        self._in_background(self._stop(child))
+        self._fill()
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name="sandbox pool upkeep")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _spare(self) -> None:
         try:
-            successor = await self._start()
-        except Exception:  # the next job starts one itself, and reports what goes wrong
-            log.warning("sandbox: could not start a replacement child", exc_info=True)
+            child = await self._launch()
+        except Exception:  # a job that needs a child starts one itself, and reports why not
+            self._live -= 1
+            log.warning("sandbox: could not start a spare child", exc_info=True)
             return
         if self._closed:
-            await self._stop(successor)
+            await self._stop(child)
         else:
-            self._idle.append(successor)
+            self._idle.append(child)
 
     async def _start(self) -> _Child:
+        """A child for a job waiting now: counted with the pool, which it joins after."""
+        self._live += 1
+        try:
+            return await self._launch()
+        except BaseException:
+            self._live -= 1
+            raise
+
+    async def _launch(self) -> _Child:
         ours, theirs = _CONTEXT.Pipe()
         process = _CONTEXT.Process(target=_serve, args=(theirs, self.limits), daemon=True)
         try:
@@ -203,6 +226,6 @@ class Sandbox:
     async def close(self) -> None:
         """Stop the idle children; busy ones stop when their job ends."""
         self._closed = True
-        await asyncio.gather(*self._replacing, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
         idle, self._idle = self._idle, []
         await asyncio.gather(*(self._stop(child) for child in idle))

@@ -565,15 +565,20 @@ class Store:
                 raise
             await self._db.execute("COMMIT")
 
-    async def _begin(self, synchronous: str = "FULL") -> None:
+    async def _set_synchronous(self, level: str) -> None:
+        """How COMMIT waits for the disk: FULL (durable when it returns) unless the writer can
+        lose its transaction (see `_grouped`)."""
+        if self._synchronous != level:
+            self._synchronous = None  # until the pragma is known to have run
+            await self._db.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
+
+    async def _begin(self, *, durable: bool = True) -> None:
         """BEGIN IMMEDIATE, after undoing what a cancelled writer left open: a task cancelled
         while its BEGIN was queued for the database thread releases the lock, but the BEGIN
-        still runs there, just before this one. `synchronous` is how the commit waits for the
-        disk: FULL (durable when COMMIT returns) unless the caller can lose the transaction."""
-        if self._synchronous != synchronous:
-            self._synchronous = None  # until the pragma is known to have run
-            await self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._synchronous = synchronous
+        still runs there, just before this one."""
+        if durable and self._synchronous != "FULL":  # a lazy writer was interrupted
+            await self._set_synchronous("FULL")
         try:
             await self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -628,7 +633,9 @@ class Store:
         alone = len(group) == 1
         durable = any(item[2] for item in group)
         try:
-            await self._begin("FULL" if durable else "NORMAL")
+            if not durable:
+                await self._set_synchronous("NORMAL")
+            await self._begin(durable=durable)
             try:
                 for work, future, _ in group:
                     if not alone:
@@ -654,6 +661,9 @@ class Store:
                     future.set_exception(exc if isinstance(exc, Exception) else BridgeError(
                         "storing was interrupted by shutdown; nothing was acknowledged"))
             raise
+        finally:
+            if not durable:  # set back now, within the lock, not by the next writer: a mail
+                await self._set_synchronous("FULL")
         for future, ok, value in outcomes:
             if future.done():  # its caller gave up waiting; the data is stored all the same
                 continue

@@ -86,8 +86,13 @@ async def test_writers_cancelled_at_any_moment_leave_the_store_usable(store: Sto
     def accept(n: int) -> Awaitable[object]:
         return store.accept_message(mail(n), [(f"{n}@fax.local", "90212")], 1.0)
 
+    def convert(n: int) -> Awaitable[object]:  # not durable: sets the sync level and back
+        return store.mark_message_ready(1, document_path=f"/documents/{n}.pdf", pages=1,
+                                        cover_html=None, left_out=())
+
+    await accept(100)
     for n, steps in enumerate(range(6)):
-        for write in (meta, accept):
+        for write in (meta, accept, convert):
             task = asyncio.ensure_future(write(n))
             for _ in range(steps):  # cancel it after this many turns of the loop
                 await asyncio.sleep(0)
@@ -97,6 +102,7 @@ async def test_writers_cancelled_at_any_moment_leave_the_store_usable(store: Sto
             await store.set_meta({"after": str(n)})
     assert await store.get_meta("after") == "5"
     assert not store._db.in_transaction
+    assert await synchronous_level(store) == 2  # FULL: acknowledged writes are durable
 
 
 async def test_a_workers_own_transaction_gets_its_turn_during_a_stream_of_mails(
@@ -160,8 +166,8 @@ async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_d
     store: Store,
 ) -> None:
     """A finished conversion can be redone after a power cut, so alone it commits without an
-    fsync; every commit that acknowledges something (a mail, a claim) syncs again, and with
-    it the conversion before it."""
+    fsync (`synchronous=NORMAL`), then sets FULL back itself; the mail after it, and the claim
+    of its fax, commit durably (and with them the conversion) and pay nothing for it."""
     [job_id] = await store.accept_message(mail(0), [("0@fax.local", "90212")], 1.0)
     job = await store.job(job_id)
     assert job is not None
@@ -169,17 +175,13 @@ async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_d
     await store._db.set_trace_callback(statements.append)
     await store.mark_message_ready(job.message, document_path="/documents/fax.pdf", pages=1,
                                    cover_html=None, left_out=())
-    assert await synchronous_level(store) == 1  # NORMAL
-    converted = len(statements)
+    converted = list(statements)
+    statements.clear()
     assert await store.accept_message(mail(1), [("1@fax.local", "90212")], 1.0) == [2]
     claimed = await store.claim_job(2.0)
     await store._db.set_trace_callback(lambda _: None)
     assert claimed is not None and claimed[0].id == job_id
-
-    def before_begin(chunk: list[str]) -> str:
-        begin = next(i for i, s in enumerate(chunk) if s.startswith("BEGIN"))
-        return " ".join(s for s in chunk[:begin] if "synchronous" in s)
-
-    assert before_begin(statements[:converted]) == "PRAGMA synchronous=NORMAL"
-    assert before_begin(statements[converted:]) == "PRAGMA synchronous=FULL"
+    assert [s for s in converted if s.startswith(("PRAGMA", "BEGIN", "COMMIT"))] == [
+        "PRAGMA synchronous=NORMAL", "BEGIN IMMEDIATE", "COMMIT", "PRAGMA synchronous=FULL"]
+    assert not any(s.startswith("PRAGMA") for s in statements)
     assert await synchronous_level(store) == 2  # FULL, for the mail and the claim
