@@ -85,17 +85,19 @@ class Inspection:
 
 class _Registry(headerregistry.HeaderRegistry):
     """The stdlib's registry builds a new class for every header it parses (about 20 µs, a
-    fifth of reading a small mail's headers); the class of a name never changes, so keep it."""
+    fifth of reading a small mail's headers). The class depends only on the kind of header
+    (the registry's entry for the name, or the default), so one is kept per kind: a bounded
+    handful, however many distinct header names mail brings."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._classes: dict[str, type[headerregistry.BaseHeader]] = {}
+        self._classes: dict[type, type[headerregistry.BaseHeader]] = {}
 
     def __getitem__(self, name: str) -> type[headerregistry.BaseHeader]:
-        key = name.lower()
-        found = self._classes.get(key)
+        kind = self.registry.get(name.lower(), self.default_class)
+        found = self._classes.get(kind)
         if found is None:
-            found = self._classes[key] = super().__getitem__(name)
+            found = self._classes[kind] = super().__getitem__(name)
         return found
 
 

@@ -276,3 +276,17 @@ def test_lenient_base64_decodes_as_the_general_rule_says_whatever_the_junk(
     except ValueError:
         expected = b""
     assert mime._b64decode(encoded) == expected
+
+
+def test_the_header_class_cache_stays_small_whatever_header_names_mail_brings() -> None:
+    """Kept per kind of header, not per name: a stream of mails with ever new header names
+    (hostile, or just X- headers) cannot grow it in a long-lived process."""
+    registry = mime.POLICY.header_factory
+    assert isinstance(registry, mime._Registry)
+    for n in range(300):
+        msg = mime.parse(f"X-Trace-{n}: hop {n}\r\nSubject: =?utf-8?q?Rechnung_{n}?=\r\n"
+                         f"From: a{n}@example.com\r\n\r\nbody\r\n".encode())
+        assert msg[f"X-Trace-{n}"] == f"hop {n}"
+        assert msg["Subject"] == f"Rechnung {n}"
+        assert msg["From"].addresses[0].addr_spec == f"a{n}@example.com"
+    assert len(registry._classes) <= len(set(registry.registry.values())) + 1
