@@ -47,9 +47,10 @@ by a checkpoint), other files, directories. In WAL mode with `synchronous=FULL` 
 WAL once per commit, plus once on a checkpoint and once on the first commit after the WAL is
 restarted; the database file is synced once per checkpoint. So SQLite commits are estimated as
 WAL syncs - 2 x database syncs (the ceiling, which does exactly one commit per mail, checks the
-estimate). For the bridge, its workers' commits during the pass, counted from the store (one
-per mail the converter finished, one per job the sender claimed), are taken off to give intake
-commits per mail; other periodic transactions that change nothing write no WAL frame.
+estimate). For the bridge, its workers' durable commits during the pass, counted from the
+store (one per job the sender claimed; a finished conversion commits without a sync of its
+own), are taken off to give intake commits per mail; other periodic transactions that change
+nothing write no WAL frame.
 
 The machine (cores, CPU model, Python), the command and the load average before each run are
 printed: the numbers only mean something against the ceiling of the same run. The targets
@@ -308,10 +309,10 @@ class Bridge(Server):
         self.data_dir = settings.data_path
 
     def worker_commits(self) -> int:
-        """One commit per mail the converter finished and per job the sender claimed (the
-        claim is committed before FaxMAX is called, which the paused simulator then holds)."""
-        return (self.count("SELECT COUNT(*) FROM messages WHERE state != 'received'")
-                + self.count("SELECT COUNT(*) FROM jobs WHERE state != 'queued'"))
+        """One synced commit per job the sender claimed (the claim is committed before FaxMAX
+        is called, which the paused simulator then holds). A finished conversion commits
+        with `synchronous=NORMAL`, syncing nothing: it is durable with the next commit."""
+        return self.count("SELECT COUNT(*) FROM jobs WHERE state != 'queued'")
 
     def errors(self) -> list[str]:
         assert self.process is not None
@@ -570,13 +571,13 @@ def report(runs: list[Run]) -> bool:
           "converter included) per mail; load1: the 1-minute load average before the run. "
           "syncs/mail: fsync + fdatasync of the whole process tree per mail acknowledged in the "
           "strace pass; commits/mail: SQLite commits (WAL syncs - 2 x db syncs) less the "
-          "workers' (conversions, sends claimed), per mail.")
+          "workers' (sends claimed), per mail.")
     for r in runs:
         if r.syncs and r.syncs.by_place:
             where = ", ".join(f"{k} {r.syncs.per_mail(n):.2f}"
                               for k, n in sorted(r.syncs.by_place.items()))
             print(f"  {r.size} x{r.sessions} {r.server}: other syncs per mail: {where}; "
-                  f"worker commits in the pass (conversions, sends claimed): "
+                  f"worker commits in the pass (sends claimed): "
                   f"{r.syncs.worker_commits} for "
                   f"{r.syncs.mails} mails")
     print("\ntargets (reported, not asserted):")
