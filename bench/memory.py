@@ -88,6 +88,25 @@ def reset_peak(pid: int) -> bool:
     return True
 
 
+def rss_by_mapping(pid: int) -> dict[str, int]:
+    """The process's resident kB per kind of mapping, from /proc/PID/smaps.
+
+    Python's own heap (tracemalloc) is only part of VmRSS; this tells whether growth is
+    anonymous memory (malloc arenas, the heap), the database's shared WAL index (-shm) or
+    file pages mapped from disk."""
+    kinds: dict[str, int] = {}
+    kind = "anonymous"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's first line
+            path = fields[5] if len(fields) > 5 else ""
+            kind = ("anonymous" if not path else path if path.startswith("[") else
+                    "shared libraries" if ".so" in path else Path(path).name)
+        elif fields[0] == "Rss:":
+            kinds[kind] = kinds.get(kind, 0) + int(fields[1])
+    return kinds
+
+
 def mb(kilobytes: float) -> str:
     return f"{kilobytes / 1024:.1f} MB"
 
@@ -430,6 +449,7 @@ async def many_small(args: argparse.Namespace, cap: int) -> None:
         service = await start_service(Path(tmp), cap, args.period)
         series: list[tuple[int, int, int, float, str]] = [
             (0, service.idle, 0, 0.0, loadavg())]
+        mappings: dict[int, dict[str, int]] = {}
         results: list[MailResult] = []
         started = time.perf_counter()
         lock = asyncio.Lock()
@@ -445,6 +465,7 @@ async def many_small(args: argparse.Namespace, cap: int) -> None:
                         series.append((len(results), kb(service.pid, "VmRSS"),
                                        service.unconverted(), time.perf_counter() - started,
                                        loadavg()))
+                        mappings[len(results)] = rss_by_mapping(service.pid)
 
         try:
             await asyncio.gather(*(session(s) for s in range(args.sessions)))
@@ -473,6 +494,12 @@ async def many_small(args: argparse.Namespace, cap: int) -> None:
         print(f"  growth from the 2,000th to the {args.mails:,}th mail: {growth / 1024:+.1f} MB "
               f"({growth / 1024 / (args.mails - 2000) * 1000:+.2f} MB per 1,000 mails); from idle"
               f" to the last: {(by_count[args.mails] - service.idle) / 1024:+.1f} MB")
+    if 2000 in mappings and args.mails in mappings and args.mails > 2000:
+        first, last = mappings[2000], mappings[args.mails]
+        grown = sorted(((last.get(k, 0) - first.get(k, 0), k) for k in first.keys() | last.keys()),
+                       reverse=True)
+        print("  of it, by mapping (smaps Rss, 2,000th → last mail): " + ", ".join(
+            f"{k} {mb(first.get(k, 0))} → {mb(last.get(k, 0))}" for d, k in grown if abs(d) >= 64))
     print(f"  service peak RSS over the run (VmHWM since the warm-up): {mb(peak)}")
     print(f"  sandbox children over the run (sampled every {args.period * 1000:g} ms): "
           f"{len(window.sandbox()):,} seen, largest peak "
