@@ -551,10 +551,10 @@ def _append_part(writer: PdfWriter, name: str, data: bytes, limits: Limits) -> N
         writer.append(reader, import_outline=False)
 
 
-def build_pdf(parts: Sequence[tuple[str, Path]], out: Path, limits: Limits = Limits()) -> int:
+def build_pdf(parts: Sequence[tuple[str, bytes]], out: Path, limits: Limits = Limits()) -> int:
     """Join attachments, in mail order, into the one PDF that is faxed; return its page count.
 
-    `parts` holds (display filename, path of the decoded attachment). PDF pages are appended
+    `parts` holds (display filename, decoded attachment). PDF pages are appended
     as they are; images become pages as losslessly as PDF allows. Anything unreadable, over a
     cap in `limits` or of a type fax-bridge cannot fax raises `DocumentError` naming the file,
     and then `out` is left as it was.
@@ -563,8 +563,8 @@ def build_pdf(parts: Sequence[tuple[str, Path]], out: Path, limits: Limits = Lim
         raise DocumentError("There is no attachment to fax")
     writer = PdfWriter()
     with _untrusted_input():
-        for name, path in parts:
-            _append_part(writer, name, path.read_bytes(), limits)
+        for name, data in parts:
+            _append_part(writer, name, data, limits)
         _write_atomically(out, writer.write)
     return len(writer.pages)
 

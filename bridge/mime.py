@@ -439,7 +439,7 @@ def inspect(raw: bytes) -> Inspection:
 
 @dataclass(frozen=True)
 class Extraction:
-    parts: tuple[tuple[str, Path], ...]  # (display name, decoded file), in mail order
+    parts: tuple[tuple[str, bytes], ...]  # (display name, decoded content), in mail order
     body_text: str
     left_out: tuple[str, ...]
 
@@ -474,21 +474,20 @@ def html_to_text(markup: str) -> str:
     return html.unescape("".join(parser.out))
 
 
-def extract(raw: bytes, workdir: Path) -> Extraction:
-    """Decode every attachment of a stored mail to a file. Runs in a worker process."""
+def extract(raw: bytes) -> Extraction:
+    """Decode every attachment of a stored mail, in memory: the PDF is built from them in the
+    same process, so writing them to files only to read them back cost a directory, a file
+    per attachment and their removal (a third of converting a small mail). Runs in a worker
+    process, whose memory limit bounds them."""
     _, leaves = parts(raw)
     walk = _walk(raw, leaves)
-    workdir.mkdir(parents=True, exist_ok=True)
-    files = []
-    for n, attachment in enumerate(walk.attachments):
-        path = workdir / f"part-{n:03d}"
-        path.write_bytes(_decoded(leaves[attachment.part_index], raw))
-        files.append((attachment.filename, path))
+    decoded = tuple((attachment.filename, _decoded(leaves[attachment.part_index], raw))
+                    for attachment in walk.attachments)
     plain = [b for b in walk.bodies if b.ctype == "text/plain"]
     html_parts = [b for b in walk.bodies if b.ctype == "text/html"]
     body = (_text(plain[0], raw) if plain
             else html_to_text(_text(html_parts[0], raw)) if html_parts else "")
-    return Extraction(parts=tuple(files), body_text=body, left_out=tuple(walk.left_out))
+    return Extraction(parts=decoded, body_text=body, left_out=tuple(walk.left_out))
 
 
 _REPLY_MARKERS = re.compile(

@@ -33,8 +33,8 @@ def one_input(data: bytes) -> None:
         spool = Path(tmp) / "mail.eml"
         spool.write_bytes(data)
         try:
-            extraction = mime.extract(spool.read_bytes(), Path(tmp) / "parts")
-            documents.build_pdf(list(extraction.parts), Path(tmp) / "out.pdf",
+            extraction = mime.extract(spool.read_bytes())
+            documents.build_pdf(extraction.parts, Path(tmp) / "out.pdf",
                                 documents.Limits(max_pages=20, max_image_pixels=4_000_000))
         except (mime.Refusal, DocumentError):
             return

@@ -40,11 +40,10 @@ def prepare(stored: str | bytes, workdir: str, max_pages: int) -> Prepared:
     the mail, or the path of the file a large one was spooled to."""
     work = Path(workdir)
     raw = stored if isinstance(stored, bytes) else Path(stored).read_bytes()
-    extraction = mime.extract(raw, work / "parts")
+    extraction = mime.extract(raw)
+    work.mkdir(parents=True, exist_ok=True)
     out = work / "fax.pdf"
-    pages = documents.build_pdf(list(extraction.parts), out,
-                                documents.Limits(max_pages=max_pages))
-    shutil.rmtree(work / "parts", ignore_errors=True)
+    pages = documents.build_pdf(extraction.parts, out, documents.Limits(max_pages=max_pages))
     return Prepared(pdf_path=str(out), pages=pages, body_text=extraction.body_text,
                     left_out=extraction.left_out)
 
