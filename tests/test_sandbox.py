@@ -29,6 +29,15 @@ async def test_a_child_is_reused_from_job_to_job() -> None:
         await sandbox.close()
 
 
+async def test_children_do_not_preempt_the_event_loop_that_hands_them_jobs() -> None:
+    sandbox = Sandbox(Limits(memory_bytes=512 * 2**20, seconds=10, nice=10), size=1)
+    try:
+        assert await sandbox.run(os.sched_getscheduler, 0) == os.SCHED_BATCH
+        assert await sandbox.run(os.nice, 0) == 10  # background work keeps its lower share
+    finally:
+        await sandbox.close()
+
+
 async def test_a_job_out_of_time_is_refused_in_words_and_its_child_replaced() -> None:
     sandbox = Sandbox(Limits(memory_bytes=512 * 2**20, seconds=0.5), size=1)
     try:
