@@ -111,7 +111,7 @@ class Bridge:
                               cover_page=s.faxmax.cover_page, max_pages=s.documents.max_pages,
                               page_caps=page_caps,
                               on_ready=sender.wake, on_failed=reporter.wake)
-        inbox = Inbox(self.store, self.clock, s, templates, sandbox=sandbox,
+        inbox = Inbox(self.store, self.clock, s, sandbox=sandbox,
                       alerter=alerter, on_enqueued=mailer.wake)
         self.workers = [converter, sender, reporter, mailer, inbox,
                         Retention(self.store, self.clock, s.documents.retention_days)]

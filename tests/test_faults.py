@@ -388,7 +388,7 @@ async def poller_rig(tmp_path: Path, sim: ByosokuSimulator, clock: FakeClock,
     rig = PollerRig(tmp_path, sim, clock, **byosoku)
     poller = await rig.open()
     alerter = Alerter(rig.store, clock, rig.settings, Templates(), on_enqueued=lambda: None)
-    inbox = Inbox(rig.store, clock, rig.settings, Templates(), sandbox=InlineSandbox(),
+    inbox = Inbox(rig.store, clock, rig.settings, sandbox=InlineSandbox(),
                   alerter=alerter, on_enqueued=lambda: None)
     try:
         yield rig, poller, inbox

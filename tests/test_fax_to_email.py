@@ -75,6 +75,25 @@ async def test_a_pushed_two_page_tiff_fax_becomes_one_email_with_a_two_page_pdf(
     assert await inbound_counts(bridge) == {"mailed": 1}
 
 
+async def test_the_fax_email_is_composed_in_the_sandbox_not_in_the_service(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Encoding a fax into an email is pure CPU: in the service, even in a thread, it would hold
+    the interpreter from the event loop while pushes arrive. The sandbox's children are fresh
+    interpreters, which this patch does not reach."""
+
+    def in_the_service(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the fax email was composed in the service process")
+
+    monkeypatch.setattr("bridge.workers.inbox.compose", in_the_service)
+    await make_bridge(routing=ROUTING)
+    await faxmax.push_incoming(tiff=make_tiff(2), cld="902121110000", cli="903125550000")
+    [mail] = await relay.wait_for(1)
+    _, ctype, data = attachment(mail.message)
+    assert ctype == "application/pdf" and pdf_pages(data) == 2
+
+
 async def test_the_same_push_five_times_is_one_email(
     make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink
 ) -> None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import hashlib
 import logging
 import zoneinfo
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bridge import documents, mime, routing
 from bridge.alerts import Alerter
@@ -44,6 +47,64 @@ def to_pdf(data: bytes) -> tuple[bytes | None, int]:
     raise DocumentError("the received file is neither a TIFF nor a PDF")
 
 
+@dataclass(frozen=True)
+class Letter:
+    """The fax's email but its attachment: what the sandbox needs to compose it."""
+
+    templates_dir: str
+    context: dict[str, Any]  # the template's variables, but pages, filename and note
+    from_: str
+    to: tuple[str, ...]
+    message_id: str
+    date: float
+    pdf_name: str  # the attachment's name when the fax became a PDF
+    original_name: str  # ... and when it is attached as it came
+    original_type: str
+    original_pages: int  # the provider's count, for an original attached as it came
+
+
+@dataclass(frozen=True)
+class FaxMail:
+    body: bytes  # the email, on the wire
+    pages: int
+    filename: str
+    problem: str  # why the fax could not become a PDF ("" when it did)
+
+
+UNCONVERTED_NOTE = "the fax could not be turned into a PDF; the original file is attached"
+
+
+@functools.lru_cache(maxsize=4)
+def _templates(directory: str) -> Templates:
+    """One set per sandbox child: Jinja compiles each template once, not once per fax."""
+    return Templates(directory)
+
+
+def fax_mail(original: bytes, letter: Letter, problem: str = "") -> FaxMail:
+    """Runs in a sandboxed process: the fax as a PDF, and the email that carries it. Encoding a
+    large attachment into an email is pure CPU: in the service, even in a thread, it held the
+    interpreter from the event loop in steps of up to 5 ms while pushes arrived. A fax that
+    cannot become a PDF (or whose conversion the sandbox cut off: `problem`) is attached as it
+    came, and the words why come back for the admin."""
+    pdf: bytes | None = None
+    if not problem:
+        try:
+            pdf, pages = to_pdf(original)
+        except DocumentError as exc:
+            problem = str(exc)
+    if problem:
+        name, mimetype, data = letter.original_name, letter.original_type, original
+        pages, note = letter.original_pages, UNCONVERTED_NOTE
+    else:
+        name, mimetype, note = letter.pdf_name, "application/pdf", ""
+        data = original if pdf is None else pdf
+    context = letter.context | {"pages": pages, "filename": name, "note": note}
+    msg = compose(_templates(letter.templates_dir), "fax", context, from_=letter.from_,
+                  to=letter.to, message_id=letter.message_id, date=letter.date,
+                  auto_submitted=False, attachments=((name, mimetype, data),))
+    return FaxMail(body=as_bytes(msg), pages=pages, filename=name, problem=problem)
+
+
 def attachment_name(fax: Inbound, tz: str, suffix: str) -> str:
     """`fax-2026-11-23-0309-from-0368680000.pdf`: sortable, and says who sent it."""
     moment = datetime.datetime.fromtimestamp(fax.received_at, zoneinfo.ZoneInfo(tz))
@@ -61,13 +122,12 @@ class Inbox(Worker):
     name = "inbox"
 
     def __init__(
-        self, store: Store, clock: Clock, settings: Settings, templates: Templates, *,
+        self, store: Store, clock: Clock, settings: Settings, *,
         sandbox: Sandbox, alerter: Alerter, on_enqueued: Callable[[], None],
     ) -> None:
         super().__init__(clock)
         self.store = store
         self.settings = settings
-        self.templates = templates
         self.sandbox = sandbox
         self.alerter = alerter
         self.on_enqueued = on_enqueued
@@ -105,29 +165,23 @@ class Inbox(Worker):
                                                  "routing.admin are empty")
             return
         original = await self.document(fax)
-        note = ""
+        letter = self.letter(fax, to)
         try:
-            pdf, pages = await self.sandbox.run(to_pdf, original)
-            filename = attachment_name(fax, self.settings.mail.timezone, ".pdf")
-            mimetype, data = "application/pdf", original if pdf is None else pdf
-        except DocumentError as exc:
-            suffix = ".tif" if fax.document is not None else (
-                Path(fax.document_path or "").suffix or ".bin")
-            filename = attachment_name(fax, self.settings.mail.timezone, suffix)
-            mimetype = "image/tiff" if suffix == ".tif" else "application/octet-stream"
-            data, pages = original, fax.pages or 0
-            note = "the fax could not be turned into a PDF; the original file is attached"
+            made = await self.sandbox.run(fax_mail, original, letter)
+        except DocumentError as exc:  # the sandbox's limits cut the conversion off
+            made = await self.sandbox.run(fax_mail, original, letter, str(exc))
+        if made.problem:
             await self.alerter.alert(
                 f"inbound-conversion-{fax.id}",
                 f"received fax {fax.id} could not be converted to PDF",
-                f"{exc}\nIt was delivered to {', '.join(to)} as the original file "
-                f"{filename}.")
-        # Composing and encoding a large attachment takes long enough to stall intake.
-        mail = await asyncio.to_thread(self.render, fax, to, pages, filename, mimetype, data,
-                                       note)
+                f"{made.problem}\nIt was delivered to {', '.join(to)} as the original file "
+                f"{made.filename}.")
+        mail = OutgoingMail(message_id=letter.message_id,
+                            mail_from=address_of(self.settings.mail.from_), recipients=to,
+                            body=made.body)
         await self.store.inbound_done(fax.id, InboundState.MAILED, mail=mail, detail="",
                                       now=self.clock.now())
-        log.info("fax %s: %d page(s) from %s queued for %s", fax.id, pages,
+        log.info("fax %s: %d page(s) from %s queued for %s", fax.id, made.pages,
                  fax.sender_number or "withheld", ", ".join(to))
         self.on_enqueued()
 
@@ -139,26 +193,27 @@ class Inbox(Worker):
         assert fax.document_path is not None
         return await asyncio.to_thread(Path(fax.document_path).read_bytes)
 
-    def render(self, fax: Inbound, to: tuple[str, ...], pages: int, filename: str,
-               mimetype: str, data: bytes, note: str) -> OutgoingMail:
+    def letter(self, fax: Inbound, to: tuple[str, ...]) -> Letter:
         s = self.settings
         international = to_international(fax.receiving_number,
                                          country_code=self.country(fax.provider))
         moment = datetime.datetime.fromtimestamp(fax.received_at, zoneinfo.ZoneInfo(
             s.mail.timezone))
-        context = {
-            "sender": one_line(fax.sender_number) or "withheld",
-            "station": one_line(fax.remote_station),
-            "number": f"+{international}" if international else one_line(fax.receiving_number),
-            "pages": pages,
-            "received": moment.strftime("%Y-%m-%d %H:%M %Z"),
-            "provider": PROVIDER_NAMES.get(fax.provider, fax.provider),
-            "filename": filename,
-            "note": note,
-        }
-        message_id = fax_message_id(fax, s.mail_domain)
-        msg = compose(self.templates, "fax", context, from_=s.mail.from_, to=to,
-                      message_id=message_id, date=self.clock.now(), auto_submitted=False,
-                      attachments=((filename, mimetype, data),))
-        return OutgoingMail(message_id=message_id, mail_from=address_of(s.mail.from_),
-                            recipients=to, body=as_bytes(msg))
+        suffix = ".tif" if fax.document is not None else (
+            Path(fax.document_path or "").suffix or ".bin")
+        return Letter(
+            templates_dir=s.mail.templates_dir,
+            context={
+                "sender": one_line(fax.sender_number) or "withheld",
+                "station": one_line(fax.remote_station),
+                "number": f"+{international}" if international else one_line(
+                    fax.receiving_number),
+                "received": moment.strftime("%Y-%m-%d %H:%M %Z"),
+                "provider": PROVIDER_NAMES.get(fax.provider, fax.provider),
+            },
+            from_=s.mail.from_, to=to, message_id=fax_message_id(fax, s.mail_domain),
+            date=self.clock.now(),
+            pdf_name=attachment_name(fax, s.mail.timezone, ".pdf"),
+            original_name=attachment_name(fax, s.mail.timezone, suffix),
+            original_type="image/tiff" if suffix == ".tif" else "application/octet-stream",
+            original_pages=fax.pages or 0)
