@@ -15,6 +15,7 @@ imported the parsing modules, and never inherit the event loop's threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -54,7 +55,9 @@ def _serve(conn: multiprocessing.connection.Connection, limits: Limits) -> None:
     # there at once: the event loop that handed over the job stood still until the job was
     # done (2 ms a mail check, 5 a conversion, while the other CPU idled). As a batch task it
     # waits for the loop to sleep or moves to an idle CPU, with the same share of the CPU.
-    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    # Where the kernel refuses it (a restrictive seccomp profile), children run as before.
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     # What the forkserver imported is never garbage; frozen, it is not walked by the collection
     # after every job (12 ms per job with pypdf and Pillow loaded, against microseconds).
     gc.freeze()
