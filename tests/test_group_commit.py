@@ -46,21 +46,28 @@ async def test_a_failing_write_is_rolled_back_alone_and_only_its_caller_hears(
         await db.execute("INSERT INTO meta (key, value) VALUES ('half', 'written')")
         raise ValueError("this one fails half-way")
 
+    statements: list[str] = []
+    await store._db.set_trace_callback(statements.append)
     results = await asyncio.gather(
         store.accept_message(mail(1), [("1@fax.local", "90212")], 1.0),
         store._grouped(broken),
         store.accept_message(mail(2), [("2@fax.local", "90212")], 1.0),
         return_exceptions=True)
+    await store._db.set_trace_callback(lambda _: None)
     assert results[0] == [1] and results[2] == [2]
     assert isinstance(results[1], ValueError)
     assert await store.get_meta("half") is None  # its own write was undone
     assert await store.job_counts() == {"queued": 2}
+    # No savepoints (two trips each): the group is rolled back and the others run again.
+    assert not any("SAVEPOINT" in s for s in statements)
+    verbs = [s.split()[0].upper() for s in statements]
+    assert verbs.count("ROLLBACK") == 1 and verbs.count("COMMIT") == 1, verbs
 
 
 async def test_a_failing_write_alone_in_its_group_is_rolled_back_and_its_caller_hears(
     store: Store,
 ) -> None:
-    """Alone, a work runs without a savepoint; failing, it undoes the whole transaction."""
+    """Failing, a work alone undoes the whole transaction and is not tried again."""
     async def broken(db: aiosqlite.Connection) -> None:
         await db.execute("INSERT INTO meta (key, value) VALUES ('half', 'written')")
         raise ValueError("this one fails half-way")
