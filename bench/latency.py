@@ -319,6 +319,20 @@ def fax_email_problem(raw: bytes) -> str:
     return ""
 
 
+def log_around(log: str, moment: float, seconds: float = 1.0) -> list[str]:
+    """The service's log lines stamped within `seconds` of `moment` (a `time.time()`): what it
+    was doing when a mail was slow, before its temporary directory goes."""
+    near = []
+    for line in log.splitlines():
+        try:
+            at = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        except ValueError:
+            continue
+        if abs(at - moment) <= seconds:
+            near.append(line)
+    return near
+
+
 async def intake_figure(args: argparse.Namespace, workdir: Path, *, stalled: bool) -> Figure:
     """Figure 3, one way: mails spaced `--stall-gap` apart, each waited for until converted."""
     how = (f"FaxMAX holding every call {STALL_SECONDS:g} s" if stalled
@@ -335,7 +349,7 @@ async def intake_figure(args: argparse.Namespace, workdir: Path, *, stalled: boo
         p = ServeProcess(settings, workdir)
         await p.start()
         figure.notes.append(f"load average at the start {loadavg()}")
-        started = time.perf_counter()
+        started, wall_started = time.perf_counter(), time.time()
         sent_at: list[float] = []
         try:
             for n in range(-args.warmup, args.mails):
@@ -370,6 +384,12 @@ async def intake_figure(args: argparse.Namespace, workdir: Path, *, stalled: boo
                 + ", ".join(f"{1000 * s:.1f} ms at {at:.1f} s" for s, at in slowest)
                 + (f"; the held calls were answered at {', '.join(f'{t} s' for t in answered)}"
                    if stalled and answered else ""))
+            (worst, worst_at), median = slowest[0], sorted(figure.seconds)[len(figure.seconds) // 2]
+            if worst > 10 * median:
+                near = log_around(p.log(), wall_started + worst_at)
+                figure.notes.append(f"the service's log within 1 s of the slowest mail "
+                                    f"({len(near)} lines, the last 40):")
+                figure.notes.extend(f"    {line}" for line in near[-40:])
         finally:
             await simulator.stop()  # drops the held calls, so the service stops at once
             await p.stop()
