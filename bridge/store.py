@@ -243,8 +243,8 @@ SCHEMA: tuple[str, ...] = (
         FROM jobs j JOIN messages m ON m.id = j.message
         GROUP BY 1, 2;
     """,
-    # version 6: a mail's jobs found by index. Every conversion looks them up (for its cover
-    # page, and in `usage_pages_known` while it holds the write lock), and the jobs of every
+    # version 6: a mail's jobs found by index. Every conversion looks them up (for the daily
+    # page caps, and in `usage_pages_known` while it holds the write lock), and the jobs of every
     # mail ever received stay: scanned, each conversion cost 13 ms with 100 000 of them
     # against 1 ms with 1 000, and its page cache grew with the table.
     """
