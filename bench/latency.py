@@ -384,8 +384,9 @@ async def intake_figure(args: argparse.Namespace, workdir: Path, *, stalled: boo
                 + ", ".join(f"{1000 * s:.1f} ms at {at:.1f} s" for s, at in slowest)
                 + (f"; the held calls were answered at {', '.join(f'{t} s' for t in answered)}"
                    if stalled and answered else ""))
-            (worst, worst_at), median = slowest[0], sorted(figure.seconds)[len(figure.seconds) // 2]
-            if worst > 10 * median:
+            median = sorted(figure.seconds)[len(figure.seconds) // 2] if slowest else 0.0
+            worst, worst_at = slowest[0] if slowest else (0.0, 0.0)
+            if slowest and worst > 10 * median:
                 near = log_around(p.log(), wall_started + worst_at)
                 figure.notes.append(f"the service's log within 1 s of the slowest mail "
                                     f"({len(near)} lines, the last 40):")
