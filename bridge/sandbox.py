@@ -81,7 +81,6 @@ def _serve(conn: multiprocessing.connection.Connection, limits: Limits) -> None:
                 "read; it may be damaged or built to overload fax gateways"))
         except BaseException as exc:  # every failure goes back to the parent, which decides
             result = (False, exc)
-        gc.collect()  # pypdf's reference cycles would otherwise carry into the next job
         replace = replace or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > MAX_RSS_KB
         try:
             conn.send((*result, replace))
@@ -90,6 +89,11 @@ def _serve(conn: multiprocessing.connection.Connection, limits: Limits) -> None:
                        replace))
         if replace:
             return
+        # pypdf's reference cycles would otherwise carry into the next job. Collected after
+        # the answer has gone, not before: the parent is waiting for it (a mail's `250`), the
+        # next job is not yet (up to 0.6 ms of a 1 ms mail check, in the slowest 1 %).
+        del func, args, result
+        gc.collect()
 
 
 @dataclass(eq=False)

@@ -4,6 +4,7 @@ out of time or memory, never more jobs at once than its size, and gone after `cl
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import time
@@ -18,6 +19,39 @@ def _window(seconds: float) -> tuple[float, float]:
     started = time.monotonic()
     time.sleep(seconds)
     return started, time.monotonic()
+
+
+class _SlowToCollect:
+    """A reference cycle whose collection takes `seconds`: its finalizer sleeps."""
+
+    def __init__(self, seconds: float) -> None:
+        self.me = self
+        self.seconds = seconds
+
+    def __del__(self) -> None:
+        time.sleep(self.seconds)
+
+
+def _leave_garbage(seconds: float) -> int:
+    gc.collect()  # no automatic collection comes due before this job has answered
+    _SlowToCollect(seconds)
+    return os.getpid()
+
+
+def _uncollected() -> int:
+    return sum(isinstance(o, _SlowToCollect) for o in gc.get_objects())
+
+
+async def test_a_childs_garbage_is_collected_after_its_answer_and_before_its_next_job() -> None:
+    sandbox = Sandbox(Limits(memory_bytes=512 * 2**20, seconds=10), size=1)
+    try:
+        await sandbox.run(os.getpid)  # started
+        started = time.monotonic()
+        await sandbox.run(_leave_garbage, 2.0)
+        assert time.monotonic() - started < 1.5  # the answer did not wait for the collection
+        assert await sandbox.run(_uncollected) == 0  # the next job did
+    finally:
+        await sandbox.close()
 
 
 async def test_a_child_is_reused_from_job_to_job() -> None:
