@@ -160,7 +160,7 @@ def scan_pdf(target: int = 220_000) -> bytes:
 @dataclass(frozen=True)
 class MailTemplate:
     """A mail's DATA bytes (dot-stuffed, CRLF), split at a fixed-width id placeholder so that
-    each mail gets its own Message-ID and Subject without building it again."""
+    each mail gets its own Message-ID, Subject and MIME boundary without building it again."""
 
     name: str
     pdf_bytes: int
@@ -188,6 +188,7 @@ def make_template(name: str, pdf: bytes, size: int) -> MailTemplate:
         msg["Message-ID"] = f"<{PLACEHOLDER}@bench.example>"
         msg.set_content(body)
         msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="invoice.pdf")
+        msg.set_boundary(f"=_{PLACEHOLDER}")  # each mail its own, as mail clients write them
         return msg.as_bytes(policy=SMTP_POLICY)
 
     short = build("Please fax this.\n")
@@ -198,7 +199,8 @@ def make_template(name: str, pdf: bytes, size: int) -> MailTemplate:
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     parts = tuple(body.split(PLACEHOLDER.encode()))
-    assert len(parts) == 3, "the placeholder must be in Subject and Message-ID only"
+    # Subject, Message-ID, the boundary parameter and the three delimiter lines
+    assert len(parts) == 7, "the placeholder must be in Subject, Message-ID and boundary only"
     return MailTemplate(name, len(pdf), parts)
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import email
 import re
+from email import headerregistry
 from email.message import EmailMessage, Message
 from email.policy import SMTP
 from email.policy import default as default_policy
+from email.utils import make_msgid
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,46 @@ def test_the_structure_scan_finds_the_same_parts_as_the_stdlib_parser(linesep: s
     assert [ctype for ctype, _ in scanned_leaves(raw)] == [
         "text/plain", "text/html", "image/png", "application/pdf", "image/jpeg",
         "application/octet-stream"]
+
+
+def test_each_header_of_a_mail_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[tuple[str, str]] = []
+    parse = headerregistry.HeaderRegistry.__call__
+
+    def counted(registry: headerregistry.HeaderRegistry, name: str,
+                value: str) -> headerregistry.BaseHeader:
+        parsed.append((name.lower(), value))
+        return parse(registry, name, value)
+
+    monkeypatch.setattr(headerregistry.HeaderRegistry, "__call__", counted)
+    msg = rich_mail()
+    msg.get_payload().pop()  # type: ignore[union-attr]  # drop the unsupported c.bin
+    msg["Message-ID"] = make_msgid()
+    raw = msg.as_bytes(policy=SMTP)  # a boundary of its own: never parsed before
+    parsed.clear()  # what building the mail parsed
+    inspection = mime.inspect(raw)
+    mime.extract(raw)
+    assert inspection.message_id == msg["Message-ID"]
+    assert [v for n, v in parsed if n == "content-type" and "boundary" in v]  # it was read
+    assert len(parsed) == len(set(parsed))
+
+
+def test_the_parsed_header_memo_is_bounded_and_parses_as_the_stdlib() -> None:
+    registry = mime._Registry()
+    stdlib = headerregistry.HeaderRegistry()
+    value = 'multipart/mixed; boundary="=_a"; (comment) charset=utf-8'
+    assert registry("Content-Type", value) is registry("Content-Type", value)
+    ours, theirs = registry("Content-Type", value), stdlib("Content-Type", value)
+    assert isinstance(ours, headerregistry.ContentTypeHeader)
+    assert isinstance(theirs, headerregistry.ContentTypeHeader)
+    assert (str(ours), ours.params, ours.defects) == (str(theirs), theirs.params, theirs.defects)
+    for i in range(registry.MEMO_SIZE + 50):
+        registry("Subject", f"number {i}")
+    long = "x" * (registry.MEMO_VALUE_MAX + 1)
+    assert registry("Subject", long) is not registry("Subject", long)
+    assert len(registry._parsed) == registry.MEMO_SIZE
+    assert ("Content-Type", value) not in registry._parsed  # the oldest went first
+    assert ("Subject", f"number {registry.MEMO_SIZE + 49}") in registry._parsed
 
 
 def test_a_missing_closing_boundary_still_yields_the_last_part() -> None:
