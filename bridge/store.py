@@ -506,6 +506,9 @@ class Store:
         self._reader = reader
         self._lock = asyncio.Lock()
         self._waiting: list[tuple[Work, asyncio.Future[Any], bool]] = []
+        # Bookkeeping that only its latest value matters for (the time of the last push),
+        # written once by the next group commit instead of once by every work in the group.
+        self._group_meta: dict[str, str] = {}
         self._synchronous: str | None = "FULL"  # as set by `open`; None: unknown
         self._flusher: asyncio.Task[None] | None = None
         # Random, made once per database: in Message-IDs, so that the emails of a reinstalled
@@ -653,7 +656,12 @@ class Store:
                         failed = (future, exc)
                         break
                 if failed is None:
+                    meta = dict(self._group_meta)
+                    await self._set_meta(db, meta)
                     await db.execute("COMMIT")
+                    for key, value in meta.items():  # unless a newer value came meanwhile
+                        if self._group_meta.get(key) == value:
+                            del self._group_meta[key]
             except BaseException:
                 await self._rollback()
                 raise
@@ -1107,16 +1115,17 @@ class Store:
     ) -> tuple[int, list[int], list[int]]:
         """Everything a push carried, in one commit: status events (replays are no-ops), new
         received faxes, what goes to quarantine, and the time of the last push (unless this is
-        an operator's replay of a kept one). Returns (new events, new fax ids, quarantine
-        ids)."""
+        an operator's replay of a kept one; once per group, by `_commit_group`). Returns (new
+        events, new fax ids, quarantine ids)."""
         async def work(db: aiosqlite.Connection) -> tuple[int, list[int], list[int]]:
             new_events = await self._add_status_events(db, events, now, classify)
             fax_ids = await self._add_inbound(db, faxes, InboundState.RECEIVED, now)
             kept = [await self._quarantine(db, source, reason, body, now) for body, reason in bad]
-            if not replay:
-                await self._set_meta(db, {"faxmax.last_push": repr(now)})
             return new_events, fax_ids, kept
 
+        if not replay:
+            last = float(self._group_meta.get("faxmax.last_push", "0"))
+            self._group_meta["faxmax.last_push"] = repr(max(now, last))
         return await self._grouped(work)
 
     # --- received faxes ---------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from bridge.store import NewMessage, Store
+from bridge.store import NewInbound, NewMessage, Store
 
 
 def mail(n: int) -> NewMessage:
@@ -192,3 +192,24 @@ async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_d
         "PRAGMA synchronous=NORMAL", "BEGIN IMMEDIATE", "COMMIT", "PRAGMA synchronous=FULL"]
     assert not any(s.startswith("PRAGMA") for s in statements)
     assert await synchronous_level(store) == 2  # FULL, for the mail and the claim
+
+
+async def test_pushes_arriving_together_write_the_time_of_the_last_push_once(
+        store: Store) -> None:
+    statements: list[str] = []
+    await store._db.set_trace_callback(statements.append)
+
+    async def push(n: int) -> None:
+        fax = NewInbound(provider="faxmax", external_id=f"pdf-{n}", receiving_number="0312345678",
+                         sender_number="0398765432", received_at=100.0, document=b"II*\x00")
+        await store.record_push(source="faxmax", events=[], faxes=[fax], bad=[],
+                                now=1000.0 + n, classify=lambda _: None)
+
+    await asyncio.gather(*(push(n) for n in range(20)))
+    await store._db.set_trace_callback(lambda _: None)
+    inserts = [s for s in statements if s.startswith("INSERT INTO inbound")]
+    meta = [s for s in statements if s.startswith("INSERT INTO meta")]
+    commits = [s for s in statements if s.strip().upper() == "COMMIT"]
+    assert len(inserts) == 20
+    assert 1 <= len(meta) == len(commits) <= 3  # once per transaction, not once per push
+    assert (await store.snapshot(2000.0)).last_push == 1019.0  # the latest
