@@ -21,6 +21,7 @@ from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
 from bridge.errors import ConfigError
 from bridge.health import Health
+from bridge.ingress.arrivals import Arrivals
 from bridge.ingress.pushes import PushProcessor
 from bridge.ingress.smtp import FaxHandler, SmtpServer, start_smtp_server
 from bridge.ingress.web import build_web_app
@@ -52,6 +53,8 @@ class Bridge:
 
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
+    # mail and pushes go before the conversions they bring (see bridge/ingress/arrivals.py)
+    arrivals: Arrivals = field(default_factory=Arrivals)
     _store: Store | None = field(init=False, default=None)
     smtp_port: int = field(init=False, default=0)
     http_port: int = field(init=False, default=0)
@@ -110,9 +113,9 @@ class Bridge:
                               documents_dir=data / "documents", templates=templates,
                               cover_page=s.faxmax.cover_page, max_pages=s.documents.max_pages,
                               page_caps=page_caps,
-                              on_ready=sender.wake, on_failed=reporter.wake)
+                              on_ready=sender.wake, on_failed=reporter.wake, arrivals=self.arrivals)
         inbox = Inbox(self.store, self.clock, s, sandbox=sandbox,
-                      alerter=alerter, on_enqueued=mailer.wake)
+                      alerter=alerter, on_enqueued=mailer.wake, arrivals=self.arrivals)
         self.workers = [converter, sender, reporter, mailer, inbox,
                         Retention(self.store, self.clock, s.documents.retention_days)]
         poller = None
@@ -137,7 +140,7 @@ class Bridge:
             default_country_code=s.numbers.default_country_code,
             max_per_hour=s.numbers.max_faxes_per_sender_per_hour, page_caps=page_caps,
             sandbox=inspector,
-            on_queued=converter.wake, metrics=self.metrics)
+            on_queued=converter.wake, arrivals=self.arrivals, metrics=self.metrics)
         smtp_host, port = parse_listen(s.smtp.listen, "smtp.listen")
         try:
             self._smtp = await start_smtp_server(handler, smtp_host, port,
@@ -147,7 +150,8 @@ class Bridge:
                               f"{exc.strerror}") from exc
         self.smtp_port = self._smtp.port
 
-        app = build_web_app(s.http, pushes=self.pushes, metrics=self.metrics, health=self.health)
+        app = build_web_app(s.http, pushes=self.pushes, metrics=self.metrics, health=self.health,
+                            arrivals=self.arrivals)
         self._web = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_timeout)
         await self._web.setup()
         host, port = parse_listen(s.http.listen, "http.listen")

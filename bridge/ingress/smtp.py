@@ -23,6 +23,7 @@ from bridge import mime
 from bridge.clock import Clock
 from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
 from bridge.errors import DocumentError
+from bridge.ingress.arrivals import Arrivals
 from bridge.ingress.data import Spool, read_data
 from bridge.limits import DAY, PageCaps
 from bridge.metrics import Metrics
@@ -249,9 +250,10 @@ class FaxHandler:
         self, settings: SmtpSettings, *, store: Store, clock: Clock, spool_dir: Path,
         number_policy: NumberPolicy, default_country_code: str, max_per_hour: int,
         page_caps: PageCaps, sandbox: Sandbox, on_queued: Callable[[], None],
-        metrics: Metrics | None = None,
+        arrivals: Arrivals | None = None, metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
+        self.arrivals = arrivals or Arrivals()
         self.page_caps = page_caps
         self.sandbox = sandbox
         self.settings = settings
@@ -383,6 +385,7 @@ class FaxHandler:
         ids = ", ".join(str(i) for i in job_ids)
         log.info("smtp %s: mail from %s queued as fax jobs %s (%s)", session.peer,
                  envelope.mail_from, ids, ", ".join(f"+{n}" for _, n in recipients))
+        self.arrivals.note()
         self.on_queued()
         return f"250 2.0.0 queued as fax jobs {ids}"
 

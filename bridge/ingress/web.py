@@ -14,6 +14,7 @@ from aiohttp import web
 
 from bridge.config import HttpSettings, in_networks, parse_networks
 from bridge.health import Health
+from bridge.ingress.arrivals import Arrivals
 from bridge.ingress.pushes import PushProcessor
 from bridge.metrics import Metrics
 from bridge.providers.faxmax import PROVIDER
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 def build_web_app(
     settings: HttpSettings, *, pushes: PushProcessor, metrics: Metrics, health: Health,
+    arrivals: Arrivals,
 ) -> web.Application:
     token = settings.push_token.encode()
     allow_from = parse_networks(settings.push_allow_from, "http.push_allow_from")
@@ -59,6 +61,7 @@ def build_web_app(
                 log.error("push: out of storage, answered 503 so FaxMAX retries: %s", exc)
                 raise web.HTTPServiceUnavailable(text="out of storage, retry later\n") from exc
             raise
+        arrivals.note()
         metrics.duplicates.labels(PROVIDER, "fax").inc(outcome.faxes - len(outcome.new_fax_ids))
         metrics.duplicates.labels(PROVIDER, "status").inc(
             outcome.status_events - outcome.new_status_events)

@@ -1,0 +1,81 @@
+"""Conversions give way to arriving mail and pushes: held back while they keep coming, started
+once they pause, and never held longer than `max_hold`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bridge.ingress.arrivals import Arrivals
+from bridge.simulators import FaxMaxSimulator
+from bridge.store import JobState
+from tests.conftest import MakeBridge, RelaySink, fax_mail, smtp_send
+from tests.docfactory import make_pdf, make_tiff
+
+
+async def settling_time(arrivals: Arrivals) -> float:
+    started = time.monotonic()
+    await arrivals.settled()
+    return time.monotonic() - started
+
+
+async def test_with_nothing_arriving_work_starts_at_once() -> None:
+    assert await settling_time(Arrivals(quiet=0.5, max_hold=5)) < 0.25
+
+
+async def test_after_an_arrival_work_waits_for_the_quiet_time() -> None:
+    arrivals = Arrivals(quiet=0.3, max_hold=5)
+    arrivals.note()
+    assert 0.25 <= await settling_time(arrivals) < 2
+
+
+async def test_a_stream_that_never_pauses_holds_work_back_no_longer_than_max_hold() -> None:
+    arrivals = Arrivals(quiet=0.2, max_hold=0.6)
+    streaming = True
+
+    async def stream() -> None:
+        while streaming:
+            arrivals.note()
+            await asyncio.sleep(0.02)
+
+    arrivals.note()
+    task = asyncio.create_task(stream())
+    try:
+        held = await settling_time(arrivals)
+    finally:
+        streaming = False
+        await task
+    assert 0.55 <= held < 1.5
+
+
+async def test_mail_arriving_holds_its_conversion_back_until_the_stream_pauses(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink
+) -> None:
+    bridge = await make_bridge()
+    bridge.arrivals.quiet, bridge.arrivals.max_hold = 1.5, 30
+    for n in range(4):  # a mail every 0.1 s or so: none is converted meanwhile
+        result = await smtp_send(bridge.smtp_port, fax_mail(
+            ("invoice.pdf", "application/pdf", make_pdf(1)), message_id=f"<stream-{n}@x>"))
+        assert result.data is not None and result.data[0] == 250
+        assert len(await bridge.store.messages_to_convert()) == n + 1
+        await asyncio.sleep(0.1)
+    last = time.monotonic()
+    await faxmax.wait_for_requests(4, timeout=20)  # then all of them, and their faxes go out
+    assert time.monotonic() - last >= 1.3  # not before the stream had paused
+    assert not await bridge.store.messages_to_convert()
+    assert len(faxmax.sent_numbers()) == 4  # each once
+    assert (await bridge.store.job_counts()).get(JobState.QUEUED, 0) == 0
+
+
+async def test_pushes_arriving_hold_the_faxes_emails_back_until_they_pause(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink
+) -> None:
+    bridge = await make_bridge(routing={"default": ("frontdesk@example.com",)})
+    bridge.arrivals.quiet, bridge.arrivals.max_hold = 1.5, 30
+    for n in range(4):
+        await faxmax.push_incoming(tiff=make_tiff(1), cld="902121110000", fax_id=f"stream-{n}")
+        await asyncio.sleep(0.1)
+    last = time.monotonic()
+    assert not relay.messages  # none mailed while they kept coming
+    await relay.wait_for(4, timeout=20)
+    assert time.monotonic() - last >= 1.3
