@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiosmtplib
+
 from bridge.ingress.arrivals import Arrivals
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
-from tests.conftest import MakeBridge, RelaySink, fax_mail, smtp_send
+from tests.conftest import PUSH_TOKEN, MakeBridge, RelaySink, fax_mail, smtp_send
 from tests.docfactory import make_pdf, make_tiff
 
 
@@ -79,3 +81,33 @@ async def test_pushes_arriving_hold_the_faxes_emails_back_until_they_pause(
     assert not relay.messages  # none mailed while they kept coming
     await relay.wait_for(4, timeout=20)
     assert time.monotonic() - last >= 1.3
+
+
+async def test_a_mail_or_a_push_on_its_way_counts_as_arriving(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink
+) -> None:
+    """Their start counts, not only their answer: a conversion that could wait no longer slows
+    a stream, the gaps between answers widen past `quiet`, and that must not pass for a
+    pause."""
+    bridge = await make_bridge()
+    bridge.arrivals.quiet, bridge.arrivals.max_hold = 0.5, 30
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=bridge.smtp_port, timeout=10)
+    await client.connect()
+    try:
+        await client.ehlo()
+        await asyncio.sleep(0.6)  # connecting is not yet a mail
+        assert await settling_time(bridge.arrivals) < 0.25
+        await client.mail("alice@example.com")
+        assert await settling_time(bridge.arrivals) >= 0.4
+    finally:
+        client.close()
+    await asyncio.sleep(0.6)
+    _, writer = await asyncio.open_connection("127.0.0.1", bridge.http_port)
+    try:  # a push whose body is still on its way
+        writer.write(f"POST /faxmax/push/{PUSH_TOKEN} HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n[".encode())
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        assert await settling_time(bridge.arrivals) >= 0.4
+    finally:
+        writer.close()

@@ -27,7 +27,10 @@ class Arrivals:
         self._last = -math.inf
 
     def note(self) -> None:
-        """Something was acknowledged just now: a mail's `250`, a push's `200`."""
+        """Something is arriving or was acknowledged just now: a mail's `MAIL FROM` and its
+        `250`, a push's request and its `200`. The start counts too: when a conversion that
+        could wait no longer slows a stream, the gap between two mails' `250`s widens past
+        `quiet`, and waiting conversions must not take that for a pause."""
         self._last = asyncio.get_running_loop().time()
 
     async def settled(self) -> None:

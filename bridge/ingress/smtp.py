@@ -305,6 +305,7 @@ class FaxHandler:
             return f"550 5.7.1 <{address}> is not allowed to send faxes through this gateway"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        self.arrivals.note()  # a mail is on its way
         return "250 2.1.0 OK"
 
     def _number(self, address: str) -> str:

@@ -53,6 +53,7 @@ def build_web_app(
         if allow_from and not in_networks(request.remote or "", allow_from):
             log.warning("push from %s refused: not in http.push_allow_from", request.remote)
             raise web.HTTPForbidden(text="source address not allowed\n")
+        arrivals.note()  # a push is on its way
         body = await request.read()
         try:
             outcome = await pushes.process(body)
