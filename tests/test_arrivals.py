@@ -31,6 +31,22 @@ async def test_after_an_arrival_work_waits_for_the_quiet_time() -> None:
     assert 0.25 <= await settling_time(arrivals) < 2
 
 
+async def test_while_a_client_waits_for_an_answer_work_waits_and_then_the_quiet_time() -> None:
+    arrivals = Arrivals(quiet=0.2, max_hold=5)
+
+    async def answer() -> None:
+        with arrivals.answering():
+            await asyncio.sleep(0.5)  # longer than `quiet`: a slow check, a commit in a queue
+
+    task = asyncio.create_task(answer())
+    await asyncio.sleep(0)
+    assert 0.6 <= await settling_time(arrivals) < 2.5
+    await task
+    with arrivals.answering():  # and no longer than `max_hold`
+        arrivals.max_hold = 0.3
+        assert 0.25 <= await settling_time(arrivals) < 2
+
+
 async def test_a_stream_that_never_pauses_holds_work_back_no_longer_than_max_hold() -> None:
     arrivals = Arrivals(quiet=0.2, max_hold=0.6)
     streaming = True

@@ -5,16 +5,18 @@ child. Started while more mail keeps coming, it takes the cores from the check a
 in front of the next `250` (on a 2-core machine, a stream of small mails from one client was
 answered in 1.5–2× the time it took with no conversion running). Nobody is waiting for those
 conversions during a burst: the faxes go out at the provider's pace, and the emails of received
-faxes a moment later. So the converter and the inbox hold their next job back until nothing has
-arrived for `quiet` seconds, or for `max_hold` seconds at most, so that a stream that never
-pauses still has a job started every `max_hold` seconds, and everything is caught up once it
-ends.
+faxes a moment later. So the converter and the inbox hold their next job back while a client
+waits for our answer and until nothing has arrived for `quiet` seconds after that, or for
+`max_hold` seconds at most, so that a stream that never pauses still has a job started every
+`max_hold` seconds, and everything is caught up once it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 QUIET = 0.010  # a burst's mails come closer together than this; a single mail waits this long
 MAX_HOLD = 1.0
@@ -25,20 +27,45 @@ class Arrivals:
         self.quiet = quiet
         self.max_hold = max_hold
         self._last = -math.inf
+        self._answering = 0
+        self._answered = asyncio.Event()  # nobody is waiting for an answer
+        self._answered.set()
 
     def note(self) -> None:
-        """Something is arriving or was acknowledged just now: a mail's `MAIL FROM` and its
-        `250`, a push's request and its `200`. The start counts too: when a conversion that
-        could wait no longer slows a stream, the gap between two mails' `250`s widens past
-        `quiet`, and waiting conversions must not take that for a pause."""
+        """Something is on its way: a mail's `MAIL FROM`, a push's request. Not only answers
+        count: when a conversion that could wait no longer slows a stream, the gaps between
+        answers widen past `quiet`, and that must not pass for a pause."""
         self._last = asyncio.get_running_loop().time()
 
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """A client waits for our answer meanwhile: a mail's check and commit before its `250`,
+        a push's storing before its `200`. With twenty sessions, all of them can be there at
+        once for longer than `quiet`, and that is no pause."""
+        self.note()
+        self._answering += 1
+        self._answered.clear()
+        try:
+            yield
+        finally:
+            self._answering -= 1
+            if not self._answering:
+                self._answered.set()
+            self.note()
+
     async def settled(self) -> None:
-        """Return once nothing has arrived for `quiet` seconds, or after `max_hold`."""
+        """Return once nobody waits for an answer and nothing has arrived for `quiet` seconds,
+        or after `max_hold`."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self.max_hold
-        while True:  # not a poll: each sleep lasts to the deadline, which an arrival moves on
-            wait = min(self._last + self.quiet, until) - loop.time()
+        while (left := until - loop.time()) > 0:
+            if self._answering:
+                try:
+                    await asyncio.wait_for(self._answered.wait(), left)
+                except TimeoutError:
+                    return
+                continue
+            wait = self._last + self.quiet - loop.time()
             if wait <= 0:
                 return
-            await asyncio.sleep(wait)
+            await asyncio.sleep(min(wait, left))  # to the deadline, which an arrival moves on

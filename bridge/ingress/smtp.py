@@ -353,6 +353,10 @@ class FaxHandler:
         return f"250 2.1.5 <{address}>: will be faxed to +{number}"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.arrivals.answering():  # conversions wait: a client waits for this answer
+            return await self._accept(server, session, envelope)
+
+    async def _accept(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(server, FaxSMTP) and server.spool is not None
         assert envelope.mail_from is not None
         spool = server.spool
@@ -386,7 +390,6 @@ class FaxHandler:
         ids = ", ".join(str(i) for i in job_ids)
         log.info("smtp %s: mail from %s queued as fax jobs %s (%s)", session.peer,
                  envelope.mail_from, ids, ", ".join(f"+{n}" for _, n in recipients))
-        self.arrivals.note()
         self.on_queued()
         return f"250 2.0.0 queued as fax jobs {ids}"
 

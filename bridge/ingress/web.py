@@ -56,13 +56,13 @@ def build_web_app(
         arrivals.note()  # a push is on its way
         body = await request.read()
         try:
-            outcome = await pushes.process(body)
+            with arrivals.answering():  # conversions wait: FaxMAX waits for this answer
+                outcome = await pushes.process(body)
         except Exception as exc:
             if is_disk_full(exc):
                 log.error("push: out of storage, answered 503 so FaxMAX retries: %s", exc)
                 raise web.HTTPServiceUnavailable(text="out of storage, retry later\n") from exc
             raise
-        arrivals.note()
         metrics.duplicates.labels(PROVIDER, "fax").inc(outcome.faxes - len(outcome.new_fax_ids))
         metrics.duplicates.labels(PROVIDER, "status").inc(
             outcome.status_events - outcome.new_status_events)
