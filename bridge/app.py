@@ -94,8 +94,10 @@ class Bridge:
         templates = Templates(s.mail.templates_dir)
         page_caps = PageCaps(per_sender=s.numbers.max_pages_per_sender_per_day,
                              total=s.numbers.max_pages_per_day)
+        # Conversions: background work, which gives way to the mail and pushes that bring it.
         sandbox = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
-                                        seconds=s.documents.timeout, nice=10))
+                                        seconds=s.documents.timeout, nice=10),
+                          give_way=self.arrivals.settled)
         inspector = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
                                           seconds=s.smtp.inspect_timeout))
         self._sandboxes = [sandbox, inspector]
@@ -113,9 +115,9 @@ class Bridge:
                               documents_dir=data / "documents", templates=templates,
                               cover_page=s.faxmax.cover_page, max_pages=s.documents.max_pages,
                               page_caps=page_caps,
-                              on_ready=sender.wake, on_failed=reporter.wake, arrivals=self.arrivals)
+                              on_ready=sender.wake, on_failed=reporter.wake)
         inbox = Inbox(self.store, self.clock, s, sandbox=sandbox,
-                      alerter=alerter, on_enqueued=mailer.wake, arrivals=self.arrivals)
+                      alerter=alerter, on_enqueued=mailer.wake)
         self.workers = [converter, sender, reporter, mailer, inbox,
                         Retention(self.store, self.clock, s.documents.retention_days)]
         poller = None

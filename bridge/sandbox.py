@@ -23,7 +23,7 @@ import multiprocessing.connection
 import os
 import resource
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
@@ -105,10 +105,14 @@ class _Child:
 
 class Sandbox:
     """`await sandbox.run(func, *args)`: func(*args) in a limited child process. At most `size`
-    jobs run at once; more wait for a free child."""
+    jobs run at once; more wait for a free child. Background work (conversions) passes
+    `give_way`, awaited before each job: it returns when the work may take the CPU (see
+    `bridge.ingress.arrivals`)."""
 
-    def __init__(self, limits: Limits = Limits(), size: int | None = None) -> None:
+    def __init__(self, limits: Limits = Limits(), size: int | None = None, *,
+                 give_way: Callable[[], Awaitable[object]] | None = None) -> None:
         self.limits = limits
+        self.give_way = give_way
         self.size = size or max(2, os.cpu_count() or 2)
         self._slots = asyncio.Semaphore(self.size)
         self._idle: list[_Child] = []
@@ -118,6 +122,8 @@ class Sandbox:
 
     async def run(self, func: Callable[..., T], *args: Any, what: str = "the document") -> T:
         """`what` names the input in refusals ("the mail", "the document")."""
+        if self.give_way is not None:
+            await self.give_way()
         async with self._slots:
             child = await self._take()
             self._fill()

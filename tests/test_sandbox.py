@@ -54,6 +54,19 @@ async def test_a_childs_garbage_is_collected_after_its_answer_and_before_its_nex
         await sandbox.close()
 
 
+async def test_background_work_waits_for_its_turn_before_each_job() -> None:
+    turn = asyncio.Event()
+    sandbox = Sandbox(Limits(memory_bytes=512 * 2**20, seconds=10), size=1, give_way=turn.wait)
+    try:
+        job = asyncio.create_task(sandbox.run(os.getpid))
+        await asyncio.sleep(0.3)
+        assert not job.done()
+        turn.set()
+        assert await asyncio.wait_for(job, 10) != os.getpid()
+    finally:
+        await sandbox.close()
+
+
 async def test_a_child_is_reused_from_job_to_job() -> None:
     sandbox = Sandbox(Limits(memory_bytes=512 * 2**20, seconds=10), size=1)
     try:

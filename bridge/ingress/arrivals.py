@@ -5,10 +5,11 @@ child. Started while more mail keeps coming, it takes the cores from the check a
 in front of the next `250` (on a 2-core machine, a stream of small mails from one client was
 answered in 1.3× the time at p50, and 1.4–1.8× at p99, that it took with the converter off).
 Nobody is waiting for those conversions during a burst: the faxes go out at the provider's pace,
-and the emails of received faxes a moment later. So the converter and the inbox hold their next
-job back while a client waits for our answer and until nothing has arrived for `quiet` seconds
-after that, or for `max_hold` seconds at most, so that a stream that never pauses still has a
-job started every `max_hold` seconds, and everything is caught up once it ends.
+and the emails of received faxes a moment later. So the conversions' sandbox (the converter's
+and the inbox's jobs) holds each job back while a client waits for our answer and until nothing
+has arrived for `quiet` seconds after that, or for `max_hold` seconds at most, so that a stream
+that never pauses still has a job started every `max_hold` seconds, and everything is caught up
+once it ends.
 """
 
 from __future__ import annotations

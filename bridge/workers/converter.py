@@ -16,7 +16,6 @@ from pathlib import Path
 from bridge import documents, mime
 from bridge.clock import Clock
 from bridge.errors import BridgeError
-from bridge.ingress.arrivals import Arrivals
 from bridge.limits import DAY, PageCaps
 from bridge.mail import Templates
 from bridge.sandbox import Sandbox
@@ -56,10 +55,8 @@ class Converter(Worker):
         self, store: Store, clock: Clock, *, sandbox: Sandbox, documents_dir: Path,
         templates: Templates, cover_page: str, max_pages: int, page_caps: PageCaps,
         on_ready: Callable[[], None], on_failed: Callable[[], None],
-        arrivals: Arrivals | None = None,
     ) -> None:
         self.page_caps = page_caps
-        self.arrivals = arrivals or Arrivals()
         super().__init__(clock)
         self.store = store
         self.sandbox = sandbox
@@ -103,7 +100,6 @@ class Converter(Worker):
         return self.documents_dir / f"message-{message.id}"
 
     async def convert(self, message: Message) -> None:
-        await self.arrivals.settled()  # mail still coming in goes first
         workdir = self.workdir(message)
         try:
             stored = message.spool_path if message.raw is None else message.raw

@@ -24,7 +24,6 @@ from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import Settings
 from bridge.errors import DocumentError
-from bridge.ingress.arrivals import Arrivals
 from bridge.mail import Templates, address_of, as_bytes, compose, one_line
 from bridge.numbers import to_international
 from bridge.sandbox import Sandbox
@@ -125,10 +124,8 @@ class Inbox(Worker):
     def __init__(
         self, store: Store, clock: Clock, settings: Settings, *,
         sandbox: Sandbox, alerter: Alerter, on_enqueued: Callable[[], None],
-        arrivals: Arrivals | None = None,
     ) -> None:
         super().__init__(clock)
-        self.arrivals = arrivals or Arrivals()
         self.store = store
         self.settings = settings
         self.sandbox = sandbox
@@ -169,7 +166,6 @@ class Inbox(Worker):
             return
         original = await self.document(fax)
         letter = self.letter(fax, to)
-        await self.arrivals.settled()  # pushes still coming in go first
         try:
             made = await self.sandbox.run(fax_mail, original, letter)
         except DocumentError as exc:  # the sandbox's limits cut the conversion off
