@@ -2,7 +2,7 @@
 
 Two passes share one classification of MIME parts, so the verdict given during the SMTP dialogue
 (`inspect`, cheap: headers and the first bytes of each attachment) and the work done after `250`
-(`extract`, in a worker process: decode every attachment to a file) never disagree.
+(`extract`, in a worker process: decode every attachment, in memory) never disagree.
 
 Every header access is guarded: the standard library's parser raises on some hostile `From:` and
 `Content-Type` values, and an exception here must become a refusal in words, not a 500.
@@ -225,8 +225,9 @@ HEADER_LIMIT = 64 * 1024  # per header block; the stdlib parser is quadratic on 
 class Part:
     """A leaf of the MIME tree: its parsed headers and where its body lies in the raw mail.
 
-    `policy.default` parses a header anew on every access (a `Content-Type` costs ~100 µs), and
-    one pass asks for the same few several times; each is read once here and kept."""
+    One pass asks for the same few values several times (type, disposition, transfer
+    encoding): each is derived once here and kept; the header parse beneath is `_Registry`'s,
+    once per header."""
 
     headers: EmailMessage
     header_block: bytes
