@@ -8,6 +8,7 @@ close clients and the database.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -233,6 +234,20 @@ class Bridge:
         return not pending
 
 
+def freeze_startup_heap() -> None:
+    """Leave what startup built out of the garbage collector's full passes.
+
+    The modules, compiled templates, servers and pools built at startup live as long as the
+    process: some 64 000 objects. In the collector's oldest generation, every full collection
+    walked all of them, about 30 ms on the 2-core machine of bench/RESULTS.md, and one came
+    every second or so under a stream of mail, landing on the `250` of whichever mail was
+    being answered. Frozen (`gc.freeze`, as the sandbox's children do with what the
+    forkserver imported), a full collection walks only what was made since: 0.3 ms. Objects
+    made later are collected as before."""
+    gc.collect()  # what startup left as garbage is freed, not frozen
+    gc.freeze()
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT; a second one stops without waiting for work in flight."""
     bridge = Bridge(settings)
@@ -248,6 +263,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    freeze_startup_heap()
     await stopping.wait()
     log.info("fax-bridge stopping: no new mail or pushes are accepted; work in flight has up "
              "to %gs to finish (signal again to stop at once)", settings.shutdown_timeout)

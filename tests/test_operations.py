@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bridge.app import serve
 from bridge.clock import FakeClock
 from bridge.errors import BridgeError
 from bridge.limits import DAY
@@ -31,6 +34,7 @@ from tests.conftest import (
     RelaySink,
     fax_mail,
     job_states,
+    settings_for,
     smtp_send,
     start,
     wait_for_state,
@@ -75,6 +79,42 @@ class Session:
 
     def close(self) -> None:
         self.writer.close()
+
+
+# --- the serving process ------------------------------------------------------------------
+
+
+class _Node:
+    """A reference cycle: only the garbage collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+async def test_serving_leaves_what_startup_built_out_of_full_collections(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink,
+) -> None:
+    """A full collection walks every object of the oldest generation: ~30 ms for a started
+    service, landing on whichever mail is being answered (bench/RESULTS.md). What startup built
+    is frozen; garbage made afterwards is still collected."""
+    settings = settings_for(tmp_path, faxmax.url, relay.port)
+    assert gc.is_tracked(settings) and gc.get_freeze_count() == 0
+    service = asyncio.create_task(serve(settings))
+    try:
+        deadline = time.monotonic() + 20
+        while not gc.get_freeze_count():
+            assert not service.done(), service.exception()
+            assert time.monotonic() < deadline, "startup was never frozen"
+            await asyncio.sleep(0.02)
+        assert not any(o is settings for o in gc.get_objects()), "a full pass would walk it"
+        later = weakref.ref(_Node())
+        gc.collect()
+        assert later() is None
+    finally:
+        if not service.done():
+            os.kill(os.getpid(), signal.SIGTERM)  # to serve()'s own handler: an orderly stop
+        await asyncio.wait_for(service, 30)
+        gc.unfreeze()
 
 
 # --- graceful shutdown ----------------------------------------------------------------------
