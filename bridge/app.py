@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge import mime
 from bridge.alerts import Alerter
 from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
@@ -98,9 +99,11 @@ class Bridge:
         # Conversions: background work, which gives way to the mail and pushes that bring it.
         sandbox = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
                                         seconds=s.documents.timeout, nice=10),
-                          give_way=self.arrivals.settled)
+                          give_way=self.arrivals.settled, lull=self.arrivals.lull)
         inspector = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
-                                          seconds=s.smtp.inspect_timeout))
+                                          seconds=s.smtp.inspect_timeout),
+                            warm_up=(mime.inspect, (mime.SAMPLE_MAIL,)),
+                            lull=self.arrivals.lull)
         self._sandboxes = [sandbox, inspector]
         if client is None:
             self._client = FaxMaxClient(s.faxmax, self.metrics)

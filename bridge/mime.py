@@ -434,6 +434,24 @@ def inspect_stored(stored: str | bytes) -> Inspection:
     return inspect(stored if isinstance(stored, bytes) else Path(stored).read_bytes())
 
 
+def _sample_mail() -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Alice Example <alice@example.com>"
+    msg["To"] = "0312345678@fax.local"
+    msg["Subject"] = "Invoice 42"
+    msg["Date"] = "Mon, 07 Dec 2026 09:00:00 +0900"
+    msg["Message-ID"] = "<sample-1@example.com>"
+    msg.set_content("Please fax the attached invoice.\n")
+    msg.add_attachment(b"%PDF-1.4\n" + b"0" * 2048 + b"\n%%EOF\n", maintype="application",
+                       subtype="pdf", filename="invoice.pdf")
+    return msg.as_bytes()
+
+
+# A mail as clients write them: what each new sandbox child checks before its first real one
+# (`Sandbox(warm_up=...)`), so that no sender's `250` pays for a fresh child.
+SAMPLE_MAIL = _sample_mail()
+
+
 def inspect(raw: bytes) -> Inspection:
     """The cheap checks run before `250`: refuse now what can be refused now."""
     top, leaves = parts(raw)

@@ -47,6 +47,18 @@ async def test_while_a_client_waits_for_an_answer_work_waits_and_then_the_quiet_
         assert 0.25 <= await settling_time(arrivals) < 2
 
 
+async def test_a_lull_is_waited_for_however_long_clients_wait_for_answers() -> None:
+    """Upkeep (a sandbox child's successor) waits for a real pause; `max_hold` is not for it."""
+    arrivals = Arrivals(quiet=0.1, max_hold=0.2)
+    with arrivals.answering():
+        lull = asyncio.create_task(arrivals.lull())
+        await asyncio.sleep(0.6)
+        assert not lull.done()
+    started = time.monotonic()
+    await asyncio.wait_for(lull, 5)
+    assert time.monotonic() - started >= 0.05  # and then the quiet time
+
+
 async def test_a_stream_that_never_pauses_holds_work_back_no_longer_than_max_hold() -> None:
     arrivals = Arrivals(quiet=0.2, max_hold=0.6)
     streaming = True

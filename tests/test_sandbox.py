@@ -1,5 +1,6 @@
 """The sandbox's pool of parsing processes: reused while healthy, replaced after a job that ran
-out of time or memory, never more jobs at once than its size, and gone after `close()`."""
+out of time or memory (its successor warmed up on a sample, and started in a lull), never more
+jobs at once than its size, and gone after `close()`."""
 
 from __future__ import annotations
 
@@ -40,6 +41,102 @@ def _leave_garbage(seconds: float) -> int:
 
 def _uncollected() -> int:
     return sum(isinstance(o, _SlowToCollect) for o in gc.get_objects())
+
+
+_warmed_on: list[str] = []  # in a child: the warm-up jobs it ran
+
+
+def _warm(sample: str) -> None:
+    _warmed_on.append(sample)
+
+
+def _warm_ups() -> tuple[int, list[str]]:
+    return os.getpid(), _warmed_on
+
+
+def _broken_warm_up() -> None:
+    raise ValueError("the sample is broken")
+
+
+def _live_children() -> list[int]:
+    return [p.pid for p in multiprocessing.active_children() if p.is_alive() and p.pid]
+
+
+async def test_each_new_child_warms_up_on_the_sample_before_its_first_job() -> None:
+    sandbox = Sandbox(Limits(memory_bytes=256 * 2**20, seconds=10), size=1,
+                      warm_up=(_warm, ("sample mail",)))
+    try:
+        first, warmed = await sandbox.run(_warm_ups)
+        assert warmed == ["sample mail"]
+        with pytest.raises(DocumentError, match="needs more than 256 MB of memory"):
+            await sandbox.run(bytearray, 2**30)
+        successor, warmed = await sandbox.run(_warm_ups)
+        assert successor != first and warmed == ["sample mail"]  # once, in each child
+    finally:
+        await sandbox.close()
+
+
+async def test_a_failing_warm_up_is_logged_and_the_child_still_serves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sandbox = Sandbox(Limits(memory_bytes=512 * 2**20, seconds=10), size=1,
+                      warm_up=(_broken_warm_up, ()))
+    try:
+        assert await sandbox.run(os.getpid) != os.getpid()
+        assert "warm-up job failed: the sample is broken" in caplog.text
+    finally:
+        await sandbox.close()
+
+
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+async def _until(count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(_live_children()) != count:
+        assert time.monotonic() < deadline, f"{_live_children()}, not {count} children"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_successor_starts_in_a_lull_while_another_child_takes_the_jobs() -> None:
+    """Starting a process takes the cores for ~10 ms: not while mail is being answered, unless
+    no other child could take the next mail."""
+    lull = asyncio.Event()
+    sandbox = Sandbox(Limits(memory_bytes=256 * 2**20, seconds=10), size=2, lull=lull.wait)
+    try:
+        await sandbox.run(os.getpid)
+        await _until(2)  # the spare started at once: no child was idle for the next job
+        with pytest.raises(DocumentError, match="needs more than 256 MB of memory"):
+            await sandbox.run(bytearray, 2**30)
+        await asyncio.sleep(0.5)
+        await _until(1)  # its successor waits: mail keeps coming, and a child is idle
+        lull.set()
+        await _until(2)
+        lull.clear()
+        with pytest.raises(DocumentError, match="needs more than 256 MB of memory"):
+            await sandbox.run(bytearray, 2**30)
+        await _until(1)
+        # two jobs at once: the second finds no idle child and starts its own
+        assert len(set(await asyncio.gather(*(sandbox.run(_pid_after, 0.2) for _ in "ab")))) == 2
+        lull.set()
+        await asyncio.sleep(0.5)
+        await _until(2)  # and the waiting successor is not started as a third
+    finally:
+        await sandbox.close()
+
+
+async def test_close_does_not_wait_for_a_lull_that_never_comes() -> None:
+    sandbox = Sandbox(Limits(memory_bytes=256 * 2**20, seconds=10), size=2,
+                      lull=asyncio.Event().wait)
+    await sandbox.run(os.getpid)
+    await _until(2)
+    with pytest.raises(DocumentError, match="needs more than 256 MB of memory"):
+        await sandbox.run(bytearray, 2**30)
+    await _until(1)  # its successor waits for the lull
+    await asyncio.wait_for(sandbox.close(), 5)
+    assert _live_children() == []
 
 
 async def test_a_childs_garbage_is_collected_after_its_answer_and_before_its_next_job() -> None:

@@ -57,12 +57,20 @@ class Arrivals:
     async def settled(self) -> None:
         """Return once nobody waits for an answer and nothing has arrived for `quiet` seconds,
         or after `max_hold`."""
+        await self._calm(asyncio.get_running_loop().time() + self.max_hold)
+
+    async def lull(self) -> None:
+        """As `settled`, however long that takes: for upkeep that can wait for a pause, since
+        whatever needs it meanwhile does it itself (a sandbox child started for a job)."""
+        await self._calm(math.inf)
+
+    async def _calm(self, until: float) -> None:
         loop = asyncio.get_running_loop()
-        until = loop.time() + self.max_hold
         while (left := until - loop.time()) > 0:
             if self._answering:
                 try:
-                    await asyncio.wait_for(self._answered.wait(), left)
+                    await asyncio.wait_for(self._answered.wait(), None if left == math.inf
+                                           else left)
                 except TimeoutError:
                     return
                 continue
