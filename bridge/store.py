@@ -22,10 +22,11 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +35,7 @@ import aiosqlite
 from bridge.errors import BridgeError
 
 T = TypeVar("T")
-Work = Callable[[aiosqlite.Connection], Awaitable[Any]]
+Work = Callable[[sqlite3.Connection], Any]
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -483,33 +484,224 @@ def _message(row: sqlite3.Row) -> Message:
 
 
 
-async def _first(db: aiosqlite.Connection, sql: str,
-                 params: Sequence[Any] = ()) -> sqlite3.Row | None:
+def _first(db: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
     """The first row a statement gives."""
-    return next(iter(await db.execute_fetchall(sql, params)), None)
+    row: sqlite3.Row | None = db.execute(sql, params).fetchone()
+    return row
+
+
+def _connect_writer(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    # OperationalError: a failed COMMIT that SQLite already rolled back itself
+    with contextlib.suppress(sqlite3.OperationalError):
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
+def _transaction(fn: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
+    """`fn(db)` between BEGIN IMMEDIATE and COMMIT, rolled back if anything fails. BEGIN
+    IMMEDIATE takes the write lock up front, so a second process (the CLI) waits instead of
+    failing half-way."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db)
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
+    return result
+
+
+def _set_meta(db: sqlite3.Connection, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        db.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
+                   " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    row = _first(db, "PRAGMA user_version")
+    version = int(row[0]) if row else 0
+    if version > len(SCHEMA):
+        raise BridgeError(
+            f"this database was written by a newer fax-bridge (schema {version}; this "
+            f"version knows up to {len(SCHEMA)}): run the newer version, or restore a "
+            "backup taken before the upgrade")
+    for number, script in enumerate(SCHEMA[version:], start=version + 1):
+        for statement in _statements(script):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version={number}")
+
+
+def _installation(db: sqlite3.Connection) -> str:
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('installation', ?)",
+               (secrets.token_hex(6),))
+    row = _first(db, "SELECT value FROM meta WHERE key = 'installation'")
+    return str(row[0]) if row else ""
+
+
+async def _close_writer(writer: ThreadPoolExecutor, db: sqlite3.Connection) -> None:
+    await asyncio.get_running_loop().run_in_executor(writer, db.close)
+    writer.shutdown(wait=False)
+
+
+def _add_status_events(db: sqlite3.Connection, events: Sequence[StatusEvent], now: float,
+                       classify: Callable[[str], JobState | None]) -> int:
+    """Store status pushes (replays are no-ops) and apply those whose fax id is known.
+
+    Returns how many events were new. A push for a fax id we have not recorded yet (its
+    send response is still on the way) stays pending and is applied by `record_submitted`.
+    """
+    new = 0
+    for event in events:
+        cur = db.execute(
+            "INSERT INTO status_events (provider, fax_id, status, result_message, pages,"
+            " event_key, raw, received_at) VALUES (?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(event_key) DO NOTHING",
+            (event.provider, event.fax_id, event.status, event.result_message,
+             event.pages, event.event_key, event.raw, now),
+        )
+        new += cur.rowcount
+    for fax_id in dict.fromkeys(e.fax_id for e in events):
+        _apply_pending(db, fax_id, now, classify)
+    return new
+
+
+def _apply_pending(db: sqlite3.Connection, fax_id: str, now: float,
+                   classify: Callable[[str], JobState | None]) -> None:
+    row = _first(db, "SELECT * FROM jobs WHERE fax_id = ?", (fax_id,))
+    if row is None:
+        return
+    job = _job(row)
+    pending = db.execute(
+        "SELECT id, status, result_message, pages FROM status_events"
+        " WHERE fax_id = ? AND applied_at IS NULL ORDER BY id", (fax_id,)).fetchall()
+    state = job.state
+    for event_id, status, message, pages in pending:
+        verdict = classify(status)
+        if state in (JobState.SUBMITTED, JobState.UNKNOWN):
+            if verdict is not None:
+                state = verdict
+                db.execute(
+                    "UPDATE jobs SET state = ?, provider_status = ?, detail = ?,"
+                    " pages_sent = COALESCE(?, pages_sent), updated_at = ?, finished_at = ?"
+                    " WHERE id = ?",
+                    (verdict, status, message, pages, now, now, job.id),
+                )
+            elif state is JobState.SUBMITTED:
+                db.execute("UPDATE jobs SET provider_status = ?, updated_at = ? WHERE id = ?",
+                           (status, now, job.id))
+        db.execute("UPDATE status_events SET applied_at = ? WHERE id = ?", (now, event_id))
+
+
+def _enqueue(db: sqlite3.Connection, mail: OutgoingMail, now: float) -> bool:
+    """The Message-ID is the key: enqueueing the same email twice is a no-op."""
+    cur = db.execute(
+        "INSERT INTO outbox (message_id, mail_from, recipients, body, state, next_attempt_at,"
+        " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)"
+        " ON CONFLICT(message_id) DO NOTHING",
+        (mail.message_id, mail.mail_from, json.dumps(list(mail.recipients)), mail.body,
+         MailState.PENDING, now, now, now),
+    )
+    return cur.rowcount == 1
+
+
+def _quarantine(db: sqlite3.Connection, source: str, reason: str, body: bytes,
+                now: float) -> int:
+    cur = db.execute("INSERT INTO quarantine (source, reason, body, received_at)"
+                     " VALUES (?,?,?,?)", (source, reason, body, now))
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def _add_inbound(db: sqlite3.Connection, faxes: Sequence[NewInbound], state: InboundState,
+                 now: float) -> list[int]:
+    ids = []
+    for fax in faxes:
+        cur = db.execute(
+            "INSERT INTO inbound (provider, external_id, state, receiving_number,"
+            " sender_number, remote_station, pages, received_at, document_path, document,"
+            " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(provider, external_id) DO NOTHING",
+            (fax.provider, fax.external_id, state, fax.receiving_number,
+             fax.sender_number, fax.remote_station, fax.pages, fax.received_at,
+             fax.document_path, fax.document, now, now, now),
+        )
+        if cur.rowcount == 1:
+            assert cur.lastrowid is not None
+            ids.append(cur.lastrowid)
+    return ids
+
+
+@dataclass
+class _GroupOutcome:
+    values: list[Any]
+    failed: int | None = None  # the index of the work that raised, after the others ran
+    error: Exception | None = None
+
+
+def _group_transaction(works: list[Work], durable: bool, meta: dict[str, str],
+                       db: sqlite3.Connection) -> _GroupOutcome:
+    """The works of a group one after another in one transaction, without savepoints. When
+    one fails, the transaction is rolled back and the outcome says which (see
+    `Store._commit_group`). Only work that can be done again after a power cut commits
+    with `synchronous=NORMAL`."""
+    if not durable:
+        db.execute("PRAGMA synchronous=NORMAL")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            values = []
+            for index, work in enumerate(works):
+                try:
+                    values.append(work(db))
+                except Exception as exc:
+                    _rollback(db)
+                    return _GroupOutcome(values, index, exc)
+            _set_meta(db, meta)
+            db.execute("COMMIT")
+        except BaseException:
+            _rollback(db)
+            raise
+    finally:
+        if not durable:
+            db.execute("PRAGMA synchronous=FULL")
+    return _GroupOutcome(values)
 
 
 class Store:
-    """An open database. All writes go through `_tx()` or the group commit, one transaction
-    at a time.
+    """An open database. Every write is one transaction at a time on one connection, on a
+    thread of its own (the writer); reads go to a second connection.
 
-    Every statement is a trip to the connection's thread and back (two thread switches and a
-    wake-up of the event loop), which on a small machine costs more than the statement: rows
-    are fetched in the same trip (`execute_fetchall`), never by a cursor's execute, fetch and
-    close (three)."""
+    A transaction is one trip to the writer's thread and back, whatever it holds: its
+    statements run there one after another (`_tx(fn)`: `fn` is a plain function of the
+    connection). With a trip per statement (aiosqlite's way, which the reads still take), a
+    push's transaction was four trips, each two thread switches and a wake-up of the event
+    loop; under a burst of pushes every one of them also waited for the loop to finish
+    parsing other pushes, and the writer stood idle in between: groups of 19 pushes alternated
+    with groups of one, each taking 5-12 ms. Reads fetch their rows in the same trip
+    (`execute_fetchall`), never by a cursor's execute, fetch and close (three)."""
 
-    def __init__(self, db: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, writer: ThreadPoolExecutor, db: sqlite3.Connection,
+                 reader: aiosqlite.Connection) -> None:
+        self._writer = writer
         self._db = db
         # Reads go through a second connection, so that the checks at RCPT time and the
         # workers' look-ups never wait behind a write transaction (WAL lets both run at once);
         # what they read is always committed.
         self._reader = reader
-        self._lock = asyncio.Lock()
         self._waiting: list[tuple[Work, asyncio.Future[Any], bool]] = []
         # Bookkeeping that only its latest value matters for (the time of the last push),
         # written once by the next group commit instead of once by every work in the group.
         self._group_meta: dict[str, str] = {}
-        self._synchronous: str | None = "FULL"  # as set by `open`; None: unknown
         self._flusher: asyncio.Task[None] | None = None
         # Random, made once per database: in Message-IDs, so that the emails of a reinstalled
         # bridge (job numbers start again at 1) or of a second one never repeat an earlier id,
@@ -519,23 +711,24 @@ class Store:
     @classmethod
     async def open(cls, path: Path) -> Store:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=10000")
-        store = cls(db, db)  # reads share the writer until the schema is in place
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         try:
-            await store._migrate()
-            async with store._tx() as tx:
-                await tx.execute("INSERT OR IGNORE INTO meta (key, value)"
-                                 " VALUES ('installation', ?)", (secrets.token_hex(6),))
-            store.installation = await store.get_meta("installation") or ""
-            store._reader = await aiosqlite.connect(path, isolation_level=None)
-            store._reader.row_factory = sqlite3.Row
-            await store._reader.execute("PRAGMA query_only=ON")
-            await store._reader.execute("PRAGMA busy_timeout=10000")
+            db = await asyncio.get_running_loop().run_in_executor(writer, _connect_writer, path)
+        except BaseException:
+            writer.shutdown(wait=False)
+            raise
+        try:
+            reader = await aiosqlite.connect(path, isolation_level=None)
+        except BaseException:
+            await _close_writer(writer, db)
+            raise
+        store = cls(writer, db, reader)
+        try:
+            await store._tx(_migrate)
+            store.installation = await store._tx(_installation)
+            reader.row_factory = sqlite3.Row
+            await reader.execute("PRAGMA query_only=ON")
+            await reader.execute("PRAGMA busy_timeout=10000")
         except BaseException:
             await store.close()
             raise
@@ -544,65 +737,19 @@ class Store:
     async def close(self) -> None:
         if self._flusher is not None:  # groups already handed over are finished first
             await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._reader is not self._db:
-            await self._reader.close()
-        await self._db.close()
+        await self._reader.close()
+        await _close_writer(self._writer, self._db)
 
-    async def _migrate(self) -> None:
-        async with self._tx() as db:
-            row = await _first(db, "PRAGMA user_version")
-            version = int(row[0]) if row else 0
-            if version > len(SCHEMA):
-                raise BridgeError(
-                    f"this database was written by a newer fax-bridge (schema {version}; this "
-                    f"version knows up to {len(SCHEMA)}): run the newer version, or restore a "
-                    "backup taken before the upgrade")
-            for number, script in enumerate(SCHEMA[version:], start=version + 1):
-                for statement in _statements(script):
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version={number}")
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(db)` on the writer's thread, after whatever was handed there before it. A caller
+        cancelled before it starts leaves it undone; once started, it runs to its end."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, self._db)
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction. BEGIN IMMEDIATE takes the write lock up front, so a second
-        process (the CLI) waits instead of failing half-way."""
-        async with self._lock:
-            await self._begin()
-            try:
-                yield self._db
-            except BaseException:
-                await self._rollback()
-                raise
-            await self._db.execute("COMMIT")
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One write transaction: `fn(db)`, committed, in one trip to the writer."""
+        return await self._run(partial(_transaction, fn))
 
-    async def _set_synchronous(self, level: str) -> None:
-        """How COMMIT waits for the disk: FULL (durable when it returns) unless the writer can
-        lose its transaction (see `_grouped`)."""
-        if self._synchronous != level:
-            self._synchronous = None  # until the pragma is known to have run
-            await self._db.execute(f"PRAGMA synchronous={level}")
-            self._synchronous = level
-
-    async def _begin(self, *, durable: bool = True) -> None:
-        """BEGIN IMMEDIATE, after undoing what a cancelled writer left open: a task cancelled
-        while its BEGIN was queued for the database thread releases the lock, but the BEGIN
-        still runs there, just before this one."""
-        if durable and self._synchronous != "FULL":  # a lazy writer was interrupted
-            await self._set_synchronous("FULL")
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "within a transaction" not in str(exc):
-                raise
-            await self._rollback()
-            await self._db.execute("BEGIN IMMEDIATE")
-
-    async def _rollback(self) -> None:
-        # OperationalError: nothing is open, a cancelled COMMIT went through after all.
-        with contextlib.suppress(sqlite3.OperationalError):
-            await self._db.execute("ROLLBACK")
-
-    async def _grouped(self, work: Callable[[aiosqlite.Connection], Awaitable[T]], *,
+    async def _grouped(self, work: Callable[[sqlite3.Connection], T], *,
                        durable: bool = True) -> T:
         """Run `work` in a transaction shared with whatever else is waiting to be written, and
         return once that transaction is committed: a group commit. Twenty SMTP sessions or
@@ -612,7 +759,7 @@ class Store:
 
         `durable=False` is for work that is simply done again if a power cut loses it: a group
         of only such work commits with `synchronous=NORMAL` (written to the WAL, synced by the
-        next durable commit) instead of holding the write lock through an fsync of its own."""
+        next durable commit) instead of holding the writer through an fsync of its own."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._waiting.append((work, future, durable))
         if self._flusher is None or self._flusher.done():
@@ -621,71 +768,47 @@ class Store:
 
     async def _flush(self) -> None:
         """Commit groups until nothing waits. A task of its own, so that a caller cancelled
-        while waiting (a dropped connection, a hurried shutdown) cannot cut a group short."""
+        while waiting (a dropped connection, a hurried shutdown) cannot cut a group short. A
+        worker's own transaction (`_tx`), handed to the writer meanwhile, has its turn between
+        two groups during a long burst of mails or pushes."""
         while self._waiting:
-            # The lock is taken again for each group, so a worker's own transaction (`_tx`),
-            # queued behind it, gets its turn during a long burst of mails or pushes.
-            async with self._lock:
-                group, self._waiting = self._waiting, []
-                # A caller that stopped waiting before its work began is not written: nobody
-                # would be told, and the sender would send it again.
-                group = [item for item in group if not item[1].done()]
-                if group:
-                    with contextlib.suppress(Exception):  # its callers have the error
-                        await self._commit_group(group)
+            group, self._waiting = self._waiting, []
+            # A caller that stopped waiting before its work began is not written: nobody
+            # would be told, and the sender would send it again.
+            group = [item for item in group if not item[1].done()]
+            if group:
+                with contextlib.suppress(Exception):  # its callers have the error
+                    await self._commit_group(group)
 
     async def _commit_group(self, group: list[tuple[Work, asyncio.Future[Any], bool]]) -> None:
-        """The works one after another in one transaction, without savepoints: a savepoint and
-        its release are two more trips to the database thread, 0.15 ms of CPU per work, about
-        all that a push cost beyond the webhook's ceiling. When a work fails, the transaction is
-        rolled back, its caller gets the error, and the others run again in a transaction of
-        their own: a failure costs its group a second try, never another work's data."""
-        db = self._db
-        values: list[tuple[asyncio.Future[Any], Any]] = []
-        failed: tuple[asyncio.Future[Any], Exception] | None = None
-        durable = any(item[2] for item in group)
+        """The works in one transaction (`_group_transaction`). When a work fails, its caller
+        gets the error, and the others run again in a transaction of their own: a failure
+        costs its group a second try, never another work's data."""
+        meta = dict(self._group_meta)
         try:
-            if not durable:
-                await self._set_synchronous("NORMAL")
-            await self._begin(durable=durable)
-            try:
-                for work, future, _ in group:
-                    try:
-                        values.append((future, await work(db)))
-                    except Exception as exc:
-                        failed = (future, exc)
-                        break
-                if failed is None:
-                    meta = dict(self._group_meta)
-                    await self._set_meta(db, meta)
-                    await db.execute("COMMIT")
-                    for key, value in meta.items():  # unless a newer value came meanwhile
-                        if self._group_meta.get(key) == value:
-                            del self._group_meta[key]
-            except BaseException:
-                await self._rollback()
-                raise
-            if failed is not None:
-                await self._rollback()
+            outcome = await self._run(partial(
+                _group_transaction, [item[0] for item in group], any(item[2] for item in group),
+                meta))
         except BaseException as exc:  # nothing of the group was written
             for _, future, _ in group:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else BridgeError(
                         "storing was interrupted by shutdown; nothing was acknowledged"))
             raise
-        finally:
-            if not durable:  # set back now, within the lock, not by the next writer: a mail
-                await self._set_synchronous("FULL")
-        if failed is not None:
-            broken, error = failed
+        if outcome.failed is not None:
+            broken = group[outcome.failed][1]
             if not broken.done():
-                broken.set_exception(error)
+                assert outcome.error is not None
+                broken.set_exception(outcome.error)
             # As in `_flush`: a caller that gave up waiting meanwhile is not written.
             rest = [item for item in group if item[1] is not broken and not item[1].done()]
             if rest:
                 await self._commit_group(rest)
             return
-        for future, value in values:
+        for key, value in meta.items():  # unless a newer value came meanwhile
+            if self._group_meta.get(key) == value:
+                del self._group_meta[key]
+        for (_, future, _), value in zip(group, outcome.values, strict=True):
             if not future.done():  # else its caller gave up; the data is stored all the same
                 future.set_result(value)
 
@@ -700,8 +823,8 @@ class Store:
         """Store a mail and one job per (address, number); returns the job ids once they are
         committed (in a group commit)."""
 
-        async def work(db: aiosqlite.Connection) -> list[int]:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> list[int]:
+            cur = db.execute(
                 "INSERT INTO messages (state, mail_from, header_from, subject, message_id, refs,"
                 " spool_path, raw, left_out, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (MessageState.RECEIVED, msg.mail_from, msg.header_from, msg.subject,
@@ -711,7 +834,7 @@ class Store:
             message_id = cur.lastrowid
             ids = []
             for address, number in recipients:
-                cur = await db.execute(
+                cur = db.execute(
                     "INSERT INTO jobs (message, number, recipient, sender, state,"
                     " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
                     (message_id, number, address, msg.mail_from.lower(), JobState.QUEUED,
@@ -746,8 +869,8 @@ class Store:
         (see `_grouped`): a power cut may undo it, and the mail, still `received`, is simply
         converted again; its fax can only be claimed by a durable commit after this one."""
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE messages SET state = ?, document_path = ?, pages = ?, cover_html = ?,"
                 " left_out = ? WHERE id = ? AND state = ?",
                 (MessageState.READY, document_path, pages, cover_html,
@@ -758,35 +881,38 @@ class Store:
 
     async def fail_message(self, message_id: int, error: str, now: float) -> None:
         """The documents cannot be faxed: every job of the mail fails with the same words."""
-        async with self._tx() as db:
-            await db.execute("UPDATE messages SET state = ?, error = ? WHERE id = ?",
-                             (MessageState.FAILED, error, message_id))
-            await db.execute(
+        def tx(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE messages SET state = ?, error = ? WHERE id = ?",
+                       (MessageState.FAILED, error, message_id))
+            db.execute(
                 "UPDATE jobs SET state = ?, detail = ?, updated_at = ?, finished_at = ?"
                 " WHERE message = ? AND state = ?",
                 (JobState.FAILED, error, now, now, message_id, JobState.QUEUED),
             )
 
+        await self._tx(tx)
+
     async def recover_after_crash(self, now: float) -> list[int]:
         """Jobs caught in `sending` by a crash may or may not have reached the provider; an
         email caught mid-delivery is due again now (it may arrive twice, same Message-ID)."""
-        async with self._tx() as db:
-            await db.execute("UPDATE outbox SET leased_until = NULL"
-                             " WHERE leased_until IS NOT NULL")
-            rows = await db.execute_fetchall(
+        def tx(db: sqlite3.Connection) -> list[int]:
+            db.execute("UPDATE outbox SET leased_until = NULL WHERE leased_until IS NOT NULL")
+            rows = db.execute(
                 "UPDATE jobs SET state = ?, updated_at = ?, finished_at = ?, detail = ?"
                 " WHERE state = ? RETURNING id",
                 (JobState.UNKNOWN, now, now,
                  "fax-bridge stopped while this fax was being handed to FaxMAX, so it cannot "
                  "tell whether FaxMAX received it; it was not sent again",
                  JobState.SENDING),
-            )
+            ).fetchall()
             return [int(r[0]) for r in rows]
+
+        return await self._tx(tx)
 
     async def claim_job(self, now: float) -> tuple[Job, Message] | None:
         """Take the next due job whose documents are ready; it is `sending` once this returns."""
-        async with self._tx() as db:
-            row = await _first(
+        def tx(db: sqlite3.Connection) -> tuple[Job, Message] | None:
+            row = _first(
                 db,
                 "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ?"
                 " WHERE id = (SELECT j.id FROM jobs j JOIN messages m ON m.id = j.message"
@@ -798,10 +924,12 @@ class Store:
             if row is None:
                 return None
             job = _job(row)
-            message_row = await _first(db, f"SELECT {MESSAGE_LISTED} FROM messages"
-                                           " WHERE id = ?", (job.message,))
+            message_row = _first(db, f"SELECT {MESSAGE_LISTED} FROM messages WHERE id = ?",
+                                 (job.message,))
             assert message_row is not None
             return job, _message(message_row)
+
+        return await self._tx(tx)
 
     async def next_job_due(self, status_timeout: float) -> float | None:
         """When the sender has something to do next: a queued retry or a status deadline."""
@@ -820,50 +948,48 @@ class Store:
     ) -> JobState:
         """FaxMAX took the fax. Status pushes that raced ahead of this answer apply now;
         returns the job's state after them."""
-        async with self._tx() as db:
-            await db.execute(
+        def tx(db: sqlite3.Connection) -> JobState:
+            db.execute(
                 "UPDATE jobs SET state = ?, fax_id = ?, submitted_at = ?, updated_at = ?,"
                 " detail = '' WHERE id = ?",
                 (JobState.SUBMITTED, fax_id, now, now, job_id),
             )
-            await self._apply_pending(db, fax_id, now, classify)
-            row = await _first(db, "SELECT state FROM jobs WHERE id = ?", (job_id,))
-        assert row is not None
-        return JobState(row[0])
+            _apply_pending(db, fax_id, now, classify)
+            row = _first(db, "SELECT state FROM jobs WHERE id = ?", (job_id,))
+            assert row is not None
+            return JobState(row[0])
+
+        return await self._tx(tx)
 
     async def reschedule_job(self, job_id: int, *, at: float, detail: str, now: float) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE jobs SET state = ?, next_attempt_at = ?, detail = ?, updated_at = ?"
-                " WHERE id = ?",
-                (JobState.QUEUED, at, detail, now, job_id),
-            )
+        await self._tx(lambda db: db.execute(
+            "UPDATE jobs SET state = ?, next_attempt_at = ?, detail = ?, updated_at = ?"
+            " WHERE id = ?", (JobState.QUEUED, at, detail, now, job_id)))
 
     async def finish_job(self, job_id: int, state: JobState, *, detail: str, now: float) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE jobs SET state = ?, detail = ?, updated_at = ?, finished_at = ?"
-                " WHERE id = ?",
-                (state, detail, now, now, job_id),
-            )
+        await self._tx(lambda db: db.execute(
+            "UPDATE jobs SET state = ?, detail = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+            (state, detail, now, now, job_id)))
 
     async def expire_submitted(self, cutoff: float, now: float) -> list[int]:
         """Jobs submitted before `cutoff` with no final status push: nobody knows their fate."""
-        async with self._tx() as db:
-            rows = await db.execute_fetchall(
+        def tx(db: sqlite3.Connection) -> list[int]:
+            rows = db.execute(
                 "UPDATE jobs SET state = ?, updated_at = ?, finished_at = ?, detail = ?"
                 " WHERE state = ? AND submitted_at <= ? RETURNING id",
                 (JobState.UNKNOWN, now, now,
                  "no delivery report: FaxMAX accepted the fax but never said whether it was "
                  "delivered", JobState.SUBMITTED, cutoff),
-            )
+            ).fetchall()
             return [int(r[0]) for r in rows]
+
+        return await self._tx(tx)
 
     async def requeue_job(self, job_id: int, now: float) -> str | None:
         """An operator's explicit resend of an `unknown` or `failed` job. Returns None when it
         is queued again, else why it cannot be."""
-        async with self._tx() as db:
-            row = await _first(
+        def tx(db: sqlite3.Connection) -> str | None:
+            row = _first(
                 db, "SELECT j.state, m.state, m.document_path FROM jobs j"
                 " JOIN messages m ON m.id = j.message WHERE j.id = ?", (job_id,))
             if row is None:
@@ -877,13 +1003,15 @@ class Store:
             if document is None:
                 return (f"job {job_id} cannot be resent: its document was deleted after "
                         "documents.retention_days")
-            await db.execute(
+            db.execute(
                 "UPDATE jobs SET state = ?, next_attempt_at = ?, updated_at = ?, fax_id = NULL,"
                 " attempts = 0, detail = 'resent by an operator', finished_at = NULL,"
                 " reported = '', provider_status = '' WHERE id = ?",
                 (JobState.QUEUED, now, now, job_id),
             )
             return None
+
+        return await self._tx(tx)
 
     async def usage(self, sender: str, *, hour_since: float, day_since: float) -> Usage:
         """What `sender`, and the whole gateway, used since: faxes since `hour_since`, and pages
@@ -901,8 +1029,8 @@ class Store:
 
     async def forget_usage(self, before: float) -> None:
         """Usage older than every window it is counted in is of no more use."""
-        async with self._tx() as db:
-            await db.execute("DELETE FROM usage WHERE minute < ?", (int(before // 60),))
+        await self._tx(lambda db: db.execute("DELETE FROM usage WHERE minute < ?",
+                                             (int(before // 60),)))
 
     async def job(self, job_id: int) -> Job | None:
         rows = await self._all("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -928,60 +1056,6 @@ class Store:
 
     # --- status pushes ---------------------------------------------------------------------
 
-    async def _add_status_events(
-        self, db: aiosqlite.Connection, events: Sequence[StatusEvent], now: float,
-        classify: Callable[[str], JobState | None],
-    ) -> int:
-        """Store status pushes (replays are no-ops) and apply those whose fax id is known.
-
-        Returns how many events were new. A push for a fax id we have not recorded yet (its
-        send response is still on the way) stays pending and is applied by `record_submitted`.
-        """
-        new = 0
-        for event in events:
-            cur = await db.execute(
-                "INSERT INTO status_events (provider, fax_id, status, result_message, pages,"
-                " event_key, raw, received_at) VALUES (?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(event_key) DO NOTHING",
-                (event.provider, event.fax_id, event.status, event.result_message,
-                 event.pages, event.event_key, event.raw, now),
-            )
-            new += cur.rowcount
-        for fax_id in dict.fromkeys(e.fax_id for e in events):
-            await self._apply_pending(db, fax_id, now, classify)
-        return new
-
-    async def _apply_pending(
-        self, db: aiosqlite.Connection, fax_id: str, now: float,
-        classify: Callable[[str], JobState | None],
-    ) -> None:
-        row = await _first(db, "SELECT * FROM jobs WHERE fax_id = ?", (fax_id,))
-        if row is None:
-            return
-        job = _job(row)
-        pending = await db.execute_fetchall(
-            "SELECT id, status, result_message, pages FROM status_events"
-            " WHERE fax_id = ? AND applied_at IS NULL ORDER BY id", (fax_id,))
-        state = job.state
-        for event_id, status, message, pages in pending:
-            verdict = classify(status)
-            if state in (JobState.SUBMITTED, JobState.UNKNOWN):
-                if verdict is not None:
-                    state = verdict
-                    await db.execute(
-                        "UPDATE jobs SET state = ?, provider_status = ?, detail = ?,"
-                        " pages_sent = COALESCE(?, pages_sent), updated_at = ?, finished_at = ?"
-                        " WHERE id = ?",
-                        (verdict, status, message, pages, now, now, job.id),
-                    )
-                elif state is JobState.SUBMITTED:
-                    await db.execute(
-                        "UPDATE jobs SET provider_status = ?, updated_at = ? WHERE id = ?",
-                        (status, now, job.id),
-                    )
-            await db.execute("UPDATE status_events SET applied_at = ? WHERE id = ?",
-                             (now, event_id))
-
     # --- reports ---------------------------------------------------------------------------
 
     async def jobs_to_report(self, limit: int = 50) -> list[tuple[Job, Message]]:
@@ -1004,38 +1078,28 @@ class Store:
         self, job_id: int, state: JobState, mail: OutgoingMail | None, now: float
     ) -> None:
         """Record that `state` was reported, enqueueing the report in the same transaction."""
-        async with self._tx() as db:
+        def tx(db: sqlite3.Connection) -> None:
             if mail is not None:
-                await self._enqueue(db, mail, now)
-            await db.execute("UPDATE jobs SET reported = ? WHERE id = ? AND state = ?",
-                             (state, job_id, state))
+                _enqueue(db, mail, now)
+            db.execute("UPDATE jobs SET reported = ? WHERE id = ? AND state = ?",
+                       (state, job_id, state))
+
+        await self._tx(tx)
 
     # --- outgoing email --------------------------------------------------------------------
-
-    async def _enqueue(self, db: aiosqlite.Connection, mail: OutgoingMail, now: float) -> bool:
-        """The Message-ID is the key: enqueueing the same email twice is a no-op."""
-        cur = await db.execute(
-            "INSERT INTO outbox (message_id, mail_from, recipients, body, state, next_attempt_at,"
-            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(message_id) DO NOTHING",
-            (mail.message_id, mail.mail_from, json.dumps(list(mail.recipients)), mail.body,
-             MailState.PENDING, now, now, now),
-        )
-        return cur.rowcount == 1
 
     async def claim_mail(self, now: float, lease: float) -> QueuedMail | None:
         """Take the next due email, leased for `lease` seconds: if the delivery neither
         succeeds nor fails by then (a hung worker), it is handed out again; a crash clears
         the lease at the next start. Either way an email may go twice; its Message-ID shows it."""
-        async with self._tx() as db:
-            row = await _first(
-                db,
-                "UPDATE outbox SET attempts = attempts + 1, leased_until = ?, updated_at = ?"
-                " WHERE id = (SELECT id FROM outbox WHERE state = ? AND next_attempt_at <= ?"
-                "   AND COALESCE(leased_until, 0) <= ? ORDER BY next_attempt_at, id LIMIT 1)"
-                " RETURNING id, message_id, mail_from, recipients, body, attempts, created_at",
-                (now + lease, now, MailState.PENDING, now, now),
-            )
+        row = await self._tx(lambda db: _first(
+            db,
+            "UPDATE outbox SET attempts = attempts + 1, leased_until = ?, updated_at = ?"
+            " WHERE id = (SELECT id FROM outbox WHERE state = ? AND next_attempt_at <= ?"
+            "   AND COALESCE(leased_until, 0) <= ? ORDER BY next_attempt_at, id LIMIT 1)"
+            " RETURNING id, message_id, mail_from, recipients, body, attempts, created_at",
+            (now + lease, now, MailState.PENDING, now, now),
+        ))
         if row is None:
             return None
         return QueuedMail(id=row[0], message_id=row[1], mail_from=row[2],
@@ -1046,24 +1110,21 @@ class Store:
         self, mail_id: int, state: MailState, *, now: float, error: str = "",
         retry_at: float | None = None,
     ) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE outbox SET state = ?, last_error = ?, updated_at = ?, leased_until = NULL,"
-                " next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
-                (state, error, now, retry_at, mail_id),
-            )
+        await self._tx(lambda db: db.execute(
+            "UPDATE outbox SET state = ?, last_error = ?, updated_at = ?, leased_until = NULL,"
+            " next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
+            (state, error, now, retry_at, mail_id)))
 
     async def requeue_mail(self, mail_id: int, now: float) -> bool:
         """An operator's resend of an email that was given up, or one still waiting for its
         next attempt, after fixing the relay: due now, with a fresh allowance of attempts."""
-        async with self._tx() as db:
-            cur = await db.execute(
-                "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?, updated_at = ?,"
-                " created_at = ? WHERE id = ? AND state IN (?, ?) AND length(body) > 0"
-                " AND COALESCE(leased_until, 0) <= ?",  # not while it is being delivered
-                (MailState.PENDING, now, now, now, mail_id, MailState.FAILED, MailState.PENDING,
-                 now))
-            return cur.rowcount == 1
+        cur = await self._tx(lambda db: db.execute(
+            "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?, updated_at = ?,"
+            " created_at = ? WHERE id = ? AND state IN (?, ?) AND length(body) > 0"
+            " AND COALESCE(leased_until, 0) <= ?",  # not while it is being delivered
+            (MailState.PENDING, now, now, now, mail_id, MailState.FAILED, MailState.PENDING,
+             now)))
+        return bool(cur.rowcount == 1)
 
     async def mails(self, state: MailState | None = None, limit: int = 100) -> list[MailInfo]:
         where, params = ("WHERE state = ?", [state]) if state else ("", [])
@@ -1085,16 +1146,6 @@ class Store:
 
     # --- quarantine ------------------------------------------------------------------------
 
-    async def _quarantine(
-        self, db: aiosqlite.Connection, source: str, reason: str, body: bytes, now: float
-    ) -> int:
-        cur = await db.execute(
-            "INSERT INTO quarantine (source, reason, body, received_at) VALUES (?,?,?,?)",
-            (source, reason, body, now),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
     async def quarantined(self, *, pending_only: bool = False) -> list[Quarantined]:
         """What was kept raw because it could not be understood (see `replay-quarantine`)."""
         where = " WHERE replayed_at IS NULL" if pending_only else ""
@@ -1102,9 +1153,8 @@ class Store:
         return [Quarantined(**{**dict(r), "body": bytes(r["body"])}) for r in rows]
 
     async def mark_replayed(self, quarantine_id: int, now: float) -> None:
-        async with self._tx() as db:
-            await db.execute("UPDATE quarantine SET replayed_at = ? WHERE id = ?",
-                             (now, quarantine_id))
+        await self._tx(lambda db: db.execute(
+            "UPDATE quarantine SET replayed_at = ? WHERE id = ?", (now, quarantine_id)))
 
     # --- pushes: one transaction per push ---------------------------------------------------
 
@@ -1117,10 +1167,10 @@ class Store:
         received faxes, what goes to quarantine, and the time of the last push (unless this is
         an operator's replay of a kept one; once per group, by `_commit_group`). Returns (new
         events, new fax ids, quarantine ids)."""
-        async def work(db: aiosqlite.Connection) -> tuple[int, list[int], list[int]]:
-            new_events = await self._add_status_events(db, events, now, classify)
-            fax_ids = await self._add_inbound(db, faxes, InboundState.RECEIVED, now)
-            kept = [await self._quarantine(db, source, reason, body, now) for body, reason in bad]
+        def work(db: sqlite3.Connection) -> tuple[int, list[int], list[int]]:
+            new_events = _add_status_events(db, events, now, classify)
+            fax_ids = _add_inbound(db, faxes, InboundState.RECEIVED, now)
+            kept = [_quarantine(db, source, reason, body, now) for body, reason in bad]
             return new_events, fax_ids, kept
 
         if not replay:
@@ -1130,35 +1180,17 @@ class Store:
 
     # --- received faxes ---------------------------------------------------------------------
 
-    async def _add_inbound(
-        self, db: aiosqlite.Connection, faxes: Sequence[NewInbound], state: InboundState,
-        now: float,
-    ) -> list[int]:
-        ids = []
-        for fax in faxes:
-            cur = await db.execute(
-                "INSERT INTO inbound (provider, external_id, state, receiving_number,"
-                " sender_number, remote_station, pages, received_at, document_path, document,"
-                " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(provider, external_id) DO NOTHING",
-                (fax.provider, fax.external_id, state, fax.receiving_number,
-                 fax.sender_number, fax.remote_station, fax.pages, fax.received_at,
-                 fax.document_path, fax.document, now, now, now),
-            )
-            if cur.rowcount == 1:
-                assert cur.lastrowid is not None
-                ids.append(cur.lastrowid)
-        return ids
-
     async def record_log_poll(
         self, faxes: Sequence[NewInbound], state: InboundState, meta: dict[str, str],
         now: float,
     ) -> list[int]:
         """A provider's log: unseen faxes and the poller's bookkeeping, in one commit."""
-        async with self._tx() as db:
-            ids = await self._add_inbound(db, faxes, state, now)
-            await self._set_meta(db, meta)
-        return ids
+        def tx(db: sqlite3.Connection) -> list[int]:
+            ids = _add_inbound(db, faxes, state, now)
+            _set_meta(db, meta)
+            return ids
+
+        return await self._tx(tx)
 
     async def next_inbound(self, state: InboundState, now: float) -> Inbound | None:
         rows = await self._all(
@@ -1180,31 +1212,33 @@ class Store:
     async def inbound_fetched(self, inbound_id: int, document_path: str, now: float,
                               meta: dict[str, str]) -> None:
         """The document is on disk; the poller's bookkeeping goes in the same commit."""
-        async with self._tx() as db:
-            await self._set_meta(db, meta)
-            await db.execute(
+        def tx(db: sqlite3.Connection) -> None:
+            _set_meta(db, meta)
+            db.execute(
                 "UPDATE inbound SET state = ?, document_path = ?, attempts = attempts + 1,"
                 " next_attempt_at = ?, detail = '', updated_at = ? WHERE id = ?",
                 (InboundState.RECEIVED, document_path, now, now, inbound_id))
 
+        await self._tx(tx)
+
     async def inbound_retry(self, inbound_id: int, *, at: float, detail: str,
                             now: float) -> None:
-        async with self._tx() as db:
-            await db.execute(
-                "UPDATE inbound SET attempts = attempts + 1, next_attempt_at = ?, detail = ?,"
-                " updated_at = ? WHERE id = ?", (at, detail, now, inbound_id))
+        await self._tx(lambda db: db.execute(
+            "UPDATE inbound SET attempts = attempts + 1, next_attempt_at = ?, detail = ?,"
+            " updated_at = ? WHERE id = ?", (at, detail, now, inbound_id)))
 
     async def inbound_done(
         self, inbound_id: int, state: InboundState, *, mail: OutgoingMail | None, detail: str,
         now: float,
     ) -> None:
         """Mailed (its email enqueued in the same commit) or failed."""
-        async with self._tx() as db:
+        def tx(db: sqlite3.Connection) -> None:
             if mail is not None:
-                await self._enqueue(db, mail, now)
-            await db.execute(
-                "UPDATE inbound SET state = ?, detail = ?, updated_at = ? WHERE id = ?",
-                (state, detail, now, inbound_id))
+                _enqueue(db, mail, now)
+            db.execute("UPDATE inbound SET state = ?, detail = ?, updated_at = ? WHERE id = ?",
+                       (state, detail, now, inbound_id))
+
+        await self._tx(tx)
 
     async def inbound_counts(self) -> dict[str, int]:
         rows = await self._all("SELECT state, COUNT(*) FROM inbound GROUP BY state")
@@ -1213,57 +1247,61 @@ class Store:
     # --- retention and backup ---------------------------------------------------------------
 
     async def purge(
-        self, cutoff: float, remove: Callable[[list[str]], Awaitable[None]], batch: int = 200,
+        self, cutoff: float, remove: Callable[[list[str]], None], batch: int = 200,
     ) -> Purged:
         """Forget the fax images of everything finished before `cutoff`, keeping the metadata
         (who, when, which number, pages, outcome).
 
-        `remove(paths)` deletes the files and runs inside the transaction, before the rows
-        are cleared: a crash in between leaves rows that still name deleted files, which the
-        next purge clears (deleting a missing file is fine), never files no row knows of.
-        `secure_delete` zeroes the freed database pages, so the images do not linger in the
-        file either. Emails given up (`failed`) and quarantined pushes not yet replayed are
-        kept: they are the only copy of something not yet delivered.
+        `remove(paths)` deletes the files and runs inside the transaction (on the writer's
+        thread), before the rows are cleared: a crash in between leaves rows that still name
+        deleted files, which the next purge clears (deleting a missing file is fine), never
+        files no row knows of. `secure_delete` zeroes the freed database pages, so the images
+        do not linger in the file either. Emails given up (`failed`) and quarantined pushes not
+        yet replayed are kept: they are the only copy of something not yet delivered.
         """
         final = [str(state) for state in FINAL_JOB_STATES]
         done = [str(InboundState.MAILED), str(InboundState.FAILED), str(InboundState.SKIPPED)]
-        totals = [0, 0, 0, 0]
-        while True:
-            async with self._tx() as db:
-                await db.execute("PRAGMA secure_delete = ON")
-                messages = list(await db.execute_fetchall(
+
+        def tx(db: sqlite3.Connection) -> tuple[int, int, int, int]:
+            db.execute("PRAGMA secure_delete = ON")
+            try:
+                messages = db.execute(
                     "SELECT id, spool_path, document_path FROM messages m"
                     " WHERE (document_path IS NOT NULL OR spool_path != '' OR raw IS NOT NULL)"
                     " AND state != ?"
                     " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message = m.id AND"
                     "   (j.state NOT IN (?, ?, ?) OR COALESCE(j.finished_at, ?) >= ?))"
-                    " LIMIT ?", (MessageState.RECEIVED, *final, cutoff, cutoff, batch)))
-                inbound = list(await db.execute_fetchall(
+                    " LIMIT ?", (MessageState.RECEIVED, *final, cutoff, cutoff, batch)).fetchall()
+                inbound = db.execute(
                     "SELECT id, document_path FROM inbound"
                     " WHERE (document_path IS NOT NULL OR document IS NOT NULL)"
                     " AND state IN (?, ?, ?) AND updated_at < ? LIMIT ?",
-                    (*done, cutoff, batch)))
+                    (*done, cutoff, batch)).fetchall()
                 paths = [p for _, spool, doc in messages for p in (spool, doc) if p]
                 paths += [str(doc) for _, doc in inbound if doc]
                 if paths:
-                    await remove(paths)
-                await db.executemany(
+                    remove(paths)
+                db.executemany(
                     "UPDATE messages SET spool_path = '', raw = NULL, document_path = NULL,"
                     " cover_html = NULL WHERE id = ?", [(r[0],) for r in messages])
-                await db.executemany(
+                db.executemany(
                     "UPDATE inbound SET document_path = NULL, document = NULL WHERE id = ?",
                     [(r[0],) for r in inbound])
-                cur = await db.execute(
+                emails = db.execute(
                     "UPDATE outbox SET body = x'' WHERE id IN (SELECT id FROM outbox"
                     " WHERE state = ? AND updated_at < ? AND length(body) > 0 LIMIT ?)",
-                    (MailState.SENT, cutoff, batch))
-                emails = cur.rowcount
-                cur = await db.execute(
+                    (MailState.SENT, cutoff, batch)).rowcount
+                quarantined = db.execute(
                     "UPDATE quarantine SET body = x'' WHERE id IN (SELECT id FROM quarantine"
-                    " WHERE replayed_at < ? AND length(body) > 0 LIMIT ?)", (cutoff, batch))
-                quarantined = cur.rowcount
-                await db.execute("PRAGMA secure_delete = OFF")
-            counts = (len(messages), len(inbound), emails, quarantined)
+                    " WHERE replayed_at < ? AND length(body) > 0 LIMIT ?)",
+                    (cutoff, batch)).rowcount
+            finally:
+                db.execute("PRAGMA secure_delete = OFF")
+            return len(messages), len(inbound), emails, quarantined
+
+        totals = [0, 0, 0, 0]
+        while True:
+            counts = await self._tx(tx)
             totals = [t + n for t, n in zip(totals, counts, strict=True)]
             if max(counts) < batch:
                 return Purged(*totals)
@@ -1271,16 +1309,15 @@ class Store:
     async def backup(self, target: Path) -> None:
         """A consistent copy of the live database (a read transaction; writers go on), written
         under a temporary name and renamed, so `target` is complete or absent."""
-        partial = target.with_name(f".{target.name}.partial")
-        partial.unlink(missing_ok=True)
-        async with self._lock:
-            await self._db.execute("VACUUM INTO ?", (str(partial),))
-        fd = os.open(partial, os.O_RDONLY)
+        unfinished = target.with_name(f".{target.name}.partial")
+        unfinished.unlink(missing_ok=True)
+        await self._run(lambda db: db.execute("VACUUM INTO ?", (str(unfinished),)))
+        fd = os.open(unfinished, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(partial, target)
+        os.replace(unfinished, target)
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -1317,14 +1354,7 @@ class Store:
         await self.set_meta({"health.probe": repr(now)})
 
     async def set_meta(self, values: dict[str, str]) -> None:
-        async with self._tx() as db:
-            await self._set_meta(db, values)
-
-    async def _set_meta(self, db: aiosqlite.Connection, values: dict[str, str]) -> None:
-        for key, value in values.items():
-            await db.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
-                             " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                             (key, value))
+        await self._tx(partial(_set_meta, values=values))
 
     async def throttle_alert(
         self, cause: str, now: float, window: float,
@@ -1332,19 +1362,21 @@ class Store:
     ) -> bool:
         """Send at most one alert per cause per `window`; the next one says how many were
         held back. `render(sent_before, suppressed)` makes the email. True if one was queued."""
-        async with self._tx() as db:
-            row = await _first(db, "SELECT last_sent_at, suppressed, sent FROM alerts"
-                                   " WHERE cause = ?", (cause,))
+        def tx(db: sqlite3.Connection) -> bool:
+            row = _first(db, "SELECT last_sent_at, suppressed, sent FROM alerts WHERE cause = ?",
+                         (cause,))
             if row is not None and now - row[0] < window:
-                await db.execute("UPDATE alerts SET suppressed = suppressed + 1 WHERE cause = ?",
-                                 (cause,))
+                db.execute("UPDATE alerts SET suppressed = suppressed + 1 WHERE cause = ?",
+                           (cause,))
                 return False
             sent, suppressed = (row[2], row[1]) if row is not None else (0, 0)
             mail = render(sent, suppressed)
             if mail is not None:
-                await self._enqueue(db, mail, now)
-            await db.execute(
+                _enqueue(db, mail, now)
+            db.execute(
                 "INSERT INTO alerts (cause, last_sent_at, suppressed, sent) VALUES (?, ?, 0, ?)"
                 " ON CONFLICT(cause) DO UPDATE SET last_sent_at = excluded.last_sent_at,"
                 " suppressed = 0, sent = excluded.sent", (cause, now, sent + 1))
             return mail is not None
+
+        return await self._tx(tx)

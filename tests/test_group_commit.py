@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from bridge.store import NewInbound, NewMessage, Store
@@ -17,6 +17,11 @@ from bridge.store import NewInbound, NewMessage, Store
 def mail(n: int) -> NewMessage:
     return NewMessage(mail_from=f"sender{n}@example.com", header_from="", subject=f"mail {n}",
                       message_id=f"<{n}@example.com>", refs="", spool_path=f"/spool/{n}")
+
+
+async def trace(store: Store, callback: Callable[[str], object] | None) -> None:
+    """Every statement the writer runs, as SQLite traces it (on the writer's thread)."""
+    await store._run(lambda db: db.set_trace_callback(callback))
 
 
 @pytest.fixture
@@ -28,10 +33,10 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 async def test_twenty_mails_at_once_are_committed_in_a_few_transactions(store: Store) -> None:
     statements: list[str] = []
-    await store._db.set_trace_callback(statements.append)
+    await trace(store, statements.append)
     ids = await asyncio.gather(*(store.accept_message(mail(n), [(f"{n}@fax.local", "90212")],
                                                       1.0) for n in range(20)))
-    await store._db.set_trace_callback(lambda _: None)
+    await trace(store, None)
     commits = sum(1 for s in statements if s.strip().upper() == "COMMIT")
     assert 1 <= commits <= 3, commits  # the first alone, then the rest together
     assert sorted(i for [i] in ids) == list(range(1, 21))
@@ -42,18 +47,18 @@ async def test_twenty_mails_at_once_are_committed_in_a_few_transactions(store: S
 async def test_a_failing_write_is_rolled_back_alone_and_only_its_caller_hears(
     store: Store,
 ) -> None:
-    async def broken(db: aiosqlite.Connection) -> None:
-        await db.execute("INSERT INTO meta (key, value) VALUES ('half', 'written')")
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO meta (key, value) VALUES ('half', 'written')")
         raise ValueError("this one fails half-way")
 
     statements: list[str] = []
-    await store._db.set_trace_callback(statements.append)
+    await trace(store, statements.append)
     results = await asyncio.gather(
         store.accept_message(mail(1), [("1@fax.local", "90212")], 1.0),
         store._grouped(broken),
         store.accept_message(mail(2), [("2@fax.local", "90212")], 1.0),
         return_exceptions=True)
-    await store._db.set_trace_callback(lambda _: None)
+    await trace(store, None)
     assert results[0] == [1] and results[2] == [2]
     assert isinstance(results[1], ValueError)
     assert await store.get_meta("half") is None  # its own write was undone
@@ -68,15 +73,15 @@ async def test_a_failing_write_alone_in_its_group_is_rolled_back_and_its_caller_
     store: Store,
 ) -> None:
     """Failing, a work alone undoes the whole transaction and is not tried again."""
-    async def broken(db: aiosqlite.Connection) -> None:
-        await db.execute("INSERT INTO meta (key, value) VALUES ('half', 'written')")
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO meta (key, value) VALUES ('half', 'written')")
         raise ValueError("this one fails half-way")
 
     statements: list[str] = []
-    await store._db.set_trace_callback(statements.append)
+    await trace(store, statements.append)
     with pytest.raises(ValueError, match="fails half-way"):
         await store._grouped(broken)
-    await store._db.set_trace_callback(lambda _: None)
+    await trace(store, None)
     assert not any("SAVEPOINT" in s for s in statements)
     assert await store.get_meta("half") is None
     assert not store._db.in_transaction
@@ -131,8 +136,8 @@ async def test_a_workers_own_transaction_gets_its_turn_during_a_stream_of_mails(
     streaming = asyncio.create_task(stream())
     await asyncio.sleep(0.1)
     async with asyncio.timeout(10):
-        async with store._tx() as db:
-            await db.execute("INSERT INTO meta (key, value) VALUES ('worker', 'had its turn')")
+        await store._tx(lambda db: db.execute(
+            "INSERT INTO meta (key, value) VALUES ('worker', 'had its turn')"))
     mails_before = len(accepted)
     await asyncio.sleep(0.1)
     arriving = False
@@ -150,13 +155,13 @@ async def test_a_conversion_finishing_while_mail_arrives_shares_the_mails_commit
     assert job is not None
     message = job.message
     statements: list[str] = []
-    await store._db.set_trace_callback(statements.append)
+    await trace(store, statements.append)
     await asyncio.gather(
         store.mark_message_ready(message, document_path="/documents/fax.pdf", pages=1,
                                  cover_html=None, left_out=()),
         *(store.accept_message(mail(n), [(f"{n}@fax.local", "90212")], 1.0)
           for n in range(1, 6)))
-    await store._db.set_trace_callback(lambda _: None)
+    await trace(store, None)
     assert sum(1 for s in statements if s.strip().upper() == "COMMIT") == 1
     assert not any("synchronous=NORMAL" in s for s in statements)  # durable, for the mails
     ready = await store.message(message)
@@ -165,8 +170,7 @@ async def test_a_conversion_finishing_while_mail_arrives_shares_the_mails_commit
 
 
 async def synchronous_level(store: Store) -> int:
-    rows = await store._db.execute_fetchall("PRAGMA synchronous")
-    return int(next(iter(rows))[0])
+    return int(await store._run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]))
 
 
 async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_does(
@@ -179,14 +183,14 @@ async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_d
     job = await store.job(job_id)
     assert job is not None
     statements: list[str] = []
-    await store._db.set_trace_callback(statements.append)
+    await trace(store, statements.append)
     await store.mark_message_ready(job.message, document_path="/documents/fax.pdf", pages=1,
                                    cover_html=None, left_out=())
     converted = list(statements)
     statements.clear()
     assert await store.accept_message(mail(1), [("1@fax.local", "90212")], 1.0) == [2]
     claimed = await store.claim_job(2.0)
-    await store._db.set_trace_callback(lambda _: None)
+    await trace(store, None)
     assert claimed is not None and claimed[0].id == job_id
     assert [s for s in converted if s.startswith(("PRAGMA", "BEGIN", "COMMIT"))] == [
         "PRAGMA synchronous=NORMAL", "BEGIN IMMEDIATE", "COMMIT", "PRAGMA synchronous=FULL"]
@@ -197,7 +201,7 @@ async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_d
 async def test_pushes_arriving_together_write_the_time_of_the_last_push_once(
         store: Store) -> None:
     statements: list[str] = []
-    await store._db.set_trace_callback(statements.append)
+    await trace(store, statements.append)
 
     async def push(n: int) -> None:
         fax = NewInbound(provider="faxmax", external_id=f"pdf-{n}", receiving_number="0312345678",
@@ -206,7 +210,7 @@ async def test_pushes_arriving_together_write_the_time_of_the_last_push_once(
                                 now=1000.0 + n, classify=lambda _: None)
 
     await asyncio.gather(*(push(n) for n in range(20)))
-    await store._db.set_trace_callback(lambda _: None)
+    await trace(store, None)
     inserts = [s for s in statements if s.startswith("INSERT INTO inbound")]
     meta = [s for s in statements if s.startswith("INSERT INTO meta")]
     commits = [s for s in statements if s.strip().upper() == "COMMIT"]

@@ -17,6 +17,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from email.policy import SMTP as SMTP_POLICY
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +28,7 @@ from bridge.clock import FakeClock
 from bridge.errors import BridgeError
 from bridge.limits import DAY
 from bridge.simulators import Fault, FaxMaxSimulator
-from bridge.store import JobState, MailState, OutgoingMail, Store
+from bridge.store import JobState, MailState, OutgoingMail, Store, _enqueue
 from bridge.workers.retention import Retention
 from tests.conftest import (
     MakeBridge,
@@ -387,10 +388,9 @@ async def test_retry_mail_sends_a_waiting_email_now_after_the_relay_is_fixed(
     clock = FakeClock()
     store = await Store.open(tmp_path / "fax-bridge.sqlite3")
     try:
-        async with store._tx() as db:
-            await store._enqueue(db, OutgoingMail(message_id="<m@x>", mail_from="",
-                                                  recipients=("a@example.com",), body=b"x"),
-                                 clock.now())
+        await store._tx(partial(_enqueue, mail=OutgoingMail(
+            message_id="<m@x>", mail_from="", recipients=("a@example.com",), body=b"x"),
+            now=clock.now()))
         claimed = await store.claim_mail(clock.now(), lease=300)
         assert claimed is not None
         assert not await store.requeue_mail(claimed.id, clock.now())  # being delivered: no

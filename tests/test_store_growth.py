@@ -9,8 +9,6 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiosqlite
-
 from bridge.store import NewMessage, Store
 
 
@@ -31,30 +29,30 @@ async def history(path: Path, mails: int) -> Store:
     return await Store.open(path)
 
 
-async def steps(connections: list[aiosqlite.Connection],
-                work: Callable[[], Awaitable[object]]) -> int:
-    """SQLite virtual-machine instructions `work` ran on these connections, triggers
-    included."""
-    counted = [0]
+async def steps(store: Store, work: Callable[[], Awaitable[object]]) -> int:
+    """SQLite virtual-machine instructions `work` ran on the store's two connections (the
+    writer and the reader), triggers included."""
+    counted = {"writer": 0, "reader": 0}  # each counted on its own connection's thread
 
-    def count() -> int:
-        counted[0] += 1
-        return 0  # go on
+    def counter(connection: str) -> Callable[[], int]:
+        def count() -> int:
+            counted[connection] += 1
+            return 0  # go on
+        return count
 
-    for db in connections:
-        await db.set_progress_handler(count, 1)  # called at every VM instruction
+    await store._run(lambda db: db.set_progress_handler(counter("writer"), 1))
+    await store._reader.set_progress_handler(counter("reader"), 1)  # every VM instruction
     try:
         await work()
     finally:
-        for db in connections:
-            await db.set_progress_handler(None, 1)  # type: ignore[arg-type]  # sqlite3: None clears
-    return counted[0]
+        await store._run(lambda db: db.set_progress_handler(None, 1))
+        await store._reader.set_progress_handler(None, 1)  # type: ignore[arg-type]  # clears
+    return counted["writer"] + counted["reader"]
 
 
 async def work_of_one_more_mail(path: Path, mails: int) -> dict[str, int]:
     store = await history(path, mails)
     try:
-        connections = [store._db, store._reader]
         mail = NewMessage(mail_from="a@example.com", header_from="a@example.com", subject="s",
                           message_id="<new@example.com>", refs="", spool_path="", raw=b"x")
         accepted: list[list[int]] = []
@@ -63,12 +61,12 @@ async def work_of_one_more_mail(path: Path, mails: int) -> dict[str, int]:
             accepted.append(await store.accept_message(
                 mail, [("0312345678@fax.local", "0312345678")], 5000.0))
 
-        taken = await steps(connections, accept)
+        taken = await steps(store, accept)
         job = await store.job(accepted[0][0])
         assert job is not None
         message_id = job.message
-        looked_up = await steps(connections, lambda: store.jobs_of_message(message_id))
-        converted = await steps(connections, lambda: store.mark_message_ready(
+        looked_up = await steps(store, lambda: store.jobs_of_message(message_id))
+        converted = await steps(store, lambda: store.mark_message_ready(
             message_id, document_path="fax.pdf", pages=3, cover_html=None, left_out=()))
         return {"accept": taken, "jobs of the mail": looked_up, "mark converted": converted}
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from functools import partial
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -15,6 +16,11 @@ from bridge.limits import DAY
 from bridge.store import SCHEMA, JobState, NewMessage, Store, Usage, _statements
 
 SENDERS = ("a@example.com", "B@example.com", "c@example.com")
+
+
+def claim(db: sqlite3.Connection, job_id: int) -> None:
+    """What the sender's claim does to a job, without the claim's own choice of job."""
+    db.execute("UPDATE jobs SET state = 'sending' WHERE id = ?", (job_id,))
 
 
 def mail(sender: str, n: int) -> NewMessage:
@@ -70,8 +76,7 @@ def test_usage_counts_always_match_the_faxes(tmp_path_factory: object, steps: li
                     await store.fail_message(job.message, "refused", now)
                 elif action == "sent" and job.state is JobState.QUEUED:
                     fax += 1
-                    await store._db.execute("UPDATE jobs SET state = 'sending' WHERE id = ?",
-                                            (job.id,))
+                    await store._tx(partial(claim, job_id=job.id))
                     await store.record_submitted(job.id, f"F{fax}", now, lambda _: None)
                 elif action == "failed":  # after FaxMAX took it (charged) or before (not)
                     await store.finish_job(job.id, JobState.FAILED, detail="busy", now=now)

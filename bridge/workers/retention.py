@@ -10,7 +10,6 @@ per-minute usage counts older than a day, past every limit that reads them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 from pathlib import Path
@@ -57,14 +56,10 @@ class Retention(Worker):
         await self.store.forget_usage(now - DAY)
         if not self.days:
             return False
-        purged = await self.store.purge(now - self.days * DAY, self._remove)
+        purged = await self.store.purge(now - self.days * DAY, remove_files)
         if any((purged.messages, purged.inbound, purged.emails, purged.quarantined)):
             log.info("retention: deleted the fax images of %d sent and %d received fax(es) and "
                      "the bodies of %d delivered email(s) and %d replayed push(es), older than "
                      "%d day(s)", purged.messages, purged.inbound, purged.emails,
                      purged.quarantined, self.days)
         return False
-
-    @staticmethod
-    async def _remove(paths: list[str]) -> None:
-        await asyncio.to_thread(remove_files, paths)
