@@ -485,8 +485,10 @@ def _message(row: sqlite3.Row) -> Message:
 
 
 def _first(db: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-    """The first row a statement gives."""
-    row: sqlite3.Row | None = db.execute(sql, params).fetchone()
+    """The first row a statement gives; the statement is finished before the transaction
+    goes on (closing the cursor resets it)."""
+    with contextlib.closing(db.execute(sql, params)) as cursor:
+        row: sqlite3.Row | None = cursor.fetchone()
     return row
 
 
