@@ -1309,8 +1309,9 @@ class Store:
                 return Purged(*totals)
 
     async def backup(self, target: Path) -> None:
-        """A consistent copy of the live database (a read transaction; writers go on), written
-        under a temporary name and renamed, so `target` is complete or absent."""
+        """A consistent copy of the live database, made on the writer's thread (writes wait for
+        it; reads go on), written under a temporary name and renamed, so `target` is complete
+        or absent."""
         unfinished = target.with_name(f".{target.name}.partial")
         unfinished.unlink(missing_ok=True)
         await self._run(lambda db: db.execute("VACUUM INTO ?", (str(unfinished),)))
