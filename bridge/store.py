@@ -791,7 +791,7 @@ class Store:
             outcome = await self._run(partial(
                 _group_transaction, [item[0] for item in group], any(item[2] for item in group),
                 meta))
-        except BaseException as exc:  # nothing of the group was written
+        except BaseException as exc:  # rolled back, or cut off by shutdown: none acknowledged
             for _, future, _ in group:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else BridgeError(
