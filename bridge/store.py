@@ -509,20 +509,6 @@ def _rollback(db: sqlite3.Connection) -> None:
             db.execute("ROLLBACK")
 
 
-def _transaction(fn: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
-    """`fn(db)` between BEGIN IMMEDIATE and COMMIT, rolled back if anything fails. BEGIN
-    IMMEDIATE takes the write lock up front, so a second process (the CLI) waits instead of
-    failing half-way."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(db)
-        db.execute("COMMIT")
-    except BaseException:
-        _rollback(db)
-        raise
-    return result
-
-
 def _set_meta(db: sqlite3.Connection, values: dict[str, str]) -> None:
     for key, value in values.items():
         db.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
@@ -655,7 +641,8 @@ def _group_transaction(works: list[Work], durable: bool, meta: dict[str, str],
     """The works of a group one after another in one transaction, without savepoints. When
     one fails, the transaction is rolled back and the outcome says which (see
     `Store._commit_group`). Only work that can be done again after a power cut commits
-    with `synchronous=NORMAL`."""
+    with `synchronous=NORMAL`. BEGIN IMMEDIATE takes the write lock up front, so a second
+    process (the CLI) waits instead of failing half-way."""
     if not durable:
         db.execute("PRAGMA synchronous=NORMAL")
     try:
@@ -677,6 +664,15 @@ def _group_transaction(works: list[Work], durable: bool, meta: dict[str, str],
         if not durable:
             db.execute("PRAGMA synchronous=FULL")
     return _GroupOutcome(values)
+
+
+def _transaction(fn: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
+    """`fn(db)` alone in a transaction: a group of one, its error raised."""
+    outcome = _group_transaction([fn], True, {}, db)
+    if outcome.error is not None:
+        raise outcome.error
+    result: T = outcome.values[0]
+    return result
 
 
 class Store:
