@@ -69,11 +69,11 @@ async def main() -> None:
             sampler = asyncio.create_task(sample(lags, stop))
             started = time.perf_counter()
             result = await smtp_send(bridge.smtp_port, mail)
-            await wait_until(bridge.store.messages_to_convert, [])  # conversion has run
+            await wait_until(bridge.store.jobs.to_convert, [])  # conversion has run
             elapsed = time.perf_counter() - started
             stop.set()
             await sampler
-            jobs = await bridge.store.job_counts()
+            jobs = await bridge.store.jobs.counts()
             print(f"{name}: reply {result.data}; jobs {jobs}; {elapsed:.2f}s; loop lag "
                   f"max {max(lags) * 1000:.1f} ms, p99 "
                   f"{statistics.quantiles(lags, n=100)[98] * 1000:.1f} ms over {len(lags)} samples")

@@ -71,11 +71,11 @@ async def main() -> None:
             # Advance in steps of one PDF spacing until every fax is stored; run_workers moves
             # the clock only to the times the poller itself names as due.
             budget = args.poll_interval + 2 * args.faxes * spacing + 10
-            while (len(sim.fetched) < len(ids) or len(await rig.store.inbound_all())
+            while (len(sim.fetched) < len(ids) or len(await rig.store.inbound.all())
                    < len(ids)) and clock.now() - started_fake < budget:
                 await run_workers(clock, spacing, poller)
             wall = time.perf_counter() - started_wall
-            faxes = await rig.store.inbound_all()
+            faxes = await rig.store.inbound.all()
         finally:
             await rig.close()
             await sim.stop()

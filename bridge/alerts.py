@@ -50,5 +50,5 @@ class Alerter:
             return OutgoingMail(message_id=message_id, mail_from="", recipients=(admin,),
                                 body=as_bytes(msg))
 
-        if await self.store.throttle_alert(cause, self.clock.now(), WINDOW, render):
+        if await self.store.outbox.throttle_alert(cause, self.clock.now(), WINDOW, render):
             self.on_enqueued()

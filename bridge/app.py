@@ -90,7 +90,8 @@ class Bridge:
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.wake)
         self._store = await Store.open(data / "fax-bridge.sqlite3")
         now = self.clock.now()
-        for job_id in await self.store.recover_after_crash(now):
+        await self.store.outbox.recover()
+        for job_id in await self.store.jobs.recover(now):
             log.error("job %s: was being sent when fax-bridge stopped; marked unknown and not "
                       "resent (fax-bridge retry %s resends it)", job_id, job_id)
         templates = Templates(s.mail.templates_dir)

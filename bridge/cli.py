@@ -234,7 +234,7 @@ def _snapshot(db: Path) -> Snapshot:
     async def run() -> Snapshot:
         store = await Store.open(db)
         try:
-            return await store.snapshot(time.time())
+            return await store.upkeep.snapshot(time.time())
         finally:
             await store.close()
 
@@ -293,10 +293,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         store = await Store.open(db)
         try:
             if args.mail is not None:
-                mails = await store.mails(MailState(args.mail) if args.mail else None,
+                mails = await store.outbox.latest(MailState(args.mail) if args.mail else None,
                                           args.limit)
             else:
-                jobs = await store.jobs(JobState(args.state) if args.state else None,
+                jobs = await store.jobs.latest(JobState(args.state) if args.state else None,
                                         args.limit)
         finally:
             await store.close()
@@ -322,12 +322,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     async def run() -> tuple[Job, Message, list[tuple[float, str, str]]]:
         store = await Store.open(db)
         try:
-            job = await store.job(args.job)
+            job = await store.jobs.get(args.job)
             if job is None:
                 raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
-            message = await store.message(job.message)
+            message = await store.jobs.message(job.message)
             assert message is not None  # jobs reference their message
-            return job, message, (await store.status_events(job.fax_id) if job.fax_id else [])
+            return job, message, (await store.jobs.status_events(job.fax_id) if job.fax_id else [])
         finally:
             await store.close()
 
@@ -407,13 +407,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
         try:
             now = SystemClock().now()
             if args.mail is not None:
-                if await store.requeue_mail(args.mail, now):
+                if await store.outbox.requeue(args.mail, now):
                     return None
                 return (f"mail {args.mail} is neither given up nor waiting (see fax-bridge list "
                         "--mail failed)")
-            if await store.job(args.job) is None:
+            if await store.jobs.get(args.job) is None:
                 raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
-            return await store.requeue_job(args.job, now)
+            return await store.jobs.requeue(args.job, now)
         finally:
             await store.close()
 
@@ -446,7 +446,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     async def run() -> None:
         store = await Store.open(db)
         try:
-            await store.backup(target)
+            await store.upkeep.backup(target)
         finally:
             await store.close()
 
@@ -476,7 +476,7 @@ def cmd_replay_quarantine(args: argparse.Namespace) -> int:
                                 on_enqueued=lambda: None),
                 on_status=lambda: None, on_fax=lambda: None)
             left = 0
-            for item in await store.quarantined(pending_only=True):
+            for item in await store.inbound.quarantined(pending_only=True):
                 if item.source != SOURCE:
                     continue
                 outcome = await processor.process(item.body, quarantine=False)
@@ -485,7 +485,7 @@ def cmd_replay_quarantine(args: argparse.Namespace) -> int:
                     print(f"#{item.id}: still not understood: "
                           f"{'; '.join(outcome.not_understood)}")
                     continue
-                await store.mark_replayed(item.id, clock.now())
+                await store.inbound.replayed(item.id, clock.now())
                 print(f"#{item.id}: replayed ({outcome.status_events} status event(s), "
                       f"{len(outcome.new_fax_ids)} new fax(es))")
             return left

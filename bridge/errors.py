@@ -50,3 +50,8 @@ class ProviderOutcomeUnknown(ProviderError):
 
 class ProviderTimeout(ProviderOutcomeUnknown, TimeoutError):
     """The provider did not answer in time after the request was sent."""
+
+
+class StoreError(BridgeError):
+    """The database holds something this version cannot use (a newer schema, an unknown
+    state word), or storing was cut off; the message says which."""

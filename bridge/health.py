@@ -41,7 +41,7 @@ class Health:
         """Everything that is wrong, one sentence each; empty when healthy."""
         problems = [*self._files(), *self._dead_workers(), *self._polling()]
         try:
-            await self.store.probe_write(self.clock.now())
+            await self.store.upkeep.probe_write(self.clock.now())
         except Exception as exc:
             what = "the disk is full" if is_disk_full(exc) else str(exc)
             problems.append(f"the database does not take writes: {what}")

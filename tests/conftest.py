@@ -221,13 +221,13 @@ async def wait_until(read: Callable[[], Awaitable[Any]], wanted: Any,
 async def wait_for_state(bridge: Bridge, job_id: int, *states: JobState,
                          timeout: float = 10.0) -> JobState:
     async def state() -> JobState | None:
-        job = await bridge.store.job(job_id)
+        job = await bridge.store.jobs.get(job_id)
         return job.state if job is not None and job.state in states else None
 
     deadline = time.monotonic() + timeout
     while (found := await state()) is None:
         if time.monotonic() > deadline:
-            job = await bridge.store.job(job_id)
+            job = await bridge.store.jobs.get(job_id)
             raise AssertionError(f"job {job_id} is {job and job.state}, wanted {states}")
         await asyncio.sleep(0.02)
     return found

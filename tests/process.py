@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bridge import config
 from bridge.config import Settings
+from tests.sql import read
 
 LISTENING = re.compile(r"fax-bridge listening: SMTP [^:]+:(\d+), HTTP [^:]+:(\d+)")
 
@@ -105,13 +106,8 @@ class ServeProcess:
             await self.wait()
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        """Read the store from outside, as an operator's tools would (WAL allows it while the
-        service runs)."""
-        db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
-        try:
-            return list(db.execute(sql, params))
-        finally:
-            db.close()
+        """Read the store from outside, as an operator's tools would."""
+        return read(self.db_path, sql, params)
 
     def integrity(self) -> str:
         db = sqlite3.connect(self.db_path, timeout=10)

@@ -87,14 +87,14 @@ async def test_mail_arriving_holds_its_conversion_back_until_the_stream_pauses(
         result = await smtp_send(bridge.smtp_port, fax_mail(
             ("invoice.pdf", "application/pdf", make_pdf(1)), message_id=f"<stream-{n}@x>"))
         assert result.data is not None and result.data[0] == 250
-        assert len(await bridge.store.messages_to_convert()) == n + 1
+        assert len(await bridge.store.jobs.to_convert()) == n + 1
         await asyncio.sleep(0.1)
     last = time.monotonic()
     await faxmax.wait_for_requests(4, timeout=20)  # then all of them, and their faxes go out
     assert time.monotonic() - last >= 1.3  # not before the stream had paused
-    assert not await bridge.store.messages_to_convert()
+    assert not await bridge.store.jobs.to_convert()
     assert len(faxmax.sent_numbers()) == 4  # each once
-    assert (await bridge.store.job_counts()).get(JobState.QUEUED, 0) == 0
+    assert (await bridge.store.jobs.counts()).get(JobState.QUEUED, 0) == 0
 
 
 async def test_pushes_arriving_hold_the_faxes_emails_back_until_they_pause(

@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -46,7 +46,8 @@ from pypdf import PdfWriter
 
 from bridge.config import Settings
 from bridge.simulators import ByosokuFault, ByosokuSimulator, Fault, FaxMaxSimulator
-from bridge.store import Inbound, InboundState
+from bridge.store import Inbound
+from bridge.store.rows import INBOUND
 from bridge.workers.inbox import fax_message_id
 from bridge.workers.poller import fax_file
 from tests.conftest import Received, RelaySink, fax_mail, settings_for, smtp_send
@@ -129,10 +130,8 @@ def integrity_ro(serve: ServeProcess) -> str:
 def inbound_rows(serve: ServeProcess) -> list[Inbound]:
     """The received faxes as the store's own rows, from which the product derives the
     Message-ID each fax's email must carry."""
-    with closing(sqlite3.connect(f"file:{serve.db_path}?mode=ro", uri=True, timeout=10)) as db:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM inbound ORDER BY id").fetchall()
-    return [Inbound(**{**dict(row), "state": InboundState(row["state"])}) for row in rows]
+    rows = serve.query(f"SELECT {INBOUND.columns} FROM inbound ORDER BY id")
+    return [INBOUND.load(row) for row in rows]
 
 
 @dataclass

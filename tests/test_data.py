@@ -16,6 +16,7 @@ from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
 from tests.conftest import MakeBridge, fax_mail, smtp_send, wait_for_state
 from tests.docfactory import make_pdf
+from tests.sql import query
 
 
 def stuffed(mail: bytes) -> bytes:
@@ -121,7 +122,7 @@ async def test_a_connection_lost_during_a_large_data_leaves_no_file(
             break
         await asyncio.sleep(0.02)
     assert files(spool_dir) == []
-    assert await bridge.store.job_counts() == {}
+    assert await bridge.store.jobs.counts() == {}
 
 
 async def test_a_mail_over_a_mebibyte_is_spooled_and_faxed(
@@ -131,6 +132,6 @@ async def test_a_mail_over_a_mebibyte_is_spooled_and_faxed(
     pdf = make_pdf(2) + b"\n%" + b"z" * 1_200_000  # a comment after %%EOF pads it
     result = await smtp_send(bridge.smtp_port, fax_mail(("big.pdf", "application/pdf", pdf)))
     assert result.data == (250, "2.0.0 queued as fax jobs 1")
-    [(spool_path, raw)] = await bridge.store._all("SELECT spool_path, raw FROM messages")
+    [(spool_path, raw)] = await query(bridge.store.path, "SELECT spool_path, raw FROM messages")
     assert raw is None and files(Path(spool_path).parent) == [Path(spool_path)]
     await wait_for_state(bridge, 1, JobState.DELIVERED)

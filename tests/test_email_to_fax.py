@@ -26,6 +26,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.docfactory import make_jpeg, make_pdf, make_png, make_tiff
+from tests.sql import query
 
 NUMBER = "902122222525"
 
@@ -62,7 +63,7 @@ async def test_a_mail_is_kept_in_its_row_or_when_large_in_a_spool_file_and_faxed
     mail = fax_mail(("a.pdf", "application/pdf", make_pdf(3)))
     result = await smtp_send(bridge.smtp_port, mail)
     assert result.data == (250, "2.0.0 queued as fax jobs 1")
-    [(spool_path, raw)] = await bridge.store._all("SELECT spool_path, raw FROM messages")
+    [(spool_path, raw)] = await query(bridge.store.path, "SELECT spool_path, raw FROM messages")
     spooled = sorted((Path(bridge.settings.data_dir) / "spool").glob("*.eml"))
     if in_row:
         assert (spool_path, spooled) == ("", [])
@@ -146,7 +147,7 @@ async def test_503_then_success_sends_exactly_once(
     await wait_for_state(bridge, 1, JobState.DELIVERED)
     assert len(faxmax.requests) == 2
     assert faxmax.sent_numbers() == [NUMBER]
-    job = await bridge.store.job(1)
+    job = await bridge.store.jobs.get(1)
     assert job is not None and job.attempts == 2
 
 
@@ -191,7 +192,7 @@ async def test_status_push_settles_the_job_and_the_report_lands_in_the_senders_t
     assert "Fax status:  SUCCESS" in text
     html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "<strong>+902122222525</strong> was delivered" in html
-    job = await bridge.store.job(1)
+    job = await bridge.store.jobs.get(1)
     assert job is not None and job.provider_status == "SUCCESS"
 
 
@@ -225,7 +226,7 @@ async def test_repeated_pushes_are_harmless(
     bridge = await make_bridge()
     await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
     await wait_for_state(bridge, 1, JobState.DELIVERED)
-    fax_id = (await bridge.store.job(1)).fax_id  # type: ignore[union-attr]
+    fax_id = (await bridge.store.jobs.get(1)).fax_id  # type: ignore[union-attr]
     event = {"type": "OUTGOING_FAX", "id": fax_id, "status": "SUCCESS", "cld": NUMBER,
              "result_message": "ok", "page_count": 1}
     for _ in range(3):
@@ -233,10 +234,10 @@ async def test_repeated_pushes_are_harmless(
     failed = dict(event, status="FAILED", result_message="late contradiction")
     await faxmax.push_events([failed])
     await relay.wait_for(1)
-    job = await bridge.store.job(1)
+    job = await bridge.store.jobs.get(1)
     assert job is not None and job.state is JobState.DELIVERED
     # one report only; the relay has it a moment before the mailer records it sent
-    await wait_until(bridge.store.mail_counts, {"sent": 1})
+    await wait_until(bridge.store.outbox.counts, {"sent": 1})
 
 
 async def test_no_final_status_within_status_timeout_is_reported_as_no_delivery_report(
@@ -256,15 +257,15 @@ async def test_a_job_left_sending_by_a_crash_becomes_unknown_and_is_reported_not
 ) -> None:
     settings = settings_for(tmp_path, faxmax.url)
     store = await Store.open(settings.data_path / "fax-bridge.sqlite3")
-    [job_id] = await store.accept_message(
+    [job_id] = await store.jobs.accept(
         NewMessage(mail_from="bob@example.com", header_from="bob@example.com", subject="Crash",
                    message_id="<m@example.com>", refs="", spool_path="/nonexistent"),
         [("02122222525@fax.local", NUMBER)], 1.0)
-    message = await store.message(1)
+    message = await store.jobs.message(1)
     assert message is not None
-    await store.mark_message_ready(1, document_path="/nonexistent.pdf", pages=1,
+    await store.jobs.converted(1, document_path="/nonexistent.pdf", pages=1,
                                    cover_html=None, left_out=[])
-    claimed = await store.claim_job(2.0)
+    claimed = await store.jobs.claim(2.0)
     assert claimed is not None and claimed[0].state is JobState.SENDING
     await store.close()  # the process "dies" here, mid-send
 
@@ -282,7 +283,7 @@ async def test_reports_can_be_delivered_into_a_maildir(
     bridge = await make_bridge(via_relay=False)
     await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
     await wait_for_state(bridge, 1, JobState.DELIVERED)
-    await wait_until(lambda: bridge.store.mail_counts(), {"sent": 1})
+    await wait_until(lambda: bridge.store.outbox.counts(), {"sent": 1})
     files = list((tmp_path / "maildir" / "new").iterdir())
     assert len(files) == 1
     msg = email.message_from_bytes(files[0].read_bytes(), policy=default)

@@ -188,14 +188,14 @@ class OutboundRig:
         """A one-page fax from alice@example.com to NUMBER, converted and ready to send."""
         document = self.tmp_path / "fax.pdf"
         document.write_bytes(make_pdf(1))
-        [job_id] = await self.store.accept_message(
+        [job_id] = await self.store.jobs.accept(
             NewMessage(mail_from="alice@example.com", header_from="alice@example.com",
                        subject="Invoice 42", message_id="<original-1@example.com>", refs="",
                        spool_path=""),
             [("02122222525@fax.local", NUMBER)], self.clock.now())
-        job = await self.store.job(job_id)
+        job = await self.store.jobs.get(job_id)
         assert job is not None
-        await self.store.mark_message_ready(job.message, document_path=str(document), pages=1,
+        await self.store.jobs.converted(job.message, document_path=str(document), pages=1,
                                             cover_html=None, left_out=[])
         return job_id
 
@@ -203,7 +203,7 @@ class OutboundRig:
         await run_workers(self.clock, seconds, self.sender, self.reporter, self.mailer)
 
     async def job_state(self, job_id: int) -> tuple[JobState, int, str]:
-        job = await self.store.job(job_id)
+        job = await self.store.jobs.get(job_id)
         assert job is not None
         return job.state, job.attempts, job.detail
 
@@ -444,7 +444,7 @@ async def test_f6_each_byosoku_error_for_an_hour_keeps_the_spacing_and_reaches_a
     async with poller_rig(tmp_path, byosoku, clock,
                           initial_sync="deliver") as (rig, poller, inbox):
         await run_workers(clock, HOUR, poller, inbox)
-        faxes = await rig.store.inbound_all()
+        faxes = await rig.store.inbound.all()
         alerts = [parse(a) for a in await rig.alerts()]
 
     log_minute = per_minute(byosoku.log_calls, start)
@@ -504,10 +504,10 @@ async def assert_fetched_and_mailed_once(rig: PollerRig, byosoku: ByosokuSimulat
     assert min_gap(byosoku.log_calls) >= 60.0
     assert min_gap([t for t, _, _ in byosoku.pdf_calls]) >= 1.0
     assert dict(byosoku.fetched) == dict.fromkeys(ids, 1)
-    faxes = await rig.store.inbound_all()
+    faxes = await rig.store.inbound.all()
     assert sorted(f.external_id for f in faxes) == sorted(ids)
     assert {f.state for f in faxes} == {InboundState.MAILED}
-    mails = [m for m in await rig.store.mails(limit=1000)
+    mails = [m for m in await rig.store.outbox.latest(limit=1000)
              if m.recipients == ("tokyo@example.com",)]
     assert len(mails) == len({m.message_id for m in mails}) == len(ids)
 
@@ -649,7 +649,7 @@ async def test_f7_a_relay_that_is_down_or_says_not_now_gets_the_mail_once_when_i
                                   "smtp_timeout": timeout}) as rig:
         await rig.queue_fax()
         await rig.run_for(100)  # attempts at 0, 15 and 45 s; the next is due at 105 s
-        [pending] = await rig.store.mails()
+        [pending] = await rig.store.outbox.latest()
         assert (pending.state, pending.attempts) == (MailState.PENDING, 3)
         assert error.format(port=relay.port) in pending.last_error
         assert relay.messages == []
@@ -659,7 +659,7 @@ async def test_f7_a_relay_that_is_down_or_says_not_now_gets_the_mail_once_when_i
         relay.refuse_with = relay.refuse_rcpt = None
         relay.hang = False
         await rig.run_for(DAY)
-        [sent] = await rig.store.mails()
+        [sent] = await rig.store.outbox.latest()
         attempts = offsets(rig.transport.attempts)
 
     assert attempts == [0, 15, 45, 105]
@@ -684,7 +684,7 @@ async def test_f7_a_5xx_refusal_is_a_dead_letter_that_survives_a_restart_and_can
     await wait_for_state(bridge, 1, JobState.DELIVERED)
     [alert] = await relay.wait_for(1)  # the alert itself gets through
     report_id = f"<fax-bridge.{bridge.store.installation}.job-1.delivered@localhost>"
-    [dead] = await bridge.store.mails(MailState.FAILED)
+    [dead] = await bridge.store.outbox.latest(MailState.FAILED)
     assert (dead.message_id, dead.recipients, dead.attempts) == (
         report_id, ("alice@example.com",), 1)
     assert alert.rcpt_tos == [ADMIN]
@@ -705,7 +705,7 @@ async def test_f7_a_5xx_refusal_is_a_dead_letter_that_survives_a_restart_and_can
     assert listed.returncode == 0, listed.stderr
     [row] = [line for line in listed.stdout.splitlines() if line.split()[0] == str(dead.id)]
     assert "failed" in row and "alice@example.com" in row and "550 5.1.1" in row
-    assert [m.id for m in await bridge.store.mails(MailState.FAILED)] == [dead.id]
+    assert [m.id for m in await bridge.store.outbox.latest(MailState.FAILED)] == [dead.id]
     assert relay.count(report_id) == 0  # kept, and not retried on its own
 
     relay.refuse_for.clear()
@@ -716,7 +716,7 @@ async def test_f7_a_5xx_refusal_is_a_dead_letter_that_survives_a_restart_and_can
     for worker in bridge.workers:
         worker.wake()  # the CLI is another process; the service would look within a minute
     await relay.wait_for(2)
-    await wait_until(lambda: bridge.store.mail_counts(), {"sent": 2})
+    await wait_until(lambda: bridge.store.outbox.counts(), {"sent": 2})
     assert relay.count(report_id) == 1
     assert relay.messages[1].rcpt_tos == ["alice@example.com"]
 
@@ -766,7 +766,7 @@ async def test_f9_intake_answers_250_while_a_faxmax_call_is_still_outstanding(
     await faxmax.wait_for_paused_calls(1)  # job 2 is being handed to FaxMAX
     slow_reply, slow = await intake(bridge.smtp_port, message)
     outstanding = faxmax.paused_calls
-    job = await bridge.store.job(2)
+    job = await bridge.store.jobs.get(2)
     faxmax.resume()
 
     assert (fast_reply, slow_reply) == ("250 2.0.0 queued as fax jobs 1",

@@ -30,6 +30,7 @@ from bridge.workers.base import Worker
 from bridge.workers.poller import Poller
 from tests.conftest import PUSH_TOKEN, MakeBridge, RelaySink, settings_for, wait_until
 from tests.docfactory import make_pdf, make_tiff
+from tests.sql import query
 from tests.test_config_and_cli import run_cli
 
 ADMIN = "admin@example.com"
@@ -50,7 +51,7 @@ def attachment(msg: EmailMessage) -> tuple[str, str, bytes]:
 
 
 async def inbound_counts(bridge: Any) -> dict[str, int]:
-    counts: dict[str, int] = await bridge.store.inbound_counts()
+    counts: dict[str, int] = await bridge.store.inbound.counts()
     return counts
 
 
@@ -105,7 +106,7 @@ async def test_the_same_push_five_times_is_one_email(
     await wait_until(lambda: inbound_counts(bridge), {"mailed": 1})
     assert len(relay.messages) == 1
     # "sent" is recorded after the relay's 250, so a moment after the mail arrived
-    await wait_until(lambda: bridge.store.mail_counts(), {"sent": 1})
+    await wait_until(lambda: bridge.store.outbox.counts(), {"sent": 1})
     assert "from-withheld.pdf" in attachment(relay.messages[0].message)[0]
 
 
@@ -124,7 +125,7 @@ async def test_a_mixed_array_delivers_the_good_events_and_quarantines_the_bad_on
     assert alert["Subject"] == "[fax-bridge] 1 FaxMAX push event(s) could not be understood"
     assert "the fax image (content) is not valid base64" in alert.get_body(
         ("plain",)).get_content()  # type: ignore[union-attr]
-    [kept] = await bridge.store.quarantined()
+    [kept] = await bridge.store.inbound.quarantined()
     assert json.loads(kept.body)["id"] == "bad-1"
 
 
@@ -152,7 +153,7 @@ async def test_malformed_bodies_are_kept_answered_2xx_and_reported(
         [alert] = await relay.wait_for(1)
         assert alert.rcpt_tos == [ADMIN]
         assert reason in alert.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-        [kept] = await bridge.store.quarantined()
+        [kept] = await bridge.store.inbound.quarantined()
         assert (kept.reason, kept.source) == (reason, "faxmax-push")
         async with session.get(f"http://127.0.0.1:{bridge.http_port}/healthz") as resp:
             assert resp.status == 200  # still serving
@@ -168,8 +169,8 @@ async def test_a_wrong_token_gets_404_and_writes_nothing(
             url = f"http://127.0.0.1:{bridge.http_port}/faxmax/push/{token}"
             async with session.post(url, json=[event]) as resp:
                 assert resp.status == 404
-    assert await bridge.store.inbound_all() == []
-    assert await bridge.store.quarantined() == []
+    assert await bridge.store.inbound.all() == []
+    assert await bridge.store.inbound.quarantined() == []
     assert not (Path(bridge.settings.data_dir) / "inbound").exists()
 
 
@@ -197,14 +198,14 @@ async def test_relay_down_for_a_while_then_every_fax_is_delivered_once(
     await wait_until(lambda: inbound_counts(bridge), {"mailed": 3})
 
     async def attempts() -> bool:
-        rows = await bridge.store._all("SELECT MIN(attempts) FROM outbox")
+        rows = await query(bridge.store.path, "SELECT MIN(attempts) FROM outbox")
         return bool(rows[0][0] and rows[0][0] >= 2)
 
     await wait_until(attempts, True)
     assert relay.messages == []
     relay.refuse_with = None
     mails = await relay.wait_for(3)
-    await wait_until(lambda: bridge.store.mail_counts(), {"sent": 3})
+    await wait_until(lambda: bridge.store.outbox.counts(), {"sent": 3})
     assert sorted(m.message["Message-ID"] for m in mails) == sorted(
         {m.message["Message-ID"] for m in mails})
     assert len(relay.messages) == 3
@@ -236,7 +237,7 @@ async def test_replay_quarantine_delivers_what_was_kept_and_keeps_what_still_fai
     bridge = await make_bridge(routing=ROUTING)
     good = faxmax.incoming_event(tiff=make_tiff(1), cld="902121110000")
     # As if an older version had failed to understand a good event:
-    await bridge.store.record_push(
+    await bridge.store.inbound.record_push(
         source="faxmax-push", events=[], faxes=[], now=1.0, classify=lambda s: None,
         bad=[(json.dumps(good).encode(), "not understood by an older version"),
              (b"{still broken", "the body is not JSON")])
@@ -250,7 +251,7 @@ async def test_replay_quarantine_delivers_what_was_kept_and_keeps_what_still_fai
         "done; the running service was told and sends it now")  # SIGUSR1, no minute's wait
     [mail] = await relay.wait_for(1)
     assert mail.rcpt_tos == ["istanbul@example.com"]
-    assert [q.id for q in await bridge.store.quarantined(pending_only=True)] == [2]
+    assert [q.id for q in await bridge.store.inbound.quarantined(pending_only=True)] == [2]
 
 
 # --- 秒速FAX Plus polling -----------------------------------------------------------------
@@ -312,7 +313,7 @@ class PollerRig:
         await run_workers(self.clock, seconds, poller)
 
     async def alerts(self) -> list[str]:
-        rows = await self.store._all("SELECT body FROM outbox WHERE recipients LIKE ?",
+        rows = await query(self.store.path, "SELECT body FROM outbox WHERE recipients LIKE ?",
                                      (f'%{ADMIN}%',))
         return [bytes(r[0]).decode() for r in rows]
 
@@ -344,7 +345,7 @@ async def test_polling_fetches_each_new_fax_once_and_never_too_soon_across_a_res
                for _ in range(3)]
         await rig.run_for(poller, 30)
         assert dict(sim.fetched) == {i: 1 for i in ids}
-        faxes = await rig.store.inbound_all()
+        faxes = await rig.store.inbound.all()
         assert {f.sender_number for f in faxes} == {"0312345678"}
         assert {f.pages for f in faxes} == {2}
         await rig.close()  # restart in the middle of a poll interval
@@ -389,7 +390,7 @@ async def test_initial_sync_decides_whether_faxes_already_in_the_log_are_mailed(
     await rig.run_for(poller, 10)
     later = byosoku.add_fax(fax_number="0368680000")
     await rig.run_for(poller, 70)
-    counts = await rig.store.inbound_counts()
+    counts = await rig.store.inbound.counts()
     assert counts.get("received", 0) == delivered + 1
     assert counts.get("skipped", 0) == 2 - delivered
     assert byosoku.fetched[later] == 1
@@ -410,7 +411,7 @@ async def test_err_no_pdf_for_one_fax_does_not_block_the_others(
     await rig.run_for(poller, 5)
     assert byosoku.fetched[ok] == 1  # fetched while the others wait
     await rig.run_for(poller, 300)
-    states = {f.external_id: f.state for f in await rig.store.inbound_all()}
+    states = {f.external_id: f.state for f in await rig.store.inbound.all()}
     assert states == {missing: InboundState.FAILED, late: InboundState.RECEIVED,
                       ok: InboundState.RECEIVED}
     [alert] = await rig.alerts()

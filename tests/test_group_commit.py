@@ -21,7 +21,7 @@ def mail(n: int) -> NewMessage:
 
 async def trace(store: Store, callback: Callable[[str], object] | None) -> None:
     """Every statement the writer runs, as SQLite traces it (on the writer's thread)."""
-    await store._run(lambda db: db.set_trace_callback(callback))
+    await store.writer.run(lambda db: db.set_trace_callback(callback))
 
 
 @pytest.fixture
@@ -34,13 +34,13 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def test_twenty_mails_at_once_are_committed_in_a_few_transactions(store: Store) -> None:
     statements: list[str] = []
     await trace(store, statements.append)
-    ids = await asyncio.gather(*(store.accept_message(mail(n), [(f"{n}@fax.local", "90212")],
+    ids = await asyncio.gather(*(store.jobs.accept(mail(n), [(f"{n}@fax.local", "90212")],
                                                       1.0) for n in range(20)))
     await trace(store, None)
     commits = sum(1 for s in statements if s.strip().upper() == "COMMIT")
     assert 1 <= commits <= 3, commits  # the first alone, then the rest together
     assert sorted(i for [i] in ids) == list(range(1, 21))
-    counts = await store.job_counts()
+    counts = await store.jobs.counts()
     assert counts == {"queued": 20}
 
 
@@ -54,15 +54,15 @@ async def test_a_failing_write_is_rolled_back_alone_and_only_its_caller_hears(
     statements: list[str] = []
     await trace(store, statements.append)
     results = await asyncio.gather(
-        store.accept_message(mail(1), [("1@fax.local", "90212")], 1.0),
-        store._grouped(broken),
-        store.accept_message(mail(2), [("2@fax.local", "90212")], 1.0),
+        store.jobs.accept(mail(1), [("1@fax.local", "90212")], 1.0),
+        store.writer.grouped(broken),
+        store.jobs.accept(mail(2), [("2@fax.local", "90212")], 1.0),
         return_exceptions=True)
     await trace(store, None)
     assert results[0] == [1] and results[2] == [2]
     assert isinstance(results[1], ValueError)
-    assert await store.get_meta("half") is None  # its own write was undone
-    assert await store.job_counts() == {"queued": 2}
+    assert await store.upkeep.meta("half") is None  # its own write was undone
+    assert await store.jobs.counts() == {"queued": 2}
     # No savepoints (two trips each): the group is rolled back and the others run again.
     assert not any("SAVEPOINT" in s for s in statements)
     verbs = [s.split()[0].upper() for s in statements]
@@ -80,12 +80,12 @@ async def test_a_failing_write_alone_in_its_group_is_rolled_back_and_its_caller_
     statements: list[str] = []
     await trace(store, statements.append)
     with pytest.raises(ValueError, match="fails half-way"):
-        await store._grouped(broken)
+        await store.writer.grouped(broken)
     await trace(store, None)
     assert not any("SAVEPOINT" in s for s in statements)
-    assert await store.get_meta("half") is None
-    assert not store._db.in_transaction
-    assert await store.accept_message(mail(1), [("1@fax.local", "90212")], 1.0) == [1]
+    assert await store.upkeep.meta("half") is None
+    assert not store.writer.in_transaction
+    assert await store.jobs.accept(mail(1), [("1@fax.local", "90212")], 1.0) == [1]
 
 
 async def test_writers_cancelled_at_any_moment_leave_the_store_usable(store: Store) -> None:
@@ -93,13 +93,13 @@ async def test_writers_cancelled_at_any_moment_leave_the_store_usable(store: Sto
     next writer ("cannot start a transaction within a transaction")."""
 
     def meta(n: int) -> Awaitable[object]:
-        return store.set_meta({"k": str(n)})
+        return store.upkeep.set_meta({"k": str(n)})
 
     def accept(n: int) -> Awaitable[object]:
-        return store.accept_message(mail(n), [(f"{n}@fax.local", "90212")], 1.0)
+        return store.jobs.accept(mail(n), [(f"{n}@fax.local", "90212")], 1.0)
 
     def convert(n: int) -> Awaitable[object]:  # not durable: sets the sync level and back
-        return store.mark_message_ready(1, document_path=f"/documents/{n}.pdf", pages=1,
+        return store.jobs.converted(1, document_path=f"/documents/{n}.pdf", pages=1,
                                         cover_html=None, left_out=())
 
     await accept(100)
@@ -111,24 +111,25 @@ async def test_writers_cancelled_at_any_moment_leave_the_store_usable(store: Sto
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await store.set_meta({"after": str(n)})
-    assert await store.get_meta("after") == "5"
-    assert not store._db.in_transaction
+            await store.upkeep.set_meta({"after": str(n)})
+    assert await store.upkeep.meta("after") == "5"
+    assert not store.writer.in_transaction
     assert await synchronous_level(store) == 2  # FULL: acknowledged writes are durable
 
 
 async def test_a_workers_own_transaction_gets_its_turn_during_a_stream_of_mails(
     store: Store
 ) -> None:
-    """Mails that keep arriving while a group commits form the next group; a worker's `_tx`
-    queued meanwhile (a conversion finished, a fax to mark sent) must not wait for a lull."""
+    """Mails that keep arriving while a group commits form the next group; a worker's own
+    transaction queued meanwhile (a conversion finished, a fax to mark sent) must not wait for
+    a lull."""
     arriving = True
     accepted: list[asyncio.Task[list[int]]] = []
 
     async def stream() -> None:
         n = 0
         while arriving:
-            accepted.append(asyncio.create_task(store.accept_message(
+            accepted.append(asyncio.create_task(store.jobs.accept(
                 mail(n), [(f"{n}@fax.local", "90212")], 1.0)))
             n += 1
             await asyncio.sleep(0.0005)
@@ -136,7 +137,7 @@ async def test_a_workers_own_transaction_gets_its_turn_during_a_stream_of_mails(
     streaming = asyncio.create_task(stream())
     await asyncio.sleep(0.1)
     async with asyncio.timeout(10):
-        await store._tx(lambda db: db.execute(
+        await store.writer.transaction(lambda db: db.execute(
             "INSERT INTO meta (key, value) VALUES ('worker', 'had its turn')"))
     mails_before = len(accepted)
     await asyncio.sleep(0.1)
@@ -144,33 +145,33 @@ async def test_a_workers_own_transaction_gets_its_turn_during_a_stream_of_mails(
     await streaming
     await asyncio.gather(*accepted)
     assert len(accepted) > mails_before  # the stream was still flowing when the worker wrote
-    assert await store.get_meta("worker") == "had its turn"
+    assert await store.upkeep.meta("worker") == "had its turn"
 
 
 async def test_a_conversion_finishing_while_mail_arrives_shares_the_mails_commit(
     store: Store,
 ) -> None:
-    [job_id] = await store.accept_message(mail(0), [("0@fax.local", "90212")], 1.0)
-    job = await store.job(job_id)
+    [job_id] = await store.jobs.accept(mail(0), [("0@fax.local", "90212")], 1.0)
+    job = await store.jobs.get(job_id)
     assert job is not None
     message = job.message
     statements: list[str] = []
     await trace(store, statements.append)
     await asyncio.gather(
-        store.mark_message_ready(message, document_path="/documents/fax.pdf", pages=1,
+        store.jobs.converted(message, document_path="/documents/fax.pdf", pages=1,
                                  cover_html=None, left_out=()),
-        *(store.accept_message(mail(n), [(f"{n}@fax.local", "90212")], 1.0)
+        *(store.jobs.accept(mail(n), [(f"{n}@fax.local", "90212")], 1.0)
           for n in range(1, 6)))
     await trace(store, None)
     assert sum(1 for s in statements if s.strip().upper() == "COMMIT") == 1
     assert not any("synchronous=NORMAL" in s for s in statements)  # durable, for the mails
-    ready = await store.message(message)
+    ready = await store.jobs.message(message)
     assert ready is not None and ready.pages == 1 and ready.document_path == "/documents/fax.pdf"
-    assert await store.job_counts() == {"queued": 6}
+    assert await store.jobs.counts() == {"queued": 6}
 
 
 async def synchronous_level(store: Store) -> int:
-    return int(await store._run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]))
+    return int(await store.writer.run(lambda db: db.execute("PRAGMA synchronous").fetchone()[0]))
 
 
 async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_does(
@@ -179,17 +180,17 @@ async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_d
     """A finished conversion can be redone after a power cut, so alone it commits without an
     fsync (`synchronous=NORMAL`), then sets FULL back itself; the mail after it, and the claim
     of its fax, commit durably (and with them the conversion) and pay nothing for it."""
-    [job_id] = await store.accept_message(mail(0), [("0@fax.local", "90212")], 1.0)
-    job = await store.job(job_id)
+    [job_id] = await store.jobs.accept(mail(0), [("0@fax.local", "90212")], 1.0)
+    job = await store.jobs.get(job_id)
     assert job is not None
     statements: list[str] = []
     await trace(store, statements.append)
-    await store.mark_message_ready(job.message, document_path="/documents/fax.pdf", pages=1,
+    await store.jobs.converted(job.message, document_path="/documents/fax.pdf", pages=1,
                                    cover_html=None, left_out=())
     converted = list(statements)
     statements.clear()
-    assert await store.accept_message(mail(1), [("1@fax.local", "90212")], 1.0) == [2]
-    claimed = await store.claim_job(2.0)
+    assert await store.jobs.accept(mail(1), [("1@fax.local", "90212")], 1.0) == [2]
+    claimed = await store.jobs.claim(2.0)
     await trace(store, None)
     assert claimed is not None and claimed[0].id == job_id
     assert [s for s in converted if s.startswith(("PRAGMA", "BEGIN", "COMMIT"))] == [
@@ -206,7 +207,7 @@ async def test_pushes_arriving_together_write_the_time_of_the_last_push_once(
     async def push(n: int) -> None:
         fax = NewInbound(provider="faxmax", external_id=f"pdf-{n}", receiving_number="0312345678",
                          sender_number="0398765432", received_at=100.0, document=b"II*\x00")
-        await store.record_push(source="faxmax", events=[], faxes=[fax], bad=[],
+        await store.inbound.record_push(source="faxmax", events=[], faxes=[fax], bad=[],
                                 now=1000.0 + n, classify=lambda _: None)
 
     await asyncio.gather(*(push(n) for n in range(20)))
@@ -216,4 +217,4 @@ async def test_pushes_arriving_together_write_the_time_of_the_last_push_once(
     commits = [s for s in statements if s.strip().upper() == "COMMIT"]
     assert len(inserts) == 20
     assert 1 <= len(meta) == len(commits) <= 3  # once per transaction, not once per push
-    assert (await store.snapshot(2000.0)).last_push == 1019.0  # the latest
+    assert (await store.upkeep.snapshot(2000.0)).last_push == 1019.0  # the latest

@@ -101,7 +101,7 @@ async def test_metrics_count_what_happened_and_parse_as_prometheus_text(
     assert value(await scrape(bridge), "fax_bridge_pushes_total", status="404") == 1
     assert before_push <= value(samples, "fax_bridge_last_push_timestamp_seconds") <= time.time()
     assert value(samples, "fax_bridge_worker_up", worker="sender") == 1
-    await wait_until(lambda: bridge.store.mail_counts(), {"sent": 2})
+    await wait_until(lambda: bridge.store.outbox.counts(), {"sent": 2})
     samples = await scrape(bridge)
     assert value(samples, "fax_bridge_queue_depth", queue="email") == 0
     assert value(samples, "fax_bridge_emails", state="sent") == 2

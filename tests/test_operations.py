@@ -17,7 +17,6 @@ import time
 import weakref
 from collections.abc import Iterator
 from email.policy import SMTP as SMTP_POLICY
-from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -28,7 +27,7 @@ from bridge.clock import FakeClock
 from bridge.errors import BridgeError
 from bridge.limits import DAY
 from bridge.simulators import Fault, FaxMaxSimulator
-from bridge.store import JobState, MailState, OutgoingMail, Store, _enqueue
+from bridge.store import JobState, MailState, OutgoingMail, Store
 from bridge.workers.retention import Retention
 from tests.conftest import (
     MakeBridge,
@@ -43,6 +42,7 @@ from tests.conftest import (
 )
 from tests.docfactory import make_pdf, make_tiff
 from tests.process import ServeProcess
+from tests.sql import query
 from tests.test_config_and_cli import run_cli
 from tests.test_crash import SessionLog, smtp_client
 
@@ -392,17 +392,17 @@ async def test_retry_mail_sends_a_waiting_email_now_after_the_relay_is_fixed(
     clock = FakeClock()
     store = await Store.open(tmp_path / "fax-bridge.sqlite3")
     try:
-        await store._tx(partial(_enqueue, mail=OutgoingMail(
+        await store.outbox.enqueue(OutgoingMail(
             message_id="<m@x>", mail_from="", recipients=("a@example.com",), body=b"x"),
-            now=clock.now()))
-        claimed = await store.claim_mail(clock.now(), lease=300)
+            clock.now())
+        claimed = await store.outbox.claim(clock.now(), lease=300)
         assert claimed is not None
-        assert not await store.requeue_mail(claimed.id, clock.now())  # being delivered: no
-        await store.mail_done(claimed.id, MailState.PENDING, error="relay down",
+        assert not await store.outbox.requeue(claimed.id, clock.now())  # being delivered: no
+        await store.outbox.finish(claimed.id, MailState.PENDING, error="relay down",
                               retry_at=clock.now() + 3600, now=clock.now())
-        assert await store.next_mail_due() == clock.now() + 3600
-        assert await store.requeue_mail(claimed.id, clock.now())
-        assert await store.next_mail_due() == clock.now()
+        assert await store.outbox.next_due() == clock.now() + 3600
+        assert await store.outbox.requeue(claimed.id, clock.now())
+        assert await store.outbox.next_due() == clock.now()
     finally:
         await store.close()
 
@@ -422,22 +422,22 @@ async def test_retention_deletes_the_fax_images_of_finished_faxes_and_keeps_the_
     await wait_for_state(bridge, 1, JobState.DELIVERED)
     await faxmax.push_incoming(tiff=make_tiff(2), cld="902121110000", fax_id="in-1")
     await relay.wait_for(2)
-    await wait_until(store.mail_counts, {"sent": 2})
+    await wait_until(store.outbox.counts, {"sent": 2})
     faxmax.pause()  # the next fax is still in flight when the purge runs
     await smtp_send(bridge.smtp_port, fax_mail(PDF, message_id="<later@example.com>"))
     await faxmax.wait_for_paused_calls(1)
 
-    [sent, pending] = sorted(await store.jobs(), key=lambda j: j.id)
-    sent_message = await store.message(sent.message)
-    pending_message = await store.message(pending.message)
+    [sent, pending] = sorted(await store.jobs.latest(), key=lambda j: j.id)
+    sent_message = await store.jobs.message(sent.message)
+    pending_message = await store.jobs.message(pending.message)
     assert sent_message and pending_message and sent_message.document_path
     files = [Path(sent_message.document_path)]
     assert exist(*files) == [True]
 
     async def kept() -> list[tuple[int, ...]]:
         """Which mails and received faxes still have their images in their rows."""
-        rows = await store._all("SELECT raw IS NOT NULL FROM messages ORDER BY id")
-        rows += await store._all("SELECT document IS NOT NULL FROM inbound ORDER BY id")
+        rows = await query(store.path, "SELECT raw IS NOT NULL FROM messages ORDER BY id")
+        rows += await query(store.path, "SELECT document IS NOT NULL FROM inbound ORDER BY id")
         return [tuple(row) for row in rows]
 
     assert await kept() == [(1,), (1,), (1,)]
@@ -450,17 +450,17 @@ async def test_retention_deletes_the_fax_images_of_finished_faxes_and_keeps_the_
     assert exist(*files, Path(sent_message.document_path).parent) == [False] * 2
     assert await kept() == [(0,), (1,), (0,)]  # the pending mail is not finished: kept
 
-    job = await store.job(sent.id)
+    job = await store.jobs.get(sent.id)
     assert job is not None and (job.state, job.number, job.sender) == (
         JobState.DELIVERED, "902122222525", "alice@example.com")
-    [received] = await store.inbound_all()
+    [received] = await store.inbound.all()
     assert (received.document_path, received.pages, received.receiving_number) == (
         None, 2, "902121110000")
-    bodies = await store._all("SELECT state, length(body) FROM outbox ORDER BY id")
+    bodies = await query(store.path, "SELECT state, length(body) FROM outbox ORDER BY id")
     assert [tuple(row) for row in bodies] == [("sent", 0), ("sent", 0)]
     # Should a late push fail it now, it can no longer be resent:
-    await store.finish_job(sent.id, JobState.FAILED, detail="late failure", now=clock.now())
-    assert await store.requeue_job(sent.id, clock.now()) == (
+    await store.jobs.finish(sent.id, JobState.FAILED, detail="late failure", now=clock.now())
+    assert await store.jobs.requeue(sent.id, clock.now()) == (
         f"job {sent.id} cannot be resent: its document was deleted after "
         "documents.retention_days")
     faxmax.resume()

@@ -132,7 +132,7 @@ async def assert_faxed_and_reported(stack: Stack, message_id: str) -> None:
     assert report["Return-Path"] == "<>"  # sent from the null sender, as the bridge does
     assert "(unknown [127.0.0.1])" in report["Received"]  # relayed by Postfix's smtpd
     assert "delivered" in text_of(report).lower()
-    await wait_until(stack.bridge.store.mail_counts, {"sent": 1})
+    await wait_until(stack.bridge.store.outbox.counts, {"sent": 1})
 
 
 # --- 1. email → fax, through Postfix, and the report back ------------------------------------
@@ -172,7 +172,7 @@ async def test_a_received_fax_is_relayed_by_postfix_into_the_routed_mailbox(
     filename, document = pdf_attachment(mail)
     assert filename.startswith("fax-") and filename.endswith("-from-903125550000.pdf")
     assert document.startswith(b"%PDF-") and pages_of(document) == 2
-    await wait_until(stack.bridge.store.inbound_counts, {"mailed": 1})
+    await wait_until(stack.bridge.store.inbound.counts, {"mailed": 1})
     assert stack.postfix.maildir(ALICE) == []  # routed, not broadcast
 
 
@@ -199,7 +199,7 @@ async def test_a_client_outside_mynetworks_without_login_is_refused_by_postfix_a
     assert delivered["Message-ID"] == "<stranger@example.com>"
     assert "Mail queue is empty" in await stack.postfix.queue()
     assert f":{stack.bridge.smtp_port}," not in stack.postfix.log()
-    assert await stack.bridge.store.job_counts() == {}
+    assert await stack.bridge.store.jobs.counts() == {}
     assert stack.faxmax.calls == 0 and stack.faxmax.requests == []
 
 
@@ -226,5 +226,5 @@ async def test_a_number_the_bridge_refuses_at_rcpt_is_bounced_by_postfix_with_it
         assert f"host 127.0.0.1[127.0.0.1] said: {reply} (in reply to RCPT TO command)" in \
             text, f"{reply!r} not in the bounce:\n{text}\n{stack.postfix.log_excerpt()}"
     assert "<bad-numbers@example.com>" in bounce.as_string()  # the original is returned
-    assert await stack.bridge.store.job_counts() == {}
+    assert await stack.bridge.store.jobs.counts() == {}
     assert stack.faxmax.calls == 0

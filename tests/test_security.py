@@ -77,7 +77,7 @@ async def test_s3_no_open_relay(make_bridge: MakeBridge, faxmax: FaxMaxSimulator
         "QUIT\r\n".encode())
     rcpt_reply = replies.split(b"\r\n")[-3]  # ..., MAIL, RCPT, QUIT, ""
     assert rcpt_reply[:3] in (b"550", b"553", b"501"), replies
-    assert await bridge.store.job_counts() == {}
+    assert await bridge.store.jobs.counts() == {}
 
 
 async def test_s8_connection_caps_keep_the_gateway_available(
@@ -130,7 +130,7 @@ async def test_a_relay_in_front_may_send_mail_after_mail_on_one_connection(
                 smtp.send_message(msg, "alice@example.com", ["02122222525@fax.local"])
         return 120
 
-    assert await asyncio.to_thread(send_all) == len(await bridge.store.jobs(limit=1000))
+    assert await asyncio.to_thread(send_all) == len(await bridge.store.jobs.latest(limit=1000))
 
 
 async def test_s10_wrong_tokens_write_nothing_and_replays_are_deduplicated(
@@ -143,11 +143,11 @@ async def test_s10_wrong_tokens_write_nothing_and_replays_are_deduplicated(
         for n in range(200):
             async with session.post(f"{base}/guess-{n:04d}-xxxxxxxxxxxx", json=[event]) as resp:
                 assert resp.status == 404
-        assert await bridge.store.inbound_all() == []
+        assert await bridge.store.inbound.all() == []
         for _ in range(20):
             async with session.post(f"{base}/{PUSH_TOKEN}", json=[event]) as resp:
                 assert resp.status == 200
-    assert len(await bridge.store.inbound_all()) == 1
+    assert len(await bridge.store.inbound.all()) == 1
     await relay.wait_for(1)
 
 
@@ -164,7 +164,7 @@ async def test_b9_push_bodies_over_the_limit_get_413_and_huge_arrays_are_handled
         async with session.post(url, json=many) as resp:
             assert resp.status == 200
             assert (await resp.json())["status_events"] == 1000
-    assert await bridge.store.inbound_all() == []
+    assert await bridge.store.inbound.all() == []
 
 
 def _tiff() -> bytes:
@@ -195,7 +195,7 @@ async def test_b2_a_header_bomb_is_refused_within_the_time_budget(
     assert result.data == (554, "5.6.0 reading the mail took longer than 1 seconds; it may be "
                                 "damaged or built to overload fax gateways")
     assert elapsed < 3
-    assert await bridge.store.job_counts() == {}
+    assert await bridge.store.jobs.counts() == {}
     healthy = await smtp_send(bridge.smtp_port, fax_mail(PDF))
     assert healthy.data == (250, "2.0.0 queued as fax jobs 1")
 
@@ -277,7 +277,7 @@ async def test_s5_spoofed_from_headers_are_refused(
     result = await smtp_send(bridge.smtp_port, raw, mail_from="alice@example.com")
     assert result.data == (550, "5.7.1 The From: header must name exactly one sender who is "
                                 "allowed to send faxes through this gateway")
-    assert await bridge.store.job_counts() == {}
+    assert await bridge.store.jobs.counts() == {}
     assert faxmax.requests == []
 
 

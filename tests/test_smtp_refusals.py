@@ -18,8 +18,8 @@ PDF = ("a.pdf", "application/pdf", make_pdf(1))
 
 
 async def assert_nothing_queued(bridge: Bridge, faxmax: FaxMaxSimulator) -> None:
-    assert await bridge.store.job_counts() == {}
-    assert await bridge.store.messages_to_convert() == []
+    assert await bridge.store.jobs.counts() == {}
+    assert await bridge.store.jobs.to_convert() == []
     assert faxmax.requests == []
     assert not any((Path(bridge.settings.data_dir) / "spool").glob("*.eml"))
 
@@ -171,7 +171,7 @@ async def test_per_sender_hourly_limit(make_bridge: MakeBridge, faxmax: FaxMaxSi
     second = await smtp_send(bridge.smtp_port, fax_mail(PDF))
     assert second.rcpts == [(450, "4.7.1 <alice@example.com> has reached the limit of 1 faxes "
                                   "per hour; please try again later")]
-    assert await bridge.store.job_counts() in ({"queued": 1}, {"sending": 1},
+    assert await bridge.store.jobs.counts() in ({"queued": 1}, {"sending": 1},
                                                {"submitted": 1}, {"delivered": 1})
 
 
@@ -184,7 +184,7 @@ async def test_an_internal_error_is_a_temporary_451_without_exception_text(
     spool.write_text("not a directory")  # writing the spool file will fail
     result = await smtp_send(bridge.smtp_port, fax_mail(PDF))
     assert result.data == (451, "4.3.0 Internal error in the fax gateway; please try again later")
-    assert await bridge.store.job_counts() == {}
+    assert await bridge.store.jobs.counts() == {}
 
 
 async def test_pages_per_sender_per_day(
@@ -199,7 +199,7 @@ async def test_pages_per_sender_per_day(
     second = await smtp_send(bridge.smtp_port, fax_mail(two_pages))
     assert second.data == (250, "2.0.0 queued as fax jobs 2")  # pages are known only later
     await wait_for_state(bridge, 2, JobState.FAILED)
-    job = await bridge.store.job(2)
+    job = await bridge.store.jobs.get(2)
     assert job is not None and job.detail == (
         "this fax has 2 page(s) for 1 number(s); with it alice@example.com would send more "
         "than 3 pages in 24 hours (2 already); please send it later")

@@ -40,13 +40,13 @@ async def steps(store: Store, work: Callable[[], Awaitable[object]]) -> int:
             return 0  # go on
         return count
 
-    await store._run(lambda db: db.set_progress_handler(counter("writer"), 1))
-    await store._reader.set_progress_handler(counter("reader"), 1)  # every VM instruction
+    await store.writer.run(lambda db: db.set_progress_handler(counter("writer"), 1))
+    await store.reader.connection.set_progress_handler(counter("reader"), 1)  # every VM instruction
     try:
         await work()
     finally:
-        await store._run(lambda db: db.set_progress_handler(None, 1))
-        await store._reader.set_progress_handler(None, 1)  # type: ignore[arg-type]  # clears
+        await store.writer.run(lambda db: db.set_progress_handler(None, 1))
+        await store.reader.connection.set_progress_handler(None, 1)  # type: ignore[arg-type]  # clears
     return counted["writer"] + counted["reader"]
 
 
@@ -58,15 +58,15 @@ async def work_of_one_more_mail(path: Path, mails: int) -> dict[str, int]:
         accepted: list[list[int]] = []
 
         async def accept() -> None:
-            accepted.append(await store.accept_message(
+            accepted.append(await store.jobs.accept(
                 mail, [("0312345678@fax.local", "0312345678")], 5000.0))
 
         taken = await steps(store, accept)
-        job = await store.job(accepted[0][0])
+        job = await store.jobs.get(accepted[0][0])
         assert job is not None
         message_id = job.message
-        looked_up = await steps(store, lambda: store.jobs_of_message(message_id))
-        converted = await steps(store, lambda: store.mark_message_ready(
+        looked_up = await steps(store, lambda: store.jobs.of_message(message_id))
+        converted = await steps(store, lambda: store.jobs.converted(
             message_id, document_path="fax.pdf", pages=3, cover_html=None, left_out=()))
         return {"accept": taken, "jobs of the mail": looked_up, "mark converted": converted}
     finally:

@@ -29,6 +29,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.docfactory import make_pdf
+from tests.sql import query
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ async def test_a_relay_with_an_untrusted_certificate_is_not_used(
     rows: list[Any] = []
 
     async def last_error() -> bool:
-        rows[:] = await bridge.store._all("SELECT state, last_error FROM outbox")
+        rows[:] = await query(bridge.store.path, "SELECT state, last_error FROM outbox")
         return bool(rows and rows[0][1])
 
     await wait_until(last_error, True)

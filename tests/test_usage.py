@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.limits import DAY
-from bridge.store import SCHEMA, JobState, NewMessage, Store, Usage, _statements
+from bridge.store import JobState, NewMessage, Store, Usage
+from bridge.store.schema import SCHEMA, statements
+from tests.sql import query
 
 SENDERS = ("a@example.com", "B@example.com", "c@example.com")
 
@@ -33,10 +35,10 @@ async def recounted(store: Store, sender: str, now: float) -> Usage:
     hour, day = (now - 3600) // 60 * 60, (now - DAY) // 60 * 60
     charged = ("SELECT COALESCE(SUM(m.pages), 0) FROM jobs j JOIN messages m ON m.id = j.message"
                " WHERE j.created_at >= ? AND NOT (j.state = 'failed' AND j.fax_id IS NULL)")
-    [[faxes]] = await store._all(
+    [[faxes]] = await query(store.path,
         "SELECT COUNT(*) FROM jobs WHERE sender = ? AND created_at >= ?", (sender.lower(), hour))
-    [[pages]] = await store._all(charged + " AND j.sender = ?", (day, sender.lower()))
-    [[total]] = await store._all(charged, (day,))
+    [[pages]] = await query(store.path, charged + " AND j.sender = ?", (day, sender.lower()))
+    [[total]] = await query(store.path, charged, (day,))
     return Usage(faxes_last_hour=faxes, sender_pages=pages, total_pages=total)
 
 
@@ -61,38 +63,39 @@ def test_usage_counts_always_match_the_faxes(tmp_path_factory: object, steps: li
         try:
             for action, which, count, wait in steps:
                 now += wait
-                jobs = await store.jobs(limit=10_000)
+                jobs = await store.jobs.latest(limit=10_000)
                 job = jobs[which % len(jobs)] if jobs else None
                 if action == "mail" or job is None:
                     mails += 1
-                    await store.accept_message(
+                    await store.jobs.accept(
                         mail(SENDERS[which % 3], mails),
                         [(f"{n}@fax.local", f"9021255500{n}") for n in range(count % 3 + 1)],
                         now)
                 elif action == "ready":
-                    await store.mark_message_ready(job.message, document_path="/d.pdf",
+                    await store.jobs.converted(job.message, document_path="/d.pdf",
                                                    pages=count, cover_html=None, left_out=())
                 elif action == "refused":
-                    await store.fail_message(job.message, "refused", now)
+                    await store.jobs.not_convertible(job.message, "refused", now)
                 elif action == "sent" and job.state is JobState.QUEUED:
                     fax += 1
-                    await store._tx(partial(claim, job_id=job.id))
-                    await store.record_submitted(job.id, f"F{fax}", now, lambda _: None)
+                    await store.writer.transaction(partial(claim, job_id=job.id))
+                    await store.jobs.submitted(job.id, f"F{fax}", now, lambda _: None)
                 elif action == "failed":  # after FaxMAX took it (charged) or before (not)
-                    await store.finish_job(job.id, JobState.FAILED, detail="busy", now=now)
+                    await store.jobs.finish(job.id, JobState.FAILED, detail="busy", now=now)
                 elif action == "lost":
-                    await store.expire_submitted(now + 1, now)
+                    await store.jobs.expire(now + 1, now)
                 elif action == "requeue":
-                    await store.requeue_job(job.id, now)
+                    await store.jobs.requeue(job.id, now)
                 for sender in SENDERS:
-                    assert (await store.usage(sender, hour_since=now - 3600, day_since=now - DAY)
-                            == await recounted(store, sender, now)), (action, sender)
-            await store.forget_usage(now - DAY)  # what the day's windows need is kept
-            [[older]] = await store._all("SELECT COUNT(*) FROM usage WHERE minute < ?",
+                    used = await store.jobs.usage(sender, hour_since=now - 3600,
+                                                  day_since=now - DAY)
+                    assert used == await recounted(store, sender, now), (action, sender)
+            await store.jobs.forget_usage(now - DAY)  # what the day's windows need is kept
+            [[older]] = await query(store.path, "SELECT COUNT(*) FROM usage WHERE minute < ?",
                                          (int((now - DAY) // 60),))
             assert older == 0
             for sender in SENDERS:
-                assert (await store.usage(sender, hour_since=now - 3600, day_since=now - DAY)
+                assert (await store.jobs.usage(sender, hour_since=now - 3600, day_since=now - DAY)
                         == await recounted(store, sender, now))
         finally:
             await store.close()
@@ -104,7 +107,7 @@ async def test_an_upgraded_store_counts_the_faxes_it_already_had(tmp_path: Path)
     path = tmp_path / "fax-bridge.sqlite3"
     with sqlite3.connect(path) as db:  # a store as version 4 left it
         for number, script in enumerate(SCHEMA[:4], start=1):
-            for statement in _statements(script):
+            for statement in statements(script):
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {number}")
         for n, (sender, pages, state, fax_id) in enumerate([
@@ -120,7 +123,7 @@ async def test_an_upgraded_store_counts_the_faxes_it_already_had(tmp_path: Path)
                        (n + 1, sender, state, 5000.0 + n, fax_id))
     store = await Store.open(path)
     try:
-        used = await store.usage("A@example.com", hour_since=4000, day_since=4000)
+        used = await store.jobs.usage("A@example.com", hour_since=4000, day_since=4000)
         assert used == Usage(faxes_last_hour=3, sender_pages=2 + 4, total_pages=2 + 4 + 5)
         assert used == await recounted(store, "a@example.com", 4000 + 3600)
     finally:

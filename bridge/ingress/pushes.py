@@ -54,7 +54,7 @@ class PushProcessor:
             provider=PROVIDER, external_id=fax.fax_id, receiving_number=fax.receiving_number,
             sender_number=fax.sender_number, remote_station=fax.remote_station,
             received_at=now, pages=fax.pages, document=fax.tiff) for fax in batch.incoming]
-        new_events, fax_ids, kept = await self.store.record_push(
+        new_events, fax_ids, kept = await self.store.inbound.record_push(
             source=SOURCE, events=batch.status_events, faxes=faxes,
             bad=batch.bad if quarantine else (), now=now, classify=self.classify,
             replay=not quarantine)

@@ -336,7 +336,7 @@ class FaxHandler:
             return (f"452 4.5.3 Too many recipients: at most {self.settings.max_recipients} "
                     "fax numbers per mail; send the rest in another mail")
         now = self.clock.now()
-        used = await self.store.usage(envelope.mail_from, hour_since=now - 3600,
+        used = await self.store.jobs.usage(envelope.mail_from, hour_since=now - 3600,
                                       day_since=now - DAY)
         if used.faxes_last_hour + len(numbers) >= self.max_per_hour:
             return (f"450 4.7.1 <{envelope.mail_from}> has reached the limit of "
@@ -374,7 +374,7 @@ class FaxHandler:
                 self._forget(spool)
                 return refusal
             inspection = refusal
-            job_ids = await self.store.accept_message(
+            job_ids = await self.store.jobs.accept(
                 NewMessage(mail_from=envelope.mail_from, header_from=inspection.header_from,
                            subject=inspection.subject, message_id=inspection.message_id,
                            refs=inspection.refs, left_out=inspection.left_out,

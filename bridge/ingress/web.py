@@ -79,7 +79,7 @@ def build_web_app(
         return web.Response(text="ok\n")
 
     async def scrape(request: web.Request) -> web.Response:
-        snapshot = await pushes.store.snapshot(pushes.clock.now())
+        snapshot = await pushes.store.upkeep.snapshot(pushes.clock.now())
         body, content_type = metrics.render(snapshot, health.workers(), await health.problems(),
                                             request.headers.get("Accept", ""))
         return web.Response(body=body, headers={"Content-Type": content_type})

@@ -80,7 +80,7 @@ class Converter(Worker):
         if self._paused_until is not None and self.clock.now() < self._paused_until:
             return False
         self._paused_until = None
-        pending = await self.store.messages_to_convert(limit=1)
+        pending = await self.store.jobs.to_convert(limit=1)
         if not pending:
             return False
         try:
@@ -122,7 +122,7 @@ class Converter(Worker):
             return
         cover = self.cover_html(message, prepared.body_text)
         left_out = dict.fromkeys((*message.left_out, *prepared.left_out))
-        await self.store.mark_message_ready(message.id, document_path=prepared.pdf_path,
+        await self.store.jobs.converted(message.id, document_path=prepared.pdf_path,
                                             pages=prepared.pages, cover_html=cover,
                                             left_out=left_out)
         log.info("message %s: %d page(s) ready to fax%s", message.id, prepared.pages,
@@ -132,15 +132,15 @@ class Converter(Worker):
     async def _fail(self, message: Message, reason: str) -> None:
         """Every job of the mail fails with `reason`; what was extracted is not kept."""
         await asyncio.to_thread(shutil.rmtree, self.workdir(message), True)
-        await self.store.fail_message(message.id, reason, self.clock.now())
+        await self.store.jobs.not_convertible(message.id, reason, self.clock.now())
         self.on_failed()
 
     async def over_page_caps(self, message: Message, pages: int) -> str | None:
         """Pages are known only now, after conversion: the daily caps are checked here."""
-        jobs = await self.store.jobs_of_message(message.id)
+        jobs = await self.store.jobs.of_message(message.id)
         cost = pages * len(jobs)
         now = self.clock.now()
-        used = await self.store.usage(message.mail_from, hour_since=now - 3600,
+        used = await self.store.jobs.usage(message.mail_from, hour_since=now - 3600,
                                       day_since=now - DAY)
         if used.sender_pages + cost > self.page_caps.per_sender:
             return (f"this fax has {pages} page(s) for {len(jobs)} number(s); with it "

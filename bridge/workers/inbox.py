@@ -138,10 +138,10 @@ class Inbox(Worker):
         return self.settings.numbers.default_country_code
 
     async def next_due(self) -> float | None:
-        return await self.store.next_inbound_due(InboundState.RECEIVED)
+        return await self.store.inbound.next_due(InboundState.RECEIVED)
 
     async def run_once(self) -> bool:
-        fax = await self.store.next_inbound(InboundState.RECEIVED, self.clock.now())
+        fax = await self.store.inbound.due(InboundState.RECEIVED, self.clock.now())
         if fax is None:
             return False
         try:
@@ -150,7 +150,7 @@ class Inbox(Worker):
             log.exception("fax %s: could not be prepared for mailing; retrying in %ss", fax.id,
                           RETRY_AFTER)
             now = self.clock.now()
-            await self.store.inbound_retry(fax.id, at=now + RETRY_AFTER,
+            await self.store.inbound.retry(fax.id, at=now + RETRY_AFTER,
                                            detail="internal error", now=now)
         return True
 
@@ -160,7 +160,7 @@ class Inbox(Worker):
         if not to:
             log.error("fax %s: nobody to deliver it to; set routing.default or routing.admin",
                       fax.id)
-            await self.store.inbound_done(fax.id, InboundState.FAILED, mail=None, now=now,
+            await self.store.inbound.finish(fax.id, InboundState.FAILED, mail=None, now=now,
                                           detail="no recipient: routing.default and "
                                                  "routing.admin are empty")
             return
@@ -179,7 +179,7 @@ class Inbox(Worker):
         mail = OutgoingMail(message_id=letter.message_id,
                             mail_from=address_of(self.settings.mail.from_), recipients=to,
                             body=made.body)
-        await self.store.inbound_done(fax.id, InboundState.MAILED, mail=mail, detail="",
+        await self.store.inbound.finish(fax.id, InboundState.MAILED, mail=mail, detail="",
                                       now=self.clock.now())
         log.info("fax %s: %d page(s) from %s queued for %s", fax.id, made.pages,
                  fax.sender_number or "withheld", ", ".join(to))

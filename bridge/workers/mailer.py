@@ -41,11 +41,11 @@ class Mailer(Worker):
                                   max_age=settings.retry_max_age)
 
     async def next_due(self) -> float | None:
-        return await self.store.next_mail_due()
+        return await self.store.outbox.next_due()
 
     async def run_once(self) -> bool:
         now = self.clock.now()
-        mail = await self.store.claim_mail(now, self.lease)
+        mail = await self.store.outbox.claim(now, self.lease)
         if mail is None:
             return False
         envelope = Envelope(mail_from=mail.mail_from, recipients=mail.recipients, body=mail.body)
@@ -59,17 +59,17 @@ class Mailer(Worker):
                 log.error("mail %s %s: undeliverable to %s after %d attempt(s), kept as a "
                           "dead letter: %s", mail.id, mail.message_id,
                           ", ".join(mail.recipients), mail.attempts, exc)
-                await self.store.mail_done(mail.id, MailState.FAILED, now=now, error=str(exc))
+                await self.store.outbox.finish(mail.id, MailState.FAILED, now=now, error=str(exc))
                 await self._tell_admin(mail, exc)
             else:
                 log.warning("mail %s %s: delivery failed (%s); retry in %.0fs", mail.id,
                             mail.message_id, exc, at - now)
-                await self.store.mail_done(mail.id, MailState.PENDING, now=now, error=str(exc),
+                await self.store.outbox.finish(mail.id, MailState.PENDING, now=now, error=str(exc),
                                            retry_at=at)
             return True
         log.info("mail %s %s: delivered to %s, %s", mail.id, mail.message_id,
                  ", ".join(mail.recipients), outcome)
-        await self.store.mail_done(mail.id, MailState.SENT, now=self.clock.now())
+        await self.store.outbox.finish(mail.id, MailState.SENT, now=self.clock.now())
         return True
 
     async def _tell_admin(self, mail: QueuedMail, exc: DeliveryError) -> None:

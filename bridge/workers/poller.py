@@ -102,8 +102,8 @@ class Poller(Worker):
         now = self.clock.now()
         for kind, interval in (("log", self.settings.poll_interval),
                                ("pdf", self.settings.pdf_interval)):
-            started = float(await self.store.get_meta(f"byosoku.{kind}_started") or 0)
-            answered = float(await self.store.get_meta(f"byosoku.{kind}_answered") or 0)
+            started = float(await self.store.upkeep.meta(f"byosoku.{kind}_started") or 0)
+            answered = float(await self.store.upkeep.meta(f"byosoku.{kind}_answered") or 0)
             if started > answered:
                 answered = now  # in flight when we stopped: it may have been answered just now
             at = answered + interval + margin(interval) if answered else now
@@ -115,7 +115,7 @@ class Poller(Worker):
     async def next_due(self) -> float | None:
         await self._load()
         assert self._log_at is not None
-        pending = await self.store.next_inbound_due(InboundState.FETCHING)
+        pending = await self.store.inbound.next_due(InboundState.FETCHING)
         if pending is None:
             return self._log_at
         return min(self._log_at, max(pending, self._pdf_at))
@@ -128,14 +128,14 @@ class Poller(Worker):
             await self.poll()
             return True
         if now >= self._pdf_at:
-            fax = await self.store.next_inbound(InboundState.FETCHING, now)
+            fax = await self.store.inbound.due(InboundState.FETCHING, now)
             if fax is not None:
                 await self.fetch(fax)
                 return True
         return False
 
     async def _call_started(self, kind: str) -> None:
-        await self.store.set_meta({f"byosoku.{kind}_started": repr(self.clock.now())})
+        await self.store.upkeep.set_meta({f"byosoku.{kind}_started": repr(self.clock.now())})
 
     async def _answered(self, kind: str) -> float:
         answered = self.clock.now()
@@ -152,14 +152,14 @@ class Poller(Worker):
             entries = await self.client.receive_log()
         except ProviderError as exc:
             answered = await self._answered("log")
-            await self.store.set_meta({"byosoku.log_answered": repr(answered)})
+            await self.store.upkeep.set_meta({"byosoku.log_answered": repr(answered)})
             await self._log_failed(exc)
             return
         answered = await self._answered("log")
         self._log_failures = 0
         self.failing_since = None
-        first = await self.store.get_meta("byosoku.synced") is None
-        previous = set(json.loads(await self.store.get_meta("byosoku.last_ids") or "[]"))
+        first = await self.store.upkeep.meta("byosoku.synced") is None
+        previous = set(json.loads(await self.store.upkeep.meta("byosoku.last_ids") or "[]"))
         ids = [e.pdf_id for e in entries]
         skip = first and self.settings.initial_sync == "skip"
         now = self.clock.now()
@@ -174,9 +174,9 @@ class Poller(Worker):
         overflow = bool(not first and previous and len(entries) >= LOG_ROWS
                         and not previous & set(ids))
         if overflow:  # counted for the operator (`fax-bridge status`, /metrics)
-            gaps = int(await self.store.get_meta("byosoku.log_gaps") or 0) + 1
+            gaps = int(await self.store.upkeep.meta("byosoku.log_gaps") or 0) + 1
             meta["byosoku.log_gaps"] = str(gaps)
-        new = await self.store.record_log_poll(
+        new = await self.store.inbound.record_poll(
             faxes, InboundState.SKIPPED if skip else InboundState.FETCHING, meta, now)
         log.info("byosoku: log has %d fax(es), %d new%s", len(entries), len(new),
                  " (first poll: skipped, initial_sync = \"skip\")" if skip and new else "")
@@ -214,13 +214,13 @@ class Poller(Worker):
             pdf = await self.client.fetch_pdf(fax.external_id)
         except ProviderError as exc:
             answered = await self._answered("pdf")
-            await self.store.set_meta({"byosoku.pdf_answered": repr(answered)})
+            await self.store.upkeep.set_meta({"byosoku.pdf_answered": repr(answered)})
             await self._pdf_failed(fax, exc, answered)
             return
         answered = await self._answered("pdf")
         path = fax_file(self.inbound_dir, PROVIDER, fax.external_id, ".pdf")
         await asyncio.to_thread(write_atomic, path, pdf)
-        await self.store.inbound_fetched(fax.id, str(path), self.clock.now(),
+        await self.store.inbound.fetched(fax.id, str(path), self.clock.now(),
                                          {"byosoku.pdf_answered": repr(answered)})
         log.info("fax %s: PDF %s fetched (%d bytes)", fax.id, fax.external_id, len(pdf))
         self.on_fax()
@@ -236,7 +236,7 @@ class Poller(Worker):
         if give_up or at is None:
             log.error("fax %s: PDF %s could not be fetched after %d attempt(s): %s", fax.id,
                       fax.external_id, attempts, exc)
-            await self.store.inbound_done(fax.id, InboundState.FAILED, mail=None, now=now,
+            await self.store.inbound.finish(fax.id, InboundState.FAILED, mail=None, now=now,
                                           detail=str(exc))
             await self.alerter.alert(
                 f"byosoku-pdf-failed-{fax.id}",
@@ -250,4 +250,4 @@ class Poller(Worker):
             await self.alerter.alert(f"byosoku-{exc.code}", PERMANENT_ALERTS[exc.code], str(exc))
         log.warning("fax %s: PDF %s not fetched (%s); retry in %.0fs", fax.id, fax.external_id,
                     exc.code, at - now)
-        await self.store.inbound_retry(fax.id, at=at, detail=str(exc), now=now)
+        await self.store.inbound.retry(fax.id, at=at, detail=str(exc), now=now)

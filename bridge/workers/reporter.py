@@ -78,7 +78,7 @@ class Reporter(Worker):
         return ()
 
     async def run_once(self) -> bool:
-        items = await self.store.jobs_to_report()
+        items = await self.store.jobs.to_report()
         for job, message in items:
             to = self.recipients(job, message)
             mail = None
@@ -88,7 +88,7 @@ class Reporter(Worker):
             elif job.state is not JobState.DELIVERED:
                 log.warning("job %s: %s, and no one to tell (set routing.admin)", job.id,
                             job.state)
-            await self.store.mark_reported(job.id, job.state, mail, self.clock.now())
+            await self.store.jobs.reported(job.id, job.state, mail, self.clock.now())
         if items:
             self.on_enqueued()
         return bool(items)

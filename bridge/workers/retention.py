@@ -53,10 +53,10 @@ class Retention(Worker):
         if now < self._next_at:
             return False
         self._next_at = now + INTERVAL
-        await self.store.forget_usage(now - DAY)
+        await self.store.jobs.forget_usage(now - DAY)
         if not self.days:
             return False
-        purged = await self.store.purge(now - self.days * DAY, remove_files)
+        purged = await self.store.upkeep.purge(now - self.days * DAY, remove_files)
         if any((purged.messages, purged.inbound, purged.emails, purged.quarantined)):
             log.info("retention: deleted the fax images of %d sent and %d received fax(es) and "
                      "the bodies of %d delivered email(s) and %d replayed push(es), older than "

@@ -78,15 +78,15 @@ class Sender(Worker):
                                   max_age=settings.retry_max_age)
 
     async def next_due(self) -> float | None:
-        return await self.store.next_job_due(self.settings.status_timeout)
+        return await self.store.jobs.next_due(self.settings.status_timeout)
 
     async def run_once(self) -> bool:
         now = self.clock.now()
-        claimed = await self.store.claim_job(now)
+        claimed = await self.store.jobs.claim(now)
         if claimed is None:
             # Only when idle: status deadlines are hours long, and a busy queue must not pay
             # an extra write transaction per fax for them.
-            expired = await self.store.expire_submitted(now - self.settings.status_timeout, now)
+            expired = await self.store.jobs.expire(now - self.settings.status_timeout, now)
             for job_id in expired:
                 log.warning("job %s: no delivery report after %ss; marked unknown", job_id,
                             self.settings.status_timeout)
@@ -111,24 +111,24 @@ class Sender(Worker):
             return
         except ProviderPermanentError as exc:
             log.warning("job %s: failed: %s", job.id, exc)
-            await self.store.finish_job(job.id, JobState.FAILED, detail=str(exc),
+            await self.store.jobs.finish(job.id, JobState.FAILED, detail=str(exc),
                                         now=self.clock.now())
             if exc.code in CREDENTIAL_ERRORS:  # every fax fails until a person fixes it
                 await self._alert("faxmax-credentials",
                                   "FaxMAX refuses our credentials: no fax can be sent", str(exc))
         except ProviderOutcomeUnknown as exc:
             log.error("job %s: outcome unknown, not resent: %s", job.id, exc)
-            await self.store.finish_job(job.id, JobState.UNKNOWN, detail=str(exc),
+            await self.store.jobs.finish(job.id, JobState.UNKNOWN, detail=str(exc),
                                         now=self.clock.now())
         except Exception:
             log.exception("job %s: unexpected error during the send call", job.id)
-            await self.store.finish_job(
+            await self.store.jobs.finish(
                 job.id, JobState.UNKNOWN, now=self.clock.now(),
                 detail="an internal error interrupted the hand-over to FaxMAX, so it is "
                        "unknown whether the fax was sent; it was not sent again")
         else:
             log.info("job %s: accepted by FaxMAX as fax %s", job.id, result.fax_id)
-            state = await self.store.record_submitted(job.id, result.fax_id, self.clock.now(),
+            state = await self.store.jobs.submitted(job.id, result.fax_id, self.clock.now(),
                                                       self.classify)
             if state is JobState.SUBMITTED:
                 return
@@ -145,7 +145,7 @@ class Sender(Worker):
         if at is None:
             log.warning("job %s: giving up after %d attempt(s): %s", job.id, job.attempts,
                         reason)
-            await self.store.finish_job(
+            await self.store.jobs.finish(
                 job.id, JobState.FAILED, now=now,
                 detail=f"FaxMAX could not be reached after {job.attempts} attempt(s); "
                        f"last error: {reason}")
@@ -157,4 +157,4 @@ class Sender(Worker):
             return
         log.info("job %s: temporary failure (%s); retry %d in %.0fs", job.id, reason,
                  job.attempts + 1, at - now)
-        await self.store.reschedule_job(job.id, at=at, detail=reason, now=now)
+        await self.store.jobs.retry(job.id, at=at, detail=reason, now=now)

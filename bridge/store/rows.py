@@ -1,0 +1,298 @@
+"""What the store hands out: states as `str` enums, rows as frozen dataclasses.
+
+Only the store converts between them and the database. A read names the columns it wants (the
+fields of the row's dataclass, see `Mapper`), never `SELECT *`, so a column added by a later
+schema version breaks no read; a state word this version does not know (a database written by a
+newer fax-bridge, or edited by hand) fails with the table, the row and the word, not with a bare
+`ValueError` from deep inside a worker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from bridge.errors import StoreError
+
+R = TypeVar("R")
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+FINAL_JOB_STATES = (JobState.DELIVERED, JobState.FAILED, JobState.UNKNOWN)
+
+
+class MessageState(StrEnum):
+    RECEIVED = "received"  # stored, documents not yet converted
+    READY = "ready"  # converted into one PDF; its jobs may be sent
+    FAILED = "failed"  # its documents could not be converted
+
+
+class InboundState(StrEnum):
+    FETCHING = "fetching"  # known from a provider's log; its document is still to be fetched
+    RECEIVED = "received"  # its document is stored; to be converted and mailed
+    MAILED = "mailed"  # its email is in the outbox
+    FAILED = "failed"  # could not be fetched or mailed; a person was told
+    SKIPPED = "skipped"  # already in the provider's log at the first start (initial_sync)
+
+
+class MailState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Mapper(Generic[R]):
+    """Reads rows of one table into `row_type`, by the names of its fields.
+
+    `convert` turns a column's stored value into the field's type (a state word into its enum,
+    a JSON list into a tuple); `lazy` fields (a mail's raw bytes, a fax image) are left out of
+    `columns` and read only where asked for (`all_columns`)."""
+
+    def __init__(self, row_type: Callable[..., R], table: str, *,
+                 convert: Mapping[str, Callable[[Any], Any]] | None = None,
+                 lazy: tuple[str, ...] = ()) -> None:
+        self.row_type = row_type
+        self.table = table
+        self.convert = dict(convert or {})
+        self.names = tuple(f.name for f in fields(row_type))  # type: ignore[arg-type]
+        self.eager = tuple(name for name in self.names if name not in lazy)
+        self.columns = ", ".join(self.eager)
+        self.all_columns = ", ".join(self.names)
+
+    def prefixed(self, alias: str) -> str:
+        """The columns for a join: `j.id, j.message, …`."""
+        return ", ".join(f"{alias}.{name}" for name in self.eager)
+
+    def load(self, row: Sequence[Any], start: int = 0, *, lazy: bool = False) -> R:
+        """The row selected with `columns` (or `all_columns`, with `lazy=True`), from the
+        column at `start` on: a joined row holds one table's columns after another's."""
+        names = self.names if lazy else self.eager
+        values = dict(zip(names, tuple(row)[start:start + len(names)], strict=True))
+        for name, convert in self.convert.items():
+            value = values.get(name)
+            if value is None:
+                continue
+            try:
+                values[name] = convert(value)
+            except ValueError as exc:
+                raise StoreError(
+                    f"{self.table} row {values.get('id', '?')}: {name} {value!r} is not known "
+                    "to this version of fax-bridge (was the database written by a newer one?)"
+                ) from exc
+        return self.row_type(**values)
+
+
+def _tuple_of_json(value: str) -> tuple[str, ...]:
+    return tuple(json.loads(value))
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """What the SMTP ingress learnt about a mail before answering 250."""
+
+    mail_from: str
+    header_from: str
+    subject: str
+    message_id: str
+    refs: str
+    spool_path: str  # a large mail's file, or "" when `raw` holds the mail
+    left_out: tuple[str, ...] = ()
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    state: MessageState
+    mail_from: str
+    header_from: str
+    subject: str
+    message_id: str
+    refs: str
+    spool_path: str
+    document_path: str | None
+    cover_html: str | None
+    pages: int | None
+    left_out: tuple[str, ...]
+    error: str | None
+    received_at: float
+    raw: bytes | None = None  # loaded only for the mail being converted
+
+
+MESSAGES = Mapper(Message, "messages", lazy=("raw",),
+                  convert={"state": MessageState, "left_out": _tuple_of_json, "raw": bytes})
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    message: int
+    number: str
+    recipient: str
+    sender: str
+    state: JobState
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    fax_id: str | None
+    provider_status: str
+    pages_sent: int | None
+    detail: str
+    submitted_at: float | None
+    finished_at: float | None
+    reported: str
+
+
+JOBS = Mapper(Job, "jobs", convert={"state": JobState})
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """One delivery-status push for an outgoing fax, as the provider reported it."""
+
+    provider: str
+    fax_id: str
+    status: str
+    result_message: str
+    pages: int | None
+    event_key: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    message_id: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class QueuedMail:
+    id: int
+    message_id: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    body: bytes
+    attempts: int
+    created_at: float
+
+
+QUEUED_MAILS = Mapper(QueuedMail, "outbox", convert={"recipients": _tuple_of_json,
+                                                     "body": bytes})
+
+
+@dataclass(frozen=True)
+class MailInfo:
+    """An outbox row without its body, for listings."""
+
+    id: int
+    message_id: str
+    recipients: tuple[str, ...]
+    state: MailState
+    attempts: int
+    created_at: float
+    updated_at: float
+    last_error: str
+
+
+MAIL_INFOS = Mapper(MailInfo, "outbox", convert={"recipients": _tuple_of_json,
+                                                 "state": MailState})
+
+
+@dataclass(frozen=True)
+class NewInbound:
+    """A received fax as a provider reported it."""
+
+    provider: str
+    external_id: str
+    receiving_number: str
+    sender_number: str
+    received_at: float
+    pages: int | None = None
+    remote_station: str = ""
+    document_path: str | None = None  # a fetched document, on disk
+    document: bytes | None = None  # a pushed one, kept in the row
+
+
+@dataclass(frozen=True)
+class Inbound:
+    id: int
+    provider: str
+    external_id: str
+    state: InboundState
+    receiving_number: str
+    sender_number: str
+    remote_station: str
+    pages: int | None
+    received_at: float
+    document_path: str | None
+    attempts: int
+    next_attempt_at: float
+    detail: str
+    created_at: float
+    updated_at: float
+    document: bytes | None = None  # loaded only for the fax being mailed
+
+
+INBOUND = Mapper(Inbound, "inbound", lazy=("document",),
+                 convert={"state": InboundState, "document": bytes})
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    id: int
+    source: str
+    reason: str
+    body: bytes
+    received_at: float
+    replayed_at: float | None
+
+
+QUARANTINED = Mapper(Quarantined, "quarantine", convert={"body": bytes})
+
+
+@dataclass(frozen=True)
+class Usage:
+    """See `JobStore.usage`."""
+
+    faxes_last_hour: int  # the sender's
+    sender_pages: int  # the sender's, in the day
+    total_pages: int  # the whole gateway's, in the day
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What one retention pass cleared: fax images of outgoing mails and received faxes, and
+    bodies of delivered emails and replayed quarantine entries."""
+
+    messages: int
+    inbound: int
+    emails: int
+    quarantined: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the database says about the service at one moment: for `/metrics` and `status`."""
+
+    jobs: dict[str, int]
+    received: dict[tuple[str, str], int]  # (provider, state) -> count
+    emails: dict[str, int]
+    queues: dict[str, tuple[int, float]]  # queue -> (depth, age of the oldest item in seconds)
+    quarantined: int
+    log_gaps: int
+    last_poll: float  # 0: never
+    last_push: float  # 0: never

@@ -1,0 +1,240 @@
+"""The database's shape, one numbered script per version (`PRAGMA user_version`).
+
+A start migrates an older database forward in one transaction; a database written by a newer
+fax-bridge is refused (there is no downgrade: restore the backup taken before the upgrade). A
+script is never edited once released: a change is a new version at the end.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Iterator
+
+from bridge.errors import StoreError
+from bridge.store.sql import first
+
+SCHEMA: tuple[str, ...] = (
+    # version 1
+    """
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY,
+        state TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        header_from TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        refs TEXT NOT NULL,
+        spool_path TEXT NOT NULL,
+        document_path TEXT,
+        cover_html TEXT,
+        pages INTEGER,
+        left_out TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX messages_state ON messages(state);
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        message INTEGER NOT NULL REFERENCES messages(id),
+        number TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        fax_id TEXT UNIQUE,
+        provider_status TEXT NOT NULL DEFAULT '',
+        pages_sent INTEGER,
+        detail TEXT NOT NULL DEFAULT '',
+        submitted_at REAL,
+        finished_at REAL,
+        reported TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX jobs_due ON jobs(state, next_attempt_at);
+    CREATE INDEX jobs_sender ON jobs(sender, created_at);
+    CREATE TABLE status_events (
+        id INTEGER PRIMARY KEY,
+        provider TEXT NOT NULL,
+        fax_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        result_message TEXT NOT NULL,
+        pages INTEGER,
+        event_key TEXT NOT NULL UNIQUE,
+        raw TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        applied_at REAL
+    );
+    CREATE INDEX status_events_fax ON status_events(fax_id, applied_at);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL UNIQUE,
+        mail_from TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        body BLOB NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        last_error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        body BLOB NOT NULL,
+        received_at REAL NOT NULL,
+        replayed_at REAL
+    );
+    """,
+    # version 2: received faxes, provider bookkeeping, alert throttling
+    """
+    CREATE TABLE inbound (
+        id INTEGER PRIMARY KEY,
+        provider TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        receiving_number TEXT NOT NULL,
+        sender_number TEXT NOT NULL,
+        remote_station TEXT NOT NULL DEFAULT '',
+        pages INTEGER,
+        received_at REAL NOT NULL,
+        document_path TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        UNIQUE (provider, external_id)
+    );
+    CREATE INDEX inbound_due ON inbound(state, next_attempt_at);
+    CREATE INDEX jobs_created ON jobs(created_at);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE alerts (
+        cause TEXT PRIMARY KEY,
+        last_sent_at REAL NOT NULL,
+        suppressed INTEGER NOT NULL DEFAULT 0,
+        sent INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+    # version 3: an email being delivered is leased, apart from its retry time, so that a
+    # start (when nothing can be in flight) hands it out again at once
+    """
+    ALTER TABLE outbox ADD COLUMN leased_until REAL;
+    """,
+    # version 4: small mails and pushed fax images are kept in the row that records them, so
+    # that they are durable with that row's commit instead of with two more fsyncs of their own
+    """
+    ALTER TABLE messages ADD COLUMN raw BLOB;
+    ALTER TABLE inbound ADD COLUMN document BLOB;
+    """,
+    # version 5: what each sender was charged, per minute the faxes were created in (the
+    # whole gateway's is the sum over senders). The hourly fax limit and the daily page caps
+    # are checked on every RCPT: summed from the jobs themselves they would cost a scan of the
+    # day's jobs, growing through the day; from here, a day of minutes at most. The triggers
+    # keep it right whoever writes the jobs (the service, or `fax-bridge requeue`): a fax is
+    # charged its pages once they are known, and nothing if FaxMAX never accepted it.
+    """
+    CREATE TABLE usage (
+        sender TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        jobs INTEGER NOT NULL DEFAULT 0,
+        pages INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (sender, minute)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER usage_job_created AFTER INSERT ON jobs BEGIN
+        INSERT INTO usage (sender, minute, jobs, pages)
+            VALUES (NEW.sender, CAST(NEW.created_at / 60 AS INTEGER), 1,
+                    CASE WHEN NEW.state = 'failed' AND NEW.fax_id IS NULL THEN 0
+                         ELSE COALESCE((SELECT pages FROM messages WHERE id = NEW.message), 0)
+                    END)
+            ON CONFLICT (sender, minute) DO UPDATE
+            SET jobs = jobs + 1, pages = pages + excluded.pages;
+    END;
+    CREATE TRIGGER usage_job_charged AFTER UPDATE OF state, fax_id ON jobs
+    WHEN (OLD.state = 'failed' AND OLD.fax_id IS NULL) != (NEW.state = 'failed' AND
+                                                          NEW.fax_id IS NULL)
+    BEGIN
+        INSERT INTO usage (sender, minute, pages)
+            VALUES (NEW.sender, CAST(NEW.created_at / 60 AS INTEGER),
+                    CASE WHEN NEW.state = 'failed' AND NEW.fax_id IS NULL THEN -1 ELSE 1 END
+                    * COALESCE((SELECT pages FROM messages WHERE id = NEW.message), 0))
+            ON CONFLICT (sender, minute) DO UPDATE SET pages = pages + excluded.pages;
+    END;
+    CREATE TRIGGER usage_pages_known AFTER UPDATE OF pages ON messages
+    WHEN COALESCE(OLD.pages, 0) != COALESCE(NEW.pages, 0)
+    BEGIN
+        INSERT INTO usage (sender, minute, pages)
+            SELECT sender, CAST(created_at / 60 AS INTEGER),
+                   COALESCE(NEW.pages, 0) - COALESCE(OLD.pages, 0)
+            FROM jobs WHERE message = NEW.id AND NOT (state = 'failed' AND fax_id IS NULL)
+            ON CONFLICT (sender, minute) DO UPDATE SET pages = pages + excluded.pages;
+    END;
+    INSERT INTO usage (sender, minute, jobs, pages)
+        SELECT j.sender, CAST(j.created_at / 60 AS INTEGER), COUNT(*),
+               SUM(CASE WHEN j.state = 'failed' AND j.fax_id IS NULL THEN 0
+                        ELSE COALESCE(m.pages, 0) END)
+        FROM jobs j JOIN messages m ON m.id = j.message
+        GROUP BY 1, 2;
+    """,
+    # version 6: a mail's jobs found by index. Every conversion looks them up (for the daily
+    # page caps, and in `usage_pages_known` while it holds the write lock), and the jobs of every
+    # mail ever received stay: without it, each conversion would scan them all.
+    """
+    CREATE INDEX jobs_message ON jobs(message);
+    """,
+    # version 7: failures of an item that no rule classifies (a bug, a broken template
+    # override), counted per queue and item, so that a worker gives such an item up after a
+    # few tries and the queue moves on, instead of retrying its head forever
+    """
+    CREATE TABLE failures (
+        queue TEXT NOT NULL,
+        item INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        last_error TEXT NOT NULL,
+        first_at REAL NOT NULL,
+        last_at REAL NOT NULL,
+        PRIMARY KEY (queue, item)
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+def statements(script: str) -> Iterator[str]:
+    """The statements of a schema script, one by one (executescript would commit the
+    migration's transaction half-way); a trigger's body holds semicolons of its own."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    row = first(db, "PRAGMA user_version")
+    version = int(row[0]) if row else 0
+    if version > len(SCHEMA):
+        raise StoreError(
+            f"this database was written by a newer fax-bridge (schema {version}; this "
+            f"version knows up to {len(SCHEMA)}): run the newer version, or restore a "
+            "backup taken before the upgrade")
+    for number, script in enumerate(SCHEMA[version:], start=version + 1):
+        for statement in statements(script):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version={number}")
+
+
+def installation(db: sqlite3.Connection) -> str:
+    """Random, made once per database: in Message-IDs, so that the emails of a reinstalled
+    bridge (job numbers start again at 1) or of a second one never repeat an earlier id,
+    which mail stores that drop duplicates by Message-ID would hide."""
+    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('installation', ?)",
+               (secrets.token_hex(6),))
+    row = first(db, "SELECT value FROM meta WHERE key = 'installation'")
+    return str(row[0]) if row else ""
