@@ -113,14 +113,16 @@ class Bridge:
                           on_enqueued=lambda: mailer.wake())
         mailer = Mailer(self.store, self.clock, make_transport(s.mail, s.maildir_path), s.mail,
                         alerter=alerter)
-        reporter = Reporter(self.store, self.clock, s, templates, on_enqueued=mailer.wake)
+        reporter = Reporter(self.store, self.clock, s, templates, on_enqueued=mailer.wake,
+                            alert=alerter.alert)
         sender = Sender(self.store, self.clock, client, s.faxmax, on_final=reporter.wake,
                         alerter=alerter)
         converter = Converter(self.store, self.clock, sandbox=sandbox,
                               documents_dir=data / "documents", templates=templates,
                               cover_page=s.faxmax.cover_page, max_pages=s.documents.max_pages,
                               page_caps=page_caps,
-                              on_ready=sender.wake, on_failed=reporter.wake)
+                              on_ready=sender.wake, on_failed=reporter.wake,
+                              alert=alerter.alert)
         inbox = Inbox(self.store, self.clock, s, sandbox=sandbox,
                       alerter=alerter, on_enqueued=mailer.wake)
         self.workers = [converter, sender, reporter, mailer, inbox,

@@ -20,11 +20,13 @@ from bridge.limits import DAY, PageCaps
 from bridge.mail import Templates
 from bridge.sandbox import Sandbox
 from bridge.store import Message, Store, is_disk_full
-from bridge.workers.base import Worker
+from bridge.workers.base import Alert, Shunt, Worker
 
 log = logging.getLogger(__name__)
 
 DISK_FULL_PAUSE = 10.0  # seconds between conversion attempts while the disk is full
+INTERNAL_ERROR = ("fax-bridge could not convert the attachments (an internal error; the "
+                  "administrator has the details in the log)")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Converter(Worker):
     def __init__(
         self, store: Store, clock: Clock, *, sandbox: Sandbox, documents_dir: Path,
         templates: Templates, cover_page: str, max_pages: int, page_caps: PageCaps,
-        on_ready: Callable[[], None], on_failed: Callable[[], None],
+        on_ready: Callable[[], None], on_failed: Callable[[], None], alert: Alert | None = None,
     ) -> None:
         self.page_caps = page_caps
         super().__init__(clock)
@@ -67,6 +69,8 @@ class Converter(Worker):
         self.on_ready = on_ready
         self.on_failed = on_failed
         self._paused_until: float | None = None
+        self.shunt = Shunt(store, clock, "convert", "message", alert=alert,
+                           classified=is_disk_full)
 
     def wake(self) -> None:
         """A mail was just stored, so there is space again: no need to wait out a pause."""
@@ -83,8 +87,10 @@ class Converter(Worker):
         pending = await self.store.jobs.to_convert(limit=1)
         if not pending:
             return False
+        message = pending[0]
         try:
-            await self.convert(pending[0])
+            await self.shunt.attempt(message.id, lambda: self.convert(message),
+                                     give_up=lambda words: self._fail(message, INTERNAL_ERROR))
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
@@ -112,8 +118,7 @@ class Converter(Worker):
             if is_disk_full(exc):
                 raise
             log.exception("message %s: conversion failed unexpectedly", message.id)
-            await self._fail(message, "fax-bridge could not convert the attachments (an "
-                             "internal error; the administrator has the details in the log)")
+            await self._fail(message, INTERNAL_ERROR)
             return
         refusal = await self.over_page_caps(message, prepared.pages)
         if refusal:

@@ -28,7 +28,7 @@ from bridge.mail import Templates, address_of, as_bytes, compose, one_line
 from bridge.numbers import to_international
 from bridge.sandbox import Sandbox
 from bridge.store import Inbound, InboundState, OutgoingMail, Store
-from bridge.workers.base import Worker
+from bridge.workers.base import ItemFailed, Shunt, Worker
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class Inbox(Worker):
         self.sandbox = sandbox
         self.alerter = alerter
         self.on_enqueued = on_enqueued
+        self.shunt = Shunt(store, clock, "inbound", "fax", alert=alerter.alert)
 
     def country(self, provider: str) -> str:
         if provider == "byosoku":
@@ -145,10 +146,12 @@ class Inbox(Worker):
         if fax is None:
             return False
         try:
-            await self.deliver(fax)
-        except Exception:
-            log.exception("fax %s: could not be prepared for mailing; retrying in %ss", fax.id,
-                          RETRY_AFTER)
+            await self.shunt.attempt(fax.id, lambda: self.deliver(fax),
+                                     give_up=lambda words: self.undeliverable(fax, words))
+        except ItemFailed as failed:  # the faxes behind it go on meanwhile
+            log.error("fax %s: could not be prepared for mailing (failure %d of %d); retrying "
+                      "in %ss", fax.id, failed.count, failed.limit, RETRY_AFTER,
+                      exc_info=failed.__cause__)
             now = self.clock.now()
             await self.store.inbound.retry(fax.id, at=now + RETRY_AFTER,
                                            detail="internal error", now=now)
@@ -184,6 +187,12 @@ class Inbox(Worker):
         log.info("fax %s: %d page(s) from %s queued for %s", fax.id, made.pages,
                  fax.sender_number or "withheld", ", ".join(to))
         self.on_enqueued()
+
+    async def undeliverable(self, fax: Inbound, words: str) -> None:
+        """Failed, with the fax image kept (retention keeps it as long as any other), so that
+        a person can take it from the database; the admin's alert names the fax."""
+        await self.store.inbound.finish(fax.id, InboundState.FAILED, mail=None,
+                                        detail=f"internal error: {words}", now=self.clock.now())
 
     @staticmethod
     async def document(fax: Inbound) -> bytes:

@@ -18,7 +18,7 @@ from bridge.config import MailSettings
 from bridge.mail import DeliveryError, Envelope, Transport
 from bridge.retry import RetryPolicy
 from bridge.store import MailState, QueuedMail, Store
-from bridge.workers.base import Worker
+from bridge.workers.base import Shunt, Worker
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class Mailer(Worker):
         self.transport = transport
         self.jitter = jitter
         self.alerter = alerter
+        self.shunt = Shunt(store, clock, "email", "mail", alert=alerter.alert)
         self.lease = settings.smtp_timeout * 3 + 30
         self.policy = RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
                                   max_attempts=settings.max_attempts,
@@ -48,6 +49,11 @@ class Mailer(Worker):
         mail = await self.store.outbox.claim(now, self.lease)
         if mail is None:
             return False
+        await self.shunt.attempt(mail.id, lambda: self.deliver(mail),
+                                 give_up=lambda words: self.dead_letter(mail, words))
+        return True
+
+    async def deliver(self, mail: QueuedMail) -> None:
         envelope = Envelope(mail_from=mail.mail_from, recipients=mail.recipients, body=mail.body)
         try:
             outcome = await self.transport.deliver(envelope)
@@ -64,13 +70,17 @@ class Mailer(Worker):
             else:
                 log.warning("mail %s %s: delivery failed (%s); retry in %.0fs", mail.id,
                             mail.message_id, exc, at - now)
-                await self.store.outbox.finish(mail.id, MailState.PENDING, now=now, error=str(exc),
-                                           retry_at=at)
-            return True
+                await self.store.outbox.finish(mail.id, MailState.PENDING, now=now,
+                                               error=str(exc), retry_at=at)
+            return
         log.info("mail %s %s: delivered to %s, %s", mail.id, mail.message_id,
                  ", ".join(mail.recipients), outcome)
         await self.store.outbox.finish(mail.id, MailState.SENT, now=self.clock.now())
-        return True
+
+    async def dead_letter(self, mail: QueuedMail, words: str) -> None:
+        """Kept in the outbox as given up, as a refused email is; `retry --mail` resends it."""
+        await self.store.outbox.finish(mail.id, MailState.FAILED, now=self.clock.now(),
+                                       error=f"internal error: {words}")
 
     async def _tell_admin(self, mail: QueuedMail, exc: DeliveryError) -> None:
         """A dead letter is kept, and a person hears of it, unless it was to that person."""

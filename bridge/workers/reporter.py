@@ -11,13 +11,14 @@ import datetime
 import logging
 import zoneinfo
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from bridge.clock import Clock
 from bridge.config import Settings
 from bridge.mail import Templates, as_bytes, compose
 from bridge.store import Job, JobState, Message, OutgoingMail, Store
-from bridge.workers.base import Worker
+from bridge.workers.base import Alert, Shunt, Worker
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,14 @@ class Reporter(Worker):
 
     def __init__(
         self, store: Store, clock: Clock, settings: Settings, templates: Templates, *,
-        on_enqueued: Callable[[], None],
+        on_enqueued: Callable[[], None], alert: Alert | None = None,
     ) -> None:
         super().__init__(clock)
         self.store = store
         self.settings = settings
         self.templates = templates
         self.on_enqueued = on_enqueued
+        self.shunt = Shunt(store, clock, "report", "job", alert=alert)
 
     async def next_due(self) -> float | None:
         return None
@@ -79,19 +81,32 @@ class Reporter(Worker):
 
     async def run_once(self) -> bool:
         items = await self.store.jobs.to_report()
-        for job, message in items:
-            to = self.recipients(job, message)
-            mail = None
-            if to:
-                mail = self.render(job, message, to)
-                log.info("job %s: %s report queued for %s", job.id, job.state, ", ".join(to))
-            elif job.state is not JobState.DELIVERED:
-                log.warning("job %s: %s, and no one to tell (set routing.admin)", job.id,
-                            job.state)
-            await self.store.jobs.reported(job.id, job.state, mail, self.clock.now())
-        if items:
-            self.on_enqueued()
+        try:
+            for job, message in items:
+                await self.shunt.attempt(job.id, partial(self.report, job, message),
+                                         give_up=partial(self.unreported, job))
+        finally:
+            if items:
+                self.on_enqueued()
         return bool(items)
+
+    async def report(self, job: Job, message: Message) -> None:
+        to = self.recipients(job, message)
+        mail = None
+        if to:
+            mail = self.render(job, message, to)
+            log.info("job %s: %s report queued for %s", job.id, job.state, ", ".join(to))
+        elif job.state is not JobState.DELIVERED:
+            log.warning("job %s: %s, and no one to tell (set routing.admin)", job.id,
+                        job.state)
+        await self.store.jobs.reported(job.id, job.state, mail, self.clock.now())
+
+    async def unreported(self, job: Job, words: str) -> None:
+        """The report cannot be made: recorded as reported without an email, so the reports
+        behind it go out; the admin's alert names the job."""
+        log.error("job %s: its %s report could not be made and was not sent: %s", job.id,
+                  job.state, words)
+        await self.store.jobs.reported(job.id, job.state, None, self.clock.now())
 
     def render(self, job: Job, message: Message, to: tuple[str, ...]) -> OutgoingMail:
         message_id = report_message_id(job, self.store.installation, self.settings.mail_domain)

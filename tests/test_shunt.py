@@ -1,0 +1,211 @@
+"""An item that keeps failing for a reason no rule classifies is given up after MAX_FAILURES
+tries: it goes to its failed state, the admin hears of it once, and the queue behind it moves
+on. Before, the same head item was retried forever and every report behind it waited."""
+
+from __future__ import annotations
+
+import email
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+
+from bridge.alerts import Alerter
+from bridge.clock import FakeClock
+from bridge.config import Settings
+from bridge.mail import Envelope, MaildirTransport, Templates
+from bridge.sandbox import Sandbox
+from bridge.store import (
+    InboundState,
+    JobState,
+    MailState,
+    NewInbound,
+    NewMessage,
+    OutgoingMail,
+    Store,
+)
+from bridge.workers.base import MAX_FAILURES, ItemFailed, Shunt
+from bridge.workers.inbox import Inbox
+from bridge.workers.mailer import Mailer
+from bridge.workers.reporter import Reporter
+from tests.sql import query
+
+ADMIN = "admin@example.com"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store.open(tmp_path / "fax-bridge.sqlite3") as opened:
+        yield opened
+
+
+def settings(tmp_path: Path, templates_dir: Path | None = None) -> Settings:
+    base = Settings()
+    return replace(base, data_dir=str(tmp_path),
+                   routing=replace(base.routing, admin=ADMIN),
+                   mail=replace(base.mail, templates_dir=str(templates_dir or "")))
+
+
+def parsed(body: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(body, policy=default_policy)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+async def outbox_mails(store: Store) -> list[EmailMessage]:
+    rows = await query(store.path, "SELECT body FROM outbox ORDER BY id")
+    return [parsed(bytes(body)) for (body,) in rows]
+
+
+async def failed_job(store: Store, subject: str, now: float) -> int:
+    [job_id] = await store.jobs.accept(
+        NewMessage(mail_from="alice@example.com", header_from="", subject=subject,
+                   message_id=f"<{subject.replace(' ', '-')}@example.com>", refs="",
+                   spool_path=""),
+        [("02122222525@fax.local", "902122222525")], now)
+    await store.jobs.finish(job_id, JobState.FAILED, detail="busy", now=now)
+    return job_id
+
+
+async def test_a_report_that_cannot_be_rendered_is_given_up_and_the_reports_behind_it_go_out(
+    tmp_path: Path, store: Store,
+) -> None:
+    overrides = tmp_path / "templates"
+    overrides.mkdir()
+    (overrides / "report.subject.j2").write_text(  # an operator's override with a bug
+        '{% if subject == "poison" %}{{ nosuch.attribute }}{% endif %}Fax: {{ subject }}\n')
+    clock = FakeClock()
+    s = settings(tmp_path, overrides)
+    templates = Templates(str(overrides))
+    alerter = Alerter(store, clock, s, templates, on_enqueued=lambda: None)
+    reporter = Reporter(store, clock, s, templates, on_enqueued=lambda: None,
+                        alert=alerter.alert)
+    first, poison, last = [await failed_job(store, subject, clock.now())
+                           for subject in ("first", "poison", "last")]
+
+    for count in range(1, MAX_FAILURES):
+        with pytest.raises(ItemFailed) as failed:
+            await reporter.run_once()
+        assert (failed.value.item, failed.value.count) == (poison, count)
+        clock.advance(5)
+    assert await reporter.run_once()  # the fifth failure gives it up; the last goes out
+
+    mails = await outbox_mails(store)
+    # (a subject this long is folded before its first word: the space it leaves is not ours)
+    assert [m["Subject"].strip() for m in mails] == [
+        "Fax: first", f"[fax-bridge] job {poison} was given up after {MAX_FAILURES} "
+        "unexpected errors in the report queue", "Fax: last"]
+    alert = mails[1]
+    assert alert["To"] == ADMIN
+    text = alert.get_body(("plain",))
+    assert text is not None and "UndefinedError: 'nosuch' is undefined" in text.get_content()
+    for job_id, state in ((first, "failed"), (poison, "failed"), (last, "failed")):
+        job = await store.jobs.get(job_id)
+        assert job is not None and job.reported == state
+    assert await query(store.path, "SELECT * FROM failures") == []
+    assert not await reporter.run_once()  # nothing left: the queue is not stuck
+
+
+async def test_failures_are_counted_across_restarts_and_forgotten_after_a_success(
+    store: Store,
+) -> None:
+    clock = FakeClock()
+    given_up: list[str] = []
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    async def fine() -> None:
+        pass
+
+    async def give_up(words: str) -> None:
+        given_up.append(words)
+
+    before = Shunt(store, clock, "email", "mail", alert=None)
+    for _ in range(2):
+        with pytest.raises(ItemFailed):
+            await before.attempt(7, broken, give_up=give_up)
+    after = Shunt(store, clock, "email", "mail", alert=None)  # a restart: the count is in the store
+    for _ in range(MAX_FAILURES - 3):
+        with pytest.raises(ItemFailed):
+            await after.attempt(7, broken, give_up=give_up)
+    await after.attempt(7, broken, give_up=give_up)
+    assert given_up == ["RuntimeError: a bug"]
+    assert await query(store.path, "SELECT * FROM failures") == []
+
+    with pytest.raises(ItemFailed):
+        await after.attempt(8, broken, give_up=give_up)
+    await after.attempt(8, fine, give_up=give_up)  # it came right: its count starts afresh
+    assert await query(store.path, "SELECT * FROM failures") == []
+
+
+class BrokenForOne(MaildirTransport):
+    """A transport with a bug that only one email triggers (not a DeliveryError: unforeseen)."""
+
+    def __init__(self, path: Path, poison: str) -> None:
+        super().__init__(path)
+        self.poison = poison
+        self.delivered: list[tuple[str, ...]] = []
+
+    async def deliver(self, envelope: Envelope) -> str:
+        if self.poison in envelope.recipients:
+            raise KeyError(self.poison)
+        self.delivered.append(envelope.recipients)
+        return "ok"
+
+
+async def test_an_email_that_keeps_crashing_the_transport_becomes_a_dead_letter(
+    tmp_path: Path, store: Store,
+) -> None:
+    clock = FakeClock()
+    s = settings(tmp_path)
+    transport = BrokenForOne(tmp_path / "maildir", "poison@example.com")
+    alerter = Alerter(store, clock, s, Templates(), on_enqueued=lambda: None)
+    mailer = Mailer(store, clock, transport, s.mail, alerter=alerter)
+    for n, to in enumerate(("poison@example.com", "fine@example.com")):
+        await store.outbox.enqueue(OutgoingMail(message_id=f"<{n}@x>", mail_from="",
+                                                recipients=(to,), body=b"Subject: x\r\n\r\n"),
+                                   clock.now())
+    failures = 0
+    while await store.outbox.counts() != {"sent": 2, "failed": 1}:
+        try:
+            await mailer.run_once()
+        except ItemFailed:
+            failures += 1
+            clock.advance(mailer.lease)  # it is handed out again once its lease runs out
+    assert failures == MAX_FAILURES - 1
+    assert transport.delivered == [("fine@example.com",), (ADMIN,)]  # the alert went out too
+    [dead] = await store.outbox.latest(MailState.FAILED)
+    assert dead.recipients == ("poison@example.com",)
+    assert dead.last_error == "internal error: KeyError: 'poison@example.com'"
+
+
+async def test_a_received_fax_that_keeps_failing_is_marked_failed_and_the_admin_told(
+    tmp_path: Path, store: Store,
+) -> None:
+    clock = FakeClock()
+    s = settings(tmp_path)
+    alerter = Alerter(store, clock, s, Templates(), on_enqueued=lambda: None)
+    sandbox = Sandbox()
+    inbox = Inbox(store, clock, s, sandbox=sandbox, alerter=alerter, on_enqueued=lambda: None)
+    gone = tmp_path / "inbound" / "deleted-by-hand.pdf"  # its file is gone: no rule for that
+    await store.inbound.record_poll(
+        [NewInbound(provider="byosoku", external_id="P1", receiving_number="0368680000",
+                    sender_number="0312345678", received_at=clock.now(),
+                    document_path=str(gone))], InboundState.RECEIVED, {}, clock.now())
+    try:
+        for _ in range(MAX_FAILURES):
+            assert await inbox.run_once()
+            clock.advance(60)
+        assert not await inbox.run_once()
+    finally:
+        await sandbox.close()
+    [fax] = await store.inbound.all()
+    assert fax.state is InboundState.FAILED
+    assert fax.detail.startswith("internal error: FileNotFoundError:")
+    [alert] = await outbox_mails(store)
+    assert alert["Subject"].strip() == (f"[fax-bridge] fax {fax.id} was given up after "
+                                f"{MAX_FAILURES} unexpected errors in the inbound queue")
