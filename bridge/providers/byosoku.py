@@ -19,10 +19,11 @@ from bridge import documents
 from bridge.config import ByosokuSettings
 from bridge.errors import ProviderError, ProviderPermanentError, ProviderTransientError
 from bridge.metrics import Metrics
+from bridge.providers import Provider
 
 log = logging.getLogger(__name__)
-PROVIDER = "byosoku"
-NAME = "秒速FAX Plus"
+PROVIDER = Provider.BYOSOKU
+NAME = PROVIDER.display_name
 
 
 @dataclass(frozen=True)

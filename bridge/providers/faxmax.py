@@ -31,10 +31,11 @@ from bridge.errors import (
     ProviderTransientError,
 )
 from bridge.metrics import Metrics
+from bridge.providers import Provider
 from bridge.store import StatusEvent
 
 log = logging.getLogger(__name__)
-PROVIDER = "faxmax"
+PROVIDER = Provider.FAXMAX
 RETRY_STATUSES = {429, 502, 503, 504}
 BUSY_WORDS = ("ERR_SERVER_BUSY", "ERR_ACCESS_INTERVAL", "busy", "try again")
 

@@ -50,11 +50,11 @@ from bridge.store.rows import (
 )
 from bridge.store.schema import installation, migrate
 from bridge.store.sql import Reader, is_disk_full
-from bridge.store.upkeep import PROVIDERS, Upkeep
+from bridge.store.upkeep import Upkeep
 from bridge.store.writer import Writer
 
 __all__ = [
-    "FINAL_JOB_STATES", "PROVIDERS", "Inbound", "InboundState", "Job", "JobState", "MailInfo",
+    "FINAL_JOB_STATES", "Inbound", "InboundState", "Job", "JobState", "MailInfo",
     "MailState", "Message", "MessageState", "NewInbound", "NewMessage", "OutgoingMail",
     "Purged", "Quarantined", "QueuedMail", "Snapshot", "StatusEvent", "Store", "Usage",
     "is_disk_full",

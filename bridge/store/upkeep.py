@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bridge.files import fsync_directory
+from bridge.providers import Provider
 from bridge.store.rows import (
     FINAL_JOB_STATES,
     InboundState,
@@ -22,8 +23,6 @@ from bridge.store.rows import (
 )
 from bridge.store.sql import Reader, set_meta
 from bridge.store.writer import Writer
-
-PROVIDERS = ("faxmax", "byosoku")
 
 # Each queue: what waits in it and since when; the age of the oldest item tells an operator
 # which stage is stuck.
@@ -140,7 +139,7 @@ class Upkeep:
         jobs = {str(k): 0 for k in JobState} | counts["jobs"]
         emails = {str(k): 0 for k in MailState} | counts["outbox"]
         received: dict[tuple[str, str], int] = {
-            (p, state): 0 for p in PROVIDERS for state in InboundState}
+            (p, state): 0 for p in Provider for state in InboundState}
         for provider, state, n in await self._reader.rows(
                 "SELECT provider, state, COUNT(*) FROM inbound GROUP BY provider, state"):
             received[(str(provider), str(state))] = int(n)

@@ -26,13 +26,13 @@ from bridge.config import Settings
 from bridge.errors import DocumentError
 from bridge.mail import Templates, address_of, as_bytes, compose, one_line
 from bridge.numbers import to_international
+from bridge.providers import Provider, display_name
 from bridge.sandbox import Sandbox
 from bridge.store import Inbound, InboundState, OutgoingMail, Store
 from bridge.workers.base import ItemFailed, Shunt, Worker
 
 log = logging.getLogger(__name__)
 
-PROVIDER_NAMES = {"faxmax": "FaxMAX", "byosoku": "秒速FAX Plus"}
 RETRY_AFTER = 60.0
 
 
@@ -134,7 +134,7 @@ class Inbox(Worker):
         self.shunt = Shunt(store, clock, "inbound", "fax", alert=alerter.alert)
 
     def country(self, provider: str) -> str:
-        if provider == "byosoku":
+        if provider == Provider.BYOSOKU:
             return self.settings.byosoku.country_code
         return self.settings.numbers.default_country_code
 
@@ -218,7 +218,7 @@ class Inbox(Worker):
                 "number": f"+{international}" if international else one_line(
                     fax.receiving_number),
                 "received": moment.strftime("%Y-%m-%d %H:%M %Z"),
-                "provider": PROVIDER_NAMES.get(fax.provider, fax.provider),
+                "provider": display_name(fax.provider),
             },
             from_=s.mail.from_, to=to, message_id=fax_message_id(fax, s.mail_domain),
             date=self.clock.now(),
