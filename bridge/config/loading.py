@@ -1,8 +1,8 @@
 """Making `Settings`: the TOML file, then `FAX_BRIDGE_<SECTION>__<KEY>` overrides, then the rules.
 
-Every value is checked against its field's declared type and choices as it is read, so a mistake
-is reported with the key and where its value came from; the cross-field rules then say what to
-change.
+Every value is checked against its field's declared type (a `Literal` against its choices) as it
+is read, so a mistake is reported with the key and where its value came from; the cross-field
+rules then say what to change.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from bridge.config.settings import Settings, key_name, parse_listen, parse_networks
@@ -51,10 +51,14 @@ def _coerce(value: Any, hint: Any, key: str, origin: str) -> Any:
                 pass
         raise ConfigError(f"{where}: expected a {'whole ' if hint is int else ''}number, "
                           f"got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if hint is str or typing.get_origin(hint) is Literal:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        choices = typing.get_args(hint)
+        if choices and value not in choices:
+            raise ConfigError(f"{where}: must be one of "
+                              f"{', '.join(repr(c) for c in choices)}, got {value!r}")
+        return value
     if typing.get_origin(hint) is tuple:
         item_hint = typing.get_args(hint)[0]
         if from_env:
@@ -120,12 +124,7 @@ def _load_section(
             value = _read_secret_file(env[f"{env_key}_FILE"], key, where)
         if value is dataclasses.MISSING:
             continue
-        coerced = _coerce(value, hints[f.name], key, where)
-        choices = f.metadata.get("choices")
-        if choices and coerced not in choices:
-            raise ConfigError(f"{key} (from {where}): must be one of "
-                              f"{', '.join(repr(c) for c in choices)}, got {coerced!r}")
-        kwargs[f.name] = coerced
+        kwargs[f.name] = _coerce(value, hints[f.name], key, where)
     return cls(**kwargs)
 
 

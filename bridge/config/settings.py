@@ -1,6 +1,7 @@
 """What can be configured: every setting's type, default and allowed values, as frozen dataclasses.
 
-The helpers that
+A setting with a fixed set of values is a `Literal` type, so the loader refuses anything else
+(naming the key) and mypy checks every comparison the services make against it. The helpers that
 read a value's structure (`parse_listen`, `parse_networks`, `in_networks`) live here too, since
 both the validation at load time and the services at run time need them.
 """
@@ -13,17 +14,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bridge.errors import ConfigError
 
 SECRET = {"secret": True}
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+PaperSize = Literal["A4", "letter", "legal"]
+Resolution = Literal["normal", "fine", "superfine"]
+CoverPage = Literal["auto", "always", "never"]
+PdfMethod = Literal["GET", "POST"]
+InitialSync = Literal["skip", "deliver"]
+MailTransport = Literal["maildir", "smtp"]
+SmtpSecurity = Literal["starttls", "tls", "none"]
+ReportToSender = Literal["always", "failures", "never"]
 
-
-def _choice(*values: str) -> dict[str, Any]:
-    return {"choices": values}
 
 @dataclass(frozen=True)
 class SmtpUser:
@@ -76,9 +82,9 @@ class FaxmaxSettings:
     username: str = ""
     password: str = field(default="", metadata=SECRET)
     cli: str = ""
-    paper_size: str = field(default="A4", metadata=_choice("A4", "letter", "legal"))
-    resolution: str = field(default="fine", metadata=_choice("normal", "fine", "superfine"))
-    cover_page: str = field(default="auto", metadata=_choice("auto", "always", "never"))
+    paper_size: PaperSize = "A4"
+    resolution: Resolution = "fine"
+    cover_page: CoverPage = "auto"
     timeout: float = 60
     max_attempts: int = 8
     retry_max_age: int = 86_400
@@ -102,11 +108,11 @@ class ByosokuSettings:
     enabled: bool = False
     log_url: str = ""
     pdf_url: str = ""
-    pdf_method: str = field(default="GET", metadata=_choice("GET", "POST"))
+    pdf_method: PdfMethod = "GET"
     country_code: str = "81"
     poll_interval: float = 60
     pdf_interval: float = 1
-    initial_sync: str = field(default="skip", metadata=_choice("skip", "deliver"))
+    initial_sync: InitialSync = "skip"
     timezone: str = "Asia/Tokyo"  # of receiveDate, which carries no zone
     timeout: float = 30  # seconds for one call
     pdf_attempts: int = 5  # ERR_NO_PDF answers before a fax is given up (the PDF may lag)
@@ -133,18 +139,16 @@ class RoutingSettings:
 @dataclass(frozen=True)
 class MailSettings:
     from_: str = "Fax Bridge <fax-bridge@localhost>"
-    transport: str = field(default="maildir", metadata=_choice("maildir", "smtp"))
+    transport: MailTransport = "maildir"
     maildir: str = ""
     smtp_host: str = ""
     smtp_port: int = 587
-    smtp_security: str = field(default="starttls", metadata=_choice("starttls", "tls", "none"))
+    smtp_security: SmtpSecurity = "starttls"
     smtp_username: str = ""
     smtp_password: str = field(default="", metadata=SECRET)
     smtp_timeout: float = 60
     smtp_ca_file: str = ""  # extra CA certificates (PEM) for a relay with a private CA
-    report_to_sender: str = field(
-        default="always", metadata=_choice("always", "failures", "never")
-    )
+    report_to_sender: ReportToSender = "always"
     templates_dir: str = ""
     timezone: str = "Europe/Istanbul"
     max_attempts: int = 30
