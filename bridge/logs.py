@@ -11,8 +11,10 @@ import datetime
 import json
 import logging
 from collections.abc import Iterable
+from typing import Literal, get_args
 
-FORMATS = ("text", "json")
+LogFormat = Literal["text", "json"]
+FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Third-party loggers that narrate every session or page at INFO.
 QUIET = ("aiosmtpd", "mail.log", "pikepdf")
@@ -60,7 +62,7 @@ class Redactor(logging.Filter):
         return True
 
 
-def setup(*, verbose: bool, fmt: str = "text", secrets: Iterable[str] = ()) -> None:
+def setup(*, verbose: bool, fmt: LogFormat = "text", secrets: Iterable[str] = ()) -> None:
     """Configure the root logger once, for a command that runs the service."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))

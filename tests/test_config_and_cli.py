@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import os
 import re
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 from email.policy import default as default_policy
 from pathlib import Path
 
@@ -63,6 +65,13 @@ token_file = "%s"
     ("[smtp]\nlisen = '1:2'\n", {}, "smtp.lisen (from {path}): unknown setting; known ones:"),
     ("[faxmax]\nresolution = 'ultra'\n", {},
      "faxmax.resolution (from {path}): must be one of 'normal', 'fine', 'superfine', got 'ultra'"),
+    ("[faxmax]\ncover_page = 'sometimes'\n", {},
+     "faxmax.cover_page (from {path}): must be one of 'auto', 'always', 'never', got 'sometimes'"),
+    ("", {"FAX_BRIDGE_MAIL__REPORT_TO_SENDER": "sometimes"},
+     "mail.report_to_sender (from environment FAX_BRIDGE_MAIL__REPORT_TO_SENDER): must be one "
+     "of 'always', 'failures', 'never', got 'sometimes'"),
+    ("[mail]\nsmtp_security = 1\n", {},
+     "mail.smtp_security (from {path}): expected a string, got 1"),
     ("", {"FAX_BRIDGE_SMTP__MAX_RECIPIENTS": "lots"},
      "smtp.max_recipients (from environment FAX_BRIDGE_SMTP__MAX_RECIPIENTS): expected a whole "
      "number, got 'lots'"),
@@ -91,6 +100,40 @@ def test_errors_name_the_key_and_where_it_came_from(
     with pytest.raises(ConfigError) as info:
         config.load(path, env=env)
     assert message.format(path=path) in str(info.value)
+
+
+def choice_settings() -> list[tuple[str, str, tuple[str, ...]]]:
+    """(section, key, allowed values) of every setting typed as a `Literal`."""
+    found = []
+    sections = typing.get_type_hints(config.Settings)
+    for section in dataclasses.fields(config.Settings):
+        cls = sections[section.name]
+        if not dataclasses.is_dataclass(cls):
+            continue
+        for name, hint in typing.get_type_hints(cls).items():
+            if typing.get_origin(hint) is typing.Literal:
+                found.append((section.name, name.rstrip("_"), typing.get_args(hint)))
+    return found
+
+
+def test_every_choice_is_a_literal_refused_at_load_naming_the_key_and_the_choices(
+    tmp_path: Path,
+) -> None:
+    choices = choice_settings()
+    assert {f"{section}.{key}" for section, key, _ in choices} == {
+        "faxmax.paper_size", "faxmax.resolution", "faxmax.cover_page", "byosoku.pdf_method",
+        "byosoku.initial_sync", "mail.transport", "mail.smtp_security", "mail.report_to_sender"}
+    for section, key, allowed in choices:
+        path = write(tmp_path, f"[{section}]\n{key} = 'sometimes'\n")
+        with pytest.raises(ConfigError) as info:
+            config.load(path, env={})
+        assert str(info.value) == (f"{section}.{key} (from {path}): must be one of "
+                                   f"{', '.join(repr(c) for c in allowed)}, got 'sometimes'")
+        for value in allowed:  # and each allowed value is taken as it is
+            write(tmp_path, f"[{section}]\n{key} = '{value}'\n"
+                            + ("smtp_host = 'relay.example'\n" if key == "transport" else ""))
+            loaded = config.load(path, env={})
+            assert getattr(getattr(loaded, section), key) == value
 
 
 def test_check_config_masks_secrets_and_exits_1_on_error(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bridge import documents, mime
 from bridge.clock import Clock
+from bridge.config import CoverPage
 from bridge.errors import BridgeError
 from bridge.limits import DAY, PageCaps
 from bridge.mail import Templates
@@ -55,7 +56,7 @@ class Converter(Worker):
 
     def __init__(
         self, store: Store, clock: Clock, *, sandbox: Sandbox, documents_dir: Path,
-        templates: Templates, cover_page: str, max_pages: int, page_caps: PageCaps,
+        templates: Templates, cover_page: CoverPage, max_pages: int, page_caps: PageCaps,
         on_ready: Callable[[], None], on_failed: Callable[[], None], alert: Alert | None = None,
     ) -> None:
         self.page_caps = page_caps

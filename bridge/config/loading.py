@@ -1,8 +1,8 @@
-"""Settings: TOML file, then `FAX_BRIDGE_<SECTION>__<KEY>` environment overrides, then validation.
+"""Making `Settings`: the TOML file, then `FAX_BRIDGE_<SECTION>__<KEY>` overrides, then the rules.
 
-The result is immutable and complete, so no other module reads the environment or guesses a
-default. Every error names the key and where its value came from, because the person reading it
-is an operator at a terminal, not a developer with a debugger.
+Every value is checked against its field's declared type (a `Literal` against its choices) as it
+is read, so a mistake is reported with the key and where its value came from; the cross-field
+rules then say what to change.
 """
 
 from __future__ import annotations
@@ -14,186 +14,19 @@ import tomllib
 import types
 import typing
 import zoneinfo
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from bridge.config.settings import Settings, key_name, parse_listen, parse_networks
 from bridge.errors import ConfigError
 
 ENV_PREFIX = "FAX_BRIDGE_"
 # Read by the command line, not settings: FAX_BRIDGE_CONFIG (the file), FAX_BRIDGE_LOG_FORMAT.
 COMMAND_VARIABLES = ("CONFIG", "LOG_FORMAT")
-SECRET = {"secret": True}
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _choice(*values: str) -> dict[str, Any]:
-    return {"choices": values}
-
-
-@dataclass(frozen=True)
-class SmtpUser:
-    name: str
-    password_hash: str
-    addresses: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    listen: str = "127.0.0.1:2525"
-    domain: str = "fax.local"
-    auth_required: bool = True
-    trusted_networks: tuple[str, ...] = ()
-    allowed_senders: tuple[str, ...] = ()
-    max_message_bytes: int = 26_214_400
-    max_recipients: int = 20
-    tls_cert: str = ""
-    tls_key: str = ""
-    timeout: int = 600  # idle seconds; long enough for a 25 MB upload on a slow link
-    inspect_timeout: float = 5  # seconds the checks before `250` may take for one mail
-    max_connections: int = 100
-    max_connections_per_client: int = 20  # behind Postfix, all mail comes from one address
-    users: tuple[SmtpUser, ...] = ()
-
-
-@dataclass(frozen=True)
-class NumbersSettings:
-    default_country_code: str = "90"
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-    max_faxes_per_sender_per_hour: int = 60
-    max_pages_per_sender_per_day: int = 300  # pages in any 24 hours, all numbers together
-    max_pages_per_day: int = 2000  # the whole gateway, in any 24 hours: a spend cap
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    listen: str = "127.0.0.1:8025"
-    push_token: str = field(default="", metadata=SECRET)
-    max_body_bytes: int = 52_428_800
-    push_allow_from: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class FaxmaxSettings:
-    enabled: bool = False
-    url: str = "https://faxmax.net/api/v1"
-    token: str = field(default="", metadata=SECRET)
-    username: str = ""
-    password: str = field(default="", metadata=SECRET)
-    cli: str = ""
-    paper_size: str = field(default="A4", metadata=_choice("A4", "letter", "legal"))
-    resolution: str = field(default="fine", metadata=_choice("normal", "fine", "superfine"))
-    cover_page: str = field(default="auto", metadata=_choice("auto", "always", "never"))
-    timeout: float = 60
-    max_attempts: int = 8
-    retry_max_age: int = 86_400
-    retry_base: float = 30  # first retry delay in seconds; doubles each attempt, with jitter
-    retry_cap: float = 3_600  # no retry waits longer than this
-    status_timeout: int = 86_400
-    concurrency: int = 4  # send calls in flight at once
-    delivered_statuses: tuple[str, ...] = ("SUCCESS", "SENT", "DELIVERED", "OK", "COMPLETED")
-    failed_statuses: tuple[str, ...] = (
-        "FAILED",
-        "ERROR",
-        "BUSY",
-        "NO_ANSWER",
-        "CANCELLED",
-        "REJECTED",
-    )
-
-
-@dataclass(frozen=True)
-class ByosokuSettings:
-    enabled: bool = False
-    log_url: str = ""
-    pdf_url: str = ""
-    pdf_method: str = field(default="GET", metadata=_choice("GET", "POST"))
-    country_code: str = "81"
-    poll_interval: float = 60
-    pdf_interval: float = 1
-    initial_sync: str = field(default="skip", metadata=_choice("skip", "deliver"))
-    timezone: str = "Asia/Tokyo"  # of receiveDate, which carries no zone
-    timeout: float = 30  # seconds for one call
-    pdf_attempts: int = 5  # ERR_NO_PDF answers before a fax is given up (the PDF may lag)
-    retry_base: float = 30  # first delay before fetching a PDF again; doubles, with jitter
-    retry_cap: float = 1800
-    unhealthy_after: float = 900  # seconds of failing log calls before /healthz says 503
-
-
-@dataclass(frozen=True)
-class DocumentsSettings:
-    max_pages: int = 100  # pages of one fax, attachments and cover together
-    memory_mb: int = 1024  # memory cap of the process that reads one document
-    timeout: float = 60  # seconds that process may take
-    retention_days: int = 30  # fax images of finished faxes are deleted after this; 0 = never
-
-
-@dataclass(frozen=True)
-class RoutingSettings:
-    default: tuple[str, ...] = ()
-    admin: str = ""
-    numbers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class MailSettings:
-    from_: str = "Fax Bridge <fax-bridge@localhost>"
-    transport: str = field(default="maildir", metadata=_choice("maildir", "smtp"))
-    maildir: str = ""
-    smtp_host: str = ""
-    smtp_port: int = 587
-    smtp_security: str = field(default="starttls", metadata=_choice("starttls", "tls", "none"))
-    smtp_username: str = ""
-    smtp_password: str = field(default="", metadata=SECRET)
-    smtp_timeout: float = 60
-    smtp_ca_file: str = ""  # extra CA certificates (PEM) for a relay with a private CA
-    report_to_sender: str = field(
-        default="always", metadata=_choice("always", "failures", "never")
-    )
-    templates_dir: str = ""
-    timezone: str = "Europe/Istanbul"
-    max_attempts: int = 30
-    retry_max_age: int = 5 * 86_400  # as long as an MTA keeps trying before it bounces
-    retry_base: float = 30
-    retry_cap: float = 3_600
-
-
-@dataclass(frozen=True)
-class Settings:
-    data_dir: str = "./data"
-    shutdown_timeout: float = 30  # seconds SIGTERM waits for mails and provider calls in flight
-    smtp: SmtpSettings = SmtpSettings()
-    numbers: NumbersSettings = NumbersSettings()
-    http: HttpSettings = HttpSettings()
-    faxmax: FaxmaxSettings = FaxmaxSettings()
-    byosoku: ByosokuSettings = ByosokuSettings()
-    documents: DocumentsSettings = DocumentsSettings()
-    routing: RoutingSettings = RoutingSettings()
-    mail: MailSettings = MailSettings()
-    source: str = field(default="built-in defaults", compare=False)
-
-    @property
-    def data_path(self) -> Path:
-        return Path(self.data_dir)
-
-    @property
-    def maildir_path(self) -> Path:
-        return Path(self.mail.maildir) if self.mail.maildir else self.data_path / "maildir"
-
-    @property
-    def mail_domain(self) -> str:
-        """The domain of `mail.from`, used to make our Message-IDs globally unique."""
-        return parseaddr(self.mail.from_)[1].rpartition("@")[2] or "localhost"
-
-
-def _key_name(f: dataclasses.Field[Any]) -> str:
-    """`from` is a Python keyword, so the field is `from_`; the TOML key stays `from`."""
-    return f.name.rstrip("_")
 
 
 def _coerce(value: Any, hint: Any, key: str, origin: str) -> Any:
@@ -218,10 +51,14 @@ def _coerce(value: Any, hint: Any, key: str, origin: str) -> Any:
                 pass
         raise ConfigError(f"{where}: expected a {'whole ' if hint is int else ''}number, "
                           f"got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if hint is str or typing.get_origin(hint) is Literal:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        choices = typing.get_args(hint)
+        if choices and value not in choices:
+            raise ConfigError(f"{where}: must be one of "
+                              f"{', '.join(repr(c) for c in choices)}, got {value!r}")
+        return value
     if typing.get_origin(hint) is tuple:
         item_hint = typing.get_args(hint)[0]
         if from_env:
@@ -257,7 +94,7 @@ def _load_section(
     if not isinstance(table, dict):
         raise ConfigError(f"[{section}] (from {origin}): expected a table")
     hints = typing.get_type_hints(cls)
-    names = {_key_name(f): f for f in dataclasses.fields(cls)}
+    names = {key_name(f): f for f in dataclasses.fields(cls)}
     secrets = {n for n, f in names.items() if f.metadata.get("secret")}
     known = set(names) | {f"{s}_file" for s in secrets}
     for key in table:
@@ -287,12 +124,7 @@ def _load_section(
             value = _read_secret_file(env[f"{env_key}_FILE"], key, where)
         if value is dataclasses.MISSING:
             continue
-        coerced = _coerce(value, hints[f.name], key, where)
-        choices = f.metadata.get("choices")
-        if choices and coerced not in choices:
-            raise ConfigError(f"{key} (from {where}): must be one of "
-                              f"{', '.join(repr(c) for c in choices)}, got {coerced!r}")
-        kwargs[f.name] = coerced
+        kwargs[f.name] = _coerce(value, hints[f.name], key, where)
     return cls(**kwargs)
 
 
@@ -305,30 +137,6 @@ def _loopback(url_or_host: str) -> bool:
     except ValueError:
         return False
 
-
-def parse_listen(value: str, key: str) -> tuple[str, int]:
-    """"host:port" (or "[v6]:port") into its parts; the error names the key."""
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{key}: expected host:port such as 127.0.0.1:2525, got {value!r}")
-    return host, int(port)
-
-
-def parse_networks(values: tuple[str, ...], key: str) -> tuple[IPNetwork, ...]:
-    try:
-        return tuple(ipaddress.ip_network(v, strict=False) for v in values)
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {exc}") from exc
-
-
-def in_networks(peer: Any, networks: tuple[IPNetwork, ...]) -> bool:
-    """Whether a peer (an address, or aiosmtpd's (host, port) tuple) is in `networks`."""
-    try:
-        ip = ipaddress.ip_address(peer[0] if isinstance(peer, tuple) else peer)
-    except (ValueError, TypeError, IndexError):
-        return False
-    return any(ip in net for net in networks)
 
 
 def _check_address(value: str, key: str) -> None:
@@ -488,74 +296,3 @@ def find_config_file(explicit: str | None, env: Mapping[str, str] | None = None)
     default = Path("fax-bridge.toml")
     return default if default.exists() else None
 
-
-def _plain(obj: Any, secret: Callable[[Any], Any]) -> Any:
-    """Settings as plain data; each secret's value passes through `secret`."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(obj):
-            if f.name == "source":
-                continue
-            value = getattr(obj, f.name)
-            out[_key_name(f)] = _plain(secret(value) if f.metadata.get("secret") else value,
-                                       secret)
-        return out
-    if isinstance(obj, tuple):
-        return [_plain(v, secret) for v in obj]
-    if isinstance(obj, Mapping):
-        return {k: _plain(v, secret) for k, v in obj.items()}
-    return obj
-
-
-def masked(settings: Settings) -> dict[str, Any]:
-    """The effective settings as plain data, with every secret replaced by asterisks."""
-    result: dict[str, Any] = _plain(settings, lambda v: "********" if v else "")
-    return result
-
-
-def secret_values(settings: Settings) -> list[str]:
-    """Every secret that is set, for the log redactor."""
-    found: list[str] = []
-
-    def keep(value: Any) -> Any:
-        if value:
-            found.append(str(value))
-        return value
-
-    _plain(settings, keep)
-    return found
-
-
-def to_toml(data: Mapping[str, Any]) -> str:
-    """Render settings as TOML, for `check-config` output that can be pasted back into a file."""
-    import json
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, list) and v and isinstance(v[0], dict):
-            return "[" + ", ".join("{ " + ", ".join(f"{k} = {value(x)}" for k, x in d.items())
-                                   + " }" for d in v) + "]"
-        return json.dumps(v, ensure_ascii=False)
-
-    lines: list[str] = []
-    tables: list[tuple[str, Mapping[str, Any]]] = []
-    for key, v in data.items():
-        if isinstance(v, Mapping):
-            tables.append((key, v))
-        else:
-            lines.append(f"{key} = {value(v)}")
-    for name, table in tables:
-        lines.append(f"\n[{name}]")
-        subtables = []
-        for key, v in table.items():
-            if isinstance(v, Mapping):
-                subtables.append((key, v))
-            else:
-                lines.append(f"{key} = {value(v)}")
-        for key, sub in subtables:
-            lines.append(f"[{name}.{key}]")
-            lines.extend(f"{json.dumps(k)} = {value(x)}" for k, x in sub.items())
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,215 @@
+"""What can be configured: every setting's type, default and allowed values, as frozen dataclasses.
+
+A setting with a fixed set of values is a `Literal` type, so the loader refuses anything else
+(naming the key) and mypy checks every comparison the services make against it. The helpers that
+read a value's structure (`parse_listen`, `parse_networks`, `in_networks`) live here too, since
+both the validation at load time and the services at run time need them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any, Literal
+
+from bridge.errors import ConfigError
+
+SECRET = {"secret": True}
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+PaperSize = Literal["A4", "letter", "legal"]
+Resolution = Literal["normal", "fine", "superfine"]
+CoverPage = Literal["auto", "always", "never"]
+PdfMethod = Literal["GET", "POST"]
+InitialSync = Literal["skip", "deliver"]
+MailTransport = Literal["maildir", "smtp"]
+SmtpSecurity = Literal["starttls", "tls", "none"]
+ReportToSender = Literal["always", "failures", "never"]
+
+
+@dataclass(frozen=True)
+class SmtpUser:
+    name: str
+    password_hash: str
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    listen: str = "127.0.0.1:2525"
+    domain: str = "fax.local"
+    auth_required: bool = True
+    trusted_networks: tuple[str, ...] = ()
+    allowed_senders: tuple[str, ...] = ()
+    max_message_bytes: int = 26_214_400
+    max_recipients: int = 20
+    tls_cert: str = ""
+    tls_key: str = ""
+    timeout: int = 600  # idle seconds; long enough for a 25 MB upload on a slow link
+    inspect_timeout: float = 5  # seconds the checks before `250` may take for one mail
+    max_connections: int = 100
+    max_connections_per_client: int = 20  # behind Postfix, all mail comes from one address
+    users: tuple[SmtpUser, ...] = ()
+
+
+@dataclass(frozen=True)
+class NumbersSettings:
+    default_country_code: str = "90"
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    max_faxes_per_sender_per_hour: int = 60
+    max_pages_per_sender_per_day: int = 300  # pages in any 24 hours, all numbers together
+    max_pages_per_day: int = 2000  # the whole gateway, in any 24 hours: a spend cap
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    listen: str = "127.0.0.1:8025"
+    push_token: str = field(default="", metadata=SECRET)
+    max_body_bytes: int = 52_428_800
+    push_allow_from: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FaxmaxSettings:
+    enabled: bool = False
+    url: str = "https://faxmax.net/api/v1"
+    token: str = field(default="", metadata=SECRET)
+    username: str = ""
+    password: str = field(default="", metadata=SECRET)
+    cli: str = ""
+    paper_size: PaperSize = "A4"
+    resolution: Resolution = "fine"
+    cover_page: CoverPage = "auto"
+    timeout: float = 60
+    max_attempts: int = 8
+    retry_max_age: int = 86_400
+    retry_base: float = 30  # first retry delay in seconds; doubles each attempt, with jitter
+    retry_cap: float = 3_600  # no retry waits longer than this
+    status_timeout: int = 86_400
+    concurrency: int = 4  # send calls in flight at once
+    delivered_statuses: tuple[str, ...] = ("SUCCESS", "SENT", "DELIVERED", "OK", "COMPLETED")
+    failed_statuses: tuple[str, ...] = (
+        "FAILED",
+        "ERROR",
+        "BUSY",
+        "NO_ANSWER",
+        "CANCELLED",
+        "REJECTED",
+    )
+
+
+@dataclass(frozen=True)
+class ByosokuSettings:
+    enabled: bool = False
+    log_url: str = ""
+    pdf_url: str = ""
+    pdf_method: PdfMethod = "GET"
+    country_code: str = "81"
+    poll_interval: float = 60
+    pdf_interval: float = 1
+    initial_sync: InitialSync = "skip"
+    timezone: str = "Asia/Tokyo"  # of receiveDate, which carries no zone
+    timeout: float = 30  # seconds for one call
+    pdf_attempts: int = 5  # ERR_NO_PDF answers before a fax is given up (the PDF may lag)
+    retry_base: float = 30  # first delay before fetching a PDF again; doubles, with jitter
+    retry_cap: float = 1800
+    unhealthy_after: float = 900  # seconds of failing log calls before /healthz says 503
+
+
+@dataclass(frozen=True)
+class DocumentsSettings:
+    max_pages: int = 100  # pages of one fax, attachments and cover together
+    memory_mb: int = 1024  # memory cap of the process that reads one document
+    timeout: float = 60  # seconds that process may take
+    retention_days: int = 30  # fax images of finished faxes are deleted after this; 0 = never
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    default: tuple[str, ...] = ()
+    admin: str = ""
+    numbers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    from_: str = "Fax Bridge <fax-bridge@localhost>"
+    transport: MailTransport = "maildir"
+    maildir: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: SmtpSecurity = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = field(default="", metadata=SECRET)
+    smtp_timeout: float = 60
+    smtp_ca_file: str = ""  # extra CA certificates (PEM) for a relay with a private CA
+    report_to_sender: ReportToSender = "always"
+    templates_dir: str = ""
+    timezone: str = "Europe/Istanbul"
+    max_attempts: int = 30
+    retry_max_age: int = 5 * 86_400  # as long as an MTA keeps trying before it bounces
+    retry_base: float = 30
+    retry_cap: float = 3_600
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = "./data"
+    shutdown_timeout: float = 30  # seconds SIGTERM waits for mails and provider calls in flight
+    smtp: SmtpSettings = SmtpSettings()
+    numbers: NumbersSettings = NumbersSettings()
+    http: HttpSettings = HttpSettings()
+    faxmax: FaxmaxSettings = FaxmaxSettings()
+    byosoku: ByosokuSettings = ByosokuSettings()
+    documents: DocumentsSettings = DocumentsSettings()
+    routing: RoutingSettings = RoutingSettings()
+    mail: MailSettings = MailSettings()
+    source: str = field(default="built-in defaults", compare=False)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def maildir_path(self) -> Path:
+        return Path(self.mail.maildir) if self.mail.maildir else self.data_path / "maildir"
+
+    @property
+    def mail_domain(self) -> str:
+        """The domain of `mail.from`, used to make our Message-IDs globally unique."""
+        return parseaddr(self.mail.from_)[1].rpartition("@")[2] or "localhost"
+
+
+def key_name(f: dataclasses.Field[Any]) -> str:
+    """`from` is a Python keyword, so the field is `from_`; the TOML key stays `from`."""
+    return f.name.rstrip("_")
+
+
+def parse_listen(value: str, key: str) -> tuple[str, int]:
+    """"host:port" (or "[v6]:port") into its parts; the error names the key."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: expected host:port such as 127.0.0.1:2525, got {value!r}")
+    return host, int(port)
+
+
+def parse_networks(values: tuple[str, ...], key: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+
+
+def in_networks(peer: Any, networks: tuple[IPNetwork, ...]) -> bool:
+    """Whether a peer (an address, or aiosmtpd's (host, port) tuple) is in `networks`."""
+    try:
+        ip = ipaddress.ip_address(peer[0] if isinstance(peer, tuple) else peer)
+    except (ValueError, TypeError, IndexError):
+        return False
+    return any(ip in net for net in networks)
