@@ -1,4 +1,4 @@
-"""Builds every component from settings and runs them in one asyncio loop.
+"""Runs the service in one asyncio loop: the pipeline (bridge/pipeline.py) and its listeners.
 
 Shutdown is ordered and bounded: stop accepting (SMTP, HTTP), stop claiming work, let in-flight
 work finish within a timeout, cancel the rest (which the next start treats as a crash), then
@@ -17,34 +17,18 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge import mime
-from bridge.alerts import Alerter
 from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
 from bridge.errors import ConfigError
-from bridge.health import Health
 from bridge.ingress.arrivals import Arrivals
-from bridge.ingress.pushes import PushProcessor
-from bridge.ingress.smtp import FaxHandler, SmtpServer, start_smtp_server
+from bridge.ingress.smtp import SmtpServer, start_smtp_server
 from bridge.ingress.web import build_web_app
 from bridge.instance import InstanceLock
-from bridge.limits import PageCaps
-from bridge.mail import Templates, make_transport
 from bridge.metrics import Metrics
-from bridge.numbers import NumberPolicy
-from bridge.providers.byosoku import ByosokuClient
-from bridge.providers.faxmax import FaxMaxClient
-from bridge.sandbox import Limits as SandboxLimits
-from bridge.sandbox import Sandbox
+from bridge.pipeline import Pipeline, build_pipeline
 from bridge.store import Store
 from bridge.workers.base import Worker
-from bridge.workers.converter import Converter
-from bridge.workers.inbox import Inbox
-from bridge.workers.mailer import Mailer
-from bridge.workers.poller import Poller
-from bridge.workers.reporter import Reporter
-from bridge.workers.retention import Retention
-from bridge.workers.sender import FaxSender, Sender, status_classifier
+from bridge.workers.sender import FaxSender
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +44,13 @@ class Bridge:
     _store: Store | None = field(init=False, default=None)
     smtp_port: int = field(init=False, default=0)
     http_port: int = field(init=False, default=0)
-    workers: list[Worker] = field(init=False, default_factory=list)
+    pipeline: Pipeline | None = field(init=False, default=None)
     _tasks: list[asyncio.Task[None]] = field(init=False, default_factory=list)
     _smtp: SmtpServer | None = field(init=False, default=None)
     _web: web.AppRunner | None = field(init=False, default=None)
-    _client: FaxMaxClient | None = field(init=False, default=None)
-    _byosoku: ByosokuClient | None = field(init=False, default=None)
-    pushes: PushProcessor = field(init=False)
     _hurry: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _lock: InstanceLock | None = field(init=False, default=None)
-    _sandboxes: list[Sandbox] = field(init=False, default_factory=list)
     metrics: Metrics = field(init=False, default_factory=Metrics)
-    health: Health = field(init=False)
 
     async def start(self, *, client: FaxSender | None = None) -> None:
         try:
@@ -94,73 +73,22 @@ class Bridge:
         for job_id in await self.store.jobs.recover(now):
             log.error("job %s: was being sent when fax-bridge stopped; marked unknown and not "
                       "resent (fax-bridge retry %s resends it)", job_id, job_id)
-        templates = Templates(s.mail.templates_dir)
-        page_caps = PageCaps(per_sender=s.numbers.max_pages_per_sender_per_day,
-                             total=s.numbers.max_pages_per_day)
-        # Conversions: background work, which gives way to the mail and pushes that bring it.
-        sandbox = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
-                                        seconds=s.documents.timeout, nice=10),
-                          give_way=self.arrivals.settled, lull=self.arrivals.lull)
-        inspector = Sandbox(SandboxLimits(memory_bytes=s.documents.memory_mb * 2**20,
-                                          seconds=s.smtp.inspect_timeout),
-                            warm_up=(mime.inspect, (mime.SAMPLE_MAIL,)),
-                            lull=self.arrivals.lull)
-        self._sandboxes = [sandbox, inspector]
-        if client is None:
-            self._client = FaxMaxClient(s.faxmax, self.metrics)
-            client = self._client
-        alerter = Alerter(self.store, self.clock, s, templates,
-                          on_enqueued=lambda: mailer.wake())
-        mailer = Mailer(self.store, self.clock, make_transport(s.mail, s.maildir_path), s.mail,
-                        alerter=alerter)
-        reporter = Reporter(self.store, self.clock, s, templates, on_enqueued=mailer.wake,
-                            alert=alerter.alert)
-        sender = Sender(self.store, self.clock, client, s.faxmax, on_final=reporter.wake,
-                        alerter=alerter)
-        converter = Converter(self.store, self.clock, sandbox=sandbox,
-                              documents_dir=data / "documents", templates=templates,
-                              cover_page=s.faxmax.cover_page, max_pages=s.documents.max_pages,
-                              page_caps=page_caps,
-                              on_ready=sender.wake, on_failed=reporter.wake,
-                              alert=alerter.alert)
-        inbox = Inbox(self.store, self.clock, s, sandbox=sandbox,
-                      alerter=alerter, on_enqueued=mailer.wake)
-        self.workers = [converter, sender, reporter, mailer, inbox,
-                        Retention(self.store, self.clock, s.documents.retention_days)]
-        poller = None
-        if s.byosoku.enabled:
-            self._byosoku = ByosokuClient(s.byosoku, self.metrics)
-            poller = Poller(self.store, self.clock, self._byosoku, s.byosoku,
-                            inbound_dir=data / "inbound", alerter=alerter, on_fax=inbox.wake)
-            self.workers.append(poller)
-        self.pushes = PushProcessor(self.store, self.clock,
-                                    classify=status_classifier(s.faxmax), alerter=alerter,
-                                    on_status=reporter.wake, on_fax=inbox.wake)
-        for worker in self.workers:
+        self.pipeline = build_pipeline(
+            s, self.store, self.clock, arrivals=self.arrivals, metrics=self.metrics,
+            faxmax=client, tasks=lambda: {t.get_name(): t for t in self._tasks})
+        for worker in self.pipeline.workers:
             self._tasks.append(asyncio.create_task(worker.run(), name=worker.name))
-        self.health = Health(self.store, self.clock, db_path=data / "fax-bridge.sqlite3",
-                             tasks=lambda: {t.get_name(): t for t in self._tasks},
-                             poller=poller, unhealthy_after=s.byosoku.unhealthy_after)
-
-        handler = FaxHandler(
-            s.smtp, store=self.store, clock=self.clock, spool_dir=data / "spool",
-            number_policy=NumberPolicy.from_config(home_country=s.numbers.default_country_code,
-                                                   allow=s.numbers.allow, deny=s.numbers.deny),
-            default_country_code=s.numbers.default_country_code,
-            max_per_hour=s.numbers.max_faxes_per_sender_per_hour, page_caps=page_caps,
-            sandbox=inspector,
-            on_queued=converter.wake, arrivals=self.arrivals, metrics=self.metrics)
         smtp_host, port = parse_listen(s.smtp.listen, "smtp.listen")
         try:
-            self._smtp = await start_smtp_server(handler, smtp_host, port,
+            self._smtp = await start_smtp_server(self.pipeline.smtp_handler, smtp_host, port,
                                                  tls_context=self._tls())
         except OSError as exc:
             raise ConfigError(f"smtp.listen: cannot listen on {s.smtp.listen}: "
                               f"{exc.strerror}") from exc
         self.smtp_port = self._smtp.port
 
-        app = build_web_app(s.http, pushes=self.pushes, metrics=self.metrics, health=self.health,
-                            arrivals=self.arrivals)
+        app = build_web_app(s.http, pushes=self.pipeline.pushes, metrics=self.metrics,
+                            health=self.pipeline.health, arrivals=self.arrivals)
         self._web = web.AppRunner(app, access_log=None, shutdown_timeout=s.shutdown_timeout)
         await self._web.setup()
         host, port = parse_listen(s.http.listen, "http.listen")
@@ -173,6 +101,11 @@ class Bridge:
         self.http_port = self._web.addresses[0][1]
         log.info("fax-bridge listening: SMTP %s:%d, HTTP %s:%d", smtp_host, self.smtp_port, host,
                  self.http_port)
+
+    @property
+    def workers(self) -> list[Worker]:
+        """The running workers: what an operator's SIGUSR1 wakes and a shutdown stops."""
+        return self.pipeline.workers if self.pipeline is not None else []
 
     @property
     def store(self) -> Store:
@@ -227,11 +160,8 @@ class Bridge:
                         "unknown at the next start)", task.get_name())
             task.cancel()
         await asyncio.gather(*draining, return_exceptions=True)
-        await asyncio.gather(*(sandbox.close() for sandbox in self._sandboxes))
-        if self._client is not None:
-            await self._client.close()
-        if self._byosoku is not None:
-            await self._byosoku.close()
+        if self.pipeline is not None:
+            await self.pipeline.close()
         if self._store is not None:
             await self._store.close()
         if self._lock is not None:

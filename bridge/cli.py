@@ -457,38 +457,39 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_replay_quarantine(args: argparse.Namespace) -> int:
     """Run kept push bodies through the push handling again, e.g. after a fix."""
-    from bridge.alerts import Alerter
     from bridge.ingress.pushes import SOURCE, PushProcessor
-    from bridge.mail import Templates
-    from bridge.workers.sender import status_classifier
+    from bridge.pipeline import build_pipeline
 
     settings = _load(args)
     db = _database(args)
+
+    async def replay(pushes: PushProcessor, store: Store, clock: SystemClock) -> int:
+        left = 0
+        for item in await store.inbound.quarantined(pending_only=True):
+            if item.source != SOURCE:
+                continue
+            outcome = await pushes.process(item.body, quarantine=False)
+            if outcome.not_understood:
+                left += 1
+                print(f"#{item.id}: still not understood: "
+                      f"{'; '.join(outcome.not_understood)}")
+                continue
+            await store.inbound.replayed(item.id, clock.now())
+            print(f"#{item.id}: replayed ({outcome.status_events} status event(s), "
+                  f"{len(outcome.new_fax_ids)} new fax(es))")
+        return left
 
     async def run() -> int:
         store = await Store.open(db)
         try:
             clock = SystemClock()
-            processor = PushProcessor(
-                store, clock,
-                classify=status_classifier(settings.faxmax),
-                alerter=Alerter(store, clock, settings, Templates(settings.mail.templates_dir),
-                                on_enqueued=lambda: None),
-                on_status=lambda: None, on_fax=lambda: None)
-            left = 0
-            for item in await store.inbound.quarantined(pending_only=True):
-                if item.source != SOURCE:
-                    continue
-                outcome = await processor.process(item.body, quarantine=False)
-                if outcome.not_understood:
-                    left += 1
-                    print(f"#{item.id}: still not understood: "
-                          f"{'; '.join(outcome.not_understood)}")
-                    continue
-                await store.inbound.replayed(item.id, clock.now())
-                print(f"#{item.id}: replayed ({outcome.status_events} status event(s), "
-                      f"{len(outcome.new_fax_ids)} new fax(es))")
-            return left
+            # The service's own push handling. Its workers are not run here: the running
+            # service, told by `_nudge`, sends what the replay queued.
+            pipeline = build_pipeline(settings, store, clock)
+            try:
+                return await replay(pipeline.pushes, store, clock)
+            finally:
+                await pipeline.close()
         finally:
             await store.close()
 
