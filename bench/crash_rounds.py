@@ -1,5 +1,6 @@
 """Crash safety at scale (RELIABILITY F1–F4): many rounds of SIGKILL of the real `fax-bridge
-serve`, at seeded random points, with the rounds `tests/test_crash.py` runs a few of in CI.
+serve`, at seeded random points, with the rounds of `tests/crash_rounds.py`, of which
+`tests/test_crash.py` runs a few in CI.
 
 Each round builds a fresh world (simulators, relay sink, data directory), kills and restarts
 the service, and applies the same pass criteria as the tests; this script adds up the figures
@@ -26,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.test_crash import (
+from tests.crash_rounds import (
     PLAN_INTAKE_KILL_WINDOW,
     SEED,
     AnyRound,

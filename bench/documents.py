@@ -79,7 +79,7 @@ from bridge.sandbox import Limits, Sandbox
 if TYPE_CHECKING:
     from bridge.app import Bridge
     from bridge.simulators import FaxMaxSimulator
-    from tests.conftest import RelaySink
+    from tests.relay import RelaySink
 
 T = TypeVar("T")
 
@@ -420,7 +420,7 @@ class Inputs:
 def make_inputs(tiff_pages: int, pdf_pages: int, one_strip: bool) -> Inputs:
     from email.policy import SMTP
 
-    from tests.conftest import fax_mail
+    from tests.mails import fax_mail
 
     tiff = fax_tiff(tiff_pages, one_strip)
     pdf = text_pdf(pdf_pages)
@@ -459,7 +459,8 @@ async def direct(inputs: Inputs, settings: Settings) -> None:
     from bridge import mime
     from bridge.workers import converter, inbox
 
-    # as bridge/app.py makes them: conversions at nice 10, the checks before 250 at 0
+    # with the limits bridge/pipeline.py gives them: conversions at nice 10, the checks before
+    # 250 at 0
     docs = Sandbox(Limits(memory_bytes=settings.documents.memory_mb * 2**20,
                           seconds=settings.documents.timeout, nice=10))
     intake = Sandbox(Limits(memory_bytes=settings.documents.memory_mb * 2**20,
@@ -588,7 +589,8 @@ async def service(inputs: Inputs) -> None:
 
     from bridge.app import Bridge
     from bridge.simulators import FaxMaxSimulator
-    from tests.conftest import PUSH_TOKEN, RelaySink, settings_for
+    from tests.relay import RelaySink
+    from tests.settings import PUSH_TOKEN, settings_for
 
     outside = Outside()
     relay = RelaySink()
@@ -632,8 +634,10 @@ async def service(inputs: Inputs) -> None:
 
 async def service_runs(bridge: Bridge, faxmax: FaxMaxSimulator, relay: RelaySink,
                        outside: Outside, inputs: Inputs, windows: list[Window]) -> None:
-    from tests.conftest import Received, SmtpResult, fax_mail, smtp_send
     from tests.docfactory import make_pdf
+    from tests.mails import fax_mail
+    from tests.relay import Received
+    from tests.smtp_client import SmtpResult, smtp_send
 
     # warm-up: the first sandbox run starts the forkserver
     await outside.call(smtp_send(bridge.smtp_port,

@@ -17,14 +17,14 @@ What is measured, for each mail size x number of concurrent sessions:
      parses each mail with `email` `policy.default`, decodes its attachments and commits it to
      SQLite (aiosqlite, WAL, `synchronous=FULL`), one commit per mail, then answers `250`;
   2. the real `fax-bridge serve` (`tests.process.ServeProcess`, test settings of
-     `tests.conftest.settings_for`: loopback senders trusted) with the FaxMAX simulator paused,
+     `tests.settings.settings_for`: loopback senders trusted) with the FaxMAX simulator paused,
      so nothing is sent and the queue only grows. Settings raised so that the load itself is
      not refused: `numbers.max_faxes_per_sender_per_hour`, `max_pages_per_sender_per_day` and
      `max_pages_per_day` (caps by design), `smtp.max_connections_per_client` (20 sessions that
      reconnect for every mail briefly hold 21 connections while the server still closes the
      last one), and `faxmax.timeout` (so held sends do not time out and retry).
 
-The client is the load tests' socket-level SMTP client, `tests.test_load.send_on_one_connection`.
+The client is the load tests' socket-level SMTP client, `tests.loadgen.send_on_one_connection`.
 For each mail it hands everything but the terminating `.` line to the kernel (the transport's write
 buffer limit is 0, so `drain()` returns only when the buffer is empty), then writes `.\\r\\n`
 and starts the clock at once; the clock stops when the reply line has arrived. So the latency
@@ -99,9 +99,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import descendants, machine, percentile
 from bridge.simulators import FaxMaxSimulator
-from tests.conftest import settings_for
+from tests.loadgen import MailResult, send_on_one_connection
 from tests.process import ServeProcess
-from tests.test_load import MailResult, send_on_one_connection
+from tests.settings import settings_for
 
 HERE = Path(__file__).resolve().parent
 CEILING = HERE / "ceiling_smtp.py"

@@ -20,7 +20,7 @@ plan's target, reported and never asserted:
 Every item is sent only after the previous one has gone all the way (figure 1: FaxMAX has it;
 figure 2: the relay has it; figure 3: the mail is converted), so these are latencies, not
 queueing under a flood. The service is a child process (`tests.process.ServeProcess`, test
-settings of `tests.conftest.settings_for`, sending caps lifted); the FaxMAX simulator (a
+settings of `tests.settings.settings_for`, sending caps lifted); the FaxMAX simulator (a
 subclass that timestamps each send request), the relay sink and the clients run in this
 process on one event loop, so every time is read from the same `time.perf_counter`. A fresh
 service and database serve each figure. Any reply other than `250` or `200` fails the run.
@@ -61,10 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import loadavg, machine, percentile
 from bench.webhook import fax_tiff
 from bridge.simulators import Fault, FaxMaxSimulator
-from tests.conftest import fax_mail, settings_for
 from tests.docfactory import make_pdf
-from tests.process import ServeProcess
-from tests.test_load import (
+from tests.loadgen import (
     FAX_RCPT,
     NO_SENDING_LIMITS,
     RECEIVING_NUMBER,
@@ -73,6 +71,9 @@ from tests.test_load import (
     dot_stuffed,
     send_on_one_connection,
 )
+from tests.mails import fax_mail
+from tests.process import ServeProcess
+from tests.settings import settings_for
 
 STALL_SECONDS = 60.0
 JOB_STATES = "SELECT state, COUNT(*) FROM jobs GROUP BY state"

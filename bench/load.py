@@ -2,8 +2,8 @@
 real `fax-bridge serve` process.
 
 Each run starts a fresh service (`tests.process.ServeProcess`, so a fresh database and a fresh
-peak-RSS counter) on loopback, with the test settings of `tests.conftest.settings_for` and the
-load generators of `tests/test_load.py`:
+peak-RSS counter) on loopback, with the test settings of `tests.settings.settings_for` and the
+load generators of `tests/loadgen.py`:
 
 - L1: like `smtp-source -s S -m M -l L`, S sessions each send M mails one after another, a new
   connection for every mail (smtp-source's default), to 0312345678@fax.local. The FaxMAX
@@ -39,9 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import percentile
 from bridge.config import HttpSettings
 from bridge.simulators import FaxMaxSimulator
-from tests.conftest import RelaySink, settings_for
-from tests.process import ServeProcess
-from tests.test_load import (
+from tests.loadgen import (
     NO_SENDING_LIMITS,
     ROUTED_TO,
     large_mail,
@@ -51,6 +49,9 @@ from tests.test_load import (
     small_mail,
     smtp_session,
 )
+from tests.process import ServeProcess
+from tests.relay import RelaySink
+from tests.settings import settings_for
 
 L1_RUNS = ((1, 1000, 2000), (10, 2000, 2000), (4, 100, 1_000_000))
 """(sessions, mails per session, bytes per mail), as RELIABILITY L1 gives them."""

@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bridge.app import Bridge
 from bridge.config import Settings
 from bridge.simulators import FaxMaxSimulator
-from tests.conftest import fax_mail, smtp_send, wait_until
 from tests.docfactory import make_pdf_bomb
-from tests.test_security import _header_bomb
+from tests.mails import fax_mail, header_bomb
+from tests.smtp_client import smtp_send
+from tests.waits import wait_until
 
 
 async def sample(lags: list[float], stop: asyncio.Event) -> None:
@@ -58,7 +59,7 @@ async def main() -> None:
         bridge = Bridge(settings)
         await bridge.start()
         bombs: dict[str, bytes | EmailMessage] = {
-            "header bomb (60 KB folded Content-Type)": _header_bomb(),
+            "header bomb (60 KB folded Content-Type)": header_bomb(),
             "TIFF bomb (30000x30000 G4)": fax_mail(("bomb.tif", "image/tiff", tiff_bomb())),
             "PDF bomb (360 MB content stream)": fax_mail(("bomb.pdf", "application/pdf",
                                                           make_pdf_bomb(360))),

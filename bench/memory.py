@@ -7,10 +7,10 @@ mail's size; a naive `email.message_from_bytes` costs about 9x), large mails sho
 bounded number at a time, and RSS must not creep up with the number of mails handled.
 
 Each phase starts a fresh service (`tests.process.ServeProcess`: `python -m bridge serve` with
-the test settings of `tests.conftest.settings_for`, loopback only, mail to a Maildir) with the
+the test settings of `tests.settings.settings_for`, loopback only, mail to a Maildir) with the
 FaxMAX simulator paused, so faxes are converted but never sent, and the per-sender and daily
-caps lifted (`tests.test_load.NO_SENDING_LIMITS`) so that 10 000 mails are not refused. Mails
-are sent as `smtp-source` does (`tests.test_load.smtp_session`, a new connection per mail).
+caps lifted (`tests.loadgen.NO_SENDING_LIMITS`) so that 10 000 mails are not refused. Mails
+are sent as `smtp-source` does (`tests.loadgen.smtp_session`, a new connection per mail).
 
 - idle: VmRSS after start (cold) and after one small warm-up mail has been accepted and
   converted (warm; the reference for "above idle"). Then VmHWM is reset (`5` written to
@@ -61,16 +61,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import command, descendants, loadavg, machine, product, status_kb
 from bridge.config import SmtpSettings
 from bridge.simulators import FaxMaxSimulator
-from tests.conftest import settings_for
+from tests.loadgen import FAX_RCPT, NO_SENDING_LIMITS, SENDER, MailResult, small_mail, smtp_session
 from tests.process import ServeProcess
-from tests.test_load import (
-    FAX_RCPT,
-    NO_SENDING_LIMITS,
-    SENDER,
-    MailResult,
-    small_mail,
-    smtp_session,
-)
+from tests.settings import settings_for
 
 # --- the machine and /proc --------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ The provider refuses a PDF call that comes less than `pdf_interval` after the pr
 (`ERR_ACCESS_INTERVAL`), so the poller must space its calls; spacing them much wider than needed
 delays every received fax. This runs the real `Poller`, `ByosokuClient` and `Store` against the
 `ByosokuSimulator` over loopback HTTP, all on one `FakeClock` (the harness of
-`tests/test_fax_to_email.py`: `PollerRig` and `run_workers`, which advance the clock exactly to
+`tests/rigs.py`: `PollerRig` and `run_workers`, which advance the clock exactly to
 the next time a worker says work is due). The simulator's log holds `--faxes` faxes when the
 first poll happens, and `initial_sync = "deliver"`, so every one of them is fetched.
 
@@ -36,7 +36,7 @@ from bridge.clock import FakeClock
 from bridge.simulators import ByosokuSimulator
 from bridge.store import InboundState
 from bridge.workers.poller import margin
-from tests.test_fax_to_email import PollerRig, run_workers
+from tests.rigs import PollerRig, run_workers
 
 EXACT = 1e-6
 """Seconds: fake-clock times are sums of floats near 1.8e9, whose spacing is about 2.4e-7 s, so

@@ -5,7 +5,7 @@ What is measured, in rounds of the ceiling first and then the real service (a fr
 a fresh database each time): the ceiling is `bench/ceiling_http.py`, a bare aiohttp handler
 that JSON-decodes a push, base64-decodes the TIFF and does `INSERT OR IGNORE` + commit per
 request (aiosqlite, WAL, `synchronous=FULL`); the service is `tests.process.ServeProcess` with
-the test settings of `tests.conftest.settings_for`, received faxes routed to one address and
+the test settings of `tests.settings.settings_for`, received faxes routed to one address and
 emails written to a Maildir, so no relay runs in this process. Every push is a distinct fax
 (its own id) carrying the same real 2-page G4 fax TIFF of about 100 KB (text-like lines, made
 with Pillow); the bridge sniffs and accepts it, and its inbox converts it to PDF and mails it
@@ -69,10 +69,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import loadavg, machine, percentile
 from bridge.simulators import FaxMaxSimulator
-from tests.conftest import settings_for
 from tests.docfactory import FAX_DPI, FAX_PAGE_SIZE
+from tests.loadgen import RECEIVING_NUMBER, ROUTED_TO
 from tests.process import ServeProcess
-from tests.test_load import RECEIVING_NUMBER, ROUTED_TO
+from tests.settings import settings_for
 
 CEILING = Path(__file__).resolve().parent / "ceiling_http.py"
 READY = re.compile(r"listening on (http://\S+)")

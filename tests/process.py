@@ -20,6 +20,9 @@ from pathlib import Path
 
 from bridge import config
 from bridge.config import Settings
+from bridge.simulators import FaxMaxSimulator
+from tests.relay import RelaySink
+from tests.settings import settings_for
 from tests.sql import read
 
 LISTENING = re.compile(r"fax-bridge listening: SMTP [^:]+:(\d+), HTTP [^:]+:(\d+)")
@@ -115,3 +118,24 @@ class ServeProcess:
             return str(db.execute("PRAGMA integrity_check").fetchone()[0])
         finally:
             db.close()
+
+
+# --- started against the test's FaxMAX simulator and relay sink ----------------------------
+
+
+async def start(started: list[ServeProcess], tmp_path: Path, sim: FaxMaxSimulator,
+                relay: RelaySink, /, *, shutdown_timeout: float = 30,
+                **sections: dict[str, object]) -> ServeProcess:
+    """Start `fax-bridge serve` on `settings_for` settings and point the simulator's pushes at
+    it; `started` is the `serve` fixture's list, whose processes are stopped after the test."""
+    settings = settings_for(tmp_path, sim.url, relay.port, **sections)
+    process = ServeProcess(replace(settings, shutdown_timeout=shutdown_timeout), tmp_path)
+    started.append(process)
+    await process.start()
+    sim.push_url = process.push_url
+    return process
+
+
+def job_states(process: ServeProcess) -> list[str]:
+    """Every job's state, oldest first, read from the store of a running or stopped service."""
+    return [str(state) for (state,) in process.query("SELECT state FROM jobs ORDER BY id")]

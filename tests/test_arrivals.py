@@ -11,8 +11,11 @@ import aiosmtplib
 from bridge.ingress.arrivals import Arrivals
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
-from tests.conftest import PUSH_TOKEN, MakeBridge, RelaySink, fax_mail, smtp_send
 from tests.docfactory import make_pdf, make_tiff
+from tests.mails import fax_mail
+from tests.relay import RelaySink
+from tests.settings import PUSH_TOKEN, MakeBridge
+from tests.smtp_client import smtp_send
 
 
 async def settling_time(arrivals: Arrivals) -> float:

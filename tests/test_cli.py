@@ -14,18 +14,14 @@ from pathlib import Path
 
 from bridge.logs import JsonFormatter, Redactor
 from bridge.simulators import FaxMaxSimulator
-from tests.conftest import (
-    RelaySink,
-    fax_mail,
-    job_states,
-    settings_for,
-    smtp_send,
-    start,
-    wait_until,
-)
+from tests.cli_runner import run_cli
 from tests.docfactory import make_pdf, make_tiff
-from tests.process import ServeProcess
-from tests.test_config_and_cli import run_cli
+from tests.mails import fax_mail
+from tests.process import ServeProcess, job_states, start
+from tests.relay import RelaySink
+from tests.settings import settings_for
+from tests.smtp_client import smtp_send
+from tests.waits import wait_until
 
 PDF = ("invoice.pdf", "application/pdf", make_pdf(2))
 

@@ -19,17 +19,7 @@ import pytest
 from bridge import config
 from bridge.errors import ConfigError
 from bridge.passwords import verify_password
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FAX_BRIDGE_")}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "bridge", *args], input=stdin,
-                          capture_output=True, text=True, env=full_env, cwd=cwd or REPO,
-                          timeout=60, check=False)
+from tests.cli_runner import REPO, run_cli
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -14,9 +14,12 @@ from bridge.ingress import data
 from bridge.ingress.data import LINE_TOO_LONG, TOO_MUCH, Spool, read_data
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
-from tests.conftest import MakeBridge, fax_mail, smtp_send, wait_for_state
 from tests.docfactory import make_pdf
+from tests.mails import fax_mail
+from tests.settings import MakeBridge
+from tests.smtp_client import smtp_send
 from tests.sql import query
+from tests.waits import wait_for_state
 
 
 def stuffed(mail: bytes) -> bytes:

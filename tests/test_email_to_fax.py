@@ -16,17 +16,13 @@ import pytest
 from bridge.ingress import smtp
 from bridge.simulators import Fault, FaxMaxSimulator
 from bridge.store import JobState, NewMessage, Store
-from tests.conftest import (
-    MakeBridge,
-    RelaySink,
-    fax_mail,
-    settings_for,
-    smtp_send,
-    wait_for_state,
-    wait_until,
-)
 from tests.docfactory import make_jpeg, make_pdf, make_png, make_tiff
+from tests.mails import fax_mail
+from tests.relay import RelaySink
+from tests.settings import MakeBridge, settings_for
+from tests.smtp_client import smtp_send
 from tests.sql import query
+from tests.waits import wait_for_state, wait_until
 
 NUMBER = "902122222525"
 

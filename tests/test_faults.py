@@ -20,53 +20,32 @@ import logging
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bridge.alerts import Alerter
-from bridge.clock import Clock, FakeClock
-from bridge.config import FaxmaxSettings, MailSettings
-from bridge.mail import Envelope as MailEnvelope
-from bridge.mail import SmtpTransport, Templates
-from bridge.providers.faxmax import FaxMaxClient, SendResult
-from bridge.sandbox import Sandbox
+from bridge.clock import FakeClock
 from bridge.simulators import ByosokuFault, ByosokuSimulator, Fault, FaxMaxSimulator
-from bridge.store import InboundState, JobState, MailState, NewMessage, Store
-from bridge.workers.inbox import Inbox
-from bridge.workers.mailer import Mailer
-from bridge.workers.poller import Poller
-from bridge.workers.reporter import Reporter
-from bridge.workers.sender import Sender
-from tests.conftest import (
-    MakeBridge,
-    RelaySink,
-    fax_mail,
-    settings_for,
-    smtp_send,
-    wait_for_state,
-    wait_until,
-)
+from bridge.store import InboundState, JobState, MailState
+from tests.cli_runner import run_cli
 from tests.docfactory import make_pdf
-from tests.test_config_and_cli import run_cli
-from tests.test_fax_to_email import ADMIN, PollerRig, byosoku, clock, run_workers
+from tests.mails import fax_mail
+from tests.relay import RelaySink
+from tests.rigs import ADMIN, NUMBER, PollerRig, outbound_rig, poller_rig, run_workers
+from tests.settings import MakeBridge
+from tests.smtp_client import smtp_send
+from tests.waits import wait_for_state, wait_until
 
-# The fixtures `byosoku` and `clock` are shared with test_fax_to_email: importing them is how
-# pytest finds them here, and listing them says the import is used.
-__all__ = ["byosoku", "clock"]
-
-NUMBER = "902122222525"
 HOUR = 3600.0
 DAY = 86_400.0
 RETRY = re.compile(r"retry (?:(\d+) )?in (\d+)s")
-T = TypeVar("T")
 
 
 # --- shared helpers --------------------------------------------------------------------------
@@ -121,102 +100,6 @@ def retries_logged(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[
         if record.name == logger and (m := RETRY.search(record.getMessage())):
             found.append((int(m[1]) if m[1] else None, int(m[2])))
     return found
-
-
-# --- outbound rig: the real Sender, Reporter and Mailer on a fake clock ----------------------
-
-
-class TimedFaxMaxClient(FaxMaxClient):
-    """The real FaxMAX client, noting the simulated time of every send call."""
-
-    def __init__(self, settings: FaxmaxSettings, clock: Clock) -> None:
-        super().__init__(settings)
-        self.clock = clock
-        self.calls: list[float] = []
-
-    async def send_fax(self, *, job_id: int, number: str, document: Path,
-                       cover_html: str | None) -> SendResult:
-        self.calls.append(self.clock.now())
-        return await super().send_fax(job_id=job_id, number=number, document=document,
-                                      cover_html=cover_html)
-
-
-class TimedSmtpTransport(SmtpTransport):
-    """The real relay transport, noting the simulated time of every delivery attempt."""
-
-    def __init__(self, settings: MailSettings, clock: Clock) -> None:
-        super().__init__(settings)
-        self.clock = clock
-        self.attempts: list[float] = []
-
-    async def deliver(self, envelope: MailEnvelope) -> str:
-        self.attempts.append(self.clock.now())
-        return await super().deliver(envelope)
-
-
-class OutboundRig:
-    """A fax job through the real Sender, Reporter and Mailer, one store, one fake clock.
-
-    Not the whole Bridge: its workers draw random jitter and sleep on the wall clock, while
-    these tests need the schedule exact (jitter fixed at 0, so each delay is half its nominal
-    value) and days of it in milliseconds."""
-
-    def __init__(self, tmp_path: Path, clock: FakeClock, faxmax_url: str, relay_port: int,
-                 **sections: dict[str, Any]) -> None:
-        self.tmp_path = tmp_path
-        self.clock = clock
-        self.settings = settings_for(tmp_path, faxmax_url, relay_port, **sections)
-
-    async def open(self) -> None:
-        s = self.settings
-        self.store = await Store.open(s.data_path / "fax-bridge.sqlite3")
-        self.client = TimedFaxMaxClient(s.faxmax, self.clock)
-        self.transport = TimedSmtpTransport(s.mail, self.clock)
-        templates = Templates()
-        alerter = Alerter(self.store, self.clock, s, templates, on_enqueued=lambda: None)
-        self.sender = Sender(self.store, self.clock, self.client, s.faxmax,
-                             on_final=lambda: None, jitter=lambda: 0.0, alerter=alerter)
-        self.reporter = Reporter(self.store, self.clock, s, templates, on_enqueued=lambda: None)
-        self.mailer = Mailer(self.store, self.clock, self.transport, s.mail, alerter=alerter,
-                             jitter=lambda: 0.0)
-
-    async def close(self) -> None:
-        await self.client.close()
-        await self.store.close()
-
-    async def queue_fax(self) -> int:
-        """A one-page fax from alice@example.com to NUMBER, converted and ready to send."""
-        document = self.tmp_path / "fax.pdf"
-        document.write_bytes(make_pdf(1))
-        [job_id] = await self.store.jobs.accept(
-            NewMessage(mail_from="alice@example.com", header_from="alice@example.com",
-                       subject="Invoice 42", message_id="<original-1@example.com>", refs="",
-                       spool_path=""),
-            [("02122222525@fax.local", NUMBER)], self.clock.now())
-        job = await self.store.jobs.get(job_id)
-        assert job is not None
-        await self.store.jobs.converted(job.message, document_path=str(document), pages=1,
-                                            cover_html=None, left_out=[])
-        return job_id
-
-    async def run_for(self, seconds: float) -> None:
-        await run_workers(self.clock, seconds, self.sender, self.reporter, self.mailer)
-
-    async def job_state(self, job_id: int) -> tuple[JobState, int, str]:
-        job = await self.store.jobs.get(job_id)
-        assert job is not None
-        return job.state, job.attempts, job.detail
-
-
-@contextlib.asynccontextmanager
-async def outbound_rig(tmp_path: Path, clock: FakeClock, faxmax_url: str, relay_port: int,
-                       **sections: dict[str, Any]) -> AsyncIterator[OutboundRig]:
-    rig = OutboundRig(tmp_path, clock, faxmax_url, relay_port, **sections)
-    await rig.open()
-    try:
-        yield rig
-    finally:
-        await rig.close()
 
 
 # --- F5: FaxMAX faults -----------------------------------------------------------------------
@@ -369,31 +252,6 @@ async def test_f5_an_unknown_outcome_is_sent_once_and_the_sender_told_it_was_not
 
 
 # --- F6: 秒速FAX Plus errors, and alert throttling ------------------------------------------
-
-
-class InlineSandbox(Sandbox):
-    """Runs the inbox's check of a received PDF in a thread, not in a fresh process.
-
-    These tests are about the poller; a process per fax (0.1-0.4 s each here) would make 200
-    faxes take most of a minute. The sandbox's limits have their own tests (B6, B7)."""
-
-    async def run(self, func: Callable[..., T], *args: Any, what: str = "the document") -> T:
-        return await asyncio.to_thread(func, *args)
-
-
-@contextlib.asynccontextmanager
-async def poller_rig(tmp_path: Path, sim: ByosokuSimulator, clock: FakeClock,
-                     **byosoku: Any) -> AsyncIterator[tuple[PollerRig, Poller, Inbox]]:
-    """The real poller, and the inbox that turns each fetched fax into its email."""
-    rig = PollerRig(tmp_path, sim, clock, **byosoku)
-    poller = await rig.open()
-    alerter = Alerter(rig.store, clock, rig.settings, Templates(), on_enqueued=lambda: None)
-    inbox = Inbox(rig.store, clock, rig.settings, sandbox=InlineSandbox(),
-                  alerter=alerter, on_enqueued=lambda: None)
-    try:
-        yield rig, poller, inbox
-    finally:
-        await rig.close()
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ import datetime
 import io
 import itertools
 import json
-from collections.abc import AsyncIterator
-from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -19,22 +17,17 @@ import aiohttp
 import pypdf
 import pytest
 
-from bridge.alerts import Alerter
 from bridge.clock import FakeClock, SystemClock
-from bridge.config import ByosokuSettings, RoutingSettings, Settings
-from bridge.mail import Templates
-from bridge.providers.byosoku import ByosokuClient
 from bridge.simulators import ByosokuSimulator, FaxMaxSimulator
-from bridge.store import InboundState, Store
-from bridge.workers.base import Worker
-from bridge.workers.poller import Poller
-from tests.conftest import PUSH_TOKEN, MakeBridge, RelaySink, settings_for, wait_until
+from bridge.store import InboundState
+from tests.cli_runner import run_cli
 from tests.docfactory import make_pdf, make_tiff
+from tests.relay import RelaySink
+from tests.rigs import ADMIN, ROUTED, PollerRig
+from tests.settings import PUSH_TOKEN, MakeBridge
 from tests.sql import query
-from tests.test_config_and_cli import run_cli
+from tests.waits import wait_until
 
-ADMIN = "admin@example.com"
-ROUTED = {"902121110000": ("istanbul@example.com",), "0368680000": ("tokyo@example.com",)}
 ROUTING: dict[str, Any] = {"numbers": ROUTED, "default": ("frontdesk@example.com",),
                            "admin": ADMIN}
 
@@ -255,80 +248,6 @@ async def test_replay_quarantine_delivers_what_was_kept_and_keeps_what_still_fai
 
 
 # --- 秒速FAX Plus polling -----------------------------------------------------------------
-
-
-async def run_workers(clock: FakeClock, seconds: float, *workers: Worker) -> None:
-    """Let simulated time pass, each worker acting exactly when it says its work is due.
-
-    A worker that says work is due now and then does none would spin in the service; here
-    that fails the test at once instead of hanging it."""
-    until = clock.now() + seconds
-    while True:
-        busy = True
-        while busy:
-            busy = False
-            for worker in workers:
-                while await worker.run_once():
-                    busy = True
-        dues = [due for worker in workers if (due := await worker.next_due()) is not None]
-        due = min(dues, default=None)
-        if due is None or due > until:
-            clock.advance(max(0.0, until - clock.now()))
-            return
-        assert due > clock.now(), f"hot loop: work due at {due} is never done"
-        clock.advance(due - clock.now())
-
-
-class PollerRig:
-    """The real poller, client, store and simulator, on one fake clock."""
-
-    def __init__(self, tmp_path: Path, sim: ByosokuSimulator, clock: FakeClock,
-                 **byosoku: Any) -> None:
-        self.tmp_path, self.sim, self.clock = tmp_path, sim, clock
-        self.settings: Settings = replace(
-            settings_for(tmp_path, "http://127.0.0.1:9/unused"),
-            routing=RoutingSettings(numbers=ROUTED, default=("frontdesk@example.com",),
-                                    admin=ADMIN),
-            byosoku=ByosokuSettings(enabled=True, log_url=sim.log_url, pdf_url=sim.pdf_url,
-                                    **byosoku))
-        self.fetched_signals = 0
-
-    async def open(self) -> Poller:
-        self.store = await Store.open(self.settings.data_path / "fax-bridge.sqlite3")
-        self.client = ByosokuClient(self.settings.byosoku)
-        alerter = Alerter(self.store, self.clock, self.settings, Templates(),
-                          on_enqueued=lambda: None)
-        return Poller(self.store, self.clock, self.client, self.settings.byosoku,
-                      inbound_dir=self.settings.data_path / "inbound", alerter=alerter,
-                      on_fax=self.signal, jitter=lambda: 0.0)
-
-    def signal(self) -> None:
-        self.fetched_signals += 1
-
-    async def close(self) -> None:
-        await self.client.close()
-        await self.store.close()
-
-    async def run_for(self, poller: Poller, seconds: float) -> None:
-        await run_workers(self.clock, seconds, poller)
-
-    async def alerts(self) -> list[str]:
-        rows = await query(self.store.path, "SELECT body FROM outbox WHERE recipients LIKE ?",
-                                     (f'%{ADMIN}%',))
-        return [bytes(r[0]).decode() for r in rows]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def byosoku(clock: FakeClock) -> AsyncIterator[ByosokuSimulator]:
-    sim = ByosokuSimulator(clock=clock, log_interval=60, pdf_interval=1)
-    await sim.start()
-    yield sim
-    await sim.stop()
 
 
 @pytest.mark.parametrize("sender_field", ["senderNumber", "sendNumber"])

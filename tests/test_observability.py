@@ -17,15 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.app import Bridge
 from bridge.simulators import ByosokuFault, ByosokuSimulator, Fault, FaxMaxSimulator
 from bridge.store import JobState
-from tests.conftest import (
-    MakeBridge,
-    RelaySink,
-    fax_mail,
-    smtp_send,
-    wait_for_state,
-    wait_until,
-)
 from tests.docfactory import make_pdf, make_tiff
+from tests.mails import fax_mail
+from tests.relay import RelaySink
+from tests.settings import MakeBridge
+from tests.smtp_client import smtp_send
+from tests.waits import wait_for_state, wait_until
 
 ROUTING: dict[str, Any] = {"default": ("frontdesk@example.com",), "admin": "admin@example.com"}
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -29,22 +29,16 @@ from bridge.limits import DAY
 from bridge.simulators import Fault, FaxMaxSimulator
 from bridge.store import JobState, MailState, OutgoingMail, Store
 from bridge.workers.retention import Retention
-from tests.conftest import (
-    MakeBridge,
-    RelaySink,
-    fax_mail,
-    job_states,
-    settings_for,
-    smtp_send,
-    start,
-    wait_for_state,
-    wait_until,
-)
+from tests.cli_runner import run_cli
+from tests.crash_rounds import SessionLog, smtp_client
 from tests.docfactory import make_pdf, make_tiff
-from tests.process import ServeProcess
+from tests.mails import fax_mail
+from tests.process import ServeProcess, job_states, start
+from tests.relay import RelaySink
+from tests.settings import MakeBridge, settings_for
+from tests.smtp_client import smtp_send
 from tests.sql import query
-from tests.test_config_and_cli import run_cli
-from tests.test_crash import SessionLog, smtp_client
+from tests.waits import wait_for_state, wait_until
 
 PDF = ("invoice.pdf", "application/pdf", make_pdf(1))
 

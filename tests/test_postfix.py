@@ -29,9 +29,11 @@ from bridge.app import Bridge
 from bridge.config import Settings
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
-from tests.conftest import PUSH_TOKEN, fax_mail, wait_for_state, wait_until
 from tests.docfactory import make_pdf, make_tiff
+from tests.mails import fax_mail
 from tests.postfix import SHIPPED, PostfixInstance, private_postfix, reserved_port, skip_reason
+from tests.settings import PUSH_TOKEN
+from tests.waits import wait_for_state, wait_until
 
 ALICE = "alice@example.com"
 OFFICE = "office@example.com"

@@ -5,7 +5,6 @@ service still serving, and nothing reaching FaxMAX. Items tested elsewhere are n
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import smtplib
 import time
@@ -16,15 +15,12 @@ from PIL import Image
 
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
-from tests.conftest import (
-    PUSH_TOKEN,
-    MakeBridge,
-    RelaySink,
-    fax_mail,
-    smtp_send,
-    wait_for_state,
-)
 from tests.docfactory import make_pdf, make_pdf_bomb
+from tests.mails import fax_mail, header_bomb
+from tests.relay import RelaySink
+from tests.settings import PUSH_TOKEN, MakeBridge
+from tests.smtp_client import smtp_send
+from tests.waits import wait_for_state
 
 PDF = ("a.pdf", "application/pdf", make_pdf(1))
 
@@ -173,23 +169,12 @@ def _tiff() -> bytes:
     return out.getvalue()
 
 
-def _header_bomb() -> bytes:
-    """A folded Content-Type with many ';' inside a quoted parameter: quadratic to parse."""
-    param = ";" * 60_000
-    folded = "\r\n ".join(param[i:i + 70] for i in range(0, len(param), 70))
-    return (b"From: alice@example.com\r\nSubject: bomb\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: multipart/mixed; boundary=B;\r\n x=\"" + folded.encode()
-            + b"\"\r\n\r\n--B\r\nContent-Type: application/pdf\r\n"
-            b"Content-Transfer-Encoding: base64\r\n\r\n"
-            + base64.encodebytes(make_pdf(1)) + b"\r\n--B--\r\n")
-
-
 async def test_b2_a_header_bomb_is_refused_within_the_time_budget(
     make_bridge: MakeBridge, faxmax: FaxMaxSimulator
 ) -> None:
     bridge = await make_bridge(smtp={"inspect_timeout": 1.0})
     started = time.monotonic()
-    result = await smtp_send(bridge.smtp_port, _header_bomb())
+    result = await smtp_send(bridge.smtp_port, header_bomb())
     elapsed = time.monotonic() - started
     # ~3 s of parsing on this machine; the sandbox stops it at 1 s
     assert result.data == (554, "5.6.0 reading the mail took longer than 1 seconds; it may be "

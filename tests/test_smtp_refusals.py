@@ -11,8 +11,12 @@ from bridge.app import Bridge
 from bridge.ingress import smtp
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
-from tests.conftest import MakeBridge, RelaySink, fax_mail, smtp_send, wait_for_state
 from tests.docfactory import make_pdf
+from tests.mails import fax_mail
+from tests.relay import RelaySink
+from tests.settings import MakeBridge
+from tests.smtp_client import smtp_send
+from tests.waits import wait_for_state
 
 PDF = ("a.pdf", "application/pdf", make_pdf(1))
 

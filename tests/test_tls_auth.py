@@ -20,16 +20,13 @@ from bridge.config import SmtpUser
 from bridge.passwords import hash_password
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
-from tests.conftest import (
-    MakeBridge,
-    RelaySink,
-    fax_mail,
-    smtp_send,
-    wait_for_state,
-    wait_until,
-)
 from tests.docfactory import make_pdf
+from tests.mails import fax_mail
+from tests.relay import RelaySink
+from tests.settings import MakeBridge
+from tests.smtp_client import smtp_send
 from tests.sql import query
+from tests.waits import wait_for_state, wait_until
 
 
 @pytest.fixture(scope="module")
