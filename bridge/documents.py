@@ -34,6 +34,7 @@ from PIL import Image, ImageOps, ImageSequence
 from pypdf import PdfReader, PdfWriter
 from pypdf.errors import LimitReachedError
 
+from bridge import replies
 from bridge.errors import DocumentError
 from bridge.files import fsync_directory
 
@@ -43,8 +44,6 @@ SNIFF_BYTES = 1024
 1024 because PDF readers accept the `%PDF-` header anywhere in the first kilobyte, and some
 mail gateways and scanners put junk before it.
 """
-
-_ACCEPTED = "fax-bridge can fax PDF, TIFF, PNG and JPEG files"
 
 
 class Kind(StrEnum):
@@ -182,41 +181,25 @@ def _pixel_cap(kind: Kind, limits: Limits) -> int:
     return limits.max_tiff_page_pixels if kind is Kind.TIFF else limits.max_image_pixels
 
 
-def _empty(name: str) -> DocumentError:
-    return DocumentError(f"'{name}' is empty")
-
-
-def _unsupported(name: str, head: bytes) -> DocumentError:
-    return DocumentError(f"'{name}' is {describe_unsupported(head)}; {_ACCEPTED}")
-
-
 def _unreadable(name: str, kind: Kind) -> DocumentError:
-    return DocumentError(
-        f"'{name}' is not a readable {_KIND_WORDS[kind]}; it may be damaged or incomplete"
-    )
+    return DocumentError(replies.UNREADABLE_FILE, name=name, kind=_KIND_WORDS[kind])
 
 
 def _too_large(name: str, cap: int) -> DocumentError:
-    return DocumentError(
-        f"'{name}' is too large to fax: fax-bridge accepts pictures of at most "
-        f"{cap:,} pixels per page"
-    )
+    return DocumentError(replies.PICTURE_TOO_LARGE, name=name, pixels=cap)
 
 
 def _too_many_pages(name: str, max_pages: int) -> DocumentError:
-    return DocumentError(
-        f"'{name}' makes the fax longer than {max_pages} pages, "
-        f"the most fax-bridge sends in one fax"
-    )
+    return DocumentError(replies.TOO_MANY_PAGES, name=name, max_pages=max_pages)
 
 
 def _kind_of(name: str, head: bytes, size: int) -> Kind:
     """The type of a document of `size` bytes starting with `head`, or a refusal in words."""
     if size == 0:
-        raise _empty(name)
+        raise DocumentError(replies.EMPTY_FILE, name=name)
     kind = sniff(head)
     if kind is None:
-        raise _unsupported(name, head)
+        raise DocumentError(replies.UNSUPPORTED_FILE, name=name, what=describe_unsupported(head))
     return kind
 
 
@@ -326,11 +309,9 @@ def _open_pdf(name: str, data: bytes) -> PdfReader:
     with _reading(name, Kind.PDF):
         reader = PdfReader(io.BytesIO(data), strict=True)
         if reader.is_encrypted:
-            raise DocumentError(
-                f"'{name}' is password-protected; fax-bridge cannot fax encrypted PDFs"
-            )
+            raise DocumentError(replies.ENCRYPTED_PDF, name=name)
         if len(reader.pages) == 0:
-            raise DocumentError(f"'{name}' has no pages")
+            raise DocumentError(replies.NO_PAGES, name=name)
         # Inflate every page's drawing once: a content-stream bomb is refused here, under
         # pypdf's decompression cap, instead of being passed on to the fax provider.
         try:
@@ -339,9 +320,7 @@ def _open_pdf(name: str, data: bytes) -> PdfReader:
                 if contents is not None:
                     contents.get_data()
         except LimitReachedError as error:
-            raise DocumentError(
-                f"'{name}' expands to an unreasonable size when read; it may be damaged or "
-                "built to overload fax gateways") from error
+            raise DocumentError(replies.PDF_BOMB, name=name) from error
     return reader
 
 
@@ -560,7 +539,7 @@ def build_pdf(parts: Sequence[tuple[str, bytes]], out: Path, limits: Limits = Li
     and then `out` is left as it was.
     """
     if not parts:
-        raise DocumentError("There is no attachment to fax")
+        raise DocumentError(replies.NO_ATTACHMENT)
     writer = PdfWriter()
     with _untrusted_input():
         for name, data in parts:
