@@ -1,9 +1,10 @@
 """One root for every error fax-bridge raises on purpose.
 
 Callers decide between "try again later" and "tell a person now" by class, never by parsing
-text: the split between transient and permanent failures is data, carried in the type and in
-attributes, so the retry policy stays a pure function of the error. What the gateway refuses
-a sender is a `Refusal`, whose words and SMTP reply come from the catalogue, `bridge.replies`.
+text: the split between transient and permanent failures is carried in the type, one way for
+provider calls and for email delivery alike, so the retry policy stays a pure function of the
+error. What the gateway refuses a sender is a `Refusal`, whose words and SMTP reply come from
+the catalogue, `bridge.replies`.
 """
 
 from __future__ import annotations
@@ -101,3 +102,15 @@ class ProviderOutcomeUnknown(ProviderError):
 class ProviderTimeout(ProviderOutcomeUnknown, TimeoutError):
     """The provider did not answer in time after the request was sent."""
 
+
+
+class DeliveryError(BridgeError):
+    """An email could not be handed to the relay or written to the Maildir."""
+
+
+class DeliveryTransientError(DeliveryError):
+    """Retrying later can help (a 4xx, no connection, a disk that is full or failing)."""
+
+
+class DeliveryPermanentError(DeliveryError):
+    """The relay refused the email for good (5xx): do not retry."""
