@@ -20,14 +20,12 @@ the SMTP conversation itself.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
 
 import img2pdf
 from PIL import Image, ImageOps, ImageSequence
@@ -36,7 +34,7 @@ from pypdf.errors import LimitReachedError
 
 from bridge import replies
 from bridge.errors import DocumentError
-from bridge.files import fsync_directory
+from bridge.files import atomic_path
 
 SNIFF_BYTES = 1024
 """How many leading bytes `sniff`, `describe_unsupported` and `quick_check` look at.
@@ -500,21 +498,6 @@ def _image_pdf(name: str, data: bytes, kind: Kind, limits: Limits, room: int) ->
         return _convert(pngs, layout, first_frame_only=False), survey.pages
 
 
-def _write_atomically(out: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write `out` so that readers see either the old file or the complete new one."""
-    temporary = out.with_suffix(".tmp")
-    try:
-        with temporary.open("wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, out)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(out.parent)
-
-
 def _append_part(writer: PdfWriter, name: str, data: bytes, limits: Limits) -> None:
     """Add one attachment's pages to `writer`, keeping the whole fax within `max_pages`."""
     room = limits.max_pages - len(writer.pages)
@@ -544,7 +527,8 @@ def build_pdf(parts: Sequence[tuple[str, bytes]], out: Path, limits: Limits = Li
     with _untrusted_input():
         for name, data in parts:
             _append_part(writer, name, data, limits)
-        _write_atomically(out, writer.write)
+        with atomic_path(out) as temporary, temporary.open("wb") as stream:
+            writer.write(stream)
     return len(writer.pages)
 
 
