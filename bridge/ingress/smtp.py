@@ -25,7 +25,7 @@ from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
 from bridge.errors import NumberError, Refusal
 from bridge.ingress.arrivals import Arrivals
 from bridge.ingress.data import Spool, read_data
-from bridge.limits import DAY, PageCaps
+from bridge.limits import DAY, PageCaps, broken_cap
 from bridge.metrics import Metrics
 from bridge.numbers import NumberPolicy, check_policy, parse_local_part
 from bridge.passwords import verify_password
@@ -330,11 +330,11 @@ class FaxHandler:
         if used.faxes_last_hour + len(numbers) >= self.max_per_hour:
             return render(replies.HOURLY_LIMIT, sender=envelope.mail_from,
                           limit=self.max_per_hour)
-        page_caps = self.page_caps
-        if used.sender_pages >= page_caps.per_sender:
+        broken = broken_cap(used, self.page_caps, pages=1)
+        if broken == "per_sender":
             return render(replies.SENDER_PAGE_LIMIT, sender=envelope.mail_from,
-                          limit=page_caps.per_sender)
-        if used.total_pages >= page_caps.total:
+                          limit=self.page_caps.per_sender)
+        if broken == "total":
             return render(replies.GATEWAY_PAGE_LIMIT)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
