@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
 import quopri
 import re
 import unicodedata
@@ -24,10 +23,9 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses
 from functools import cached_property
-from html.parser import HTMLParser
 from pathlib import Path
 
-from bridge import documents, replies
+from bridge import cover, documents, replies
 from bridge.errors import Refusal as Refusal  # what `inspect` and `extract` raise
 
 MAX_DEPTH = 10
@@ -459,36 +457,6 @@ class Extraction:
     left_out: tuple[str, ...]
 
 
-class _TextOf(HTMLParser):
-    """Visible text of an HTML body, for a cover page when the mail has no plain-text part."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style", "head"):
-            self._skip += 1
-        elif tag in ("br", "p", "div", "tr", "li", "h1", "h2", "h3"):
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style", "head") and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.out.append(data)
-
-
-def html_to_text(markup: str) -> str:
-    parser = _TextOf()
-    parser.feed(markup)
-    parser.close()
-    return html.unescape("".join(parser.out))
-
-
 def extract(raw: bytes) -> Extraction:
     """Decode every attachment of a stored mail, in memory: the PDF is built from them in the
     same process, so writing them to files only to read them back cost a directory, a file
@@ -501,25 +469,5 @@ def extract(raw: bytes) -> Extraction:
     plain = [b for b in walk.bodies if b.ctype == "text/plain"]
     html_parts = [b for b in walk.bodies if b.ctype == "text/html"]
     body = (_text(plain[0], raw) if plain
-            else html_to_text(_text(html_parts[0], raw)) if html_parts else "")
+            else cover.html_to_text(_text(html_parts[0], raw)) if html_parts else "")
     return Extraction(parts=decoded, body_text=body, left_out=tuple(walk.left_out))
-
-
-_REPLY_MARKERS = re.compile(
-    r"^(-----\s*Original Message\s*-----|_{20,}|On .{0,200}wrote:|.{0,200} yazdı:|"
-    r"From: .+|Gönderen: .+|差出人: .+|.{0,100}のメッセージ:|.{0,100}wrote:)\s*$",
-    re.IGNORECASE,
-)
-
-
-def cover_text(body: str) -> str:
-    """The sender's own words: the body without signature, quoted reply or forwarded history."""
-    kept: list[str] = []
-    for line in body.replace("\r\n", "\n").split("\n"):
-        stripped = line.rstrip()
-        if stripped in ("-- ", "--") or _REPLY_MARKERS.match(stripped.strip()):
-            break
-        if stripped.lstrip().startswith(">"):
-            continue
-        kept.append(stripped)
-    return "\n".join(kept).strip()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge import documents, mime, replies
+from bridge import cover, documents, mime, replies
 from bridge.clock import Clock
 from bridge.errors import BridgeError
 from bridge.limits import DAY, PageCaps, broken_cap
@@ -156,7 +156,7 @@ class Converter(Worker):
         """`auto`: a cover page only when the sender wrote something of their own."""
         if self.cover_page == "never":
             return None
-        text = mime.cover_text(body)
+        text = cover.cover_text(body)
         if not text and self.cover_page == "auto":
             return None
         return self.templates.render("cover.html.j2", {
