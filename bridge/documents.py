@@ -1,10 +1,10 @@
 """Turn e-mail attachments into one faxable PDF, and received fax TIFFs into PDFs.
 
 Every byte handled here comes from strangers: attachments from any mail client, TIFFs from a
-provider. So the type of a file is decided by its magic bytes alone (a name or a declared MIME
-type is a claim, not a fact), every parser runs behind a guard that turns any failure into a
-`DocumentError` naming the file in words the sender can act on, and pixel and page caps stop
-hostile documents before they are decoded.
+provider. So the type of a file is decided by its magic bytes alone (`bridge.filetypes`: a
+name or a declared MIME type is a claim, not a fact), every parser runs behind a guard that
+turns any failure into a `DocumentError` naming the file in words the sender can act on, and
+pixel and page caps stop hostile documents before they are decoded.
 
 Images become PDF pages without loss wherever PDF can carry the original encoding (JPEG as-is,
 CCITT G4 fax data as-is, PNG data as-is); only what PDF or img2pdf cannot carry directly is
@@ -20,41 +20,24 @@ the SMTP conversation itself.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
-from enum import StrEnum
 from pathlib import Path
-from typing import IO
 
 import img2pdf
 from PIL import Image, ImageOps, ImageSequence
 from pypdf import PdfReader, PdfWriter
 from pypdf.errors import LimitReachedError
 
+from bridge import replies
 from bridge.errors import DocumentError
-from bridge.files import fsync_directory
+from bridge.files import atomic_path
+from bridge.filetypes import SNIFF_BYTES, Kind, describe_unsupported, header_dimensions, sniff
 
-SNIFF_BYTES = 1024
-"""How many leading bytes `sniff`, `describe_unsupported` and `quick_check` look at.
-
-1024 because PDF readers accept the `%PDF-` header anywhere in the first kilobyte, and some
-mail gateways and scanners put junk before it.
-"""
-
-_ACCEPTED = "fax-bridge can fax PDF, TIFF, PNG and JPEG files"
-
-
-class Kind(StrEnum):
-    """The document types fax-bridge can fax; the value is the usual short name."""
-
-    PDF = "pdf"
-    TIFF = "tiff"
-    PNG = "png"
-    JPEG = "jpeg"
-
+__all__ = ["SNIFF_BYTES", "Kind", "Limits", "build_pdf", "describe_unsupported",
+           "pdf_page_count", "quick_check", "sniff", "tiff_to_pdf"]
 
 _KIND_WORDS = {
     Kind.PDF: "PDF document",
@@ -64,100 +47,6 @@ _KIND_WORDS = {
 }
 
 _PILLOW_FORMATS = {Kind.TIFF: "TIFF", Kind.PNG: "PNG", Kind.JPEG: "JPEG"}
-
-_IMAGE_SIGNATURES = (
-    (b"II*\x00", Kind.TIFF),
-    (b"MM\x00*", Kind.TIFF),
-    (b"\x89PNG\r\n\x1a\n", Kind.PNG),
-    (b"\xff\xd8\xff", Kind.JPEG),
-)
-
-
-def _is_webp(head: bytes) -> bool:
-    return head.startswith(b"RIFF") and head[8:12] == b"WEBP"
-
-
-def _is_heic(head: bytes) -> bool:
-    """iPhones mail photos as HEIC; naming it lets the sender know to re-save as JPEG."""
-    brands = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1")
-    return head[4:8] == b"ftyp" and head[8:12] in brands
-
-
-def _is_bmp(head: bytes) -> bool:
-    """Two letters "BM" also start ordinary text, so the DIB header size must match too."""
-    dib_header_sizes = (12, 40, 52, 56, 64, 108, 124)
-    return (
-        head.startswith(b"BM")
-        and len(head) >= 18
-        and int.from_bytes(head[14:18], "little") in dib_header_sizes
-    )
-
-
-_FOREIGN_TYPES: tuple[tuple[Callable[[bytes], bool], str], ...] = (
-    (lambda head: head.startswith((b"GIF87a", b"GIF89a")), "a GIF image"),
-    (_is_bmp, "a BMP image"),
-    (_is_webp, "a WebP image"),
-    (_is_heic, "an HEIC photo (the iPhone photo format)"),
-    (lambda head: head.startswith(b"\x1f\x8b"), "a compressed (gzip) file"),
-    (lambda head: head.startswith(b"7z\xbc\xaf\x27\x1c"), "a 7-Zip archive"),
-    (lambda head: head.startswith(b"Rar!\x1a\x07"), "a RAR archive"),
-    (
-        lambda head: head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),
-        "a Word, Excel or PowerPoint document",
-    ),
-)
-
-
-def _describe_zip(head: bytes) -> str:
-    """Word, Excel and LibreOffice files are ZIP archives; tell them apart by the first entry.
-
-    Their writers put a fixed first entry in the archive, so the name in the first local file
-    header (at offset 30) is enough and is still "magic bytes", not the file's name.
-    """
-    name_length = int.from_bytes(head[26:28], "little")
-    first_entry = head[30 : 30 + name_length]
-    office_prefixes = (b"word/", b"xl/", b"ppt/", b"_rels/", b"docProps/")
-    if first_entry == b"[Content_Types].xml" or first_entry.startswith(office_prefixes):
-        return "a Word, Excel or PowerPoint document"
-    if first_entry == b"mimetype" and b"opendocument" in head:
-        return "an OpenDocument (LibreOffice) document"
-    return "a ZIP archive"
-
-
-def _foreign_type(head: bytes) -> str | None:
-    """Words for a type fax-bridge recognises by its signature but cannot fax, if any."""
-    if head.startswith(b"PK\x03\x04"):
-        return _describe_zip(head)
-    for matches, words in _FOREIGN_TYPES:
-        if matches(head):
-            return words
-    return None
-
-
-def describe_unsupported(head: bytes) -> str:
-    """Name, for a person, what a file `sniff` did not accept is, e.g. "a ZIP archive".
-
-    A refusal that says "a Word document" tells the sender what to do (print to PDF); one that
-    says "unsupported type" does not.
-    """
-    return _foreign_type(head) or "a file of unknown type"
-
-
-def sniff(head: bytes) -> Kind | None:
-    """Say what `head` (the first `SNIFF_BYTES` of a file) is, by magic bytes only.
-
-    Image signatures must sit at offset 0; the PDF header may appear anywhere in the first
-    `SNIFF_BYTES`, as in real PDF readers, unless the file starts with the signature of
-    another type: a ZIP archive holding a PDF, or an image whose metadata happens to contain
-    "%PDF-", is not a PDF.
-    """
-    for signature, kind in _IMAGE_SIGNATURES:
-        if head.startswith(signature):
-            return kind
-    if _foreign_type(head) is None and b"%PDF-" in head[:SNIFF_BYTES]:
-        return Kind.PDF
-    return None
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -182,81 +71,26 @@ def _pixel_cap(kind: Kind, limits: Limits) -> int:
     return limits.max_tiff_page_pixels if kind is Kind.TIFF else limits.max_image_pixels
 
 
-def _empty(name: str) -> DocumentError:
-    return DocumentError(f"'{name}' is empty")
-
-
-def _unsupported(name: str, head: bytes) -> DocumentError:
-    return DocumentError(f"'{name}' is {describe_unsupported(head)}; {_ACCEPTED}")
-
-
 def _unreadable(name: str, kind: Kind) -> DocumentError:
-    return DocumentError(
-        f"'{name}' is not a readable {_KIND_WORDS[kind]}; it may be damaged or incomplete"
-    )
+    return DocumentError(replies.UNREADABLE_FILE, name=name, kind=_KIND_WORDS[kind])
 
 
 def _too_large(name: str, cap: int) -> DocumentError:
-    return DocumentError(
-        f"'{name}' is too large to fax: fax-bridge accepts pictures of at most "
-        f"{cap:,} pixels per page"
-    )
+    return DocumentError(replies.PICTURE_TOO_LARGE, name=name, pixels=cap)
 
 
 def _too_many_pages(name: str, max_pages: int) -> DocumentError:
-    return DocumentError(
-        f"'{name}' makes the fax longer than {max_pages} pages, "
-        f"the most fax-bridge sends in one fax"
-    )
+    return DocumentError(replies.TOO_MANY_PAGES, name=name, max_pages=max_pages)
 
 
 def _kind_of(name: str, head: bytes, size: int) -> Kind:
     """The type of a document of `size` bytes starting with `head`, or a refusal in words."""
     if size == 0:
-        raise _empty(name)
+        raise DocumentError(replies.EMPTY_FILE, name=name)
     kind = sniff(head)
     if kind is None:
-        raise _unsupported(name, head)
+        raise DocumentError(replies.UNSUPPORTED_FILE, name=name, what=describe_unsupported(head))
     return kind
-
-
-_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def _jpeg_dimensions(head: bytes) -> tuple[int, int] | None:
-    """Width and height from the JPEG frame header, if it lies within `head`.
-
-    Walks the marker segments from the start of the file; photos with large EXIF blocks put
-    the frame header beyond `head`, crafted bombs usually do not.
-    """
-    position = 2
-    while position + 4 <= len(head) and head[position] == 0xFF:
-        marker = head[position + 1]
-        if marker == 0xFF:
-            position += 1
-            continue
-        if marker in _JPEG_FRAME_MARKERS:
-            if position + 9 > len(head):
-                return None
-            height = int.from_bytes(head[position + 5 : position + 7], "big")
-            width = int.from_bytes(head[position + 7 : position + 9], "big")
-            return width, height
-        position += 2 + int.from_bytes(head[position + 2 : position + 4], "big")
-    return None
-
-
-def _header_dimensions(kind: Kind, head: bytes) -> tuple[int, int] | None:
-    """Image size readable from the first bytes alone, without any decoding.
-
-    PNG always has it at a fixed offset; JPEG sometimes within `head`. TIFF keeps it in a
-    directory that may be anywhere in the file, so TIFF (and PDF) get `None` here and are
-    measured in full by `build_pdf`.
-    """
-    if kind is Kind.PNG and head[12:16] == b"IHDR" and len(head) >= 24:
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if kind is Kind.JPEG:
-        return _jpeg_dimensions(head)
-    return None
 
 
 def quick_check(filename: str, head: bytes, size: int, limits: Limits = Limits()) -> Kind:
@@ -268,7 +102,7 @@ def quick_check(filename: str, head: bytes, size: int, limits: Limits = Limits()
     full by `build_pdf`.
     """
     kind = _kind_of(filename, head, size)
-    dimensions = _header_dimensions(kind, head)
+    dimensions = header_dimensions(kind, head)
     if dimensions is not None and dimensions[0] * dimensions[1] > _pixel_cap(kind, limits):
         raise _too_large(filename, _pixel_cap(kind, limits))
     return kind
@@ -326,11 +160,9 @@ def _open_pdf(name: str, data: bytes) -> PdfReader:
     with _reading(name, Kind.PDF):
         reader = PdfReader(io.BytesIO(data), strict=True)
         if reader.is_encrypted:
-            raise DocumentError(
-                f"'{name}' is password-protected; fax-bridge cannot fax encrypted PDFs"
-            )
+            raise DocumentError(replies.ENCRYPTED_PDF, name=name)
         if len(reader.pages) == 0:
-            raise DocumentError(f"'{name}' has no pages")
+            raise DocumentError(replies.NO_PAGES, name=name)
         # Inflate every page's drawing once: a content-stream bomb is refused here, under
         # pypdf's decompression cap, instead of being passed on to the fax provider.
         try:
@@ -339,9 +171,7 @@ def _open_pdf(name: str, data: bytes) -> PdfReader:
                 if contents is not None:
                     contents.get_data()
         except LimitReachedError as error:
-            raise DocumentError(
-                f"'{name}' expands to an unreasonable size when read; it may be damaged or "
-                "built to overload fax gateways") from error
+            raise DocumentError(replies.PDF_BOMB, name=name) from error
     return reader
 
 
@@ -521,21 +351,6 @@ def _image_pdf(name: str, data: bytes, kind: Kind, limits: Limits, room: int) ->
         return _convert(pngs, layout, first_frame_only=False), survey.pages
 
 
-def _write_atomically(out: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write `out` so that readers see either the old file or the complete new one."""
-    temporary = out.with_suffix(".tmp")
-    try:
-        with temporary.open("wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, out)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_directory(out.parent)
-
-
 def _append_part(writer: PdfWriter, name: str, data: bytes, limits: Limits) -> None:
     """Add one attachment's pages to `writer`, keeping the whole fax within `max_pages`."""
     room = limits.max_pages - len(writer.pages)
@@ -560,12 +375,13 @@ def build_pdf(parts: Sequence[tuple[str, bytes]], out: Path, limits: Limits = Li
     and then `out` is left as it was.
     """
     if not parts:
-        raise DocumentError("There is no attachment to fax")
+        raise DocumentError(replies.NO_ATTACHMENT)
     writer = PdfWriter()
     with _untrusted_input():
         for name, data in parts:
             _append_part(writer, name, data, limits)
-        _write_atomically(out, writer.write)
+        with atomic_path(out) as temporary, temporary.open("wb") as stream:
+            writer.write(stream)
     return len(writer.pages)
 
 

@@ -23,7 +23,7 @@ import aiosmtplib
 import jinja2
 
 from bridge.config import MailSettings
-from bridge.errors import BridgeError
+from bridge.errors import DeliveryPermanentError, DeliveryTransientError
 from bridge.files import write_atomic
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
@@ -108,14 +108,6 @@ def as_bytes(msg: EmailMessage) -> bytes:
     return msg.as_bytes(policy=WIRE)
 
 
-class DeliveryError(BridgeError):
-    """An email could not be delivered; `permanent` says whether retrying can help."""
-
-    def __init__(self, message: str, *, permanent: bool) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
 @dataclass(frozen=True)
 class Envelope:
     mail_from: str
@@ -144,8 +136,8 @@ class MaildirTransport:
         try:
             path = await asyncio.to_thread(self._write, envelope.body)
         except OSError as exc:
-            raise DeliveryError(f"cannot write to the Maildir {self.path}: {exc.strerror}",
-                                permanent=False) from exc
+            raise DeliveryTransientError(
+                f"cannot write to the Maildir {self.path}: {exc.strerror}") from exc
         return f"written to {path}"
 
 
@@ -171,15 +163,15 @@ class SmtpTransport:
                                                       list(envelope.recipients), envelope.body)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             permanent = all(r.code >= 500 for r in exc.recipients)
-            raise DeliveryError("the relay refused the recipients: " + "; ".join(
-                f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients),
-                permanent=permanent) from exc
+            raise (DeliveryPermanentError if permanent else DeliveryTransientError)(
+                "the relay refused the recipients: " + "; ".join(
+                    f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)) from exc
         except aiosmtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"the relay answered {exc.code} {exc.message}",
-                                permanent=500 <= exc.code < 600) from exc
+            raise (DeliveryPermanentError if 500 <= exc.code < 600 else DeliveryTransientError)(
+                f"the relay answered {exc.code} {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise DeliveryError(f"cannot reach the relay {s.smtp_host}:{s.smtp_port}: "
-                                f"{exc.__class__.__name__}: {exc}", permanent=False) from exc
+            raise DeliveryTransientError(f"cannot reach the relay {s.smtp_host}:{s.smtp_port}: "
+                                         f"{exc.__class__.__name__}: {exc}") from exc
         if errors:
             # Some recipients were refused, the rest accepted: retrying would duplicate the
             # accepted ones, so the message counts as sent and the refusals are logged.

@@ -17,24 +17,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from bridge.errors import ProviderError
+from bridge.replies import CATALOGUE, Line
 from bridge.store import Snapshot
 
-# By the enhanced status code of the reply (RFC 3463), which every refusal of ours carries.
-REFUSAL_REASONS = {
-    "5.7.0": "auth_required", "5.7.8": "auth_failed", "5.7.1": "not_allowed",
-    "5.1.1": "bad_number", "5.1.3": "bad_address", "5.3.4": "too_big",
-    "5.6.0": "bad_content", "5.6.1": "unsupported_attachment",
-    "4.5.3": "too_many_recipients", "4.7.1": "rate_limited", "4.7.0": "busy",
-    "4.3.0": "internal_error", "4.3.1": "out_of_storage", "4.3.2": "shutting_down",
+# aiosmtpd's own replies carry no catalogue entry. Those with an enhanced code (RFC 3463) are
+# counted under the label the catalogue gives that code, and failed AUTH, aiosmtpd's alone,
+# under its own; the rest are "protocol" (5xx) or "other".
+AIOSMTPD_REASONS = {
+    **{entry.enhanced: entry.reason for entry in CATALOGUE.values() if entry.code >= 400},
+    "5.7.8": "auth_failed",
 }
 
 
-def refusal_reason(reply: str) -> str:
-    """A bounded label for a 4xx/5xx reply: its enhanced code's meaning, else the protocol."""
+def refusal_labels(reply: str) -> tuple[str, str]:
+    """The `code` and `reason` labels of a 4xx/5xx reply: bounded, whatever a client sends."""
+    if isinstance(reply, Line):
+        return reply.entry.label, reply.entry.reason
     parts = reply.split(maxsplit=2)
-    if len(parts) > 1 and parts[1] in REFUSAL_REASONS:
-        return REFUSAL_REASONS[parts[1]]
-    return "protocol" if reply[:1] == "5" else "other"
+    if len(parts) > 1 and parts[1] in AIOSMTPD_REASONS:
+        return " ".join(parts[:2]), AIOSMTPD_REASONS[parts[1]]
+    return " ".join(parts[:2]), "protocol" if reply[:1] == "5" else "other"
 
 
 class Metrics:
@@ -104,8 +106,7 @@ class Metrics:
             self.provider_seconds.labels(provider, call).observe(time.perf_counter() - started)
 
     def refused(self, reply: str) -> None:
-        code = " ".join(reply.split(maxsplit=2)[:2])
-        self.smtp_refusals.labels(code, refusal_reason(reply)).inc()
+        self.smtp_refusals.labels(*refusal_labels(reply)).inc()
 
     def render(self, snapshot: Snapshot, workers: dict[str, bool], problems: list[str],
                accept: str) -> tuple[bytes, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
 import quopri
 import re
 import unicodedata
@@ -24,11 +23,10 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses
 from functools import cached_property
-from html.parser import HTMLParser
 from pathlib import Path
 
-from bridge import documents
-from bridge.errors import BridgeError, DocumentError
+from bridge import cover, documents, replies
+from bridge.errors import Refusal as Refusal  # what `inspect` and `extract` raise
 
 MAX_DEPTH = 10
 MAX_PARTS = 100
@@ -43,24 +41,6 @@ SIGNATURE_TYPES = {
     "text/x-vcard": "a contact card",
     "text/directory": "a contact card",
 }
-
-
-class Refusal(BridgeError):
-    """A mail we will not fax, with the SMTP reply that says why."""
-
-    def __init__(self, code: int, enhanced: str, text: str) -> None:
-        super().__init__(text)
-        self.code = code
-        self.enhanced = enhanced
-        self.text = text
-
-    def __reduce__(self) -> tuple[type[Refusal], tuple[int, str, str]]:
-        # crosses the process-pool boundary, which pickles exceptions by their args
-        return Refusal, (self.code, self.enhanced, self.text)
-
-    @property
-    def reply(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}"
 
 
 @dataclass(frozen=True)
@@ -265,7 +245,7 @@ def _headers(raw: bytes, start: int, end: int) -> tuple[EmailMessage, bytes, int
             return parse(b"\n"), b"", start + len(blank)
     match = _HEADER_END.search(raw, start, min(end, start + HEADER_LIMIT + 4))
     if match is None and end - start > HEADER_LIMIT:
-        raise Refusal(554, "5.6.0", f"a header block is larger than {HEADER_LIMIT // 1024} KB")
+        raise Refusal(replies.HEADER_BLOCK_TOO_LARGE, kb=HEADER_LIMIT // 1024)
     header_end, body_start = (match.start(), match.end()) if match else (end, end)
     block = raw[start:header_end]
     msg = BytesParser(policy=POLICY).parsebytes(block + b"\n\n", headersonly=True)
@@ -277,8 +257,7 @@ def _scan(raw: bytes, start: int, end: int, depth: int, parent: str,
           parsed: tuple[EmailMessage, bytes, int] | None = None) -> Iterator[Part]:
     """The leaves from `start`; `parsed` is its header block when the caller has read it."""
     if depth > MAX_DEPTH:
-        raise Refusal(554, "5.6.0", f"the message is nested more than {MAX_DEPTH} levels deep; "
-                                    "send the documents as plain attachments")
+        raise Refusal(replies.NESTED_TOO_DEEP, depth=MAX_DEPTH)
     headers, header_block, body_start = parsed or _headers(raw, start, end)
     ctype = _content_type(headers)
     try:
@@ -314,7 +293,7 @@ def parts(raw: bytes) -> tuple[EmailMessage, list[Part]]:
     for part in _scan(raw, 0, len(raw), 0, "", parsed):
         found.append(part)
         if len(found) > MAX_PARTS:
-            raise Refusal(554, "5.6.0", f"the message has more than {MAX_PARTS} parts")
+            raise Refusal(replies.TOO_MANY_PARTS, parts=MAX_PARTS)
     return parsed[0], found
 
 
@@ -402,8 +381,7 @@ def _walk(raw: bytes, leaves: list[Part]) -> _Walk:
             walk.bodies.append(part)
             continue
         if ctype == "message/rfc822":
-            raise Refusal(554, "5.6.1", "the message contains a forwarded e-mail; forward the "
-                                        "documents themselves as attachments instead")
+            raise Refusal(replies.FORWARDED_MAIL)
         head = _decoded(part, raw, documents.SNIFF_BYTES)
         candidates.append((index, part, name, head, _size(part, raw)))
     cids: set[str] = set()
@@ -420,10 +398,7 @@ def _walk(raw: bytes, leaves: list[Part]) -> _Walk:
         if decoration:
             walk.left_out.append(f"{name} (an image shown inside the message text)")
             continue
-        try:
-            kind = documents.quick_check(name, head, size)
-        except DocumentError as exc:
-            raise Refusal(554, "5.6.1", str(exc)) from exc
+        kind = documents.quick_check(name, head, size)  # its DocumentError is the refusal
         walk.attachments.append(Attachment(filename=name, kind=kind, part_index=index))
     return walk
 
@@ -457,12 +432,10 @@ def inspect(raw: bytes) -> Inspection:
     top, leaves = parts(raw)
     auto = header(top, "Auto-Submitted").lower()
     if auto and auto != "no":
-        raise Refusal(550, "5.7.1", "automatically generated mail (Auto-Submitted) is not "
-                                    "faxed, to avoid mail loops")
+        raise Refusal(replies.AUTO_SUBMITTED)
     walk = _walk(raw, leaves)
     if not walk.attachments:
-        raise Refusal(554, "5.6.0", "there is nothing to fax: attach a PDF, TIFF, PNG or JPEG "
-                                    "file")
+        raise Refusal(replies.NOTHING_TO_FAX)
     return Inspection(
         subject=header(top, "Subject"),
         header_from=all_from(top),
@@ -484,36 +457,6 @@ class Extraction:
     left_out: tuple[str, ...]
 
 
-class _TextOf(HTMLParser):
-    """Visible text of an HTML body, for a cover page when the mail has no plain-text part."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("script", "style", "head"):
-            self._skip += 1
-        elif tag in ("br", "p", "div", "tr", "li", "h1", "h2", "h3"):
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style", "head") and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.out.append(data)
-
-
-def html_to_text(markup: str) -> str:
-    parser = _TextOf()
-    parser.feed(markup)
-    parser.close()
-    return html.unescape("".join(parser.out))
-
-
 def extract(raw: bytes) -> Extraction:
     """Decode every attachment of a stored mail, in memory: the PDF is built from them in the
     same process, so writing them to files only to read them back cost a directory, a file
@@ -526,25 +469,5 @@ def extract(raw: bytes) -> Extraction:
     plain = [b for b in walk.bodies if b.ctype == "text/plain"]
     html_parts = [b for b in walk.bodies if b.ctype == "text/html"]
     body = (_text(plain[0], raw) if plain
-            else html_to_text(_text(html_parts[0], raw)) if html_parts else "")
+            else cover.html_to_text(_text(html_parts[0], raw)) if html_parts else "")
     return Extraction(parts=decoded, body_text=body, left_out=tuple(walk.left_out))
-
-
-_REPLY_MARKERS = re.compile(
-    r"^(-----\s*Original Message\s*-----|_{20,}|On .{0,200}wrote:|.{0,200} yazdı:|"
-    r"From: .+|Gönderen: .+|差出人: .+|.{0,100}のメッセージ:|.{0,100}wrote:)\s*$",
-    re.IGNORECASE,
-)
-
-
-def cover_text(body: str) -> str:
-    """The sender's own words: the body without signature, quoted reply or forwarded history."""
-    kept: list[str] = []
-    for line in body.replace("\r\n", "\n").split("\n"):
-        stripped = line.rstrip()
-        if stripped in ("-- ", "--") or _REPLY_MARKERS.match(stripped.strip()):
-            break
-        if stripped.lstrip().startswith(">"):
-            continue
-        kept.append(stripped)
-    return "\n".join(kept).strip()

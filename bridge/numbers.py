@@ -5,11 +5,11 @@ stolen password or an open relay would turn into an international revenue-share 
 here is therefore strict and pure: a local part is accepted only when it is unmistakably a phone
 number written with ASCII digits, it is normalised to FaxMAX's form (country code and national
 number, digits only, no ``+``: ``902122222525``), and the policy then decides whether the gateway
-may dial it. Refusals carry words for the sender and the SMTP reply they deserve, so the SMTP
-handler can refuse at RCPT without interpreting anything.
+may dial it. A refusal is a ``NumberError`` naming its entry in the reply catalogue
+(``bridge.replies``), so the SMTP handler can refuse at RCPT without interpreting anything.
 
-Refusal messages are plain ASCII on one line: aiosmtpd encodes replies as ASCII unless SMTPUTF8 is
-enabled, and a non-ASCII character in a reply would turn a clean ``550`` into an internal error.
+What a sender typed is shown quoted and escaped (``_quote``), so the words are plain ASCII on one
+line however hostile the local part: a CR or LF would end the reply line early.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from bridge.errors import BridgeError
+from bridge import replies
+from bridge.errors import NumberError
 
 __all__ = [
     "BUILTIN_DENY",
@@ -49,10 +50,6 @@ _SPECIALS = frozenset('"\\;<>[]')
 _ESCAPES = {"\\": "\\\\", "'": "\\'", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _QUOTE_LIMIT = 40
 
-_SYNTAX = "5.1.3"  # bad destination mailbox address syntax
-_NOT_A_NUMBER = "5.1.1"  # bad destination mailbox address
-_DENIED = "5.7.1"  # delivery not authorised
-
 # Example numbers shown to senders, in the national and the international way of writing them.
 _EXAMPLES = {
     "90": ("02122222525", "+902122222525"),
@@ -68,26 +65,6 @@ _COUNTRY_NAMES = {
     "86": "China",
     "90": "Turkey",
 }
-
-
-class NumberError(BridgeError, ValueError):
-    """Why a recipient cannot be faxed, in words for the sender, plus the SMTP reply it deserves.
-
-    ``smtp_code`` and ``enhanced`` are data, not text to parse: the SMTP handler answers RCPT with
-    them as they are (``550 5.1.1 '12ab' is not a fax number: ...``). ``message`` is one line of
-    ASCII, safe to put on the wire and in a bounce.
-    """
-
-    def __init__(self, message: str, *, smtp_code: int, enhanced: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.smtp_code = smtp_code
-        self.enhanced = enhanced
-
-    @property
-    def reply(self) -> str:
-        """The whole SMTP reply line, e.g. ``550 5.1.1 '12ab' is not a fax number: ...``."""
-        return f"{self.smtp_code} {self.enhanced} {self.message}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,80 +93,54 @@ def parse_local_part(local: str, *, default_country_code: str) -> str:
     """
     country = _check_country_code(default_country_code, "default_country_code")
     example = _example(country)
-    q = _quote(local)
+
+    def refused(entry: replies.Reply, **slots: object) -> NumberError:
+        return NumberError(entry, local=_quote(local), example=example, **slots)
 
     if not local:
-        raise _syntax(f"an empty address is not a fax number: use digits, {example}")
+        raise refused(replies.EMPTY_NUMBER)
     if local.startswith('"'):
-        raise _syntax(f"{q} is a quoted address: write the fax number without quotes, {example}")
+        raise refused(replies.QUOTED_NUMBER)
     if any(_is_space_or_control(ch) for ch in local):
-        raise _syntax(
-            f"{q} contains spaces or control characters: write only the fax number before the @"
-        )
+        raise refused(replies.SPACE_IN_NUMBER)
     routing = next((ch for ch in local if ch in _ROUTING), None)
     if routing is not None:
-        raise _syntax(
-            f"{q} contains '{routing}', which could route mail elsewhere: "
-            "only a fax number may stand before the @"
-        )
+        raise refused(replies.ROUTING_IN_NUMBER, char=routing)
     special = next((ch for ch in local if ch in _SPECIALS), None)
     if special is not None:
-        raise _syntax(
-            f"{q} contains {_quote(special)}, which is not allowed in an address: "
-            "write only the fax number before the @"
-        )
+        raise refused(replies.SPECIAL_IN_NUMBER, char=_quote(special))
     foreign_digit = next((ch for ch in local if _is_non_ascii_digit(ch)), None)
     if foreign_digit is not None:
-        raise _syntax(
-            f"{q} contains {_describe(foreign_digit)}: type the number with the ASCII digits 0-9"
-        )
+        raise refused(replies.FOREIGN_DIGIT, char=_describe(foreign_digit))
     if any(ch not in _ASCII_DIGITS and ch not in _SEPARATORS and ch != "+" for ch in local):
-        raise _not_a_number(f"{q} is not a fax number: use digits, {example}")
+        raise refused(replies.NOT_A_NUMBER)
     if "+" in local[1:]:
-        raise _syntax(f"{q} has a '+' after the start: '+' may only begin the number, {example}")
+        raise refused(replies.PLUS_INSIDE)
     if not _parentheses_balanced(local):
-        raise _syntax(f"{q} has unbalanced parentheses: write the number {example}")
+        raise refused(replies.UNBALANCED)
 
     digits = "".join(ch for ch in local if ch in _ASCII_DIGITS)
     if not digits:
-        raise _not_a_number(f"{q} is not a fax number: use digits, {example}")
+        raise refused(replies.NOT_A_NUMBER)
 
     if local.startswith("+"):
         if digits.startswith("0"):
-            raise _syntax(
-                f"{q} has a 0 right after the '+': the country code comes next, {example}"
-            )
+            raise refused(replies.ZERO_AFTER_PLUS)
         number = digits
     elif digits.startswith("00"):
         number = digits[2:]
         if number.startswith("0"):
-            raise _syntax(
-                f"{q} has a 0 right after the international prefix 00: "
-                f"the country code comes next, {example}"
-            )
+            raise refused(replies.ZERO_AFTER_00)
     elif digits.startswith("0"):
         number = country + digits[1:]
     else:
         number = digits
 
     if len(number) < MIN_DIGITS:
-        raise _not_a_number(
-            f"{q} is too short for a fax number: write the whole number with its area code, "
-            f"{example}"
-        )
+        raise refused(replies.TOO_SHORT)
     if len(number) > MAX_DIGITS:
-        raise _not_a_number(
-            f"{q} is too long for a fax number: at most {MAX_DIGITS} digits with the country code"
-        )
+        raise refused(replies.TOO_LONG, max_digits=MAX_DIGITS)
     return number
-
-
-def _syntax(message: str) -> NumberError:
-    return NumberError(message, smtp_code=550, enhanced=_SYNTAX)
-
-
-def _not_a_number(message: str) -> NumberError:
-    return NumberError(message, smtp_code=550, enhanced=_NOT_A_NUMBER)
 
 
 def _is_space_or_control(ch: str) -> bool:
@@ -395,7 +346,7 @@ def check_policy(number: str, policy: NumberPolicy) -> None:
     shown = _quote("+" + number)
 
     if _longest_match(number, policy.deny):
-        raise _denied(f"{shown} is blocked by this gateway's deny list")
+        raise NumberError(replies.DENY_LISTED, number=shown)
 
     allowed_by = _longest_match(number, policy.allow)
     builtin = _builtin_match(number)
@@ -404,20 +355,13 @@ def check_policy(number: str, policy: NumberPolicy) -> None:
     if builtin is not None:
         prefix, cls = builtin
         article = "an" if cls[0].lower() in "aeiou" else "a"
-        raise _denied(
-            f"{shown} is {article} {cls} number ({_NATIONAL_FORM[prefix]}); "
-            f"this gateway does not fax {cls} numbers"
-        )
+        raise NumberError(replies.SPECIAL_NUMBER, number=shown, article=article, kind=cls,
+                          national=_NATIONAL_FORM[prefix])
     if number.startswith(policy.home_country):
         return
     country = _COUNTRY_NAMES.get(policy.home_country, "this gateway's home country")
-    raise _denied(
-        f"{shown} is outside {country} (+{policy.home_country}); ask the administrator to allow it"
-    )
-
-
-def _denied(message: str) -> NumberError:
-    return NumberError(message, smtp_code=550, enhanced=_DENIED)
+    raise NumberError(replies.ABROAD, number=shown, country=country,
+                      country_code=policy.home_country)
 
 
 def _is_prefix(text: str) -> bool:

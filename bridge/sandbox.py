@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+from bridge import replies
 from bridge.errors import DocumentError
 
 T = TypeVar("T")
@@ -76,16 +77,15 @@ def _serve(conn: multiprocessing.connection.Connection, limits: Limits) -> None:
             result: tuple[bool, Any] = (True, func(*args))
         except MemoryError:
             replace = True
-            result = (False, DocumentError(
-                f"the document needs more than {limits.memory_bytes // 2**20} MB of memory to "
-                "read; it may be damaged or built to overload fax gateways"))
+            result = (False, DocumentError(replies.OUT_OF_MEMORY,
+                                           mb=limits.memory_bytes // 2**20))
         except BaseException as exc:  # every failure goes back to the parent, which decides
             result = (False, exc)
         replace = replace or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > MAX_RSS_KB
         try:
             conn.send((*result, replace))
         except Exception as exc:  # an unpicklable result: send its words instead
-            conn.send((False, DocumentError(f"the document could not be read ({exc})"),
+            conn.send((False, DocumentError(replies.UNSENDABLE_RESULT, error=str(exc)),
                        replace))
         if replace:
             return
@@ -169,15 +169,12 @@ class Sandbox:
             try:
                 await asyncio.wait_for(readable, self.limits.seconds)
             except TimeoutError:
-                raise DocumentError(
-                    f"reading {what} took longer than {self.limits.seconds:g} seconds; it may "
-                    "be damaged or built to overload fax gateways") from None
+                raise DocumentError(replies.TOO_SLOW, what=what,
+                                    seconds=self.limits.seconds) from None
             try:
                 ok, value, replace = child.conn.recv()
             except (EOFError, OSError):  # it died mid-job: killed by the kernel or a limit
-                raise DocumentError(
-                    f"{what} could not be read: the reader ran out of memory or time; it may "
-                    "be damaged or built to overload fax gateways") from None
+                raise DocumentError(replies.READER_DIED, what=what) from None
         finally:
             loop.remove_reader(fd)
         child.usable = not replace

@@ -335,7 +335,7 @@ def test_refusal_leaves_existing_output_alone(tmp_path: Path) -> None:
     with pytest.raises(DocumentError):
         build_pdf([("a.gif", docfactory.make_gif(5, 5))], out)
     assert out.read_bytes() == b"previous"
-    assert not out.with_suffix(".tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["fax.pdf"]  # no temporary file left
 
 
 def test_nothing_to_fax_is_refused(tmp_path: Path) -> None:
@@ -358,7 +358,7 @@ def test_output_replaces_old_file_and_leaves_no_temporary(tmp_path: Path) -> Non
     out.write_bytes(b"previous")
     assert build_pdf([("a.pdf", docfactory.make_pdf(1))], out) == 1
     assert len(reopen(out).pages) == 1
-    assert not out.with_suffix(".tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["fax.pdf"]  # no temporary file left
 
 
 def test_build_pdf_runs_in_a_worker_process(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge import mime
+from bridge.cover import cover_text
 from tests.docfactory import make_jpeg, make_pdf, make_png
 
 
@@ -179,7 +180,7 @@ def test_extract_decodes_attachments_and_the_body_in_its_charset(tmp_path: Path)
     ("-- \nsignature only\n", ""),
 ])
 def test_cover_text_keeps_only_the_senders_own_words(body: str, cover: str) -> None:
-    assert mime.cover_text(body) == cover
+    assert cover_text(body) == cover
 
 
 @settings(max_examples=200, deadline=None)
@@ -298,7 +299,7 @@ def test_two_thousand_nested_multiparts_are_refused_without_recursion_error() ->
         raw += f"Content-Type: multipart/mixed; boundary=b{depth}\r\n\r\n--b{depth}\r\n".encode()
     with pytest.raises(mime.Refusal) as info:
         mime.inspect(raw)
-    assert "nested more than 10 levels" in info.value.text
+    assert "nested more than 10 levels" in info.value.words
 
 
 @given(st.binary(max_size=300), st.lists(st.sampled_from([b"\r\n", b"\n", b" ", b"\t", b"=",

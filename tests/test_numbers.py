@@ -14,6 +14,7 @@ import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
+from bridge import replies
 from bridge.errors import BridgeError
 from bridge.numbers import (
     BUILTIN_DENY,
@@ -49,10 +50,10 @@ def denial(number: str, policy: NumberPolicy) -> NumberError:
 
 def assert_wire_safe(err: NumberError) -> None:
     """aiosmtpd sends replies as ASCII; a CR or LF would end the reply line early."""
-    assert err.message.isascii()
-    assert "\r" not in err.message and "\n" not in err.message
-    assert str(err) == err.message
-    assert err.reply == f"{err.smtp_code} {err.enhanced} {err.message}"
+    assert err.words.isascii()
+    assert "\r" not in err.words and "\n" not in err.words
+    assert str(err) == err.words
+    assert err.reply == f"{err.code} {err.enhanced} {err.words}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,43 +326,44 @@ def test_refusals_have_exact_words_and_codes(
     local: str, code: tuple[int, str], message: str
 ) -> None:
     err = refusal(local)
-    assert (err.smtp_code, err.enhanced) == code
-    assert err.message == message
+    assert (err.code, err.enhanced) == code
+    assert err.words == message
     assert_wire_safe(err)
 
 
 def test_long_local_part_is_quoted_with_a_cap() -> None:
     err = refusal("x" * 5000)
-    assert err.message == f"'{'x' * 40}...' is not a fax number: use digits, {EXAMPLE_TR}"
+    assert err.words == f"'{'x' * 40}...' is not a fax number: use digits, {EXAMPLE_TR}"
     err = refusal("\r\n" * 500)
-    assert err.message.startswith("'" + "\\r\\n" * 10 + "...' contains spaces")
+    assert err.words.startswith("'" + "\\r\\n" * 10 + "...' contains spaces")
     assert_wire_safe(err)
 
 
 def test_examples_follow_the_country_of_the_gateway() -> None:
-    assert refusal("fax", JP).message == (
+    assert refusal("fax", JP).words == (
         "'fax' is not a fax number: use digits, like 0368680000 or +81368680000"
     )
-    assert refusal("fax", "49").message == (
+    assert refusal("fax", "49").words == (
         "'fax' is not a fax number: use digits, like +49 and the number, "
         "or the national number with its leading 0"
     )
 
 
 def test_number_error_is_a_value_error_and_a_bridge_error() -> None:
-    err = NumberError("'x' is not a fax number", smtp_code=550, enhanced="5.1.1")
+    err = NumberError(replies.NOT_A_NUMBER, local="'x'", example=EXAMPLE_TR)
     assert isinstance(err, ValueError)
     assert isinstance(err, BridgeError)
-    assert (err.message, err.smtp_code, err.enhanced) == ("'x' is not a fax number", 550, "5.1.1")
-    assert err.reply == "550 5.1.1 'x' is not a fax number"
+    words = f"'x' is not a fax number: use digits, {EXAMPLE_TR}"
+    assert (err.words, err.code, err.enhanced) == (words, 550, "5.1.1")
+    assert err.reply == f"550 5.1.1 {words}"
 
 
 @pytest.mark.parametrize("special", ["110", "118", "119", "117", "104", "171"])
 def test_japanese_1xy_specials_are_too_short_in_every_spelling(special: str) -> None:
     for local in (special, "0" + special, "+81" + special, "0081" + special, "81" + special):
         err = refusal(local, JP)
-        assert (err.smtp_code, err.enhanced) == NOT_A_NUMBER
-        assert "too short" in err.message
+        assert (err.code, err.enhanced) == NOT_A_NUMBER
+        assert "too short" in err.words
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,8 +422,8 @@ def test_home_country_numbers_pass() -> None:
 )
 def test_turkish_builtin_classes_are_refused(local: str, message: str) -> None:
     err = denial(parse_local_part(local, default_country_code=TR), policy())
-    assert (err.smtp_code, err.enhanced) == DENIED
-    assert err.message == message
+    assert (err.code, err.enhanced) == DENIED
+    assert err.words == message
     assert_wire_safe(err)
 
 
@@ -472,8 +474,8 @@ def test_turkish_builtin_classes_are_refused(local: str, message: str) -> None:
 )
 def test_japanese_builtin_classes_are_refused(local: str, message: str) -> None:
     err = denial(parse_local_part(local, default_country_code=JP), policy(JP))
-    assert (err.smtp_code, err.enhanced) == DENIED
-    assert err.message == message
+    assert (err.code, err.enhanced) == DENIED
+    assert err.words == message
 
 
 def test_japanese_carrier_select_written_alone_leaves_japan_and_is_refused() -> None:
@@ -482,27 +484,27 @@ def test_japanese_carrier_select_written_alone_leaves_japan_and_is_refused() -> 
     number = parse_local_part("0033-010-44-20-7946", default_country_code=JP)
     assert number == "3301044207946"
     err = denial(number, policy(JP))
-    assert err.message == f"'+{number}' is outside Japan (+81); ask the administrator to allow it"
+    assert err.words == f"'+{number}' is outside Japan (+81); ask the administrator to allow it"
     # Same for KDDI's 001 + 010 international access.
     number = parse_local_part("001-010-1-212-5550", default_country_code=JP)
     assert number == "101012125550"
-    assert "outside Japan (+81)" in denial(number, policy(JP)).message
+    assert "outside Japan (+81)" in denial(number, policy(JP)).words
 
 
 def test_builtin_lists_of_other_countries_apply_too() -> None:
     # A Turkish gateway whose operator allows Japan still refuses Japan's premium-rate numbers.
     err = denial("81990123456", policy(TR, allow=("81",)))
-    assert "premium-rate number (0990 Dial Q2)" in err.message
+    assert "premium-rate number (0990 Dial Q2)" in err.words
     check_policy("81368680000", policy(TR, allow=("81",)))
 
 
 def test_outside_home_country() -> None:
     err = denial("441234567890", policy())
-    assert err.message == (
+    assert err.words == (
         "'+441234567890' is outside Turkey (+90); ask the administrator to allow it"
     )
     err = denial("902122222525", policy("998"))
-    assert err.message == (
+    assert err.words == (
         "'+902122222525' is outside this gateway's home country (+998); "
         "ask the administrator to allow it"
     )
@@ -511,17 +513,17 @@ def test_outside_home_country() -> None:
 def test_operator_deny_and_allow() -> None:
     p = policy(allow=("+44", "+90 900 123"), deny=("90 212",))
     err = denial("902122222525", p)
-    assert err.message == "'+902122222525' is blocked by this gateway's deny list"
-    assert (err.smtp_code, err.enhanced) == DENIED
+    assert err.words == "'+902122222525' is blocked by this gateway's deny list"
+    assert (err.code, err.enhanced) == DENIED
     check_policy("902162222525", p)
     check_policy("441234567890", p)
     check_policy("909001234567", p)  # explicitly unblocked built-in class
-    assert "premium-rate" in denial("909009999999", p).message  # only that block
+    assert "premium-rate" in denial("909009999999", p).words  # only that block
 
 
 def test_allow_must_be_as_specific_as_the_builtin_entry_it_unblocks() -> None:
-    assert "premium-rate" in denial("909001234567", policy(allow=("90",))).message
-    assert "premium-rate" in denial("909001234567", policy(allow=("9090",))).message
+    assert "premium-rate" in denial("909001234567", policy(allow=("90",))).words
+    assert "premium-rate" in denial("909001234567", policy(allow=("9090",))).words
     check_policy("909001234567", policy(allow=("90900",)))
 
 
@@ -695,7 +697,7 @@ def test_results_are_only_ascii_digits(local: str, country: str) -> None:
         number = parse_local_part(local, default_country_code=country)
     except NumberError as err:
         event(f"refused {err.enhanced}")
-        assert (err.smtp_code, err.enhanced) in (SYNTAX, NOT_A_NUMBER)
+        assert (err.code, err.enhanced) in (SYNTAX, NOT_A_NUMBER)
         assert_wire_safe(err)
         return
     event("accepted")
@@ -711,8 +713,8 @@ def test_results_are_only_ascii_digits(local: str, country: str) -> None:
 def test_any_non_ascii_digit_is_a_syntax_error(number: str, position: int, digit: str) -> None:
     position %= len(number) + 1
     err = refusal(number[:position] + digit + number[position:])
-    assert (err.smtp_code, err.enhanced) == SYNTAX
-    assert "type the number with the ASCII digits 0-9" in err.message
+    assert (err.code, err.enhanced) == SYNTAX
+    assert "type the number with the ASCII digits 0-9" in err.words
 
 
 builtin_entries = st.sampled_from(
@@ -747,7 +749,7 @@ def test_builtin_classes_never_pass_unless_explicitly_allowed(
     explicit = [a for a in allow if number.startswith(a) and len(a) >= len(prefix)]
     unblocking = [a for a in allow if a not in explicit]
     err = denial(number, NumberPolicy.from_config(home_country=home, allow=unblocking, deny=deny))
-    assert (err.smtp_code, err.enhanced) == DENIED
+    assert (err.code, err.enhanced) == DENIED
     # Allowing the most specific matching class (and denying nothing that matches) lets it
     # through: the chosen entry, or a longer one the suffix happens to hit ("810" -> "8100").
     deny_free = [d for d in deny if not number.startswith(d)]
@@ -774,7 +776,7 @@ def test_operator_deny_always_wins(number: str, cut: int, home: str, allow: list
         home_country=home, allow=[*allow, number, denied, number[:1]], deny=[denied]
     )
     err = denial(number, p)
-    assert err.message == f"'+{number}' is blocked by this gateway's deny list"
+    assert err.words == f"'+{number}' is blocked by this gateway's deny list"
 
 
 @settings(max_examples=200)

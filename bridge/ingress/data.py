@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from bridge.files import fsync_directory
+from bridge.files import atomic_path
 
 BLOCK = 64 * 1024
 END = b"\r\n.\r\n"  # the line break ending the last line, then a line holding only "."
@@ -25,10 +26,15 @@ TOO_MUCH = "552 Error: Too much mail data"  # aiosmtpd's words; FaxSMTP rewords 
 LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 
 
+class _NotKept(Exception):
+    """How `Spool.discard` leaves the `atomic_path` of a mail it did not keep."""
+
+
 class Spool:
-    """A mail being received: in memory up to `in_memory` bytes, beyond that in a temporary
-    file in `directory`, which `keep()` makes durable under its final name. Whatever is not
-    kept is removed by `discard()` (a refused mail, a dropped connection)."""
+    """A mail being received: in memory up to `in_memory` bytes, beyond that in the temporary
+    file of an `atomic_path` in `directory`, which `keep()` makes durable under its final
+    name. Whatever is not kept is removed by `discard()` (a refused mail, a dropped
+    connection)."""
 
     def __init__(self, directory: Path, in_memory: int) -> None:
         self.directory = directory
@@ -36,7 +42,10 @@ class Spool:
         self.size = 0
         self._memory: list[bytes] = []
         self._file: int | None = None
-        self._temporary: Path | None = None
+        # Entered when the mail spills to a file, left by keep() or discard(): the file is
+        # written over many blocks, between which the event loop serves other sessions.
+        self._writing: AbstractContextManager[Path] | None = None
+        self._final: Path | None = None
         self.path: Path | None = None  # once kept
 
     def write(self, data: bytes) -> None:
@@ -45,9 +54,11 @@ class Spool:
             self._memory.append(data)
             return
         if self._file is None:  # spill: a page-cache write per block, no fsync yet
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._temporary = self.directory / f".{uuid.uuid4().hex}.eml.tmp"
-            self._file = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            final = self.directory / f"{uuid.uuid4().hex}.eml"
+            writing = atomic_path(final)
+            temporary = writing.__enter__()
+            self._writing, self._final = writing, final
+            self._file = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             self._write(b"".join(self._memory))
             self._memory = []
         self._write(data)
@@ -68,28 +79,21 @@ class Spool:
         return b"".join(self._memory)
 
     async def keep(self) -> Path:
-        """fsync the file, give it its final name, fsync the directory."""
-        assert self._file is not None and self._temporary is not None
-        temporary, final = self._temporary, self.directory / f"{uuid.uuid4().hex}.eml"
-        fd = self._file
-
-        def durable() -> None:
-            os.fsync(fd)
-            os.replace(temporary, final)
-            fsync_directory(final.parent)
-
-        await asyncio.to_thread(durable)
-        self.path, self._temporary = final, None
-        return final
+        """The file, durable under its final name (`atomic_path`'s fsyncs and rename)."""
+        assert self._writing is not None and self._final is not None
+        writing, self._writing = self._writing, None
+        await asyncio.to_thread(writing.__exit__, None, None, None)
+        self.path = self._final
+        return self.path
 
     def discard(self) -> None:
         """Close the file; remove it unless it was kept."""
         if self._file is not None:
             os.close(self._file)
             self._file = None
-        if self._temporary is not None:
-            self._temporary.unlink(missing_ok=True)
-            self._temporary = None
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.__exit__(_NotKept, _NotKept(), None)
         self._memory = []
 
 

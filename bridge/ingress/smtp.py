@@ -19,25 +19,23 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from bridge import mime
+from bridge import mime, replies
 from bridge.clock import Clock
 from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
-from bridge.errors import DocumentError
+from bridge.errors import NumberError, Refusal
 from bridge.ingress.arrivals import Arrivals
 from bridge.ingress.data import Spool, read_data
-from bridge.limits import DAY, PageCaps
+from bridge.limits import DAY, PageCaps, broken_cap
 from bridge.metrics import Metrics
-from bridge.numbers import NumberError, NumberPolicy, check_policy, parse_local_part
+from bridge.numbers import NumberPolicy, check_policy, parse_local_part
 from bridge.passwords import verify_password
+from bridge.replies import Line, render
 from bridge.sandbox import Sandbox
 from bridge.store import NewMessage, Store, is_disk_full
 
 log = logging.getLogger(__name__)
 
 SOURCE_ROUTE = re.compile(r"<\s*@[^>]*:")
-INTERNAL_ERROR = "451 4.3.0 Internal error in the fax gateway; please try again later"
-DISK_FULL = "452 4.3.1 The fax gateway is out of storage; please try again later"
-SHUTTING_DOWN = "421 4.3.2 The fax gateway is restarting; please try again in a minute"
 # A mail up to this size is kept in its database row, durable with the commit that records it;
 # a larger one goes to a spool file of its own (two more fsyncs, but no large blob in the WAL).
 RAW_IN_ROW_BYTES = 1 << 20
@@ -66,15 +64,14 @@ class Connections:
         self.none_open = asyncio.Event()
         self.none_open.set()
 
-    def admit(self, ip: str, session: FaxSMTP) -> str | None:
+    def admit(self, ip: str, session: FaxSMTP) -> Line | None:
         """None when the connection may proceed, else the reply to close it with."""
         if self.closing:
-            return SHUTTING_DOWN
+            return render(replies.SHUTTING_DOWN)
         if len(self.sessions) >= self.total:
-            return "421 4.7.0 The fax gateway is busy; please try again later"
+            return render(replies.BUSY)
         if self.open[ip] >= self.per_client:
-            return (f"421 4.7.0 Too many connections from {ip} (at most {self.per_client}); "
-                    "please try again later")
+            return render(replies.TOO_MANY_CONNECTIONS, ip=ip, limit=self.per_client)
         self.open[ip] += 1
         self.sessions.add(session)
         self.none_open.clear()
@@ -133,8 +130,7 @@ class FaxSMTP(SMTP):
         self._turned_away = False
         limit = handler.settings.max_message_bytes
         size = f"{limit / 1e6:.0f} MB" if limit >= 1e6 else f"{limit / 1e3:.0f} KB"
-        too_big = (f"552 5.3.4 Message too big: this fax gateway accepts mail of at most "
-                   f"{size}; send fewer or smaller attachments")
+        too_big = render(replies.TOO_BIG, size=size)
         self._rewrites = {
             "552 Error: message size exceeds fixed maximum message size": too_big,
             "552 Error: Too much mail data": too_big,
@@ -172,8 +168,9 @@ class FaxSMTP(SMTP):
     def goodbye(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             assert isinstance(self.transport, asyncio.WriteTransport)
-            self._metrics.refused(SHUTTING_DOWN)
-            self.transport.write(SHUTTING_DOWN.encode() + b"\r\n")
+            reply = render(replies.SHUTTING_DOWN)
+            self._metrics.refused(reply)
+            self.transport.write(reply.encode() + b"\r\n")
             self.transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
@@ -216,20 +213,17 @@ class FaxSMTP(SMTP):
     async def smtp_RCPT(self, arg: str) -> None:
         self._rcpts_in_mail += 1
         if self._rcpts_in_mail > self._max_rcpts_in_mail:  # a flood, not a mail
-            await self.push(f"421 4.7.0 More than {self._max_rcpts_in_mail} RCPT commands for "
-                            "one mail; closing the connection")
+            await self.push(render(replies.RCPT_FLOOD, limit=self._max_rcpts_in_mail))
             assert self.transport is not None
             self.transport.close()
             return
         # aiosmtpd drops a source route (`<@a,@b:x@y>`) and unquotes quoted local parts
         # silently; a fax gateway refuses both, so only the plain form is ever accepted.
         if arg and SOURCE_ROUTE.search(arg):
-            await self.push("553 5.1.3 Source routes are not accepted; write the fax number as "
-                            f"NUMBER@{self._fax_domain}")
+            await self.push(render(replies.SOURCE_ROUTE, domain=self._fax_domain))
             return
         if arg and '"' in arg:  # aiosmtpd would unquote it before our handler sees it
-            await self.push("553 5.1.3 Quoted addresses are not accepted; write the fax number "
-                            f"without quotes, as NUMBER@{self._fax_domain}")
+            await self.push(render(replies.QUOTED_ADDRESS, domain=self._fax_domain))
             return
         await super().smtp_RCPT(arg)
 
@@ -292,29 +286,25 @@ class FaxHandler:
         user = session.auth_data if session.authenticated else None
         if not user and self.settings.auth_required and not in_networks(session.peer,
                                                                          self.trusted):
-            return ("530 5.7.0 Authentication required: log in with your fax-bridge user "
-                    "name and password before sending")
+            return render(replies.AUTH_REQUIRED)
         if address in ("", "<>"):  # aiosmtpd passes the null sender as "<>"
-            return ("550 5.7.1 Mail from the null sender (bounces, auto-replies) is not "
-                    "faxed, to avoid mail loops")
+            return render(replies.NULL_SENDER)
         if isinstance(user, SmtpUser) and user.addresses and address.lower() not in {
                 a.lower() for a in user.addresses}:
-            return (f"550 5.7.1 <{address}>: user {user.name} may only send as "
-                    f"{', '.join(user.addresses)}")
+            return render(replies.NOT_THE_USERS_ADDRESS, address, user=user.name,
+                          addresses=", ".join(user.addresses))
         if not sender_allowed(address, self.settings.allowed_senders):
-            return f"550 5.7.1 <{address}> is not allowed to send faxes through this gateway"
+            return render(replies.SENDER_NOT_ALLOWED, address=address)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         self.arrivals.note()  # a mail is on its way
-        return "250 2.1.0 OK"
+        return render(replies.SENDER_OK)
 
     def _number(self, address: str) -> str:
         """The fax number of a recipient address; NumberError says why there is none."""
         local, at, domain = address.rpartition("@")
         if not at or domain.lower() != self.settings.domain.lower():
-            raise NumberError(
-                f"relaying denied: this gateway only sends faxes, to NUMBER@"
-                f"{self.settings.domain}", smtp_code=550, enhanced="5.7.1")
+            raise NumberError(replies.RELAYING_DENIED, domain=self.settings.domain)
         number = parse_local_part(local, default_country_code=self.default_country_code)
         check_policy(number, self.number_policy)
         return number
@@ -324,33 +314,31 @@ class FaxHandler:
         rcpt_options: list[str],
     ) -> str:
         if envelope.mail_from is None:
-            return "503 5.5.1 Send MAIL FROM first"
+            return render(replies.MAIL_FIRST)
         try:
             number = self._number(address)
         except NumberError as exc:
-            return f"{exc.smtp_code} {exc.enhanced} <{address}>: {exc.message}"
+            return render(exc.entry, address, **exc.slots)
         numbers = [self._number(a) for a in envelope.rcpt_tos]
         if number in numbers:
-            return f"250 2.1.5 <{address}>: same number as an earlier recipient; faxed once"
+            return render(replies.SAME_NUMBER, address)
         if len(numbers) >= self.settings.max_recipients:
-            return (f"452 4.5.3 Too many recipients: at most {self.settings.max_recipients} "
-                    "fax numbers per mail; send the rest in another mail")
+            return render(replies.TOO_MANY_RECIPIENTS, limit=self.settings.max_recipients)
         now = self.clock.now()
         used = await self.store.jobs.usage(envelope.mail_from, hour_since=now - 3600,
                                       day_since=now - DAY)
         if used.faxes_last_hour + len(numbers) >= self.max_per_hour:
-            return (f"450 4.7.1 <{envelope.mail_from}> has reached the limit of "
-                    f"{self.max_per_hour} faxes per hour; please try again later")
-        page_caps = self.page_caps
-        if used.sender_pages >= page_caps.per_sender:
-            return (f"450 4.7.1 <{envelope.mail_from}> has reached the limit of "
-                    f"{page_caps.per_sender} pages per day; please try again tomorrow")
-        if used.total_pages >= page_caps.total:
-            return ("451 4.7.1 The fax gateway has reached its daily page limit; please try "
-                    "again tomorrow")
+            return render(replies.HOURLY_LIMIT, sender=envelope.mail_from,
+                          limit=self.max_per_hour)
+        broken = broken_cap(used, self.page_caps, pages=1)
+        if broken == "per_sender":
+            return render(replies.SENDER_PAGE_LIMIT, sender=envelope.mail_from,
+                          limit=self.page_caps.per_sender)
+        if broken == "total":
+            return render(replies.GATEWAY_PAGE_LIMIT)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        return f"250 2.1.5 <{address}>: will be faxed to +{number}"
+        return render(replies.RECIPIENT_OK, address, number=number)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.arrivals.answering():  # conversions wait: a client waits for this answer
@@ -370,7 +358,7 @@ class FaxHandler:
             assert raw is None or isinstance(raw, bytes)
             stored: str | bytes = raw if raw is not None else str(spool.path)
             refusal = await self._inspect(session, envelope.mail_from, stored)
-            if isinstance(refusal, str):
+            if isinstance(refusal, Line):
                 self._forget(spool)
                 return refusal
             inspection = refusal
@@ -385,13 +373,13 @@ class FaxHandler:
             if is_disk_full(exc):
                 log.error("smtp %s: out of storage, mail from %s deferred: %s", session.peer,
                           envelope.mail_from, exc)
-                return DISK_FULL
+                return render(replies.OUT_OF_STORAGE)
             raise
         ids = ", ".join(str(i) for i in job_ids)
         log.info("smtp %s: mail from %s queued as fax jobs %s (%s)", session.peer,
                  envelope.mail_from, ids, ", ".join(f"+{n}" for _, n in recipients))
         self.on_queued()
-        return f"250 2.0.0 queued as fax jobs {ids}"
+        return render(replies.QUEUED, ids=ids)
 
     @staticmethod
     def _forget(spool: Spool) -> None:
@@ -401,34 +389,33 @@ class FaxHandler:
 
     async def _inspect(
         self, session: Session, mail_from: str, stored: str | bytes
-    ) -> mime.Inspection | str:
-        """The cheap checks, in the sandbox; a refusal comes back as the reply to send."""
+    ) -> mime.Inspection | Line:
+        """The cheap checks, in the sandbox; a refusal (of the mail, or the sandbox's memory or
+        time limit) comes back as the reply to send."""
         try:
             inspection = await self.sandbox.run(mime.inspect_stored, stored, what="the mail")
-        except mime.Refusal as refusal:
+        except Refusal as refusal:
             reply = refusal.reply
-        except DocumentError as exc:  # the sandbox's memory or time limit
-            reply = f"554 5.6.0 {exc}"
         else:
-            reply = self._check_header_from(inspection.from_mailboxes) or ""
-            if not reply:
+            found = self._check_header_from(inspection.from_mailboxes)
+            if found is None:
                 return inspection
+            reply = found
         log.info("smtp %s: refused mail from %s: %s", session.peer, mail_from, reply)
         return reply
 
-    def _check_header_from(self, mailboxes: tuple[str, ...]) -> str | None:
+    def _check_header_from(self, mailboxes: tuple[str, ...]) -> Line | None:
         """With a sender allowlist, the visible From: must be one allowed mailbox too."""
         if not self.settings.allowed_senders:
             return None
         if len(mailboxes) != 1 or not sender_allowed(mailboxes[0],
                                                      self.settings.allowed_senders):
-            return ("550 5.7.1 The From: header must name exactly one sender who is allowed "
-                    "to send faxes through this gateway")
+            return render(replies.FROM_HEADER_NOT_ALLOWED)
         return None
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("smtp: internal error: %r", error, exc_info=error)
-        return DISK_FULL if is_disk_full(error) else INTERNAL_ERROR
+        return render(replies.OUT_OF_STORAGE if is_disk_full(error) else replies.INTERNAL_ERROR)
 
 
 async def start_smtp_server(

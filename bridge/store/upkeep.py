@@ -5,12 +5,11 @@ bookkeeping (the poller's last call times, the last push), the snapshot that `/m
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge.files import fsync_directory
+from bridge.files import atomic_path
 from bridge.providers import Provider
 from bridge.store.rows import (
     FINAL_JOB_STATES,
@@ -109,16 +108,8 @@ class Upkeep:
         """A consistent copy of the live database, made on the writer's thread (writes wait for
         it; reads go on), written under a temporary name and renamed, so `target` is complete
         or absent."""
-        unfinished = target.with_name(f".{target.name}.partial")
-        unfinished.unlink(missing_ok=True)
-        await self._writer.run(lambda db: db.execute("VACUUM INTO ?", (str(unfinished),)))
-        fd = os.open(unfinished, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(unfinished, target)
-        fsync_directory(target.parent)
+        with atomic_path(target) as unfinished:
+            await self._writer.run(lambda db: db.execute("VACUUM INTO ?", (str(unfinished),)))
 
     async def meta(self, key: str) -> str | None:
         value = await self._reader.value("SELECT value FROM meta WHERE key = ?", (key,))

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge import documents, mime
+from bridge import cover, documents, mime, replies
 from bridge.clock import Clock
 from bridge.config import CoverPage
 from bridge.errors import BridgeError
-from bridge.limits import DAY, PageCaps
+from bridge.limits import DAY, PageCaps, broken_cap
 from bridge.mail import Templates
 from bridge.sandbox import Sandbox
 from bridge.store import Message, Store, is_disk_full
@@ -148,20 +148,21 @@ class Converter(Worker):
         now = self.clock.now()
         used = await self.store.jobs.usage(message.mail_from, hour_since=now - 3600,
                                       day_since=now - DAY)
-        if used.sender_pages + cost > self.page_caps.per_sender:
-            return (f"this fax has {pages} page(s) for {len(jobs)} number(s); with it "
-                    f"{message.mail_from} would send more than {self.page_caps.per_sender} "
-                    f"pages in 24 hours ({used.sender_pages} already); please send it later")
-        if used.total_pages + cost > self.page_caps.total:
-            return ("the fax gateway has reached its daily page limit; please send it again "
-                    "tomorrow")
+        broken = broken_cap(used, self.page_caps, cost)
+        if broken == "per_sender":
+            return replies.OVER_SENDER_PAGES.say(pages=pages, numbers=len(jobs),
+                                                 sender=message.mail_from,
+                                                 limit=self.page_caps.per_sender,
+                                                 used=used.sender_pages)
+        if broken == "total":
+            return replies.OVER_GATEWAY_PAGES.say()
         return None
 
     def cover_html(self, message: Message, body: str) -> str | None:
         """`auto`: a cover page only when the sender wrote something of their own."""
         if self.cover_page == "never":
             return None
-        text = mime.cover_text(body)
+        text = cover.cover_text(body)
         if not text and self.cover_page == "auto":
             return None
         return self.templates.render("cover.html.j2", {

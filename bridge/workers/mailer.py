@@ -15,7 +15,8 @@ from collections.abc import Callable
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import MailSettings
-from bridge.mail import DeliveryError, Envelope, Transport
+from bridge.errors import DeliveryError, DeliveryPermanentError
+from bridge.mail import Envelope, Transport
 from bridge.retry import RetryPolicy
 from bridge.store import MailState, QueuedMail, Store
 from bridge.workers.base import Shunt, Worker
@@ -59,7 +60,7 @@ class Mailer(Worker):
             outcome = await self.transport.deliver(envelope)
         except DeliveryError as exc:
             now = self.clock.now()
-            at = None if exc.permanent else self.policy.next_attempt(
+            at = None if isinstance(exc, DeliveryPermanentError) else self.policy.next_attempt(
                 attempts=mail.attempts, first_at=mail.created_at, now=now, jitter=self.jitter())
             if at is None:
                 log.error("mail %s %s: undeliverable to %s after %d attempt(s), kept as a "

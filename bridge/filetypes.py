@@ -1,0 +1,158 @@
+"""What a file is, told by its magic bytes alone: a name or a declared MIME type is a claim, not
+a fact. Pure and cheap, fit for the SMTP conversation itself: `sniff` and `describe_unsupported`
+decide what `bridge.documents` accepts, `header_dimensions` what size a picture announces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+
+SNIFF_BYTES = 1024
+"""How many leading bytes `sniff`, `describe_unsupported` and `quick_check` look at.
+
+1024 because PDF readers accept the `%PDF-` header anywhere in the first kilobyte, and some
+mail gateways and scanners put junk before it.
+"""
+
+
+class Kind(StrEnum):
+    """The document types fax-bridge can fax; the value is the usual short name."""
+
+    PDF = "pdf"
+    TIFF = "tiff"
+    PNG = "png"
+    JPEG = "jpeg"
+
+
+_IMAGE_SIGNATURES = (
+    (b"II*\x00", Kind.TIFF),
+    (b"MM\x00*", Kind.TIFF),
+    (b"\x89PNG\r\n\x1a\n", Kind.PNG),
+    (b"\xff\xd8\xff", Kind.JPEG),
+)
+
+
+def _is_webp(head: bytes) -> bool:
+    return head.startswith(b"RIFF") and head[8:12] == b"WEBP"
+
+
+def _is_heic(head: bytes) -> bool:
+    """iPhones mail photos as HEIC; naming it lets the sender know to re-save as JPEG."""
+    brands = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1")
+    return head[4:8] == b"ftyp" and head[8:12] in brands
+
+
+def _is_bmp(head: bytes) -> bool:
+    """Two letters "BM" also start ordinary text, so the DIB header size must match too."""
+    dib_header_sizes = (12, 40, 52, 56, 64, 108, 124)
+    return (
+        head.startswith(b"BM")
+        and len(head) >= 18
+        and int.from_bytes(head[14:18], "little") in dib_header_sizes
+    )
+
+
+_FOREIGN_TYPES: tuple[tuple[Callable[[bytes], bool], str], ...] = (
+    (lambda head: head.startswith((b"GIF87a", b"GIF89a")), "a GIF image"),
+    (_is_bmp, "a BMP image"),
+    (_is_webp, "a WebP image"),
+    (_is_heic, "an HEIC photo (the iPhone photo format)"),
+    (lambda head: head.startswith(b"\x1f\x8b"), "a compressed (gzip) file"),
+    (lambda head: head.startswith(b"7z\xbc\xaf\x27\x1c"), "a 7-Zip archive"),
+    (lambda head: head.startswith(b"Rar!\x1a\x07"), "a RAR archive"),
+    (
+        lambda head: head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),
+        "a Word, Excel or PowerPoint document",
+    ),
+)
+
+
+def _describe_zip(head: bytes) -> str:
+    """Word, Excel and LibreOffice files are ZIP archives; tell them apart by the first entry.
+
+    Their writers put a fixed first entry in the archive, so the name in the first local file
+    header (at offset 30) is enough and is still "magic bytes", not the file's name.
+    """
+    name_length = int.from_bytes(head[26:28], "little")
+    first_entry = head[30 : 30 + name_length]
+    office_prefixes = (b"word/", b"xl/", b"ppt/", b"_rels/", b"docProps/")
+    if first_entry == b"[Content_Types].xml" or first_entry.startswith(office_prefixes):
+        return "a Word, Excel or PowerPoint document"
+    if first_entry == b"mimetype" and b"opendocument" in head:
+        return "an OpenDocument (LibreOffice) document"
+    return "a ZIP archive"
+
+
+def _foreign_type(head: bytes) -> str | None:
+    """Words for a type fax-bridge recognises by its signature but cannot fax, if any."""
+    if head.startswith(b"PK\x03\x04"):
+        return _describe_zip(head)
+    for matches, words in _FOREIGN_TYPES:
+        if matches(head):
+            return words
+    return None
+
+
+def describe_unsupported(head: bytes) -> str:
+    """Name, for a person, what a file `sniff` did not accept is, e.g. "a ZIP archive".
+
+    A refusal that says "a Word document" tells the sender what to do (print to PDF); one that
+    says "unsupported type" does not.
+    """
+    return _foreign_type(head) or "a file of unknown type"
+
+
+def sniff(head: bytes) -> Kind | None:
+    """Say what `head` (the first `SNIFF_BYTES` of a file) is, by magic bytes only.
+
+    Image signatures must sit at offset 0; the PDF header may appear anywhere in the first
+    `SNIFF_BYTES`, as in real PDF readers, unless the file starts with the signature of
+    another type: a ZIP archive holding a PDF, or an image whose metadata happens to contain
+    "%PDF-", is not a PDF.
+    """
+    for signature, kind in _IMAGE_SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    if _foreign_type(head) is None and b"%PDF-" in head[:SNIFF_BYTES]:
+        return Kind.PDF
+    return None
+
+
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_dimensions(head: bytes) -> tuple[int, int] | None:
+    """Width and height from the JPEG frame header, if it lies within `head`.
+
+    Walks the marker segments from the start of the file; photos with large EXIF blocks put
+    the frame header beyond `head`, crafted bombs usually do not.
+    """
+    position = 2
+    while position + 4 <= len(head) and head[position] == 0xFF:
+        marker = head[position + 1]
+        if marker == 0xFF:
+            position += 1
+            continue
+        if marker in _JPEG_FRAME_MARKERS:
+            if position + 9 > len(head):
+                return None
+            height = int.from_bytes(head[position + 5 : position + 7], "big")
+            width = int.from_bytes(head[position + 7 : position + 9], "big")
+            return width, height
+        position += 2 + int.from_bytes(head[position + 2 : position + 4], "big")
+    return None
+
+
+def header_dimensions(kind: Kind, head: bytes) -> tuple[int, int] | None:
+    """Image size readable from the first bytes alone, without any decoding.
+
+    PNG always has it at a fixed offset; JPEG sometimes within `head`. TIFF keeps it in a
+    directory that may be anywhere in the file, so TIFF (and PDF) get `None` here and are
+    measured in full by `bridge.documents.build_pdf`.
+    """
+    if kind is Kind.PNG and head[12:16] == b"IHDR" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if kind is Kind.JPEG:
+        return _jpeg_dimensions(head)
+    return None
