@@ -16,6 +16,7 @@ from bridge.errors import ConfigError
 from bridge.mail import Templates, builtin_templates_dir
 from bridge.simulators import FaxMaxSimulator
 from bridge.template_check import check_templates, samples
+from tests.cli_runner import run_cli
 from tests.docfactory import make_pdf, make_tiff
 from tests.mails import fax_mail
 from tests.relay import RelaySink
@@ -118,6 +119,26 @@ def test_a_template_missing_everywhere_is_refused_naming_it(
     with pytest.raises(ConfigError) as info:
         check_templates(Templates(), Settings())
     assert str(info.value) == "template report.subject.j2: not found in the built-in templates"
+
+
+def test_check_config_exits_1_naming_a_broken_override(tmp_path: Path) -> None:
+    overrides = tmp_path / "templates"
+    overrides.mkdir()
+    config_file = tmp_path / "fax-bridge.toml"
+    config_file.write_text(f"[mail]\ntemplates_dir = {str(overrides)!r}\n", encoding="utf-8")
+    (overrides / "fax.subject.j2").write_text("FAX受信: {{ sender }} ({{ station }})\n",
+                                              encoding="utf-8")
+    good = run_cli("check-config", "-c", str(config_file))
+    assert good.returncode == 0, good.stderr
+    for text, error in (("Fax {{ sender }\n", "line 1: unexpected '}'"),
+                        ("Fax {{ job.nosuch.attr }}\n", "line 1: 'job' is undefined"),
+                        ("Fax {{ sender | nosuch }}\n", "line 1: No filter named 'nosuch'")):
+        (overrides / "report.subject.j2").write_text(text, encoding="utf-8")
+        bad = run_cli("check-config", "-c", str(config_file))
+        assert bad.returncode == 1
+        assert bad.stdout == ""
+        assert bad.stderr.startswith(
+            f"fax-bridge: template {overrides / 'report.subject.j2'}, {error}"), bad.stderr
 
 
 async def test_every_sample_variable_is_one_the_bridge_really_passes(
