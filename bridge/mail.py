@@ -43,8 +43,9 @@ class Templates:
     def __init__(self, override_dir: str = "") -> None:
         search = [override_dir] if override_dir else []
         search.append(str(builtin_templates_dir()))
+        self._loader = jinja2.FileSystemLoader(search)
         self._env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(search),
+            loader=self._loader,
             autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",),
                                                 default_for_string=False),
             undefined=jinja2.StrictUndefined,
@@ -54,6 +55,14 @@ class Templates:
 
     def render(self, name: str, context: Mapping[str, Any]) -> str:
         return self._env.get_template(name).render(**context)
+
+    def filename(self, name: str) -> str:
+        """The file `name` is read from, the operator's override or the built-in one, so that an
+        error can say which of the two is wrong."""
+        try:
+            return self._loader.get_source(self._env, name)[1] or name
+        except jinja2.TemplateNotFound:
+            return name
 
 
 def one_line(text: str) -> str:

@@ -1,0 +1,133 @@
+"""Every template rendered with sample data before a real mail needs it: at start-up and by
+`fax-bridge check-config`.
+
+Templates are rendered one mail at a time, long after start-up, so an operator's override with a
+typo would otherwise fail every report, fax mail or alert it is used for, each failure a log line
+far from the edit that caused it. Production renders with `StrictUndefined`, so rendering each
+template with exactly the variables its caller passes catches a misspelt variable as well as a
+syntax error, an unknown filter or a missing file. Each template is rendered twice, once with
+every optional value set and once with none, so both sides of its `{% if %}`s run.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from bridge.config import Settings
+from bridge.errors import ConfigError
+from bridge.mail import Templates
+from bridge.providers import Provider
+from bridge.store import FINAL_JOB_STATES, Job, JobState, Message, MessageState
+from bridge.workers.inbox import UNCONVERTED_NOTE
+from bridge.workers.reporter import format_time, report_context
+
+MAIL_PARTS = ("subject", "txt", "html")
+"""`bridge.mail.compose` makes a mail from `<name>.subject.j2`, `.txt.j2` and `.html.j2`."""
+COVER = "cover.html.j2"
+
+RECEIVED_AT = 1_790_000_000.0  # a fixed moment, so two checks render the same text
+
+
+def _report(tz: str, state: JobState, full: bool) -> dict[str, Any]:
+    """What the reporter passes: `report_context` itself, on a sample job and its mail."""
+    message = Message(
+        id=1, state=MessageState.READY, mail_from="alice@example.com",
+        header_from="Alice Example <alice@example.com>",
+        subject="Invoice 42" if full else "", message_id="<invoice-42@example.com>", refs="",
+        spool_path="", document_path=None, cover_html=None, pages=3 if full else None,
+        left_out=("signature.asc (a digital signature)",) if full else (), error=None,
+        received_at=RECEIVED_AT)
+    delivered = state is JobState.DELIVERED
+    job = Job(
+        id=7, message=1, number="902122222525", recipient="02122222525@fax.local",
+        sender="alice@example.com", state=state, attempts=2 if full else 1,
+        next_attempt_at=0.0, created_at=RECEIVED_AT, updated_at=RECEIVED_AT + 120,
+        fax_id="3f2c1a9e-5b7d-4c1e-9a3b-1d2e3f4a5b6c" if full else None,
+        provider_status=("SUCCESS" if delivered else "BUSY") if full else "",
+        pages_sent=3 if full and delivered else None,
+        detail="" if delivered or not full else "the line was busy on every attempt",
+        submitted_at=RECEIVED_AT + 10, finished_at=RECEIVED_AT + 300 if full else None,
+        reported="")
+    return report_context(job, message, tz)
+
+
+def _fax(tz: str, full: bool) -> dict[str, Any]:
+    """What the inbox passes: `Inbox.letter`'s context plus what `fax_mail` adds."""
+    if full:
+        return {"sender": "903125550000", "station": "ACME LTD", "number": "+902121110000",
+                "received": format_time(RECEIVED_AT, tz), "provider": Provider.FAXMAX.display_name,
+                "pages": 2, "filename": "fax-2026-09-21-1713-from-903125550000.tif",
+                "note": UNCONVERTED_NOTE}
+    return {"sender": "withheld", "station": "", "number": "+81368680000",
+            "received": format_time(RECEIVED_AT, tz), "provider": Provider.BYOSOKU.display_name,
+            "pages": 1, "filename": "fax-2026-09-21-1713-from-withheld.pdf", "note": ""}
+
+
+def _alert(full: bool) -> dict[str, Any]:
+    """What `Alerter.alert` passes."""
+    return {"summary": "received fax 12 could not be converted to PDF",
+            "details": "not a readable TIFF\nIt was delivered as the original file." if full
+            else "",
+            "suppressed": 3 if full else 0, "cause": "inbound-conversion-12"}
+
+
+def _cover(full: bool) -> dict[str, Any]:
+    """What `Converter.cover_html` passes (with `cover_page = "always"` the text may be "")."""
+    if full:
+        return {"text": "Please find the invoice attached.\nKind regards", "subject":
+                "Invoice 42", "sender": "Alice Example <alice@example.com>"}
+    return {"text": "", "subject": "", "sender": "alice@example.com"}
+
+
+def samples(settings: Settings) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(template name, what the sample is, its context) for every template the bridge renders."""
+    tz = settings.mail.timezone
+    for full in (True, False):
+        values = "every value set" if full else "optional values empty"
+        for state in FINAL_JOB_STATES:
+            for part in MAIL_PARTS:
+                yield f"report.{part}.j2", f"{state} report, {values}", _report(tz, state, full)
+        for part in MAIL_PARTS:
+            yield f"fax.{part}.j2", f"received fax, {values}", _fax(tz, full)
+            yield f"alert.{part}.j2", f"alert, {values}", _alert(full)
+        yield COVER, f"cover page, {values}", _cover(full)
+
+
+def check_templates(templates: Templates, settings: Settings) -> None:
+    """Render every template with its samples; ConfigError naming the file on the first failure.
+
+    `templates` must be the set built from `settings.mail.templates_dir`.
+    """
+    directory = settings.mail.templates_dir
+    if directory and not Path(directory).is_dir():
+        raise ConfigError(f"mail.templates_dir: {directory!r} is not a directory")
+    for name, what, context in samples(settings):
+        try:
+            templates.render(name, context)
+        except jinja2.TemplateNotFound as exc:
+            where = f"mail.templates_dir ({directory!r}) or " if directory else ""
+            raise ConfigError(f"template {exc.name}: not found in {where}the built-in "
+                              "templates") from exc
+        except jinja2.TemplateSyntaxError as exc:
+            raise ConfigError(f"template {exc.filename or templates.filename(name)}, line "
+                              f"{exc.lineno}: {exc.message}") from exc
+        except Exception as exc:  # whatever the template raised would stop the real mail too
+            message = str(exc) if isinstance(exc, jinja2.TemplateError) else (
+                f"{type(exc).__name__}: {exc}")
+            raise ConfigError(f"template {_where(exc, templates.filename(name))}: {message} "
+                              f"(rendering a sample {what})") from exc
+
+
+def _where(exc: BaseException, filename: str) -> str:
+    """The file and line the error came from: Jinja puts template frames in the traceback, so
+    the deepest one names an included file when the error is there."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if not frame.filename.endswith(".py") and not frame.filename.startswith("<")]
+    if not frames:
+        return filename
+    return f"{frames[-1].filename}, line {frames[-1].lineno}"
