@@ -32,6 +32,7 @@ from bridge.providers.faxmax import FaxMaxClient
 from bridge.sandbox import Limits as SandboxLimits
 from bridge.sandbox import Sandbox
 from bridge.store import Store
+from bridge.template_check import check_templates
 from bridge.workers.base import Worker
 from bridge.workers.converter import Converter
 from bridge.workers.inbox import Inbox
@@ -114,6 +115,8 @@ def build_pipeline(
     the running workers' tasks, for the health report."""
     s = settings
     data = s.data_path
+    templates = Templates(s.mail.templates_dir)
+    check_templates(templates, s)  # a broken override stops the start, not every report
     arrivals = arrivals if arrivals is not None else Arrivals()
     metrics = metrics if metrics is not None else Metrics()
     own_sandboxes: list[Sandbox] = []
@@ -130,7 +133,6 @@ def build_pipeline(
         faxmax = client
     if transport is None:
         transport = make_transport(s.mail, s.maildir_path)
-    templates = Templates(s.mail.templates_dir)
     page_caps = PageCaps(per_sender=s.numbers.max_pages_per_sender_per_day,
                          total=s.numbers.max_pages_per_day)
 

@@ -166,3 +166,13 @@ async def test_every_sample_variable_is_one_the_bridge_really_passes(
     subjects = {m.rcpt_tos[0]: m.message["Subject"] for m in mails[1:]}
     assert "sender=[903125550000]" in subjects["frontdesk@example.com"]
     assert "cause=[inbound-conversion-" in subjects[ADMIN]
+
+
+async def test_the_service_does_not_start_with_a_broken_override(
+    tmp_path: Path, make_bridge: MakeBridge,
+) -> None:
+    overrides = tmp_path / "templates"
+    overrides.mkdir()
+    (overrides / "alert.txt.j2").write_text("{{ summary | nosuch }}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"alert\.txt\.j2, line 1: No filter named 'nosuch'"):
+        await make_bridge(mail={"templates_dir": str(overrides)})
