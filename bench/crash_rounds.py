@@ -1,4 +1,4 @@
-"""Crash safety at scale (RELIABILITY F1–F4): many rounds of SIGKILL of the real `fax-bridge
+"""Crash safety at scale (docs/RELIABILITY.md F1–F4): many rounds of SIGKILL of the real `fax-bridge
 serve`, at seeded random points, with the rounds of `tests/crash_rounds.py`, of which
 `tests/test_crash.py` runs a few in CI.
 

@@ -1,4 +1,4 @@
-"""Full-size load runs L1 (SMTP intake) and L3 (webhook burst) of RELIABILITY.md against the
+"""Full-size load runs L1 (SMTP intake) and L3 (webhook burst) of docs/RELIABILITY.md against the
 real `fax-bridge serve` process.
 
 Each run starts a fresh service (`tests.process.ServeProcess`, so a fresh database and a fresh
@@ -54,7 +54,7 @@ from tests.relay import RelaySink
 from tests.settings import settings_for
 
 L1_RUNS = ((1, 1000, 2000), (10, 2000, 2000), (4, 100, 1_000_000))
-"""(sessions, mails per session, bytes per mail), as RELIABILITY L1 gives them."""
+"""(sessions, mails per session, bytes per mail), as docs/RELIABILITY.md L1 gives them."""
 
 
 def proc_kb(pid: int, field: str) -> int:

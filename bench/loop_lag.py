@@ -1,5 +1,5 @@
 """Event-loop lag of the real service while it refuses a header bomb, a TIFF bomb and a PDF
-bomb (RELIABILITY B2, B6, B7): the loop must stay responsive (lag under 100 ms).
+bomb (docs/RELIABILITY.md B2, B6, B7): the loop must stay responsive (lag under 100 ms).
 
 The bridge runs in this process, on this loop, with the FaxMAX simulator and a Maildir; a
 sampler sleeps 5 ms at a time and records how late it wakes; the bombs are sent with aiosmtplib.

@@ -95,7 +95,7 @@ class ProviderPermanentError(ProviderError):
 class ProviderOutcomeUnknown(ProviderError):
     """The request was sent but no trustworthy answer came back: it may have taken effect.
 
-    For a fax this must never lead to an automatic resend (DESIGN rules 3 and 4).
+    For a fax this must never lead to an automatic resend (docs/RULES.md, rules 3 and 4).
     """
 
 

@@ -251,7 +251,7 @@ _TURKEY = (
 )
 # Japan (+81). Sources: libphonenumber's JP metadata (premium rate 990, UAN 570, pager 20; no
 # geographic or mobile number starts with 0; the only national numbers that do are carrier
-# services such as 0037/0077/0088 that cannot be dialled from abroad) and RELIABILITY A15
+# services such as 0037/0077/0088 that cannot be dialled from abroad) and docs/RELIABILITY.md A15
 # (010 international prefix, 00XY carrier selection, 0180 televoting). The 1XY specials
 # (110 police, 118 coast guard, 119 fire/ambulance, 117 time, 104 directory, 171 disaster
 # message) are not listed as prefixes: "+81 11..." is also Sapporo (011) and "+81 17..." Aomori

@@ -1,4 +1,4 @@
-"""The crash rounds of RELIABILITY.md F1–F4: each builds its own world (simulators, relay sink,
+"""The crash rounds of docs/RELIABILITY.md F1–F4: each builds its own world (simulators, relay sink,
 a fresh data directory and the real `fax-bridge serve`), kills the service with SIGKILL at
 chosen and at random points, restarts it, and returns what it counted.
 

@@ -1,4 +1,4 @@
-"""Crash safety (RELIABILITY.md F1–F4): the real `fax-bridge serve` is killed with SIGKILL at
+"""Crash safety (docs/RELIABILITY.md F1–F4): the real `fax-bridge serve` is killed with SIGKILL at
 chosen and at random points, restarted, and the store and the outside world are checked.
 
 SIGKILL runs no cleanup, as an OOM kill or a pulled plug of the process would (not of the

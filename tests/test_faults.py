@@ -1,5 +1,5 @@
-"""Provider and relay faults (RELIABILITY F5, F6, F7, F9), alert throttling, and the 秒速FAX Plus
-poller limits (L4).
+"""Provider and relay faults (docs/RELIABILITY.md F5, F6, F7, F9), alert throttling, and the
+秒速FAX Plus poller limits (L4).
 
 Each fault is checked for the three things an operator relies on: the retry schedule (exactly
 what `retry_base`, `retry_cap`, `max_attempts` and `retry_max_age` promise, and never a tight

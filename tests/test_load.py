@@ -1,7 +1,7 @@
-"""Load tests L1 (SMTP intake) and L3 (webhook burst) of RELIABILITY.md, against the real
+"""Load tests L1 (SMTP intake) and L3 (webhook burst) of docs/RELIABILITY.md, against the real
 `fax-bridge serve` process.
 
-They check the first rules of DESIGN.md under concurrency, where a race on a shared resource
+They check the first rules of docs/RULES.md under concurrency, where a race on a shared resource
 would show: what is acknowledged (SMTP `250`, push `200`) is exactly what is stored, and what is
 stored is acted on exactly once. The sizes are CI-sized; `bench/load.py` runs the full-size
 loads with the same generators (tests/loadgen.py) and records speed and memory, which the tests

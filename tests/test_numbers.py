@@ -1,4 +1,4 @@
-"""Recipient numbers and the toll-fraud policy (DESIGN "Recipient local parts"; RELIABILITY A15,
+"""Recipient numbers and the toll-fraud policy (README "Sending a fax"; docs/RELIABILITY.md A15,
 B4, S3, S6).
 
 The words a sender sees are asserted exactly; the safety properties (ASCII digits only,

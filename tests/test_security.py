@@ -1,4 +1,4 @@
-"""Hostile clients and hostile input (RELIABILITY.md S1–S12, B1–B9): each refused in words, the
+"""Hostile clients and hostile input (docs/RELIABILITY.md S1–S12, B1–B9): each refused in words, the
 service still serving, and nothing reaching FaxMAX. Items tested elsewhere are named at the end.
 """
 
