@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import logging
 import os
 import secrets
 import signal
 import smtplib
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -21,23 +19,11 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import make_msgid
 from pathlib import Path
-from typing import Any
 
-from bridge import config, logs
-from bridge.clock import SystemClock
+from bridge import config, logs, operations
 from bridge.errors import BridgeError, NotFound
-from bridge.instance import running_pid, wake_running
 from bridge.samples import sample_fax_tiff, sample_pdf
-from bridge.store import (
-    InboundState,
-    Job,
-    JobState,
-    MailInfo,
-    MailState,
-    Message,
-    Snapshot,
-    Store,
-)
+from bridge.store import JobState, MailState
 
 log = logging.getLogger("bridge")
 
@@ -192,183 +178,6 @@ def cmd_send_test(args: argparse.Namespace) -> int:
     return 0 if code == 250 else 1
 
 
-def _database(args: argparse.Namespace) -> Path:
-    data_dir = Path(args.data_dir) if args.data_dir else _load(args).data_path
-    db = data_dir / "fax-bridge.sqlite3"
-    if not db.exists():
-        raise BridgeError(f"no fax-bridge database at {db}")
-    return db
-
-
-def _when(t: float | None) -> str:
-    """A stored time for people: local time, to the second."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
-
-
-def _ago(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit}"
-    return f"{seconds:.0f} s"
-
-
-def _attention(snap: Snapshot) -> list[str]:
-    """What a person should look at, each with the command that shows it."""
-    out = []
-    if n := snap.jobs.get(JobState.UNKNOWN, 0):
-        out.append(f"{n} fax(es) of unknown outcome, never resent on their own: "
-                   "fax-bridge list --state unknown")
-    if n := snap.jobs.get(JobState.FAILED, 0):
-        out.append(f"{n} fax(es) failed (their senders were told): "
-                   "fax-bridge list --state failed")
-    if n := snap.emails.get(MailState.FAILED, 0):
-        out.append(f"{n} email(s) given up after retries: fax-bridge list --mail failed")
-    if n := sum(v for (_, state), v in snap.received.items() if state == InboundState.FAILED):
-        out.append(f"{n} received fax(es) could not be fetched or mailed (the admin was told)")
-    if snap.quarantined:
-        out.append(f"{snap.quarantined} FaxMAX push event(s) not understood, kept: "
-                   "fax-bridge replay-quarantine after a fix")
-    if snap.log_gaps:
-        out.append(f"the 秒速FAX Plus log scrolled past a poll {snap.log_gaps} time(s): faxes "
-                   "may have been missed; check the provider's panel")
-    return out
-
-
-def _snapshot(db: Path) -> Snapshot:
-    async def run() -> Snapshot:
-        store = await Store.open(db)
-        try:
-            return await store.upkeep.snapshot(time.time())
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    db = _database(args)
-    snap = _snapshot(db)
-    pid = running_pid(db.parent)
-    attention = _attention(snap)
-    if args.json:
-        print(json.dumps({
-            "data_dir": str(db.parent), "running_pid": pid, "jobs": snap.jobs,
-            "received": [{"provider": p, "state": s, "count": n}
-                         for (p, s), n in sorted(snap.received.items())],
-            "emails": snap.emails,
-            "queues": {q: {"depth": d, "oldest_age_seconds": round(a, 3)}
-                       for q, (d, a) in snap.queues.items()},
-            "quarantined": snap.quarantined, "log_gaps": snap.log_gaps,
-            "last_poll": snap.last_poll or None, "last_push": snap.last_push or None,
-            "attention": attention}, indent=2, ensure_ascii=False))
-        return 0
-    now = time.time()
-    received: dict[str, int] = {}
-    for (provider, state), n in snap.received.items():
-        if state != InboundState.SKIPPED:
-            received[provider] = received.get(provider, 0) + n
-    print(f"fax-bridge on {db.parent}: " + (f"running (pid {pid})" if pid else "not running"))
-    print("fax jobs:   " + ", ".join(f"{s} {n}" for s, n in snap.jobs.items()))
-    print("received:   " + ", ".join(f"{p} {n}" for p, n in received.items()))
-    print("emails:     " + ", ".join(f"{s} {n}" for s, n in snap.emails.items()))
-    print("queues:     " + ", ".join(
-        f"{q} {d}" + (f" (oldest {_ago(a)})" if d else "") for q, (d, a) in snap.queues.items()))
-    for label, at in (("last poll", snap.last_poll), ("last push", snap.last_push)):
-        print(f"{label}:  " + (f"{_when(at)} ({_ago(max(0.0, now - at))} ago)" if at
-                                else "never"))
-    print("attention:  " + ("nothing" if not attention else ""))
-    for line in attention:
-        print(f"  - {line}")
-    return 0
-
-
-def _job_data(j: Job) -> dict[str, Any]:
-    return {"id": j.id, "state": j.state, "number": j.number, "recipient": j.recipient,
-            "sender": j.sender, "attempts": j.attempts, "fax_id": j.fax_id,
-            "provider_status": j.provider_status, "pages_sent": j.pages_sent,
-            "created_at": j.created_at, "submitted_at": j.submitted_at,
-            "finished_at": j.finished_at, "detail": j.detail}
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    db = _database(args)
-
-    async def run() -> None:
-        store = await Store.open(db)
-        try:
-            if args.mail is not None:
-                mails = await store.outbox.latest(MailState(args.mail) if args.mail else None,
-                                          args.limit)
-            else:
-                jobs = await store.jobs.latest(JobState(args.state) if args.state else None,
-                                        args.limit)
-        finally:
-            await store.close()
-        if args.mail is not None:
-            _print_mails(mails, args.json)
-            return
-        if args.json:
-            print(json.dumps([_job_data(j) for j in jobs], indent=2, ensure_ascii=False))
-            return
-        print(f"{'job':>6}  {'state':<9}  {'number':<16}  {'created':<19}  {'sender':<28}  "
-              "detail")
-        for j in jobs:
-            print(f"{j.id:>6}  {j.state:<9}  +{j.number:<15}  {_when(j.created_at):<19}  "
-                  f"{j.sender[:28]:<28}  {j.detail[:60]}")
-
-    asyncio.run(run())
-    return 0
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    db = _database(args)
-
-    async def run() -> tuple[Job, Message, list[tuple[float, str, str]]]:
-        store = await Store.open(db)
-        try:
-            job = await store.jobs.get(args.job)
-            if job is None:
-                raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
-            message = await store.jobs.message(job.message)
-            assert message is not None  # jobs reference their message
-            return job, message, (await store.jobs.status_events(job.fax_id) if job.fax_id else [])
-        finally:
-            await store.close()
-
-    job, message, pushes = asyncio.run(run())
-    if args.json:
-        print(json.dumps({**_job_data(job), "mail": {
-            "id": message.id, "state": message.state, "from": message.header_from,
-            "envelope_from": message.mail_from, "subject": message.subject,
-            "message_id": message.message_id, "received_at": message.received_at,
-            "pages": message.pages, "left_out": list(message.left_out),
-            "error": message.error, "document": message.document_path},
-            "status_pushes": [{"received_at": at, "status": status, "message": text}
-                              for at, status, text in pushes]}, indent=2, ensure_ascii=False))
-        return 0
-    rows = [
-        ("to", f"+{job.number} ({job.recipient})"),
-        ("from", f"{message.header_from or message.mail_from} (envelope {message.mail_from})"),
-        ("subject", message.subject or "-"),
-        ("message-id", message.message_id or "-"),
-        ("received", _when(message.received_at)),
-        ("pages", str(message.pages) if message.pages is not None else "not converted yet"),
-        ("left out", ", ".join(message.left_out) or "nothing"),
-        ("attempts", str(job.attempts)),
-        ("submitted", _when(job.submitted_at)
-         + (f" (FaxMAX fax id {job.fax_id})" if job.fax_id else "")),
-        ("finished", _when(job.finished_at)),
-        ("provider", job.provider_status or "-"),
-        ("detail", job.detail or message.error or "-"),
-    ]
-    print(f"fax job {job.id}: {job.state}")
-    for label, text in rows:
-        print(f"  {label + ':':<12} {text}")
-    for at, status, text in pushes:
-        print(f"  {'push:':<12} {_when(at)} {status} {text}".rstrip())
-    return 0
-
-
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """GET /healthz of the running service: for container health checks and cron."""
     url = args.url
@@ -386,120 +195,6 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as exc:
         print(f"fax-bridge: cannot reach {url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
         return 1
-
-
-def _print_mails(mails: list[MailInfo], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([{"id": m.id, "state": m.state, "message_id": m.message_id,
-                           "recipients": list(m.recipients), "attempts": m.attempts,
-                           "last_error": m.last_error} for m in mails], indent=2))
-        return
-    print(f"{'mail':>6}  {'state':<8}  {'attempts':>8}  {'to':<30}  last error")
-    for m in mails:
-        print(f"{m.id:>6}  {m.state:<8}  {m.attempts:>8}  {', '.join(m.recipients)[:30]:<30}  "
-              f"{m.last_error[:60]}")
-
-
-def cmd_retry(args: argparse.Namespace) -> int:
-    db = _database(args)
-    if (args.job is None) == (args.mail is None):
-        raise BridgeError("name a fax job (fax-bridge retry 17) or an email "
-                          "(fax-bridge retry --mail 5)")
-
-    async def run() -> str | None:
-        store = await Store.open(db)
-        try:
-            now = SystemClock().now()
-            if args.mail is not None:
-                if await store.outbox.requeue(args.mail, now):
-                    return None
-                return (f"mail {args.mail} is neither given up nor waiting (see fax-bridge list "
-                        "--mail failed)")
-            if await store.jobs.get(args.job) is None:
-                raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
-            return await store.jobs.requeue(args.job, now)
-        finally:
-            await store.close()
-
-    refusal = asyncio.run(run())
-    if refusal is not None:
-        print(f"fax-bridge: {refusal}; nothing resent", file=sys.stderr)
-        return 1
-    what = f"job {args.job}" if args.mail is None else f"mail {args.mail}"
-    print(f"{what} queued again; {_nudge(db)}")
-    return 0
-
-
-def _nudge(db: Path) -> str:
-    try:
-        if wake_running(db.parent):
-            return "the running service was told and sends it now"
-    except PermissionError:
-        return ("the running service belongs to another user, so it could not be told; it "
-                "sends it within a minute")
-    return "no service is running on this data directory; it is sent when one starts"
-
-
-def cmd_backup(args: argparse.Namespace) -> int:
-    """A consistent copy of the live database, taken while the service runs."""
-    db = _database(args)
-    target = Path(args.file)
-    if target.exists():
-        raise BridgeError(f"{target} exists; name a new file")
-
-    async def run() -> None:
-        store = await Store.open(db)
-        try:
-            await store.upkeep.backup(target)
-        finally:
-            await store.close()
-
-    asyncio.run(run())
-    print(f"backup of {db} written to {target}")
-    return 0
-
-
-def cmd_replay_quarantine(args: argparse.Namespace) -> int:
-    """Run kept push bodies through the push handling again, e.g. after a fix."""
-    from bridge.ingress.pushes import SOURCE, PushProcessor
-    from bridge.pipeline import build_pipeline
-
-    settings = _load(args)
-    db = _database(args)
-
-    async def replay(pushes: PushProcessor, store: Store, clock: SystemClock) -> int:
-        left = 0
-        for item in await store.inbound.quarantined(pending_only=True):
-            if item.source != SOURCE:
-                continue
-            outcome = await pushes.process(item.body, quarantine=False)
-            if outcome.not_understood:
-                left += 1
-                print(f"#{item.id}: still not understood: "
-                      f"{'; '.join(outcome.not_understood)}")
-                continue
-            await store.inbound.replayed(item.id, clock.now())
-            print(f"#{item.id}: replayed ({outcome.status_events} status event(s), "
-                  f"{len(outcome.new_fax_ids)} new fax(es))")
-        return left
-
-    async def run() -> int:
-        store = await Store.open(db)
-        try:
-            clock = SystemClock()
-            # The service's own push handling. Its workers are not run here: the running
-            # service, told by `_nudge`, sends what the replay queued.
-            pipeline = build_pipeline(settings, store, clock)
-            try:
-                return await replay(pipeline.pushes, store, clock)
-            finally:
-                await pipeline.close()
-        finally:
-            await store.close()
-
-    left = asyncio.run(run())
-    print(f"done; {_nudge(db)}")
-    return 1 if left else 0
 
 
 def cmd_hash_password(args: argparse.Namespace) -> int:
@@ -560,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("status", "queues, last poll and push, and what needs a person, at a glance")
     with_store(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=operations.cmd_status)
     p = command("list", "list fax jobs (or emails), newest first")
     with_store(p)
     p.add_argument("--state", choices=[s.value for s in JobState])
@@ -568,25 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list outgoing emails instead, optionally only those in this state")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_list)
+    p.set_defaults(func=operations.cmd_list)
     p = command("show", "everything about one fax job: its mail, attempts, status pushes")
     with_store(p)
     p.add_argument("job", type=int)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_show)
+    p.set_defaults(func=operations.cmd_show)
     p = command("retry", "resend an unknown or failed fax job (you decide it was not sent), "
                          "or an email that was given up")
     with_store(p)
     p.add_argument("job", type=int, nargs="?")
     p.add_argument("--mail", type=int, metavar="ID", help="resend this email instead")
-    p.set_defaults(func=cmd_retry)
+    p.set_defaults(func=operations.cmd_retry)
     p = command("backup", "write a consistent copy of the database while the service runs")
     with_store(p)
     p.add_argument("file", help="the new file to write")
-    p.set_defaults(func=cmd_backup)
+    p.set_defaults(func=operations.cmd_backup)
     p = command("replay-quarantine", "process quarantined FaxMAX pushes again (after a fix)")
     with_store(p)
-    p.set_defaults(func=cmd_replay_quarantine)
+    p.set_defaults(func=operations.cmd_replay_quarantine)
     p = command("healthcheck", "ask the running service's /healthz; exit 0 if healthy, 1 if not")
     with_config(p)
     p.add_argument("--url", help="instead of http://<http.listen>/healthz")

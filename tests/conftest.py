@@ -5,6 +5,8 @@
 - `make_bridge`: starts the real service (SMTP + HTTP + workers) against both.
 - `serve`: the `fax-bridge serve` processes a test starts (with `tests.process.start`).
 - `clock`, `byosoku`: a fake clock, and the 秒速FAX Plus simulator on it.
+- `make_pipeline`: the service's workers, built as the service builds them, for a test to
+  drive one by one.
 
 The helpers these build on live in modules of their own (tests/relay.py, tests/settings.py,
 ...), which test modules and bench/ import; nothing imports this module.
@@ -21,10 +23,14 @@ import pytest
 from aiosmtpd.smtp import SMTP
 
 from bridge.app import Bridge
-from bridge.clock import FakeClock
+from bridge.clock import Clock, FakeClock
+from bridge.config import Settings
+from bridge.pipeline import Pipeline, build_pipeline
 from bridge.simulators import ByosokuSimulator, FaxMaxSimulator
+from bridge.store import Store
 from tests.process import ServeProcess
 from tests.relay import RelaySink
+from tests.rigs import MakePipeline
 from tests.settings import PUSH_TOKEN, MakeBridge, settings_for
 
 
@@ -98,3 +104,20 @@ async def byosoku(clock: FakeClock) -> AsyncIterator[ByosokuSimulator]:
     await sim.start()
     yield sim
     await sim.stop()
+
+
+# --- the workers without the service ---------------------------------------------------------
+
+
+@pytest.fixture
+async def make_pipeline() -> AsyncIterator[MakePipeline]:
+    built: list[Pipeline] = []
+
+    def make(settings: Settings, store: Store, clock: Clock, **parts: Any) -> Pipeline:
+        pipeline = build_pipeline(settings, store, clock, **parts)
+        built.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in built:
+        await pipeline.close()

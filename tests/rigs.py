@@ -34,6 +34,10 @@ from tests.sql import query
 
 T = TypeVar("T")
 
+MakePipeline = Callable[..., Pipeline]
+"""The `make_pipeline` fixture: `make_pipeline(settings, store, clock, **parts)` is
+`build_pipeline`, and what it built is closed after the test."""
+
 ADMIN = "admin@example.com"
 ROUTED = {"902121110000": ("istanbul@example.com",), "0368680000": ("tokyo@example.com",)}
 NUMBER = "902122222525"

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.alerts import Alerter
 from bridge.clock import FakeClock
 from bridge.config import Settings
-from bridge.mail import Envelope, MaildirTransport, Templates
-from bridge.sandbox import Sandbox
+from bridge.mail import Envelope, MaildirTransport
 from bridge.store import (
     InboundState,
     JobState,
@@ -28,9 +26,7 @@ from bridge.store import (
     Store,
 )
 from bridge.workers.base import MAX_FAILURES, ItemFailed, Shunt
-from bridge.workers.inbox import Inbox
-from bridge.workers.mailer import Mailer
-from bridge.workers.reporter import Reporter
+from tests.rigs import MakePipeline
 from tests.sql import query
 
 ADMIN = "admin@example.com"
@@ -71,18 +67,14 @@ async def failed_job(store: Store, subject: str, now: float) -> int:
 
 
 async def test_a_report_that_cannot_be_rendered_is_given_up_and_the_reports_behind_it_go_out(
-    tmp_path: Path, store: Store,
+    tmp_path: Path, store: Store, make_pipeline: MakePipeline,
 ) -> None:
     overrides = tmp_path / "templates"
     overrides.mkdir()
     (overrides / "report.subject.j2").write_text(  # an operator's override with a bug
         '{% if subject == "poison" %}{{ nosuch.attribute }}{% endif %}Fax: {{ subject }}\n')
     clock = FakeClock()
-    s = settings(tmp_path, overrides)
-    templates = Templates(str(overrides))
-    alerter = Alerter(store, clock, s, templates, on_enqueued=lambda: None)
-    reporter = Reporter(store, clock, s, templates, on_enqueued=lambda: None,
-                        alert=alerter.alert)
+    reporter = make_pipeline(settings(tmp_path, overrides), store, clock).reporter
     first, poison, last = [await failed_job(store, subject, clock.now())
                            for subject in ("first", "poison", "last")]
 
@@ -158,13 +150,11 @@ class BrokenForOne(MaildirTransport):
 
 
 async def test_an_email_that_keeps_crashing_the_transport_becomes_a_dead_letter(
-    tmp_path: Path, store: Store,
+    tmp_path: Path, store: Store, make_pipeline: MakePipeline,
 ) -> None:
     clock = FakeClock()
-    s = settings(tmp_path)
     transport = BrokenForOne(tmp_path / "maildir", "poison@example.com")
-    alerter = Alerter(store, clock, s, Templates(), on_enqueued=lambda: None)
-    mailer = Mailer(store, clock, transport, s.mail, alerter=alerter)
+    mailer = make_pipeline(settings(tmp_path), store, clock, transport=transport).mailer
     for n, to in enumerate(("poison@example.com", "fine@example.com")):
         await store.outbox.enqueue(OutgoingMail(message_id=f"<{n}@x>", mail_from="",
                                                 recipients=(to,), body=b"Subject: x\r\n\r\n"),
@@ -184,25 +174,19 @@ async def test_an_email_that_keeps_crashing_the_transport_becomes_a_dead_letter(
 
 
 async def test_a_received_fax_that_keeps_failing_is_marked_failed_and_the_admin_told(
-    tmp_path: Path, store: Store,
+    tmp_path: Path, store: Store, make_pipeline: MakePipeline,
 ) -> None:
     clock = FakeClock()
-    s = settings(tmp_path)
-    alerter = Alerter(store, clock, s, Templates(), on_enqueued=lambda: None)
-    sandbox = Sandbox()
-    inbox = Inbox(store, clock, s, sandbox=sandbox, alerter=alerter, on_enqueued=lambda: None)
+    inbox = make_pipeline(settings(tmp_path), store, clock).inbox
     gone = tmp_path / "inbound" / "deleted-by-hand.pdf"  # its file is gone: no rule for that
     await store.inbound.record_poll(
         [NewInbound(provider="byosoku", external_id="P1", receiving_number="0368680000",
                     sender_number="0312345678", received_at=clock.now(),
                     document_path=str(gone))], InboundState.RECEIVED, {}, clock.now())
-    try:
-        for _ in range(MAX_FAILURES):
-            assert await inbox.run_once()
-            clock.advance(60)
-        assert not await inbox.run_once()
-    finally:
-        await sandbox.close()
+    for _ in range(MAX_FAILURES):
+        assert await inbox.run_once()
+        clock.advance(60)
+    assert not await inbox.run_once()
     [fax] = await store.inbound.all()
     assert fax.state is InboundState.FAILED
     assert fax.detail.startswith("internal error: FileNotFoundError:")
