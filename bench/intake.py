@@ -68,12 +68,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import io
 import itertools
 import math
 import os
-import random
 import re
 import shlex
 import shutil
@@ -86,18 +83,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
-from pypdf import PdfReader
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import descendants, machine, percentile
+from bench.common import descendants, machine, percentile, tree_cpu
+from bench.intake_mails import RCPT, SENDER, MailTemplate, templates
 from bridge.simulators import FaxMaxSimulator
 from tests.conftest import settings_for
 from tests.process import ServeProcess
@@ -105,8 +97,6 @@ from tests.test_load import MailResult, send_on_one_connection
 
 HERE = Path(__file__).resolve().parent
 CEILING = HERE / "ceiling_smtp.py"
-SENDER = "alice@example.com"
-RCPT = "0312345678@fax.local"
 LOAD_IS_NOT_REFUSED: dict[str, dict[str, Any]] = {
     "numbers": {"max_faxes_per_sender_per_hour": 10_000_000,
                 "max_pages_per_sender_per_day": 10_000_000,
@@ -114,99 +104,9 @@ LOAD_IS_NOT_REFUSED: dict[str, dict[str, Any]] = {
     "smtp": {"max_connections_per_client": 100},
     "faxmax": {"timeout": 3600.0},
 }
-ID_WIDTH = 24
-PLACEHOLDER = "Z" * ID_WIDTH
 SYNC_CALL = re.compile(r"^(fsync|fdatasync)\((\d+)<([^>]*)>")
 RESUMED = re.compile(r"^<\.\.\. (fsync|fdatasync) resumed>")
 RESULT = re.compile(r"\)\s*=\s*(-?\d+)")
-
-
-# --- documents and mails ---------------------------------------------------------------------
-
-
-def _page_lines(draw: Any, w: int, h: int, rng: random.Random, fill: Any) -> None:
-    """Rows of word-like blocks, as a scanned letter looks from afar."""
-    y = h // 12
-    while y < h - h // 12:
-        x = w // 10
-        while x < w - w // 10:
-            word = rng.randint(w // 60, w // 12)
-            draw.rectangle((x, y, min(x + word, w - w // 10), y + h // 110), fill=fill(rng))
-            x += word + w // 80
-        y += h // 40
-
-
-@cache
-def small_pdf() -> bytes:
-    """A one-page PDF of a bilevel page (CCITT G4), about 3 KB."""
-    image = Image.new("1", (425, 550), 1)
-    _page_lines(ImageDraw.Draw(image), 425, 550, random.Random(5), lambda _: 0)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PDF", resolution=50)
-    return buffer.getvalue()
-
-
-@cache
-def scan_pdf(target: int = 220_000) -> bytes:
-    """A one-page PDF of a greyscale letter-size scan at 150 dpi (JPEG), its quality chosen so
-    that the file is as close to `target` bytes as the JPEG quality steps allow."""
-    image = Image.new("L", (1275, 1650), 255)
-    _page_lines(ImageDraw.Draw(image), 1275, 1650, random.Random(7),
-                lambda rng: rng.randint(0, 60))
-
-    def pdf(quality: int) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PDF", resolution=150, quality=quality)
-        return buffer.getvalue()
-
-    return min((pdf(q) for q in range(60, 97)), key=lambda data: abs(len(data) - target))
-
-
-@dataclass(frozen=True)
-class MailTemplate:
-    """A mail's DATA bytes (dot-stuffed, CRLF), split at a fixed-width id placeholder so that
-    each mail gets its own Message-ID, Subject and MIME boundary without building it again."""
-
-    name: str
-    pdf_bytes: int
-    parts: tuple[bytes, ...]
-
-    @property
-    def size(self) -> int:
-        return sum(len(p) for p in self.parts) + (len(self.parts) - 1) * ID_WIDTH
-
-    def data(self, tag: str) -> bytes:
-        """The DATA bytes without the terminating `.` line."""
-        unique = tag.encode().rjust(ID_WIDTH, b"0")[-ID_WIDTH:]
-        return unique.join(self.parts)
-
-
-def make_template(name: str, pdf: bytes, size: int) -> MailTemplate:
-    if len(PdfReader(io.BytesIO(pdf)).pages) != 1:  # a real PDF, or this raises
-        raise ValueError(f"{name}: the attachment should be a one-page PDF")
-
-    def build(body: str) -> bytes:
-        msg = EmailMessage()
-        msg["From"] = SENDER
-        msg["To"] = RCPT
-        msg["Subject"] = f"Invoice {PLACEHOLDER}"
-        msg["Message-ID"] = f"<{PLACEHOLDER}@bench.example>"
-        msg.set_content(body)
-        msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="invoice.pdf")
-        msg.set_boundary(f"=_{PLACEHOLDER}")  # each mail its own, as mail clients write them
-        return msg.as_bytes(policy=SMTP_POLICY)
-
-    short = build("Please fax this.\n")
-    filler = max(0, size - len(short))
-    lines = ["Please fax this."] + ["x" * 75] * (filler // 77) + ["x" * max(0, filler % 77 - 2)]
-    raw = build("\n".join(lines) + "\n")
-    body = re.sub(rb"(?m)^\.", b"..", raw)
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    parts = tuple(body.split(PLACEHOLDER.encode()))
-    # Subject, Message-ID, the boundary parameter and the three delimiter lines
-    assert len(parts) == 7, "the placeholder must be in Subject, Message-ID and boundary only"
-    return MailTemplate(name, len(pdf), parts)
 
 
 # --- the SMTP client ---------------------------------------------------------------------------
@@ -333,17 +233,6 @@ class Bridge(Server):
 
 
 # --- commits, counted with strace ------------------------------------------------------------
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds used so far by `root` and its descendants, including children they have
-    already reaped (the bridge's forkserver reaps every sandbox child)."""
-    total = 0
-    for pid in [root, *(p for p, _ in descendants(root))]:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -662,12 +551,11 @@ async def main() -> int:
     args = parser.parse_args()
     if not args.no_strace and shutil.which("strace") is None:
         parser.error("strace is not installed; use --no-strace")
-    templates = {"5KB": make_template("5KB", small_pdf(), 5_000),
-                 "300KB": make_template("300KB", scan_pdf(), 300_000)}
+    mails = templates()
     print(f"machine: {machine()}")
     print("command:", shlex.join([sys.executable, *sys.argv]))
     for name in args.sizes.split(","):
-        t = templates[name]
+        t = mails[name]
         print(f"mail {name}: {t.size} bytes of DATA, PDF attachment {t.pdf_bytes} bytes")
     counts = ", ".join(f"{mails_per_session(args, int(n))} with {n} session(s)"
                        for n in args.sessions.split(","))
@@ -679,7 +567,7 @@ async def main() -> int:
         for sessions in (int(s) for s in args.sessions.split(",")):
             kinds: tuple[type[Ceiling | Bridge], ...] = (Ceiling, Bridge)
             for round_, kind in itertools.product(range(1, args.rounds + 1), kinds):
-                run = await measure(kind, templates[name], sessions, args, round_)
+                run = await measure(kind, mails[name], sessions, args, round_)
                 print(f"  {name} x{sessions} round {round_} {run.server}: "
                       f"{run.ok}/{run.mails} x 250, "
                       f"{run.rate:.1f} msgs/s, p50 {run.p50:.1f} ms, p99 {run.p99:.1f} ms, "
