@@ -1,18 +1,20 @@
-"""SMTP intake of `fax-bridge serve` against a ceiling, in one run: messages/s, the time from the
-final `.` to `250`, and durable syncs (commits) per acknowledged mail.
+"""SMTP intake of `fax-bridge serve` against two ceilings, in one run: messages/s, the time from
+the final `.` to `250`, and durable syncs (commits) per acknowledged mail.
 
 What is measured, for each mail size x number of concurrent sessions:
 
 - sizes: ~5 KB (text plus a small real one-page PDF, a bilevel CCITT G4 page) and ~300 KB (a
   real one-page PDF of ~220 KB, a greyscale JPEG "scan", base64 in the mail). Both PDFs are
-  built with Pillow and open with pypdf; every mail has its own Message-ID and Subject.
+  built with Pillow and open with pypdf; every mail has its own Message-ID and Subject
+  (`bench/intake_mails.py`).
 - sessions: 1 and 20 (`--sessions`); each session sends `--mails` mails one after another (by
   default 200 with one session, so that p99 rests on more than the slowest mail, and 25 per
   session with 20, so that the whole script takes a few minutes), a new SMTP connection per
   mail as `smtp-source` does by default (`--per-connection` to reuse one).
 - servers, one after the other, each on a fresh database in a fresh directory, in `--rounds`
-  rounds (3) of ceiling then bridge, so that the machine's drift (its speed changes by half
-  within minutes) falls on both; the strace pass runs in the first round:
+  rounds (3) of ceiling then bridge (then Postfix, then the bridge by smtp-source), so that
+  the machine's drift (its speed changes by half within minutes) falls on all; the strace pass
+  runs in the first round:
   1. the ceiling, `bench/ceiling_smtp.py` as its own process: a bare aiosmtpd server that
      parses each mail with `email` `policy.default`, decodes its attachments and commits it to
      SQLite (aiosqlite, WAL, `synchronous=FULL`), one commit per mail, then answers `250`;
@@ -22,7 +24,26 @@ What is measured, for each mail size x number of concurrent sessions:
      not refused: `numbers.max_faxes_per_sender_per_hour`, `max_pages_per_sender_per_day` and
      `max_pages_per_day` (caps by design), `smtp.max_connections_per_client` (20 sessions that
      reconnect for every mail briefly hold 21 connections while the server still closes the
-     last one), and `faxmax.timeout` (so held sends do not time out and retry).
+     last one), and `faxmax.timeout` (so held sends do not time out and retry);
+  3. at the session counts of `--postfix-sessions` (20), two more in every round. The practical
+     ceiling, `bench/ceiling_postfix.py`: a fresh private Postfix (`tests/postfix.py`'s
+     instance) whose smtpd puts every mail on hold (`smtpd_data_restrictions =
+     check_client_access static:HOLD`: cleanup fsyncs the queue file in hold/ before smtpd
+     answers `250`, and nothing is delivered), driven by `smtp-source -s SESSIONS -m MAILS -F
+     FILE`; then a fresh bridge driven by smtp-source in the same way (`bridge/smtp-source`).
+     The ratio to Postfix is the ratio of these two: smtp-source against smtp-source, the same
+     mail (one file, so one Message-ID for all), sessions and number of mails, a new connection
+     per mail (with `--per-connection` above 1 both get `-d`, one connection per session, the
+     nearest smtp-source has). Not the run of 2, whose Python client shares the two cores with
+     the server and may cost the bridge more than smtp-source costs Postfix. In every round,
+     not once per size: a Postfix run takes seconds (start, 500 mails at several hundred a
+     second, stop) and the machine drifts within minutes, so each round's ratio is taken
+     between runs seconds apart and judged, like the others, on the median over rounds. No
+     latencies (smtp-source times nothing); Postfix's CPU is read from schedstat (some forty
+     daemons of a few ms each); Postfix's strace pass (first round, `--commit-mails` mails)
+     checks that each `250` came after the fsync of its queue file. No target: the ratio is
+     reported beside the others. Without Postfix, smtp-source or root, one line says so and
+     everything else runs.
 
 The client is the load tests' socket-level SMTP client, `tests.loadgen.send_on_one_connection`.
 For each mail it hands everything but the terminating `.` line to the kernel (the transport's write
@@ -58,7 +79,8 @@ The machine (cores, CPU model, Python), the command and the load average before 
 printed: the numbers only mean something against the ceiling of the same round. The targets
 (bridge at 20 sessions >= 0.8x the ceiling's msgs/s; at one session p50 and p99 <= 1.5x the
 ceiling's; at most one commit per acknowledged mail) are judged on the median of the rounds'
-ratios, each round's printed beside it, and reported, not asserted.
+ratios, each round's printed beside it, and reported, not asserted; so is the bridge's ratio to
+Postfix (no target).
 
     .venv/bin/python bench/intake.py
     .venv/bin/python bench/intake.py --mails 50 --sessions 1,20 --commit-mails 100
@@ -68,12 +90,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import io
 import itertools
 import math
 import os
-import random
 import re
 import shlex
 import shutil
@@ -86,18 +105,15 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
-from pypdf import PdfReader
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import descendants, machine, percentile
+from bench import ceiling_postfix
+from bench.ceiling_postfix import HoldTrace, smtp_source, smtp_source_file
+from bench.common import descendants, machine, percentile, tree_cpu
+from bench.intake_mails import RCPT, SENDER, MailTemplate, templates
 from bridge.simulators import FaxMaxSimulator
 from tests.loadgen import MailResult, send_on_one_connection
 from tests.process import ServeProcess
@@ -105,8 +121,7 @@ from tests.settings import settings_for
 
 HERE = Path(__file__).resolve().parent
 CEILING = HERE / "ceiling_smtp.py"
-SENDER = "alice@example.com"
-RCPT = "0312345678@fax.local"
+BRIDGE_BY_SMTP_SOURCE = "bridge/smtp-source"  # the bridge driven as the Postfix ceiling is
 LOAD_IS_NOT_REFUSED: dict[str, dict[str, Any]] = {
     "numbers": {"max_faxes_per_sender_per_hour": 10_000_000,
                 "max_pages_per_sender_per_day": 10_000_000,
@@ -114,99 +129,9 @@ LOAD_IS_NOT_REFUSED: dict[str, dict[str, Any]] = {
     "smtp": {"max_connections_per_client": 100},
     "faxmax": {"timeout": 3600.0},
 }
-ID_WIDTH = 24
-PLACEHOLDER = "Z" * ID_WIDTH
 SYNC_CALL = re.compile(r"^(fsync|fdatasync)\((\d+)<([^>]*)>")
 RESUMED = re.compile(r"^<\.\.\. (fsync|fdatasync) resumed>")
 RESULT = re.compile(r"\)\s*=\s*(-?\d+)")
-
-
-# --- documents and mails ---------------------------------------------------------------------
-
-
-def _page_lines(draw: Any, w: int, h: int, rng: random.Random, fill: Any) -> None:
-    """Rows of word-like blocks, as a scanned letter looks from afar."""
-    y = h // 12
-    while y < h - h // 12:
-        x = w // 10
-        while x < w - w // 10:
-            word = rng.randint(w // 60, w // 12)
-            draw.rectangle((x, y, min(x + word, w - w // 10), y + h // 110), fill=fill(rng))
-            x += word + w // 80
-        y += h // 40
-
-
-@cache
-def small_pdf() -> bytes:
-    """A one-page PDF of a bilevel page (CCITT G4), about 3 KB."""
-    image = Image.new("1", (425, 550), 1)
-    _page_lines(ImageDraw.Draw(image), 425, 550, random.Random(5), lambda _: 0)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PDF", resolution=50)
-    return buffer.getvalue()
-
-
-@cache
-def scan_pdf(target: int = 220_000) -> bytes:
-    """A one-page PDF of a greyscale letter-size scan at 150 dpi (JPEG), its quality chosen so
-    that the file is as close to `target` bytes as the JPEG quality steps allow."""
-    image = Image.new("L", (1275, 1650), 255)
-    _page_lines(ImageDraw.Draw(image), 1275, 1650, random.Random(7),
-                lambda rng: rng.randint(0, 60))
-
-    def pdf(quality: int) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PDF", resolution=150, quality=quality)
-        return buffer.getvalue()
-
-    return min((pdf(q) for q in range(60, 97)), key=lambda data: abs(len(data) - target))
-
-
-@dataclass(frozen=True)
-class MailTemplate:
-    """A mail's DATA bytes (dot-stuffed, CRLF), split at a fixed-width id placeholder so that
-    each mail gets its own Message-ID, Subject and MIME boundary without building it again."""
-
-    name: str
-    pdf_bytes: int
-    parts: tuple[bytes, ...]
-
-    @property
-    def size(self) -> int:
-        return sum(len(p) for p in self.parts) + (len(self.parts) - 1) * ID_WIDTH
-
-    def data(self, tag: str) -> bytes:
-        """The DATA bytes without the terminating `.` line."""
-        unique = tag.encode().rjust(ID_WIDTH, b"0")[-ID_WIDTH:]
-        return unique.join(self.parts)
-
-
-def make_template(name: str, pdf: bytes, size: int) -> MailTemplate:
-    if len(PdfReader(io.BytesIO(pdf)).pages) != 1:  # a real PDF, or this raises
-        raise ValueError(f"{name}: the attachment should be a one-page PDF")
-
-    def build(body: str) -> bytes:
-        msg = EmailMessage()
-        msg["From"] = SENDER
-        msg["To"] = RCPT
-        msg["Subject"] = f"Invoice {PLACEHOLDER}"
-        msg["Message-ID"] = f"<{PLACEHOLDER}@bench.example>"
-        msg.set_content(body)
-        msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="invoice.pdf")
-        msg.set_boundary(f"=_{PLACEHOLDER}")  # each mail its own, as mail clients write them
-        return msg.as_bytes(policy=SMTP_POLICY)
-
-    short = build("Please fax this.\n")
-    filler = max(0, size - len(short))
-    lines = ["Please fax this."] + ["x" * 75] * (filler // 77) + ["x" * max(0, filler % 77 - 2)]
-    raw = build("\n".join(lines) + "\n")
-    body = re.sub(rb"(?m)^\.", b"..", raw)
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    parts = tuple(body.split(PLACEHOLDER.encode()))
-    # Subject, Message-ID, the boundary parameter and the three delimiter lines
-    assert len(parts) == 7, "the placeholder must be in Subject, Message-ID and boundary only"
-    return MailTemplate(name, len(pdf), parts)
 
 
 # --- the SMTP client ---------------------------------------------------------------------------
@@ -335,17 +260,6 @@ class Bridge(Server):
 # --- commits, counted with strace ------------------------------------------------------------
 
 
-def tree_cpu(root: int) -> float:
-    """CPU seconds used so far by `root` and its descendants, including children they have
-    already reaped (the bridge's forkserver reaps every sandbox child)."""
-    total = 0
-    for pid in [root, *(p for p, _ in descendants(root))]:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Syncs:
     mails: int = 0
@@ -470,12 +384,14 @@ class Run:
     stored: int = 0
     expected_stored: int = 0
     syncs: Syncs | None = None
+    hold: HoldTrace | None = None  # Postfix's strace pass
     failures: list[MailResult] = field(default_factory=list)
     log_errors: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # of the smtp-source runs and Postfix
 
     @property
     def rate(self) -> float:
-        return self.ok / self.elapsed
+        return self.ok / self.elapsed if self.elapsed else math.nan
 
     @property
     def cpu_per_mail(self) -> float:
@@ -535,6 +451,53 @@ async def measure(kind: type[Ceiling | Bridge], template: MailTemplate, sessions
     return run
 
 
+async def measure_bridge_by_smtp_source(template: MailTemplate, sessions: int,
+                                        args: argparse.Namespace, round_: int) -> Run:
+    """The bridge as the Postfix ceiling is measured: warm-up and timed run by smtp-source, the
+    same mail for all (smtp-source sends one file), no latencies, no strace pass."""
+    run = Run(template.name, sessions, BRIDGE_BY_SMTP_SOURCE, os.getloadavg()[0], round_)
+    with tempfile.TemporaryDirectory(prefix="intake-bridge-smtp-source-", dir=args.dir) as name:
+        tmp = Path(name)
+        message = smtp_source_file(template.data(f"smtp-source-{round_}"), tmp / "mail.eml")
+        server = Bridge(tmp / "server")
+        (tmp / "server").mkdir()
+        await server.start()
+        try:
+            reuse = args.per_connection > 1
+            warm = await smtp_source(server.port, message, sessions=sessions,
+                                     mails=max(args.warmup, sessions), reuse=reuse)
+            cpu = tree_cpu(server.pid)
+            timed = await smtp_source(server.port, message, sessions=sessions,
+                                      mails=sessions * mails_per_session(args, sessions),
+                                      reuse=reuse)
+            run.cpu = tree_cpu(server.pid) - cpu
+            run.mails, run.elapsed = timed.mails, timed.elapsed
+            run.ok = timed.mails if timed.returncode == 0 else 0
+            run.problems += [f"smtp-source exited {done.returncode}: "
+                             f"{done.output.strip()[-300:]!r}"
+                             for done in (warm, timed) if done.returncode != 0]
+            run.expected_stored = warm.mails + timed.mails
+            run.stored = server.count("SELECT COUNT(*) FROM messages")
+            run.log_errors = server.errors()
+        finally:
+            await server.stop()
+    return run
+
+
+async def measure_postfix(template: MailTemplate, sessions: int, args: argparse.Namespace,
+                          round_: int) -> Run:
+    """`bench/ceiling_postfix.py` on a fresh instance; its strace pass in the first round."""
+    traced = args.commit_mails if round_ == 1 and not args.no_strace else 0
+    r = await ceiling_postfix.measure(
+        template.name, template.data(f"postfix-{round_}"), sessions=sessions,
+        mails=sessions * mails_per_session(args, sessions), warmup=args.warmup,
+        reuse=args.per_connection > 1, trace_mails=traced,
+        parent=Path(args.dir) if args.dir else None)
+    return Run(template.name, sessions, "postfix", r.load1, round_, mails=r.mails, ok=r.ok,
+               elapsed=r.elapsed, cpu=r.cpu, stored=r.queues["hold"],
+               expected_stored=r.expected_held, hold=r.trace, problems=r.problems)
+
+
 # --- report ----------------------------------------------------------------------------------
 
 
@@ -542,7 +505,14 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b and not math.isnan(a) and not math.isnan(b) else "-"
 
 
-def syncs_text(s: Syncs | None) -> tuple[str, str, str]:
+def ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}"
+
+
+def syncs_text(s: Syncs | None, hold: HoldTrace | None = None) -> tuple[str, str, str]:
+    if hold is not None:
+        where = " ".join(f"{k} {hold.per_mail(n):.2f}" for k, n in sorted(hold.syncs.items()))
+        return f"{hold.per_mail(hold.syncs.total()):.2f}", where, "-"
     if s is None:
         return "-", "-", "-"
     parts = f"wal {s.per_mail(s.wal):.2f} db {s.per_mail(s.db):.2f}"
@@ -555,22 +525,25 @@ def syncs_text(s: Syncs | None) -> tuple[str, str, str]:
 def report(runs: list[Run]) -> bool:
     head = ("size", "sessions", "round", "server", "mails", "msgs/s", "p50 ms", "p99 ms",
             "cpu ms/mail", "load1",
-            "x msgs/s", "x p50", "x p99", "syncs/mail", "of which", "commits/mail")
+            "x msgs/s", "x p50", "x p99", "x postfix", "syncs/mail", "of which", "commits/mail")
     rows = [head]
     ceilings = {(r.size, r.sessions, r.round): r for r in runs if r.server == "ceiling"}
+    postfixes = {(r.size, r.sessions, r.round): r for r in runs if r.server == "postfix"}
     for r in runs:
         c = ceilings.get((r.size, r.sessions, r.round))
+        pf = postfixes.get((r.size, r.sessions, r.round))
         is_bridge = r.server == "bridge" and c is not None
-        total, parts, commits = syncs_text(r.syncs)
+        total, parts, commits = syncs_text(r.syncs, r.hold)
         rows.append((r.size, str(r.sessions), str(r.round), r.server, str(r.ok), f"{r.rate:.1f}",
-                     f"{r.p50:.1f}", f"{r.p99:.1f}", f"{r.cpu_per_mail:.1f}", f"{r.load1:.2f}",
+                     ms(r.p50), ms(r.p99), f"{r.cpu_per_mail:.1f}", f"{r.load1:.2f}",
                      ratio(r.rate, c.rate) if is_bridge and c else "",
                      ratio(r.p50, c.p50) if is_bridge and c else "",
                      ratio(r.p99, c.p99) if is_bridge and c else "",
+                     ratio(r.rate, pf.rate) if r.server == BRIDGE_BY_SMTP_SOURCE and pf else "",
                      total, parts, commits))
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     for i, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) if j in (0, 3, 14) else cell.rjust(w)
+        print("  ".join(cell.ljust(w) if j in (0, 3, 15) else cell.rjust(w)
                         for j, (cell, w) in enumerate(zip(row, widths, strict=True))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
@@ -579,7 +552,13 @@ def report(runs: list[Run]) -> bool:
           "converter included) per mail; load1: the 1-minute load average before the run. "
           "syncs/mail: fsync + fdatasync of the whole process tree per mail acknowledged in the "
           "strace pass; commits/mail: SQLite commits (WAL syncs - 2 x db syncs) less the "
-          "workers' (sends claimed), per mail.")
+          "workers' (sends claimed), per mail. postfix: bench/ceiling_postfix.py, smtpd holding "
+          "every mail, driven by smtp-source (one file for every mail; its cpu from schedstat); "
+          f"{BRIDGE_BY_SMTP_SOURCE}: the bridge driven by smtp-source alike; x postfix = "
+          f"{BRIDGE_BY_SMTP_SOURCE} / postfix msgs/s of the same size, sessions and round.")
+    for r in runs:
+        if r.hold is not None:
+            print(f"  {r.size} x{r.sessions} postfix strace pass: {r.hold.text()}")
     for r in runs:
         if r.syncs and r.syncs.by_place:
             where = ", ".join(f"{k} {r.syncs.per_mail(n):.2f}"
@@ -607,6 +586,15 @@ def report(runs: list[Run]) -> bool:
             each = ", ".join(f"{v:.2f}x" for v in ratios)
             print(f"  {size} x{sessions}: {what} {x:.2f}x the ceiling (target {sense} "
                   f"{target}x): {'met' if met else 'MISSED'}; rounds {each}")
+    against_postfix: dict[tuple[str, int], list[float]] = {}
+    for r in runs:
+        pf = postfixes.get((r.size, r.sessions, r.round))
+        if r.server == BRIDGE_BY_SMTP_SOURCE and pf is not None and pf.rate and r.rate:
+            against_postfix.setdefault((r.size, r.sessions), []).append(r.rate / pf.rate)
+    for (size, sessions), ratios in against_postfix.items():
+        print(f"  {size} x{sessions}: msgs/s {statistics.median(ratios):.2f}x Postfix's durable "
+              f"intake (no target; both driven by smtp-source); rounds "
+              f"{', '.join(f'{v:.2f}x' for v in ratios)}")
     for r in runs:
         c = ceilings.get((r.size, r.sessions, r.round))
         if r.server != "bridge" or c is None:
@@ -631,6 +619,9 @@ def report(runs: list[Run]) -> bool:
         if r.log_errors:
             clean = False
             notes.append(f"{len(r.log_errors)} ERROR lines in the log, e.g. {r.log_errors[0]}")
+        if r.problems:
+            clean = False
+            notes += r.problems
         if r.late_dot:
             notes.append(f"{r.late_dot} final '.' waited for socket space (clock started after)")
         for note in notes:
@@ -654,35 +645,59 @@ async def main() -> int:
                         help="mails sent in the strace pass, spread over the sessions")
     parser.add_argument("--no-strace", action="store_true", help="skip the strace pass")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="ceiling then bridge, this many times for each size and number of "
+                        help="ceiling then bridge (then Postfix and the bridge by smtp-source), "
+                        "this many times for each size and number of "
                         "sessions (the strace pass in the first); the targets are judged on "
                         "the median of the rounds' ratios")
     parser.add_argument("--dir", default=None, help="where the servers' data goes "
                         "(default: the system's temporary directory)")
+    parser.add_argument("--postfix-sessions", default="20",
+                        help="comma-separated session counts (of --sessions) at which the "
+                        "Postfix ceiling and the bridge driven by smtp-source run in each round; "
+                        "'none' for neither")
     args = parser.parse_args()
     if not args.no_strace and shutil.which("strace") is None:
         parser.error("strace is not installed; use --no-strace")
-    templates = {"5KB": make_template("5KB", small_pdf(), 5_000),
-                 "300KB": make_template("300KB", scan_pdf(), 300_000)}
+    postfix_at = {int(n) for n in args.postfix_sessions.split(",") if n.strip().isdigit()}
+    postfix_missing = ceiling_postfix.missing() if postfix_at else None
+    mails = templates()
     print(f"machine: {machine()}")
     print("command:", shlex.join([sys.executable, *sys.argv]))
     for name in args.sizes.split(","):
-        t = templates[name]
+        t = mails[name]
         print(f"mail {name}: {t.size} bytes of DATA, PDF attachment {t.pdf_bytes} bytes")
     counts = ", ".join(f"{mails_per_session(args, int(n))} with {n} session(s)"
                        for n in args.sessions.split(","))
     print(f"timed mails per session: {counts}; {args.warmup} warm-up mails first, "
           f"{args.per_connection} per connection; strace pass: "
-          f"{'none' if args.no_strace else f'{args.commit_mails} mails'}\n", flush=True)
+          f"{'none' if args.no_strace else f'{args.commit_mails} mails'}", flush=True)
+    if postfix_missing is not None:
+        print(f"Postfix ceiling not measured: {postfix_missing}")
+        postfix_at = set()
+    elif postfix_at:
+        connections = ("-d: one connection per session" if args.per_connection > 1
+                       else "a new connection per mail")
+        print(f"Postfix ceiling at {sorted(postfix_at)} session(s): a fresh private Postfix "
+              f"holding every mail, then the bridge again, both driven by smtp-source "
+              f"({connections})")
+    print(flush=True)
     runs = []
     for name in args.sizes.split(","):
         for sessions in (int(s) for s in args.sessions.split(",")):
-            kinds: tuple[type[Ceiling | Bridge], ...] = (Ceiling, Bridge)
-            for round_, kind in itertools.product(range(1, args.rounds + 1), kinds):
-                run = await measure(kind, templates[name], sessions, args, round_)
+            servers = [Ceiling.name, Bridge.name]
+            if sessions in postfix_at:
+                servers += ["postfix", BRIDGE_BY_SMTP_SOURCE]
+            for round_, server in itertools.product(range(1, args.rounds + 1), servers):
+                if server == "postfix":
+                    run = await measure_postfix(mails[name], sessions, args, round_)
+                elif server == BRIDGE_BY_SMTP_SOURCE:
+                    run = await measure_bridge_by_smtp_source(mails[name], sessions, args, round_)
+                else:
+                    kind = Ceiling if server == Ceiling.name else Bridge
+                    run = await measure(kind, mails[name], sessions, args, round_)
                 print(f"  {name} x{sessions} round {round_} {run.server}: "
-                      f"{run.ok}/{run.mails} x 250, "
-                      f"{run.rate:.1f} msgs/s, p50 {run.p50:.1f} ms, p99 {run.p99:.1f} ms, "
+                      f"{run.ok}/{run.mails} x 250, {run.rate:.1f} msgs/s, "
+                      f"p50 {ms(run.p50)} ms, p99 {ms(run.p99)} ms, "
                       f"load average before {run.load1:.2f}", flush=True)
                 runs.append(run)
     print(f"\nmachine: {machine()}\n")
