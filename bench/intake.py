@@ -91,29 +91,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import math
 import os
 import re
 import shlex
 import shutil
 import signal
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import ceiling_postfix
-from bench.ceiling_postfix import HoldTrace, smtp_source, smtp_source_file
-from bench.common import descendants, machine, percentile, tree_cpu
+from bench.ceiling_postfix import smtp_source, smtp_source_file
+from bench.common import machine, tree_cpu
 from bench.intake_mails import RCPT, SENDER, MailTemplate, templates
+from bench.intake_report import BRIDGE_BY_SMTP_SOURCE, Run, ms, report
+from bench.intake_syncs import count_syncs
 from bridge.simulators import FaxMaxSimulator
 from tests.loadgen import MailResult, send_on_one_connection
 from tests.process import ServeProcess
@@ -121,7 +120,6 @@ from tests.settings import settings_for
 
 HERE = Path(__file__).resolve().parent
 CEILING = HERE / "ceiling_smtp.py"
-BRIDGE_BY_SMTP_SOURCE = "bridge/smtp-source"  # the bridge driven as the Postfix ceiling is
 LOAD_IS_NOT_REFUSED: dict[str, dict[str, Any]] = {
     "numbers": {"max_faxes_per_sender_per_hour": 10_000_000,
                 "max_pages_per_sender_per_day": 10_000_000,
@@ -129,9 +127,6 @@ LOAD_IS_NOT_REFUSED: dict[str, dict[str, Any]] = {
     "smtp": {"max_connections_per_client": 100},
     "faxmax": {"timeout": 3600.0},
 }
-SYNC_CALL = re.compile(r"^(fsync|fdatasync)\((\d+)<([^>]*)>")
-RESUMED = re.compile(r"^<\.\.\. (fsync|fdatasync) resumed>")
-RESULT = re.compile(r"\)\s*=\s*(-?\d+)")
 
 
 # --- the SMTP client ---------------------------------------------------------------------------
@@ -257,153 +252,7 @@ class Bridge(Server):
             await self.process.stop()
 
 
-# --- commits, counted with strace ------------------------------------------------------------
-
-
-@dataclass
-class Syncs:
-    mails: int = 0
-    wal: int = 0
-    db: int = 0
-    files: int = 0
-    dirs: int = 0
-    failed: int = 0
-    worker_commits: int = 0
-    by_place: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def total(self) -> int:
-        return self.wal + self.db + self.files + self.dirs
-
-    @property
-    def commits(self) -> int:
-        """SQLite commits: one WAL sync each; a checkpoint adds one WAL sync, the first commit
-        after it one more (the new WAL header), and one sync of the database file."""
-        return self.wal - 2 * self.db
-
-    def per_mail(self, n: int) -> float:
-        return n / self.mails if self.mails else math.nan
-
-
-def classify(trace: str, server: Server, since: float, until: float) -> Syncs:
-    """Sort the syncs of an `strace -f -ttt -y -o` file that began between `since` and `until`
-    (epoch seconds) by the file they name. A call that another thread interrupted in the output
-    is split in two lines (`fsync(5</x> <unfinished ...>`, then `<... fsync resumed>) = 0`); it
-    is counted once, at the time of its first line, with the result of its second."""
-    syncs = Syncs()
-    wal, db = f"{server.db_path}-wal", str(server.db_path)
-    calls: list[tuple[str, int]] = []  # (path, result)
-    pending: dict[str, tuple[float, str]] = {}  # pid -> when and on which path it began
-    for line in trace.splitlines():
-        pid, stamp, rest = ([*line.split(None, 2), "", ""])[:3]
-        try:
-            when = float(stamp)
-        except ValueError:
-            continue
-        if found := SYNC_CALL.search(rest):
-            if "<unfinished" in rest:
-                pending[pid] = (when, found[3])
-            elif (done := RESULT.search(rest)) and since <= when <= until:
-                calls.append((found[3], int(done[1])))
-        elif RESUMED.search(rest) and pid in pending and (done := RESULT.search(rest)):
-            began, path = pending.pop(pid)
-            if since <= began <= until:
-                calls.append((path, int(done[1])))
-    for path, code in calls:
-        if code != 0:
-            syncs.failed += 1
-        elif path == wal:
-            syncs.wal += 1
-        elif path == db:
-            syncs.db += 1
-        else:
-            place = os.path.relpath(path, server.data_dir).split(os.sep)[0]
-            if os.path.isdir(path):
-                syncs.dirs += 1
-                syncs.by_place[f"dir {place}"] += 1
-            else:
-                syncs.files += 1
-                syncs.by_place[f"file in {place}"] += 1
-    syncs.failed += sum(since <= when <= until for when, _ in pending.values())  # never resumed
-    return syncs
-
-
-async def count_syncs(server: Server, template: MailTemplate, sessions: int, mails: int,
-                      per_connection: int, label: str, tmp: Path) -> tuple[Syncs, list[MailResult]]:
-    out = tmp / f"strace-{server.name}.txt"
-    args = ["strace", "-f", "-ttt", "-y", "-e", "trace=fsync,fdatasync", "-o", str(out)]
-    pids = [server.pid, *(p for p, _ in descendants(server.pid))]
-    for pid in pids:
-        args += ["-p", str(pid)]
-    threads = sum(len(os.listdir(f"/proc/{pid}/task")) for pid in pids)
-    strace = await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.PIPE)
-    assert strace.stderr is not None
-    attached = 0
-    # "Process N attached" for every thread of every process (threads made later are followed
-    # by -f); a thread that ended meanwhile never reports, hence the quiet-period fallback.
-    while attached < threads:
-        try:
-            line = await asyncio.wait_for(strace.stderr.readline(), 2 if attached else 30)
-        except TimeoutError:
-            break
-        if not line:
-            raise SystemExit("strace exited before attaching; is ptrace allowed here?")
-        attached += b"attached" in line
-    # The window: from just before the first count of the workers' commits to just after the
-    # second; only syncs that began inside it are counted (the workers go on meanwhile).
-    since = time.time()
-    before = server.worker_commits()
-    replies, _, _ = await load(server.port, template, sessions, max(1, mails // sessions),
-                               per_connection, label)
-    after = server.worker_commits()
-    until = time.time()
-    strace.send_signal(signal.SIGINT)  # detaches from every traced process
-    await asyncio.wait_for(strace.communicate(), 30)
-    syncs = classify(out.read_text(errors="replace"), server, since, until)
-    syncs.mails = sum(1 for r in replies if r.code == 250)
-    syncs.worker_commits = after - before
-    return syncs, replies
-
-
 # --- one run ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    size: str
-    sessions: int
-    server: str
-    load1: float
-    round: int = 1
-    mails: int = 0
-    ok: int = 0
-    elapsed: float = math.nan
-    latencies: list[float] = field(default_factory=list)
-    late_dot: int = 0
-    cpu: float = math.nan  # CPU seconds of the server's process tree during the timed run
-    stored: int = 0
-    expected_stored: int = 0
-    syncs: Syncs | None = None
-    hold: HoldTrace | None = None  # Postfix's strace pass
-    failures: list[MailResult] = field(default_factory=list)
-    log_errors: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # of the smtp-source runs and Postfix
-
-    @property
-    def rate(self) -> float:
-        return self.ok / self.elapsed if self.elapsed else math.nan
-
-    @property
-    def cpu_per_mail(self) -> float:
-        return 1000 * self.cpu / self.ok if self.ok else math.nan
-
-    @property
-    def p50(self) -> float:
-        return 1000 * percentile(self.latencies, 50)
-
-    @property
-    def p99(self) -> float:
-        return 1000 * percentile(self.latencies, 99)
 
 
 def mails_per_session(args: argparse.Namespace, sessions: int) -> int:
@@ -437,9 +286,14 @@ async def measure(kind: type[Ceiling | Bridge], template: MailTemplate, sessions
             run.late_dot = counters.late_dot
             run.failures += [r for r in replies if r.code != 250]
             if round_ == 1 and args.commit_mails and not args.no_strace:
-                run.syncs, replies = await count_syncs(server, template, sessions,
-                                                       args.commit_mails, args.per_connection,
-                                                       "strace", tmp)
+                async def send() -> list[MailResult]:
+                    replies, _, _ = await load(server.port, template, sessions,
+                                               max(1, args.commit_mails // sessions),
+                                               args.per_connection, "strace")
+                    return replies
+
+                run.syncs, replies = await count_syncs(server, send, tmp)
+                run.syncs.mails = sum(1 for r in replies if r.code == 250)
                 sent += len(replies)
                 run.failures += [r for r in replies if r.code != 250]
             run.expected_stored = sent - len(run.failures)
@@ -496,139 +350,6 @@ async def measure_postfix(template: MailTemplate, sessions: int, args: argparse.
     return Run(template.name, sessions, "postfix", r.load1, round_, mails=r.mails, ok=r.ok,
                elapsed=r.elapsed, cpu=r.cpu, stored=r.queues["hold"],
                expected_stored=r.expected_held, hold=r.trace, problems=r.problems)
-
-
-# --- report ----------------------------------------------------------------------------------
-
-
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b and not math.isnan(a) and not math.isnan(b) else "-"
-
-
-def ms(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.1f}"
-
-
-def syncs_text(s: Syncs | None, hold: HoldTrace | None = None) -> tuple[str, str, str]:
-    if hold is not None:
-        where = " ".join(f"{k} {hold.per_mail(n):.2f}" for k, n in sorted(hold.syncs.items()))
-        return f"{hold.per_mail(hold.syncs.total()):.2f}", where, "-"
-    if s is None:
-        return "-", "-", "-"
-    parts = f"wal {s.per_mail(s.wal):.2f} db {s.per_mail(s.db):.2f}"
-    if s.files or s.dirs:
-        parts += f" files {s.per_mail(s.files):.2f} dirs {s.per_mail(s.dirs):.2f}"
-    intake = s.commits - s.worker_commits
-    return (f"{s.per_mail(s.total):.2f}", parts, f"{s.per_mail(intake):.2f}")
-
-
-def report(runs: list[Run]) -> bool:
-    head = ("size", "sessions", "round", "server", "mails", "msgs/s", "p50 ms", "p99 ms",
-            "cpu ms/mail", "load1",
-            "x msgs/s", "x p50", "x p99", "x postfix", "syncs/mail", "of which", "commits/mail")
-    rows = [head]
-    ceilings = {(r.size, r.sessions, r.round): r for r in runs if r.server == "ceiling"}
-    postfixes = {(r.size, r.sessions, r.round): r for r in runs if r.server == "postfix"}
-    for r in runs:
-        c = ceilings.get((r.size, r.sessions, r.round))
-        pf = postfixes.get((r.size, r.sessions, r.round))
-        is_bridge = r.server == "bridge" and c is not None
-        total, parts, commits = syncs_text(r.syncs, r.hold)
-        rows.append((r.size, str(r.sessions), str(r.round), r.server, str(r.ok), f"{r.rate:.1f}",
-                     ms(r.p50), ms(r.p99), f"{r.cpu_per_mail:.1f}", f"{r.load1:.2f}",
-                     ratio(r.rate, c.rate) if is_bridge and c else "",
-                     ratio(r.p50, c.p50) if is_bridge and c else "",
-                     ratio(r.p99, c.p99) if is_bridge and c else "",
-                     ratio(r.rate, pf.rate) if r.server == BRIDGE_BY_SMTP_SOURCE and pf else "",
-                     total, parts, commits))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    for i, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) if j in (0, 3, 15) else cell.rjust(w)
-                        for j, (cell, w) in enumerate(zip(row, widths, strict=True))))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    print("x = bridge / ceiling of the same size, sessions and round. cpu ms/mail: CPU time of the "
-          "server's process tree in the timed run (sandbox children and, for the bridge, the "
-          "converter included) per mail; load1: the 1-minute load average before the run. "
-          "syncs/mail: fsync + fdatasync of the whole process tree per mail acknowledged in the "
-          "strace pass; commits/mail: SQLite commits (WAL syncs - 2 x db syncs) less the "
-          "workers' (sends claimed), per mail. postfix: bench/ceiling_postfix.py, smtpd holding "
-          "every mail, driven by smtp-source (one file for every mail; its cpu from schedstat); "
-          f"{BRIDGE_BY_SMTP_SOURCE}: the bridge driven by smtp-source alike; x postfix = "
-          f"{BRIDGE_BY_SMTP_SOURCE} / postfix msgs/s of the same size, sessions and round.")
-    for r in runs:
-        if r.hold is not None:
-            print(f"  {r.size} x{r.sessions} postfix strace pass: {r.hold.text()}")
-    for r in runs:
-        if r.syncs and r.syncs.by_place:
-            where = ", ".join(f"{k} {r.syncs.per_mail(n):.2f}"
-                              for k, n in sorted(r.syncs.by_place.items()))
-            print(f"  {r.size} x{r.sessions} {r.server}: other syncs per mail: {where}; "
-                  f"worker commits in the pass (sends claimed): "
-                  f"{r.syncs.worker_commits} for "
-                  f"{r.syncs.mails} mails")
-    print("\ntargets (reported, not asserted), on the median of the rounds' ratios:")
-    pairs: dict[tuple[str, int], list[tuple[Run, Run]]] = {}
-    for r in runs:
-        c = ceilings.get((r.size, r.sessions, r.round))
-        if r.server == "bridge" and c is not None:
-            pairs.setdefault((r.size, r.sessions), []).append((r, c))
-    for (size, sessions), rounds in pairs.items():
-        checks = []
-        if sessions >= 20:
-            checks.append(("msgs/s", [r.rate / c.rate for r, c in rounds], ">=", 0.8))
-        if sessions == 1:
-            checks.append(("p50", [r.p50 / c.p50 for r, c in rounds], "<=", 1.5))
-            checks.append(("p99", [r.p99 / c.p99 for r, c in rounds], "<=", 1.5))
-        for what, ratios, sense, target in checks:
-            x = statistics.median(ratios)
-            met = x >= target if sense == ">=" else x <= target
-            each = ", ".join(f"{v:.2f}x" for v in ratios)
-            print(f"  {size} x{sessions}: {what} {x:.2f}x the ceiling (target {sense} "
-                  f"{target}x): {'met' if met else 'MISSED'}; rounds {each}")
-    against_postfix: dict[tuple[str, int], list[float]] = {}
-    for r in runs:
-        pf = postfixes.get((r.size, r.sessions, r.round))
-        if r.server == BRIDGE_BY_SMTP_SOURCE and pf is not None and pf.rate and r.rate:
-            against_postfix.setdefault((r.size, r.sessions), []).append(r.rate / pf.rate)
-    for (size, sessions), ratios in against_postfix.items():
-        print(f"  {size} x{sessions}: msgs/s {statistics.median(ratios):.2f}x Postfix's durable "
-              f"intake (no target; both driven by smtp-source); rounds "
-              f"{', '.join(f'{v:.2f}x' for v in ratios)}")
-    for r in runs:
-        c = ceilings.get((r.size, r.sessions, r.round))
-        if r.server != "bridge" or c is None:
-            continue
-        if r.syncs is not None:
-            intake = r.syncs.per_mail(r.syncs.commits - r.syncs.worker_commits)
-            print(f"  {r.size} x{r.sessions}: intake commits per mail {intake:.2f} "
-                  f"(target <= 1): {'met' if intake <= 1.05 else 'MISSED'}; "
-                  f"all durable syncs per mail {r.syncs.per_mail(r.syncs.total):.2f} "
-                  f"(ceiling {c.syncs.per_mail(c.syncs.total) if c.syncs else math.nan:.2f})")
-    clean = True
-    for r in runs:
-        notes = []
-        if r.failures:
-            clean = False
-            codes = Counter(f"{f.stage} {f.code}" for f in r.failures)
-            notes.append(f"{len(r.failures)} mails not answered 250: {dict(codes)}; e.g. "
-                         f"{r.failures[0].text!r}")
-        if r.stored != r.expected_stored:
-            clean = False
-            notes.append(f"stored {r.stored} for {r.expected_stored} x 250")
-        if r.log_errors:
-            clean = False
-            notes.append(f"{len(r.log_errors)} ERROR lines in the log, e.g. {r.log_errors[0]}")
-        if r.problems:
-            clean = False
-            notes += r.problems
-        if r.late_dot:
-            notes.append(f"{r.late_dot} final '.' waited for socket space (clock started after)")
-        for note in notes:
-            print(f"  {r.size} x{r.sessions} round {r.round} {r.server}: {note}")
-    if not clean:
-        print("\nRUN FAILED: a refusal or a lost mail is a failure of the run, not a data point")
-    return clean
 
 
 async def main() -> int:
