@@ -1,7 +1,7 @@
 """Every figure of bench/RESULTS.md, one script after another: never two at once, since on a
 small machine they would measure each other.
 
-    .venv/bin/python bench/run.py                      # all, at full size (about 8 minutes)
+    .venv/bin/python bench/run.py                      # all, at full size (about 9 minutes)
     .venv/bin/python bench/run.py --only intake,webhook
 
 Each script prints its own figures beside the ceiling it measured in the same run, the machine,
