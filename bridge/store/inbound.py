@@ -141,8 +141,7 @@ class InboundStore:
         await self._writer.transaction(tx)
 
     async def counts(self) -> dict[str, int]:
-        rows = await self._reader.rows("SELECT state, COUNT(*) FROM inbound GROUP BY state")
-        return {str(r[0]): int(r[1]) for r in rows}
+        return await self._reader.state_counts("inbound")
 
     async def quarantined(self, *, pending_only: bool = False) -> list[Quarantined]:
         """What was kept raw because it could not be understood (see `replay-quarantine`)."""

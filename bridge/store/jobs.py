@@ -320,8 +320,7 @@ class JobStore:
         return [JOBS.load(r) for r in rows]
 
     async def counts(self) -> dict[str, int]:
-        rows = await self._reader.rows("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-        return {str(r[0]): int(r[1]) for r in rows}
+        return await self._reader.state_counts("jobs")
 
     async def status_events(self, fax_id: str) -> list[tuple[float, str, str]]:
         """Every status push for one fax, oldest first: (received at, status, message)."""

@@ -101,8 +101,7 @@ class Outbox:
         return float(value) if value is not None else None
 
     async def counts(self) -> dict[str, int]:
-        rows = await self._reader.rows("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-        return {str(r[0]): int(r[1]) for r in rows}
+        return await self._reader.state_counts("outbox")
 
     async def throttle_alert(
         self, cause: str, now: float, window: float,

@@ -76,5 +76,10 @@ class Reader:
         rows = await self.rows(sql, params)
         return rows[0][0] if rows else None
 
+    async def state_counts(self, table: str) -> dict[str, int]:
+        """How many rows of `table` (one of the store's own names) are in each state."""
+        rows = await self.rows(f"SELECT state, COUNT(*) FROM {table} GROUP BY state")
+        return {str(r[0]): int(r[1]) for r in rows}
+
     async def close(self) -> None:
         await self.connection.close()

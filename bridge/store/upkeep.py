@@ -123,12 +123,8 @@ class Upkeep:
         await self.set_meta({"health.probe": repr(now)})
 
     async def snapshot(self, now: float) -> Snapshot:
-        counts = {}
-        for table in ("jobs", "outbox"):
-            counts[table] = {str(r[0]): int(r[1]) for r in await self._reader.rows(
-                f"SELECT state, COUNT(*) FROM {table} GROUP BY state")}
-        jobs = {str(k): 0 for k in JobState} | counts["jobs"]
-        emails = {str(k): 0 for k in MailState} | counts["outbox"]
+        jobs = {str(k): 0 for k in JobState} | await self._reader.state_counts("jobs")
+        emails = {str(k): 0 for k in MailState} | await self._reader.state_counts("outbox")
         received: dict[tuple[str, str], int] = {
             (p, state): 0 for p in Provider for state in InboundState}
         for provider, state, n in await self._reader.rows(
