@@ -177,6 +177,10 @@ UNREADABLE_FILE = Reply(554, "5.6.1", "unsupported_attachment",
                         "'{name}' is not a readable {kind}; it may be damaged or incomplete")
 TOO_MANY_PAGES = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' makes the fax longer "
                        "than {max_pages} pages, the most fax-bridge sends in one fax")
+COVER_OVER_MAX_PAGES = Reply(554, "5.6.1", "unsupported_attachment", "with its cover page "
+                             "({cover} page(s)) this fax would have {pages} pages, more than "
+                             "{max_pages}, the most fax-bridge sends in one fax; send fewer "
+                             "pages or write less in the mail")
 ENCRYPTED_PDF = Reply(554, "5.6.1", "unsupported_attachment",
                       "'{name}' is password-protected; fax-bridge cannot fax encrypted PDFs")
 NO_PAGES = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' has no pages")

@@ -121,18 +121,22 @@ class Converter(Worker):
             log.exception("message %s: conversion failed unexpectedly", message.id)
             await self._fail(message, INTERNAL_ERROR)
             return
-        refusal = await self.over_page_caps(message, prepared.pages)
+        cover, fitted = self.cover_html(message, prepared.body_text) or (None, None)
+        cover_pages = fitted.pages if fitted else 0
+        pages = prepared.pages + cover_pages  # what the fax costs: the caps count the cover
+        refusal = (self.over_max_pages(pages, cover_pages)
+                   or await self.over_page_caps(message, pages))
         if refusal:
             log.warning("message %s: refused: %s", message.id, refusal)
             await self._fail(message, refusal)
             return
-        cover = self.cover_html(message, prepared.body_text)
-        left_out = dict.fromkeys((*message.left_out, *prepared.left_out))
+        cut = (fitted.cut,) if fitted and fitted.cut else ()
+        left_out = dict.fromkeys((*message.left_out, *prepared.left_out, *cut))
         await self.store.jobs.converted(message.id, document_path=prepared.pdf_path,
-                                            pages=prepared.pages, cover_html=cover,
+                                            pages=pages, cover_html=cover,
                                             left_out=left_out)
-        log.info("message %s: %d page(s) ready to fax%s", message.id, prepared.pages,
-                 " with a cover page" if cover else "")
+        log.info("message %s: %d page(s) ready to fax%s", message.id, pages,
+                 f", {cover_pages} of them the cover" if cover else "")
         self.on_ready()
 
     async def _fail(self, message: Message, reason: str) -> None:
@@ -140,6 +144,14 @@ class Converter(Worker):
         await asyncio.to_thread(shutil.rmtree, self.workdir(message), True)
         await self.store.jobs.not_convertible(message.id, reason, self.clock.now())
         self.on_failed()
+
+    def over_max_pages(self, pages: int, cover_pages: int) -> str | None:
+        """`documents.max_pages` counts the cover too; the attachments alone were held to it
+        while the PDF was built."""
+        if pages <= self.max_pages:
+            return None
+        return replies.COVER_OVER_MAX_PAGES.say(cover=cover_pages, pages=pages,
+                                                max_pages=self.max_pages)
 
     async def over_page_caps(self, message: Message, pages: int) -> str | None:
         """Pages are known only now, after conversion: the daily caps are checked here."""
@@ -158,13 +170,15 @@ class Converter(Worker):
             return replies.OVER_GATEWAY_PAGES.say()
         return None
 
-    def cover_html(self, message: Message, body: str) -> str | None:
-        """`auto`: a cover page only when the sender wrote something of their own."""
+    def cover_html(self, message: Message, body: str) -> tuple[str, cover.Fitted] | None:
+        """`auto`: a cover page only when the sender wrote something of their own. Its text
+        cut to `cover.MAX_COVER_PAGES` pages, and the pages it fills (`cover.fit`)."""
         if self.cover_page == "never":
             return None
         text = cover.cover_text(body)
         if not text and self.cover_page == "auto":
             return None
+        sender = message.header_from or message.mail_from
+        fitted = cover.fit(text, sender, message.subject)
         return self.templates.render("cover.html.j2", {
-            "text": text, "subject": message.subject,
-            "sender": message.header_from or message.mail_from})
+            "text": fitted.text, "subject": message.subject, "sender": sender}), fitted
