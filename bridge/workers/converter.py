@@ -17,7 +17,7 @@ from bridge import cover, documents, mime, replies
 from bridge.clock import Clock
 from bridge.config import CoverPage
 from bridge.errors import BridgeError
-from bridge.limits import DAY, PageCaps, broken_cap
+from bridge.limits import DAY, PageCaps, broken_cap, who
 from bridge.mail import Templates
 from bridge.sandbox import Sandbox
 from bridge.store import Message, Store, is_disk_full
@@ -154,16 +154,18 @@ class Converter(Worker):
                                                 max_pages=self.max_pages)
 
     async def over_page_caps(self, message: Message, pages: int) -> str | None:
-        """Pages are known only now, after conversion: the daily caps are checked here."""
+        """Pages are known only now, after conversion: the daily caps are checked here,
+        against the account the mail's jobs are charged to (`limits.account`)."""
         jobs = await self.store.jobs.of_message(message.id)
         cost = pages * len(jobs)
         now = self.clock.now()
-        used = await self.store.jobs.usage(message.mail_from, hour_since=now - 3600,
+        charged = jobs[0].sender if jobs else message.mail_from
+        used = await self.store.jobs.usage(charged, hour_since=now - 3600,
                                       day_since=now - DAY)
         broken = broken_cap(used, self.page_caps, cost)
         if broken == "per_sender":
             return replies.OVER_SENDER_PAGES.say(pages=pages, numbers=len(jobs),
-                                                 sender=message.mail_from,
+                                                 sender=who(charged),
                                                  limit=self.page_caps.per_sender,
                                                  used=used.sender_pages)
         if broken == "total":
