@@ -21,10 +21,11 @@ What is measured, for each mail size x number of concurrent sessions:
   2. the real `fax-bridge serve` (`tests.process.ServeProcess`, test settings of
      `tests.settings.settings_for`: loopback senders trusted) with the FaxMAX simulator paused,
      so nothing is sent and the queue only grows. Settings raised so that the load itself is
-     not refused: `numbers.max_faxes_per_sender_per_hour`, `max_pages_per_sender_per_day` and
-     `max_pages_per_day` (caps by design), `smtp.max_connections_per_client` (20 sessions that
-     reconnect for every mail briefly hold 21 connections while the server still closes the
-     last one), and `faxmax.timeout` (so held sends do not time out and retry);
+     not refused: `numbers.max_faxes_per_sender_per_hour`, `max_faxes_per_hour`,
+     `max_pages_per_sender_per_day` and `max_pages_per_day` (caps by design),
+     `smtp.max_connections_per_client` (20 sessions that reconnect for every mail briefly hold
+     21 connections while the server still closes the last one), and `faxmax.timeout` (so
+     held sends do not time out and retry);
   3. at the session counts of `--postfix-sessions` (20), two more in every round. The practical
      ceiling, `bench/ceiling_postfix.py`: a fresh private Postfix (`tests/postfix.py`'s
      instance) whose smtpd puts every mail on hold (`smtpd_data_restrictions =
@@ -122,6 +123,7 @@ HERE = Path(__file__).resolve().parent
 CEILING = HERE / "ceiling_smtp.py"
 LOAD_IS_NOT_REFUSED: dict[str, dict[str, Any]] = {
     "numbers": {"max_faxes_per_sender_per_hour": 10_000_000,
+                "max_faxes_per_hour": 10_000_000,
                 "max_pages_per_sender_per_day": 10_000_000,
                 "max_pages_per_day": 10_000_000},
     "smtp": {"max_connections_per_client": 100},

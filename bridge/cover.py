@@ -1,13 +1,28 @@
 """The sender's own words, for a fax's cover page: a mail's body without the signature, the
 quoted reply or the forwarded history, and the visible text of an HTML body when the mail has
-no plain-text one.
+no plain-text one; and how many pages they fill, within `MAX_COVER_PAGES`.
+
+The cover is a page of the fax like any other: it counts against `documents.max_pages` and
+the daily page caps. FaxMAX lays it out itself, so its pages are estimated by a fixed rule
+(`fit`): a cover page holds `LINES_PER_PAGE` lines of `CHARS_PER_LINE` characters (the
+template's 14 pt type on A4); a line of text takes one line per `CHARS_PER_LINE` characters
+or part of them (an empty line, one); the heading takes `HEADING_LINES` lines plus the lines of
+the From: and Subject: it shows. Text beyond `MAX_COVER_PAGES` pages is cut, and the cover
+says so in its last line, and the sender's report lists what was left out.
 """
 
 from __future__ import annotations
 
 import html
+import math
 import re
+from dataclasses import dataclass
 from html.parser import HTMLParser
+
+LINES_PER_PAGE = 40
+CHARS_PER_LINE = 70
+HEADING_LINES = 4  # the "Fax" title (two lines' height), the rule below the table, a margin
+MAX_COVER_PAGES = 3  # a letter's worth; more is the rest of a thread, or an attempt on the caps
 
 
 class _TextOf(HTMLParser):
@@ -58,3 +73,45 @@ def cover_text(body: str) -> str:
             continue
         kept.append(stripped)
     return "\n".join(kept).strip()
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The cover's text as it is faxed, the pages it fills, and what was cut (a line for the
+    report's list of what was left out, "" when nothing was)."""
+
+    text: str
+    pages: int
+    cut: str
+
+
+def _lines(text: str) -> int:
+    return sum(max(1, math.ceil(len(line) / CHARS_PER_LINE)) for line in text.split("\n"))
+
+
+def fit(text: str, *heading: str, max_pages: int = MAX_COVER_PAGES) -> Fitted:
+    """`text` on a cover whose heading shows `heading` (the From: and Subject: values), cut to
+    `max_pages` pages (see the module's docstring for the rule)."""
+    used = HEADING_LINES + sum(_lines(value) for value in heading if value)
+    if used + _lines(text) <= max_pages * LINES_PER_PAGE:
+        return Fitted(text, max(1, math.ceil((used + _lines(text)) / LINES_PER_PAGE)), "")
+
+    def note(left: int) -> str:
+        return (f"[fax-bridge shortened this cover page to {max_pages} pages: the last "
+                f"{left:,} characters of the mail's text were not faxed]")
+
+    kept: list[str] = []
+    room = max_pages * LINES_PER_PAGE - used - 1 - _lines(note(len(text)))  # a blank line
+    for line in text.split("\n"):
+        need = max(1, math.ceil(len(line) / CHARS_PER_LINE))
+        if need > room:
+            if room > 0:
+                kept.append(line[:room * CHARS_PER_LINE])
+            break
+        kept.append(line)
+        room -= need
+    shown = "\n".join(kept)
+    left = len(text) - len(shown)
+    return Fitted(f"{shown}\n\n{note(left)}", max_pages,
+                  f"the end of the mail's text ({left:,} characters): the cover page holds at "
+                  f"most {max_pages} pages")

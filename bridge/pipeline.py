@@ -23,7 +23,7 @@ from bridge.health import Health
 from bridge.ingress.arrivals import Arrivals
 from bridge.ingress.pushes import PushProcessor
 from bridge.ingress.smtp import FaxHandler
-from bridge.limits import PageCaps
+from bridge.limits import FaxCaps, PageCaps
 from bridge.mail import Templates, Transport, make_transport
 from bridge.metrics import Metrics
 from bridge.numbers import NumberPolicy
@@ -166,7 +166,8 @@ def build_pipeline(
         number_policy=NumberPolicy.from_config(home_country=s.numbers.default_country_code,
                                                allow=s.numbers.allow, deny=s.numbers.deny),
         default_country_code=s.numbers.default_country_code,
-        max_per_hour=s.numbers.max_faxes_per_sender_per_hour, page_caps=page_caps,
+        fax_caps=FaxCaps(per_sender=s.numbers.max_faxes_per_sender_per_hour,
+                         total=s.numbers.max_faxes_per_hour), page_caps=page_caps,
         sandbox=inspector, on_queued=converter.wake, arrivals=arrivals, metrics=metrics)
     return Pipeline(
         templates=templates, page_caps=page_caps, sandbox=sandbox, inspector=inspector,

@@ -107,9 +107,13 @@ RELAYING_DENIED = Reply(550, "5.7.1", "not_allowed",
                         "relaying denied: this gateway only sends faxes, to NUMBER@{domain}")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "too_many_recipients", "Too many recipients: at most "
                             "{limit} fax numbers per mail; send the rest in another mail")
-HOURLY_LIMIT = Reply(450, "4.7.1", "rate_limited", "<{sender}> has reached the limit of {limit} "
+# `{sender}` is whom the limits count (`bridge.limits.who`): "<alice@example.com>", "user alice".
+HOURLY_LIMIT = Reply(450, "4.7.1", "rate_limited", "{sender} has reached the limit of {limit} "
                      "faxes per hour; please try again later")
-SENDER_PAGE_LIMIT = Reply(450, "4.7.1", "rate_limited", "<{sender}> has reached the limit of "
+GATEWAY_HOURLY_LIMIT = Reply(451, "4.7.1", "rate_limited", "The fax gateway has reached its "
+                             "limit of {limit} faxes per hour; please try again in {minutes} "
+                             "minute(s), after {time} UTC")
+SENDER_PAGE_LIMIT = Reply(450, "4.7.1", "rate_limited", "{sender} has reached the limit of "
                           "{limit} pages per day; please try again tomorrow")
 GATEWAY_PAGE_LIMIT = Reply(451, "4.7.1", "rate_limited", "The fax gateway has reached its daily "
                            "page limit; please try again tomorrow")
@@ -153,6 +157,9 @@ ABROAD = Reply(550, "5.7.1", "not_allowed", "{number} is outside {country} (+{co
 QUEUED = Reply(250, "2.0.0", "accepted", "queued as fax jobs {ids}")
 FROM_HEADER_NOT_ALLOWED = Reply(550, "5.7.1", "not_allowed", "The From: header must name exactly "
                                 "one sender who is allowed to send faxes through this gateway")
+FROM_NOT_THE_USERS = Reply(550, "5.7.1", "not_allowed", "The From: header names {found}, but user "
+                           "{user} may only send as {addresses} (the From: is printed on the "
+                           "fax's cover page)")
 AUTO_SUBMITTED = Reply(550, "5.7.1", "not_allowed", "automatically generated mail "
                        "(Auto-Submitted) is not faxed, to avoid mail loops")
 NOTHING_TO_FAX = Reply(554, "5.6.0", "bad_content",
@@ -177,6 +184,10 @@ UNREADABLE_FILE = Reply(554, "5.6.1", "unsupported_attachment",
                         "'{name}' is not a readable {kind}; it may be damaged or incomplete")
 TOO_MANY_PAGES = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' makes the fax longer "
                        "than {max_pages} pages, the most fax-bridge sends in one fax")
+COVER_OVER_MAX_PAGES = Reply(554, "5.6.1", "unsupported_attachment", "with its cover page "
+                             "({cover} page(s)) this fax would have {pages} pages, more than "
+                             "{max_pages}, the most fax-bridge sends in one fax; send fewer "
+                             "pages or write less in the mail")
 ENCRYPTED_PDF = Reply(554, "5.6.1", "unsupported_attachment",
                       "'{name}' is password-protected; fax-bridge cannot fax encrypted PDFs")
 NO_PAGES = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' has no pages")

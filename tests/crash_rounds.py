@@ -65,8 +65,8 @@ that the poller counts a call in flight at the crash as just answered."""
 SENDER = "alice@example.com"
 FAX_TO = "02122222525@fax.local"
 ROUTED_TO = "frontdesk@example.com"
-UNLIMITED = {"max_faxes_per_sender_per_hour": 10**7, "max_pages_per_sender_per_day": 10**7,
-             "max_pages_per_day": 10**7}
+UNLIMITED = {"max_faxes_per_sender_per_hour": 10**7, "max_faxes_per_hour": 10**7,
+             "max_pages_per_sender_per_day": 10**7, "max_pages_per_day": 10**7}
 DEFERRED = "421 4.3.2 relay busy, try again later"
 SETTLE_TIMEOUT = 20.0
 """Waiting for the last emails; normally well under a second (an email caught mid-delivery by

@@ -31,6 +31,7 @@ ROUTED_TO = "frontdesk@example.com"
 NO_SENDING_LIMITS = {
     # L1 is about intake: the per-sender and gateway caps would refuse a load test by design.
     "max_faxes_per_sender_per_hour": 10_000_000,
+    "max_faxes_per_hour": 10_000_000,
     "max_pages_per_sender_per_day": 10_000_000,
     "max_pages_per_day": 10_000_000,
 }

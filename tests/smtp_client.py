@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -18,8 +19,11 @@ class SmtpResult:
 async def smtp_send(
     port: int, message: bytes | EmailMessage, *, mail_from: str = "alice@example.com",
     rcpts: list[str] | None = None, mail_options: list[str] | None = None,
+    before_data: Callable[[], Awaitable[object]] | None = None,
 ) -> SmtpResult:
-    """Speak SMTP the way a mail client does, and return every reply."""
+    """Speak SMTP the way a mail client does, and return every reply. `before_data` is
+    awaited once every RCPT is answered (whatever the answers), before DATA: a test lines
+    sessions up there, or changes the store between a mail's RCPT and its DATA."""
     if isinstance(message, EmailMessage):
         message = message.as_bytes()
     rcpts = rcpts or ["02122222525@fax.local"]
@@ -39,6 +43,8 @@ async def smtp_send(
                 replies.append((r.code, r.message))
             except aiosmtplib.SMTPResponseException as exc:
                 replies.append((exc.code, exc.message))
+        if before_data is not None:
+            await before_data()
         if not any(code == 250 for code, _ in replies):
             return SmtpResult(mail, replies, None)
         try:

@@ -74,6 +74,9 @@ token_file = "%s"
     ("[byosoku]\nenabled = true\nlog_url = 'https://a.example/log'\n"
      "pdf_url = 'https://a.example/pdf'\npoll_interval = 10\n", {},
      "byosoku.poll_interval: the provider allows one call per 60 seconds, got 10"),
+    ("[[smtp.users]]\nname = 'bob'\npassword_hash = 'scrypt$1$1$1$x'\n", {},
+     "smtp.users[0] (bob): set addresses, the addresses this user sends as (MAIL FROM and the "
+     "From: printed on the cover page), or use an address as the name"),
     ("[smtp\n", {}, "{path}: not valid TOML"),
     ("", {"FAX_BRIDGE_SMTP__LISTN": "0.0.0.0:25"},
      "environment FAX_BRIDGE_SMTP__LISTN: [smtp] has no such setting; known ones: "

@@ -21,8 +21,9 @@ README = Path(__file__).parent.parent / "README.md"
 # A value for every slot an entry may name; a new slot needs a sample here.
 SAMPLES: dict[str, object] = {
     "address": "alice@example.com", "addresses": "alice@example.com, a@example.com",
-    "article": "a", "char": "'%'", "country": "Turkey", "country_code": "90", "depth": 10,
-    "domain": "fax.local", "error": "cannot pickle", "example": "like 02122222525",
+    "article": "a", "char": "'%'", "country": "Turkey", "country_code": "90", "cover": 1,
+    "depth": 10, "domain": "fax.local", "error": "cannot pickle", "example": "like 02122222525",
+    "found": "ceo@example.com", "minutes": 42, "time": "14:05",
     "ids": "1, 2", "ip": "192.0.2.7", "kb": 64, "kind": "premium-rate", "limit": 3,
     "local": "'12ab'", "max_digits": 15, "max_pages": 200, "mb": 256, "name": "scan.pdf",
     "national": "0900", "number": "'+909001234567'", "numbers": 2, "pages": 4, "parts": 100,

@@ -218,7 +218,7 @@ async def test_pages_per_sender_per_day(
     await wait_for_state(bridge, 2, JobState.FAILED)
     job = await bridge.store.jobs.get(2)
     assert job is not None and job.detail == (
-        "this fax has 2 page(s) for 1 number(s); with it alice@example.com would send more "
+        "this fax has 2 page(s) for 1 number(s); with it <alice@example.com> would send more "
         "than 3 pages in 24 hours (2 already); please send it later")
     third = await smtp_send(bridge.smtp_port, fax_mail(PDF))
     assert third.data == (250, "2.0.0 queued as fax jobs 3")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -170,6 +171,54 @@ async def test_a_user_logs_in_after_starttls_and_may_send_only_as_themselves(
     assert (response.code, response.message) == (250, "2.0.0 queued as fax jobs 1")
     await smtp.quit()
     await faxmax.wait_for_requests(1)
+
+
+async def test_a_user_may_not_put_another_persons_address_in_from(
+    auth_bridge: int, ca: trustme.CA, faxmax: FaxMaxSimulator, tmp_path: Path
+) -> None:
+    """The From: is printed on the cover page: a logged-in user signs only as themselves. The
+    limits count the user, whichever of their addresses the mail comes from."""
+    smtp = await client(auth_bridge, ca)
+    await smtp.starttls()
+    await smtp.ehlo()
+    await smtp.login("alice", "alice-pw")
+    await smtp.mail("alice@example.com")
+    await smtp.rcpt("02122222525@fax.local")
+    forged = fax_mail(("a.pdf", "application/pdf", make_pdf(1)), sender="ceo@example.com")
+    with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+        await smtp.data(forged.as_bytes())
+    assert (refused.value.code, refused.value.message) == (
+        550, "5.7.1 The From: header names ceo@example.com, but user alice may only send as "
+             "alice@example.com (the From: is printed on the fax's cover page)")
+    await smtp.mail("alice@example.com")  # the connection goes on
+    await smtp.rcpt("02122222525@fax.local")
+    response = await smtp.data(fax_mail(("a.pdf", "application/pdf", make_pdf(1))).as_bytes())
+    assert (response.code, response.message) == (250, "2.0.0 queued as fax jobs 1")
+    await smtp.quit()
+    db = tmp_path / "data" / "fax-bridge.sqlite3"
+    assert await query(db, "SELECT sender FROM jobs") == [("user:alice",)]
+
+
+async def test_a_failed_login_logs_neither_the_user_field_nor_the_password(
+    auth_bridge: int, ca: trustme.CA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """People type their password into the user field: the log gets its length and a hash
+    that only this process can recompute, and the peer; a configured user's name is logged."""
+    smtp = await client(auth_bridge, ca)
+    await smtp.starttls()
+    await smtp.ehlo()
+    with caplog.at_level("WARNING", logger="bridge.ingress.smtp"):
+        for login in ("S3cret-Passw0rd", "alice"):
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+                await smtp.login(login, "wrong")
+    smtp.close()
+    lines = [r.getMessage() for r in caplog.records if "failed AUTH" in r.getMessage()]
+    assert "S3cret" not in caplog.text and "wrong" not in caplog.text
+    unknown = (r"smtp \('127\.0\.0\.1', \d+\): failed AUTH (PLAIN|LOGIN) for an unknown user "
+               r"name \(15 characters, tag [0-9a-f]{8}\)")
+    known = r"smtp \('127\.0\.0\.1', \d+\): failed AUTH (PLAIN|LOGIN) for user alice"
+    assert lines and re.fullmatch(unknown, lines[0]) and re.fullmatch(known, lines[-1]), lines
+    assert all(re.fullmatch(unknown, line) or re.fullmatch(known, line) for line in lines)
 
 
 async def test_s2_commands_sent_with_starttls_are_not_run_inside_tls(

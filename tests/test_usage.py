@@ -39,7 +39,10 @@ async def recounted(store: Store, sender: str, now: float) -> Usage:
         "SELECT COUNT(*) FROM jobs WHERE sender = ? AND created_at >= ?", (sender.lower(), hour))
     [[pages]] = await query(store.path, charged + " AND j.sender = ?", (day, sender.lower()))
     [[total]] = await query(store.path, charged, (day,))
-    return Usage(faxes_last_hour=faxes, sender_pages=pages, total_pages=total)
+    [[all_faxes]] = await query(store.path, "SELECT COUNT(*) FROM jobs WHERE created_at >= ?",
+                                (hour,))
+    return Usage(faxes_last_hour=faxes, sender_pages=pages, total_pages=total,
+                 total_faxes_last_hour=all_faxes)
 
 
 step = st.tuples(
@@ -124,7 +127,8 @@ async def test_an_upgraded_store_counts_the_faxes_it_already_had(tmp_path: Path)
     store = await Store.open(path)
     try:
         used = await store.jobs.usage("A@example.com", hour_since=4000, day_since=4000)
-        assert used == Usage(faxes_last_hour=3, sender_pages=2 + 4, total_pages=2 + 4 + 5)
+        assert used == Usage(faxes_last_hour=3, sender_pages=2 + 4, total_pages=2 + 4 + 5,
+                             total_faxes_last_hour=4)
         assert used == await recounted(store, "a@example.com", 4000 + 3600)
     finally:
         await store.close()

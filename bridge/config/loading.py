@@ -207,6 +207,10 @@ def _validate(s: Settings) -> None:
         if not user.name or not user.password_hash:
             raise ConfigError(f"smtp.users[{i}]: needs name and password_hash "
                               "(make one with `fax-bridge hash-password`)")
+        if not user.own_addresses:
+            raise ConfigError(f"smtp.users[{i}] ({user.name}): set addresses, the addresses "
+                              "this user sends as (MAIL FROM and the From: printed on the "
+                              "cover page), or use an address as the name")
     for url_key, url in (("faxmax.url", s.faxmax.url), ("byosoku.log_url", s.byosoku.log_url),
                          ("byosoku.pdf_url", s.byosoku.pdf_url)):
         scheme = urlsplit(url).scheme

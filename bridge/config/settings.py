@@ -37,6 +37,12 @@ class SmtpUser:
     password_hash: str
     addresses: tuple[str, ...] = ()
 
+    @property
+    def own_addresses(self) -> tuple[str, ...]:
+        """What this user may write in MAIL FROM and in From: (printed on the cover page):
+        `addresses`, or, when that is empty, the name if it is an address."""
+        return self.addresses or ((self.name,) if "@" in self.name else ())
+
 
 @dataclass(frozen=True)
 class SmtpSettings:
@@ -61,7 +67,8 @@ class NumbersSettings:
     default_country_code: str = "90"
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
-    max_faxes_per_sender_per_hour: int = 60
+    max_faxes_per_sender_per_hour: int = 60  # per account: see `bridge.limits.account`
+    max_faxes_per_hour: int = 600  # the whole gateway, in any hour: the backstop
     max_pages_per_sender_per_day: int = 300  # pages in any 24 hours, all numbers together
     max_pages_per_day: int = 2000  # the whole gateway, in any 24 hours: a spend cap
 

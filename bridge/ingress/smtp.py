@@ -25,7 +25,19 @@ from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
 from bridge.errors import NumberError, Refusal
 from bridge.ingress.arrivals import Arrivals
 from bridge.ingress.data import Spool, read_data
-from bridge.limits import DAY, PageCaps, broken_cap
+from bridge.ingress.senders import header_from_refusal, log_tag, own_addresses, sender_allowed
+from bridge.limits import (
+    DAY,
+    HOUR,
+    FaxCaps,
+    HourlyCapReached,
+    PageCaps,
+    Reservations,
+    account,
+    broken_cap,
+    when,
+    who,
+)
 from bridge.metrics import Metrics
 from bridge.numbers import NumberPolicy, check_policy, parse_local_part
 from bridge.passwords import verify_password
@@ -39,15 +51,6 @@ SOURCE_ROUTE = re.compile(r"<\s*@[^>]*:")
 # A mail up to this size is kept in its database row, durable with the commit that records it;
 # a larger one goes to a spool file of its own (two more fsyncs, but no large blob in the WAL).
 RAW_IN_ROW_BYTES = 1 << 20
-
-
-def sender_allowed(address: str, allowed: tuple[str, ...]) -> bool:
-    """`allowed` holds addresses and `@domain` entries; empty means everyone."""
-    if not allowed:
-        return True
-    address = address.lower()
-    domain = "@" + address.rpartition("@")[2]
-    return any(entry.lower() in (address, domain) for entry in allowed)
 
 
 class Connections:
@@ -117,6 +120,7 @@ class FaxSMTP(SMTP):
     for people."""
 
     def __init__(self, handler: FaxHandler, connections: Connections, **kwargs: Any) -> None:
+        self._reservations = handler.reservations  # before aiosmtpd's first state reset
         super().__init__(handler, **kwargs)
         self._connections = connections
         self._metrics = handler.metrics
@@ -158,7 +162,14 @@ class FaxSMTP(SMTP):
         if self._admitted is not None:
             self._connections.release(self._admitted, self)
             self._admitted = None
+        self._reservations.release(self)
         super().connection_lost(error)
+
+    def _set_post_data_state(self) -> None:
+        """aiosmtpd ends a transaction here (after DATA, on RSET, EHLO, STARTTLS): the
+        recipients it held against the limits are given back; stored, its jobs count."""
+        self._reservations.release(self)
+        super()._set_post_data_state()  # type: ignore[no-untyped-call]
 
     def begin_shutdown(self) -> None:
         self._closing = True
@@ -196,7 +207,7 @@ class FaxSMTP(SMTP):
         finally:
             self.spool.discard()  # unless the handler kept it
             self.spool = None
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        self._set_post_data_state()
         await self.push(status)
         if self._closing:  # this mail was the last one
             self.goodbye()
@@ -242,7 +253,7 @@ class FaxHandler:
 
     def __init__(
         self, settings: SmtpSettings, *, store: Store, clock: Clock, spool_dir: Path,
-        number_policy: NumberPolicy, default_country_code: str, max_per_hour: int,
+        number_policy: NumberPolicy, default_country_code: str, fax_caps: FaxCaps,
         page_caps: PageCaps, sandbox: Sandbox, on_queued: Callable[[], None],
         arrivals: Arrivals | None = None, metrics: Metrics | None = None,
     ) -> None:
@@ -256,7 +267,8 @@ class FaxHandler:
         self.spool_dir = spool_dir
         self.number_policy = number_policy
         self.default_country_code = default_country_code
-        self.max_per_hour = max_per_hour
+        self.fax_caps = fax_caps
+        self.reservations = Reservations()
         self.on_queued = on_queued
         self.trusted = parse_networks(settings.trusted_networks, "smtp.trusted_networks")
         self.users = {u.name: u for u in settings.users}
@@ -272,7 +284,10 @@ class FaxHandler:
         name = auth_data.login.decode("utf-8", "replace")
         user = self.users.get(name)
         if user is None or not verify_password(auth_data.password, user.password_hash):
-            log.warning("smtp %s: failed AUTH %s for %r", session.peer, mechanism, name[:64])
+            # Never the field itself: it may hold a password typed in the wrong box.
+            whom = (f"user {name}" if user is not None else
+                    f"an unknown user name ({len(name)} characters, tag {log_tag(name)})")
+            log.warning("smtp %s: failed AUTH %s for %s", session.peer, mechanism, whom)
             return AuthResult(success=False, handled=False)
         log.info("smtp %s: authenticated as %s", session.peer, name)
         return AuthResult(success=True, auth_data=user)
@@ -289,10 +304,10 @@ class FaxHandler:
             return render(replies.AUTH_REQUIRED)
         if address in ("", "<>"):  # aiosmtpd passes the null sender as "<>"
             return render(replies.NULL_SENDER)
-        if isinstance(user, SmtpUser) and user.addresses and address.lower() not in {
-                a.lower() for a in user.addresses}:
+        if isinstance(user, SmtpUser) and address.lower() not in {
+                a.lower() for a in user.own_addresses}:
             return render(replies.NOT_THE_USERS_ADDRESS, address, user=user.name,
-                          addresses=", ".join(user.addresses))
+                          addresses=own_addresses(user))
         if not sender_allowed(address, self.settings.allowed_senders):
             return render(replies.SENDER_NOT_ALLOWED, address=address)
         envelope.mail_from = address
@@ -324,21 +339,33 @@ class FaxHandler:
             return render(replies.SAME_NUMBER, address)
         if len(numbers) >= self.settings.max_recipients:
             return render(replies.TOO_MANY_RECIPIENTS, limit=self.settings.max_recipients)
+        key = self._account(session, envelope.mail_from)
         now = self.clock.now()
-        used = await self.store.jobs.usage(envelope.mail_from, hour_since=now - 3600,
-                                      day_since=now - DAY)
-        if used.faxes_last_hour + len(numbers) >= self.max_per_hour:
-            return render(replies.HOURLY_LIMIT, sender=envelope.mail_from,
-                          limit=self.max_per_hour)
+        used = await self.store.jobs.usage(key, hour_since=now - HOUR, day_since=now - DAY)
+        # From here to `hold`, no await: what other sessions hold is read and added to at once.
+        held = self.reservations  # this mail's earlier recipients among them
+        if used.faxes_last_hour + held.of(key) >= self.fax_caps.per_sender:
+            return render(replies.HOURLY_LIMIT, sender=who(key),
+                          limit=self.fax_caps.per_sender)
+        if used.total_faxes_last_hour + held.total >= self.fax_caps.total:
+            return render(replies.GATEWAY_HOURLY_LIMIT, limit=self.fax_caps.total,
+                          **when(await self.store.jobs.hourly_frees_at(now), now))
         broken = broken_cap(used, self.page_caps, pages=1)
         if broken == "per_sender":
-            return render(replies.SENDER_PAGE_LIMIT, sender=envelope.mail_from,
+            return render(replies.SENDER_PAGE_LIMIT, sender=who(key),
                           limit=self.page_caps.per_sender)
         if broken == "total":
             return render(replies.GATEWAY_PAGE_LIMIT)
+        held.hold(server, key)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return render(replies.RECIPIENT_OK, address, number=number)
+
+    def _account(self, session: Session, mail_from: str) -> str:
+        """Whom the per-sender limits charge for this mail (`bridge.limits.account`)."""
+        user = session.auth_data if session.authenticated else None
+        return account(user=user.name if isinstance(user, SmtpUser) else None,
+                       address=mail_from, allowed=self.settings.allowed_senders)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.arrivals.answering():  # conversions wait: a client waits for this answer
@@ -362,12 +389,20 @@ class FaxHandler:
                 self._forget(spool)
                 return refusal
             inspection = refusal
+            key = self._account(session, envelope.mail_from)
             job_ids = await self.store.jobs.accept(
                 NewMessage(mail_from=envelope.mail_from, header_from=inspection.header_from,
                            subject=inspection.subject, message_id=inspection.message_id,
                            refs=inspection.refs, left_out=inspection.left_out,
-                           spool_path="" if spool.path is None else str(spool.path), raw=raw),
-                recipients, self.clock.now())
+                           spool_path="" if spool.path is None else str(spool.path), raw=raw,
+                           account=key),
+                recipients, self.clock.now(), hourly=self.fax_caps)
+        except HourlyCapReached as over:  # other mails were stored since this one's RCPT
+            self._forget(spool)
+            reply = self._over_hourly(over, key)
+            log.info("smtp %s: refused mail from %s: %s", session.peer, envelope.mail_from,
+                     reply)
+            return reply
         except Exception as exc:
             self._forget(spool)
             if is_disk_full(exc):
@@ -397,21 +432,21 @@ class FaxHandler:
         except Refusal as refusal:
             reply = refusal.reply
         else:
-            found = self._check_header_from(inspection.from_mailboxes)
+            user = session.auth_data if session.authenticated else None
+            found = header_from_refusal(inspection.from_mailboxes,
+                                        user if isinstance(user, SmtpUser) else None,
+                                        self.settings.allowed_senders)
             if found is None:
                 return inspection
             reply = found
         log.info("smtp %s: refused mail from %s: %s", session.peer, mail_from, reply)
         return reply
 
-    def _check_header_from(self, mailboxes: tuple[str, ...]) -> Line | None:
-        """With a sender allowlist, the visible From: must be one allowed mailbox too."""
-        if not self.settings.allowed_senders:
-            return None
-        if len(mailboxes) != 1 or not sender_allowed(mailboxes[0],
-                                                     self.settings.allowed_senders):
-            return render(replies.FROM_HEADER_NOT_ALLOWED)
-        return None
+    def _over_hourly(self, over: HourlyCapReached, key: str) -> Line:
+        if over.cap == "per_sender":
+            return render(replies.HOURLY_LIMIT, sender=who(key), limit=self.fax_caps.per_sender)
+        return render(replies.GATEWAY_HOURLY_LIMIT, limit=self.fax_caps.total,
+                      **when(over.frees_at, self.clock.now()))
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("smtp: internal error: %r", error, exc_info=error)

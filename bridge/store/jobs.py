@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 
+from bridge.limits import HOUR, FaxCaps, HourlyCapReached, frees_at
 from bridge.store.outbox import enqueue
 from bridge.store.rows import (
     FINAL_JOB_STATES,
@@ -58,6 +59,22 @@ def add_status_events(db: sqlite3.Connection, events: Sequence[StatusEvent], now
     return new
 
 
+def _over_hourly(db: sqlite3.Connection, account: str, faxes: int, caps: FaxCaps,
+                 now: float) -> HourlyCapReached | None:
+    """Whether `faxes` more for `account` would pass an hourly cap, counted as `usage`
+    counts, inside the accepting transaction."""
+    row = first(db, "SELECT COALESCE(SUM(CASE WHEN sender = ? THEN jobs END), 0),"
+                    " COALESCE(SUM(jobs), 0), MIN(CASE WHEN jobs > 0 THEN minute END)"
+                    " FROM usage WHERE minute >= ?", (account, int((now - HOUR) // 60)))
+    assert row is not None  # an aggregate has a row
+    mine, total, oldest = int(row[0]), int(row[1]), row[2]
+    if mine + faxes > caps.per_sender:
+        return HourlyCapReached("per_sender", frees_at(oldest, now))
+    if total + faxes > caps.total:
+        return HourlyCapReached("total", frees_at(oldest, now))
+    return None
+
+
 def _apply_pending(db: sqlite3.Connection, fax_id: str, now: float, classify: Classify) -> None:
     row = first(db, f"SELECT {JOBS.columns} FROM jobs WHERE fax_id = ?", (fax_id,))
     if row is None:
@@ -94,11 +111,21 @@ class JobStore:
     # --- intake and conversion -------------------------------------------------------------
 
     async def accept(self, msg: NewMessage, recipients: Sequence[tuple[str, str]],
-                     now: float) -> list[int]:
-        """Store a mail and one job per (address, number); returns the job ids once they are
-        committed (in a group commit)."""
+                     now: float, *, hourly: FaxCaps | None = None) -> list[int]:
+        """Store a mail and one job per (address, number), charged to `msg.account` (or its
+        envelope sender); returns the job ids once they are committed (in a group commit).
 
-        def work(db: sqlite3.Connection) -> list[int]:
+        With `hourly`, the hourly fax caps are checked again inside the transaction, against
+        every job committed before it: a mail that would pass one raises `HourlyCapReached`
+        and stores nothing (the check at RCPT saw the store as it was before the other
+        sessions' commits)."""
+        account = (msg.account or msg.mail_from).lower()
+
+        def work(db: sqlite3.Connection) -> list[int] | HourlyCapReached:
+            if hourly is not None:
+                over = _over_hourly(db, account, len(recipients), hourly, now)
+                if over is not None:  # nothing written: the rest of the group is unharmed
+                    return over
             cur = db.execute(
                 "INSERT INTO messages (state, mail_from, header_from, subject, message_id, refs,"
                 " spool_path, raw, left_out, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -112,14 +139,16 @@ class JobStore:
                 cur = db.execute(
                     "INSERT INTO jobs (message, number, recipient, sender, state,"
                     " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (message_id, number, address, msg.mail_from.lower(), JobState.QUEUED,
-                     now, now, now),
+                    (message_id, number, address, account, JobState.QUEUED, now, now, now),
                 )
                 assert cur.lastrowid is not None
                 ids.append(cur.lastrowid)
             return ids
 
-        return await self._writer.grouped(work)
+        result = await self._writer.grouped(work)
+        if isinstance(result, HourlyCapReached):
+            raise result
+        return result
 
     async def to_convert(self, limit: int = 100) -> list[Message]:
         """Mails not yet converted, oldest first, with their raw bytes."""
@@ -332,18 +361,27 @@ class JobStore:
     # --- usage -----------------------------------------------------------------------------
 
     async def usage(self, sender: str, *, hour_since: float, day_since: float) -> Usage:
-        """What `sender`, and the whole gateway, used since: faxes since `hour_since`, and pages
-        since `day_since` of faxes that were or will be sent (one FaxMAX never accepted costs
-        nothing). Counted per minute, so the oldest minute counts whole: a limit may hold a
-        sender back up to a minute longer, never let one through early."""
+        """What `sender` (an account, `bridge.limits.account`), and the whole gateway, used
+        since: faxes since `hour_since`, and pages since `day_since` of faxes that were or will
+        be sent (one FaxMAX never accepted costs nothing). Counted per minute, so the oldest
+        minute counts whole: a limit may hold a sender back up to a minute longer, never let
+        one through early."""
         rows = await self._reader.rows(
             "SELECT COALESCE(SUM(CASE WHEN sender = ?1 AND minute >= ?2 THEN jobs END), 0),"
-            " COALESCE(SUM(CASE WHEN sender = ?1 THEN pages END), 0), COALESCE(SUM(pages), 0)"
+            " COALESCE(SUM(CASE WHEN sender = ?1 THEN pages END), 0), COALESCE(SUM(pages), 0),"
+            " COALESCE(SUM(CASE WHEN minute >= ?2 THEN jobs END), 0)"
             " FROM usage WHERE minute >= ?3",
             (sender.lower(), int(hour_since // 60), int(day_since // 60)))
-        faxes, pages, total = rows[0]
+        faxes, pages, total, all_faxes = rows[0]
         return Usage(faxes_last_hour=int(faxes), sender_pages=int(pages),
-                     total_pages=int(total))
+                     total_pages=int(total), total_faxes_last_hour=int(all_faxes))
+
+    async def hourly_frees_at(self, now: float) -> float:
+        """When the gateway's hourly fax count next goes down (see `limits.frees_at`)."""
+        oldest = await self._reader.value(
+            "SELECT MIN(minute) FROM usage WHERE minute >= ? AND jobs > 0",
+            (int((now - HOUR) // 60),))
+        return frees_at(None if oldest is None else int(oldest), now)
 
     async def forget_usage(self, before: float) -> None:
         """Usage older than every window it is counted in is of no more use."""

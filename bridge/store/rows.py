@@ -109,6 +109,7 @@ class NewMessage:
     spool_path: str  # a large mail's file, or "" when `raw` holds the mail
     left_out: tuple[str, ...] = ()
     raw: bytes | None = None
+    account: str = ""  # whom the limits charge (`bridge.limits.account`); "": `mail_from`
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,7 @@ class Usage:
     faxes_last_hour: int  # the sender's
     sender_pages: int  # the sender's, in the day
     total_pages: int  # the whole gateway's, in the day
+    total_faxes_last_hour: int  # the whole gateway's
 
 
 @dataclass(frozen=True)

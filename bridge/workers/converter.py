@@ -17,7 +17,7 @@ from bridge import cover, documents, mime, replies
 from bridge.clock import Clock
 from bridge.config import CoverPage
 from bridge.errors import BridgeError
-from bridge.limits import DAY, PageCaps, broken_cap
+from bridge.limits import DAY, PageCaps, broken_cap, who
 from bridge.mail import Templates
 from bridge.sandbox import Sandbox
 from bridge.store import Message, Store, is_disk_full
@@ -121,18 +121,22 @@ class Converter(Worker):
             log.exception("message %s: conversion failed unexpectedly", message.id)
             await self._fail(message, INTERNAL_ERROR)
             return
-        refusal = await self.over_page_caps(message, prepared.pages)
+        cover, fitted = self.cover_html(message, prepared.body_text) or (None, None)
+        cover_pages = fitted.pages if fitted else 0
+        pages = prepared.pages + cover_pages  # what the fax costs: the caps count the cover
+        refusal = (self.over_max_pages(pages, cover_pages)
+                   or await self.over_page_caps(message, pages))
         if refusal:
             log.warning("message %s: refused: %s", message.id, refusal)
             await self._fail(message, refusal)
             return
-        cover = self.cover_html(message, prepared.body_text)
-        left_out = dict.fromkeys((*message.left_out, *prepared.left_out))
+        cut = (fitted.cut,) if fitted and fitted.cut else ()
+        left_out = dict.fromkeys((*message.left_out, *prepared.left_out, *cut))
         await self.store.jobs.converted(message.id, document_path=prepared.pdf_path,
-                                            pages=prepared.pages, cover_html=cover,
+                                            pages=pages, cover_html=cover,
                                             left_out=left_out)
-        log.info("message %s: %d page(s) ready to fax%s", message.id, prepared.pages,
-                 " with a cover page" if cover else "")
+        log.info("message %s: %d page(s) ready to fax%s", message.id, pages,
+                 f", {cover_pages} of them the cover" if cover else "")
         self.on_ready()
 
     async def _fail(self, message: Message, reason: str) -> None:
@@ -141,30 +145,42 @@ class Converter(Worker):
         await self.store.jobs.not_convertible(message.id, reason, self.clock.now())
         self.on_failed()
 
+    def over_max_pages(self, pages: int, cover_pages: int) -> str | None:
+        """`documents.max_pages` counts the cover too; the attachments alone were held to it
+        while the PDF was built."""
+        if pages <= self.max_pages:
+            return None
+        return replies.COVER_OVER_MAX_PAGES.say(cover=cover_pages, pages=pages,
+                                                max_pages=self.max_pages)
+
     async def over_page_caps(self, message: Message, pages: int) -> str | None:
-        """Pages are known only now, after conversion: the daily caps are checked here."""
+        """Pages are known only now, after conversion: the daily caps are checked here,
+        against the account the mail's jobs are charged to (`limits.account`)."""
         jobs = await self.store.jobs.of_message(message.id)
         cost = pages * len(jobs)
         now = self.clock.now()
-        used = await self.store.jobs.usage(message.mail_from, hour_since=now - 3600,
+        charged = jobs[0].sender if jobs else message.mail_from
+        used = await self.store.jobs.usage(charged, hour_since=now - 3600,
                                       day_since=now - DAY)
         broken = broken_cap(used, self.page_caps, cost)
         if broken == "per_sender":
             return replies.OVER_SENDER_PAGES.say(pages=pages, numbers=len(jobs),
-                                                 sender=message.mail_from,
+                                                 sender=who(charged),
                                                  limit=self.page_caps.per_sender,
                                                  used=used.sender_pages)
         if broken == "total":
             return replies.OVER_GATEWAY_PAGES.say()
         return None
 
-    def cover_html(self, message: Message, body: str) -> str | None:
-        """`auto`: a cover page only when the sender wrote something of their own."""
+    def cover_html(self, message: Message, body: str) -> tuple[str, cover.Fitted] | None:
+        """`auto`: a cover page only when the sender wrote something of their own. Its text
+        cut to `cover.MAX_COVER_PAGES` pages, and the pages it fills (`cover.fit`)."""
         if self.cover_page == "never":
             return None
         text = cover.cover_text(body)
         if not text and self.cover_page == "auto":
             return None
+        sender = message.header_from or message.mail_from
+        fitted = cover.fit(text, sender, message.subject)
         return self.templates.render("cover.html.j2", {
-            "text": text, "subject": message.subject,
-            "sender": message.header_from or message.mail_from})
+            "text": fitted.text, "subject": message.subject, "sender": sender}), fitted
