@@ -365,6 +365,30 @@ async def test_operator_commands_are_safe_while_the_service_runs(
     await process.stop()
 
 
+async def test_a_retried_job_that_fails_again_is_reported_again(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
+) -> None:
+    """Each round of attempts an operator starts with `retry` ends in a report of its own, even
+    when it ends as the round before did."""
+    faxmax.rejected_numbers.add("902122222525")
+    process = await start(serve, tmp_path, faxmax, relay)
+    await smtp_send(process.smtp_port, fax_mail(PDF))
+    [first] = await relay.wait_for(1, timeout=15)
+    assert job_states(process) == ["failed"]
+
+    retried = await asyncio.to_thread(run_cli, "retry", "1", "--data-dir",
+                                      process.settings.data_dir)
+    assert retried.returncode == 0, retried.stderr
+    await faxmax.wait_for_requests(2, timeout=15)
+    [_, second] = await relay.wait_for(2, timeout=15)
+    subject = "Fax NOT delivered to +902122222525: Invoice 42"
+    assert [first.message["Subject"], second.message["Subject"]] == [subject, subject]
+    assert first.message["Message-ID"] != second.message["Message-ID"]
+    assert ".job-1.round-2.failed@" in second.message["Message-ID"]
+    assert process.query("SELECT state, reported FROM jobs") == [("failed", "failed")]
+    assert process.query("SELECT state FROM outbox ORDER BY id") == [("sent",), ("sent",)]
+    await process.stop()
+
 
 async def test_an_older_version_refuses_a_database_written_by_a_newer_one(
     tmp_path: Path,

@@ -153,6 +153,7 @@ class Job:
     submitted_at: float | None
     finished_at: float | None
     reported: str
+    round: int = 1  # of attempts: one more after each operator's `retry`
 
 
 JOBS = Mapper(Job, "jobs", convert={"state": JobState})
