@@ -245,6 +245,7 @@ class Inbound:
     detail: str
     created_at: float
     updated_at: float
+    no_pdf_answers: int = 0  # "no such PDF" answers while fetching (attempts counts all)
     document: bytes | None = None  # loaded only for the fax being mailed
 
 
