@@ -482,3 +482,24 @@ async def test_retention_deletes_the_fax_images_of_finished_faxes_and_keeps_the_
         f"job {sent.id} cannot be resent: its document was deleted after "
         "documents.retention_days")
     faxmax.resume()
+
+
+async def test_retention_keeps_a_received_fax_nobody_could_be_given(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator
+) -> None:
+    """A received fax that failed (no recipient, or given up) was never delivered: its image in
+    the store is the only copy, and stays until an operator takes it out (README)."""
+    bridge = await make_bridge()  # no routing.default, no routing.admin
+    tiff = make_tiff(1)
+    await faxmax.push_incoming(tiff=tiff, cld="902121110000", fax_id="nobodys")
+    store = bridge.store
+
+    async def states() -> list[tuple[str, str]]:
+        return [(f.state, f.detail) for f in await store.inbound.all()]
+
+    await wait_until(states, [("failed", "no recipient: routing.default and routing.admin "
+                                         "are empty")])
+    clock = FakeClock(start=bridge.clock.now() + 365 * DAY)
+    await Retention(store, clock, days=2).run_once()
+    rows = await query(store.path, "SELECT document FROM inbound")
+    assert [bytes(document) for (document,) in rows] == [tiff]
