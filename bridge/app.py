@@ -2,7 +2,8 @@
 
 Shutdown is ordered and bounded: stop accepting (SMTP, HTTP), stop claiming work, let in-flight
 work finish within a timeout, cancel the rest (which the next start treats as a crash), then
-close clients and the database.
+close clients and the database. A FaxMAX call in flight has longer, its own `faxmax.timeout`:
+cut off, its fax may have gone out, and its job would become `unknown`.
 """
 
 from __future__ import annotations
@@ -133,10 +134,12 @@ class Bridge:
         self._hurry.set()
 
     async def stop(self, timeout: float = 30.0) -> bool:
-        """Stop accepting, let mails being received, pushes being stored and provider calls
-        in flight finish within `timeout` (or until `hurry()`), then cancel the rest and close.
-        Returns whether everything finished: what was cancelled counts as a crash at the next
-        start (a fax caught being handed to FaxMAX becomes `unknown`)."""
+        """Stop accepting, let mails being received and pushes being stored finish within
+        `timeout`, and FaxMAX calls in flight until their answer is recorded (at most
+        `faxmax.timeout` and a little, `Sender.answered_within`), or until `hurry()`; then
+        cancel the rest and close. Returns whether everything finished: what was cancelled
+        counts as a crash at the next start (a fax caught being handed to FaxMAX becomes
+        `unknown`)."""
         for worker in self.workers:
             worker.stop()
         draining = list(self._tasks)
@@ -146,28 +149,42 @@ class Bridge:
             draining.append(asyncio.create_task(self._web.cleanup(), name="http requests"))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        sending, sending_deadline = None, deadline
+        if self.pipeline is not None:
+            sending = next(
+                (t for t in self._tasks if t.get_name() == self.pipeline.sender.name), None)
+            sending_deadline = max(deadline, loop.time() + self.pipeline.sender.answered_within)
         hurry: asyncio.Future[Any] = asyncio.ensure_future(self._hurry.wait())
-        while (pending := {t for t in draining if not t.done()}) and not hurry.done():
-            if (left := deadline - loop.time()) <= 0:
-                break
-            await asyncio.wait({*pending, hurry}, timeout=left,
+        cut: list[asyncio.Task[Any]] = []
+        while (pending := {t for t in draining if not t.done() and t not in cut}):
+            now = loop.time()
+            due = {t: sending_deadline if t is sending else deadline for t in pending}
+            overdue = [t for t in pending if hurry.done() or due[t] <= now]
+            if overdue:
+                self._cut_off(overdue)
+                cut += overdue
+                continue
+            await asyncio.wait({*pending, hurry}, timeout=min(due.values()) - now,
                                return_when=asyncio.FIRST_COMPLETED)
         hurry.cancel()
-        if self._smtp is not None and pending:
-            self._smtp.abort()
-        for task in pending:
-            log.warning("shutdown: %s did not finish; cancelled (it is redone or reported as "
-                        "unknown at the next start)", task.get_name())
-            task.cancel()
         await asyncio.gather(*draining, return_exceptions=True)
         if self.pipeline is not None:
+            await self.pipeline.sender.abandon()
             await self.pipeline.close()
         if self._store is not None:
             await self._store.close()
         if self._lock is not None:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
             self._lock.release()
-        return not pending
+        return not cut
+
+    def _cut_off(self, tasks: list[asyncio.Task[Any]]) -> None:
+        if self._smtp is not None:
+            self._smtp.abort()
+        for task in tasks:
+            log.warning("shutdown: %s did not finish; cancelled (it is redone or reported as "
+                        "unknown at the next start)", task.get_name())
+            task.cancel()
 
 
 def freeze_startup_heap() -> None:
@@ -202,7 +219,8 @@ async def serve(settings: Settings) -> None:
     freeze_startup_heap()
     await stopping.wait()
     log.info("fax-bridge stopping: no new mail or pushes are accepted; work in flight has up "
-             "to %gs to finish (signal again to stop at once)", settings.shutdown_timeout)
+             "to %gs to finish, FaxMAX calls up to %gs (signal again to stop at once)",
+             settings.shutdown_timeout, settings.faxmax.timeout)
     if await bridge.stop(settings.shutdown_timeout):
         log.info("fax-bridge stopped cleanly")
     else:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge import config
+from bridge.workers.sender import RECORD_GRACE
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -53,8 +54,11 @@ def test_the_systemd_unit_runs_it_as_its_own_user_confined_and_stops_it_graceful
     assert unit["ProtectSystem"] == "strict" and unit["NoNewPrivileges"] == "true"
     assert unit["Restart"] == "on-failure"
     assert unit["KillSignal"] == "SIGTERM" and unit["KillMode"] == "mixed"
-    # systemd must give the service's own shutdown deadline time to run out first.
-    assert float(unit["TimeoutStopSec"]) > config.Settings().shutdown_timeout
+    # systemd must give the service's own shutdown deadlines time to run out first: the one
+    # of the rest of the work, and the longer one of a FaxMAX call in flight.
+    defaults = config.Settings()
+    assert float(unit["TimeoutStopSec"]) > max(defaults.shutdown_timeout,
+                                               defaults.faxmax.timeout + RECORD_GRACE)
 
 
 def dockerfile() -> str:
@@ -76,6 +80,12 @@ def test_the_image_runs_unprivileged_with_a_data_volume_and_a_health_check() -> 
     assert re.search(r'^    CMD \["fax-bridge", "healthcheck"\]$', text, re.MULTILINE)
     assert re.search(r'^CMD \["fax-bridge", "serve"\]$', text, re.MULTILINE)
     assert re.search(r"^STOPSIGNAL SIGTERM$", text, re.MULTILINE)
+
+
+def test_the_image_is_run_with_a_stop_timeout_past_the_services_own() -> None:
+    defaults = config.Settings()
+    [seconds] = set(re.findall(r"--stop-timeout (\d+)", dockerfile()))
+    assert int(seconds) > max(defaults.shutdown_timeout, defaults.faxmax.timeout + RECORD_GRACE)
 
 
 def test_the_images_environment_is_valid_configuration() -> None:

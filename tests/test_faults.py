@@ -251,6 +251,44 @@ async def test_f5_an_unknown_outcome_is_sent_once_and_the_sender_told_it_was_not
     assert "It was NOT sent again automatically" in text
 
 
+async def test_a_queue_that_is_never_idle_still_reports_no_delivery_report(
+    tmp_path: Path, clock: FakeClock, faxmax: FaxMaxSimulator, relay: RelaySink
+) -> None:
+    """The status deadline of a submitted fax is kept while other faxes keep the sender busy."""
+    async with outbound_rig(tmp_path, clock, faxmax.url, relay.port,
+                            faxmax={**SCHEDULE, "status_timeout": 100}) as rig:
+        first = await rig.queue_fax()  # FaxMAX takes it and never pushes its status
+        assert await rig.sender.run_once()
+        assert (await rig.job_state(first))[0] is JobState.SUBMITTED
+        for _ in range(10):
+            await rig.queue_fax()
+        for _ in range(6):  # a fax every 30 s: never idle
+            clock.advance(30)
+            assert await rig.sender.run_once()
+        state, _, detail = await rig.job_state(first)
+        assert (state, detail) == (JobState.UNKNOWN, "no delivery report: FaxMAX accepted the "
+                                   "fax but never said whether it was delivered")
+        assert len(await rig.store.jobs.latest(JobState.QUEUED)) == 4  # still busy
+
+
+async def test_f5_a_document_that_cannot_be_read_at_send_time_fails_and_is_never_sent(
+    tmp_path: Path, clock: FakeClock, faxmax: FaxMaxSimulator, relay: RelaySink
+) -> None:
+    """Nothing was sent, so nothing is unknown: the job fails, and says why."""
+    async with outbound_rig(tmp_path, clock, faxmax.url, relay.port, faxmax=SCHEDULE) as rig:
+        job_id = await rig.queue_fax()
+        (tmp_path / "fax.pdf").unlink()  # removed by hand, or a disk gone bad
+        await rig.run_for(DAY)
+        state, attempts, detail = await rig.job_state(job_id)
+    assert (state, attempts) == (JobState.FAILED, 1)
+    assert detail.startswith("the fax document could not be read, so it was not sent "
+                             "(FileNotFoundError: ")
+    assert faxmax.calls == 0
+    [report] = relay.messages
+    assert report.message["Subject"] == "Fax NOT delivered to +902122222525: Invoice 42"
+    assert f"Reason: {detail}" in plain_text(report.message)
+
+
 # --- F6: 秒速FAX Plus errors, and alert throttling ------------------------------------------
 
 

@@ -18,7 +18,7 @@ import pypdf
 import pytest
 
 from bridge.clock import FakeClock, SystemClock
-from bridge.simulators import ByosokuSimulator, FaxMaxSimulator
+from bridge.simulators import ByosokuFault, ByosokuSimulator, FaxMaxSimulator
 from bridge.store import InboundState
 from tests.cli_runner import run_cli
 from tests.docfactory import make_pdf, make_tiff
@@ -335,6 +335,26 @@ async def test_err_no_pdf_for_one_fax_does_not_block_the_others(
                       ok: InboundState.RECEIVED}
     [alert] = await rig.alerts()
     assert "could not be downloaded" in alert and missing in alert.replace("=\n", "")
+    assert byosoku.violations == 0
+    await rig.close()
+
+
+async def test_only_err_no_pdf_answers_count_towards_giving_a_fax_up(
+    tmp_path: Path, clock: FakeClock, byosoku: ByosokuSimulator
+) -> None:
+    """`pdf_attempts` is about a PDF that may never come (ERR_NO_PDF); a busy provider before
+    it says nothing about that, and must not use the fax's allowance up."""
+    lagging = byosoku.add_fax(fax_number="0368680000", sender="0311112222")
+    byosoku.pdf_faults.extend([ByosokuFault.error(503, "ERR_SERVER_BUSY")] * 4)
+    byosoku.no_pdf_times[lagging] = 2  # then not ready for two more calls
+    rig = PollerRig(tmp_path, byosoku, clock, initial_sync="deliver", pdf_attempts=3,
+                    retry_base=5, retry_cap=20)
+    poller = await rig.open()
+    await rig.run_for(poller, 600)
+    [fax] = await rig.store.inbound.all()
+    assert (fax.state, fax.attempts, fax.no_pdf_answers) == (InboundState.RECEIVED, 7, 2)
+    assert byosoku.fetched[lagging] == 1
+    assert await rig.alerts() == []
     assert byosoku.violations == 0
     await rig.close()
 

@@ -184,27 +184,39 @@ async def test_sigterm_lets_a_push_being_stored_finish_and_answers_it(
     assert "fax-bridge stopped cleanly" in process.log()
 
 
-@pytest.mark.parametrize("how", ["shutdown_timeout", "second SIGTERM"])
+async def test_sigterm_waits_for_a_faxmax_answer_past_shutdown_timeout_within_its_own(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
+) -> None:
+    """`shutdown_timeout` bounds the rest of the work; a FaxMAX call in flight has until its own
+    `faxmax.timeout`: cut off, its fax may have gone out and its job would become unknown."""
+    faxmax.faults.append(Fault.stall(3))
+    process = await start(serve, tmp_path, faxmax, relay, faxmax={"timeout": 10},
+                          shutdown_timeout=0.5)
+    await smtp_send(process.smtp_port, fax_mail(PDF))
+    await faxmax.wait_for_requests(1, timeout=15)
+    process.signal(signal.SIGTERM)
+    assert await process.wait() == 0
+    assert job_states(process) == ["submitted"]
+    assert process.query("SELECT fax_id FROM jobs") == [(faxmax.faxes[0].fax_id,)]
+    assert "fax-bridge stopped cleanly" in process.log()
+
+
 async def test_work_cut_off_at_shutdown_is_the_crash_case_at_the_next_start(
-    how: str, tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink,
-    serve: list[ServeProcess]
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
 ) -> None:
     faxmax.faults.append(Fault.stall(6))
     process = await start(serve, tmp_path, faxmax, relay, faxmax={"timeout": 30},
-                          shutdown_timeout=0.5 if how == "shutdown_timeout" else 60)
+                          shutdown_timeout=60)
     await smtp_send(process.smtp_port, fax_mail(PDF))
     await faxmax.wait_for_requests(1, timeout=15)
     started = time.monotonic()
     process.signal(signal.SIGTERM)
-    if how == "second SIGTERM":
-        await asyncio.sleep(0.3)
-        process.signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    process.signal(signal.SIGTERM)  # an operator who will not wait
     assert await process.wait() == 0
     assert time.monotonic() - started < 4  # not the 6 s FaxMAX takes, nor 30 s
     assert "fax-bridge stopped with work cut off" in process.log()
-    # Either the cut-off call's own failure was recorded on the way out (closing the FaxMAX
-    # client breaks the call: "unknown"), or it was not in time and the next start does it.
-    assert job_states(process) in (["sending"], ["unknown"])
+    assert job_states(process) == ["sending"]  # cut off: the next start decides
 
     await process.start()
     assert job_states(process) == ["unknown"]
@@ -290,6 +302,42 @@ async def test_a_full_disk_defers_mail_and_pushes_and_service_resumes_by_itself(
         await process.stop()
 
 
+async def test_a_full_disk_when_faxmax_answers_keeps_the_answer_until_it_is_recorded(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
+) -> None:
+    """The fax went out: FaxMAX's answer (its fax id) is recorded once there is space again,
+    without a second call, instead of the job staying `sending` until a restart calls it
+    unknown."""
+    data = tmp_path / "data"
+    faxmax.faults.append(Fault.stall(3))  # the disk fills while FaxMAX takes the fax
+    with small_filesystem(data, 24):
+        process = await start(serve, tmp_path, faxmax, relay,
+                              routing={"admin": "admin@example.com"})
+        faxmax.push_url = None  # no status push: the job is to end `submitted`
+        await smtp_send(process.smtp_port, fax_mail(PDF))
+        await faxmax.wait_for_requests(1, timeout=15)
+        with contextlib.closing(sqlite3.connect(process.db_path, timeout=10)) as db:
+            # an empty write-ahead log: the next commit needs space of its own
+            assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+        filler = await asyncio.to_thread(fill, data)
+        fax_id = faxmax.faxes[0].fax_id
+
+        async def tries() -> int:
+            refused = f"job 1: accepted by FaxMAX as fax {fax_id}, but recording it failed"
+            return min(3, process.log().count(refused))
+
+        await wait_until(tries, 3, 15)  # one line per attempt, then it lasted: worth an alert
+        assert job_states(process) == ["sending"]
+        filler.unlink()  # space returns; no restart
+        await wait_until(lambda: asyncio.to_thread(job_states, process), ["submitted"], 15)
+        assert process.query("SELECT fax_id FROM jobs") == [(fax_id,)]
+        assert len(faxmax.requests) == 1
+        [alert] = await relay.wait_for(1, timeout=15)
+        assert alert.message["Subject"].strip() == (
+            "[fax-bridge] FaxMAX's answer was recorded late: the store refused writes")
+        await process.stop()
+
+
 # --- backup, and the operator's commands while the service runs ------------------------------
 
 
@@ -364,6 +412,30 @@ async def test_operator_commands_are_safe_while_the_service_runs(
     assert process.integrity() == "ok"
     await process.stop()
 
+
+async def test_a_retried_job_that_fails_again_is_reported_again(
+    tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
+) -> None:
+    """Each round of attempts an operator starts with `retry` ends in a report of its own, even
+    when it ends as the round before did."""
+    faxmax.rejected_numbers.add("902122222525")
+    process = await start(serve, tmp_path, faxmax, relay)
+    await smtp_send(process.smtp_port, fax_mail(PDF))
+    [first] = await relay.wait_for(1, timeout=15)
+    assert job_states(process) == ["failed"]
+
+    retried = await asyncio.to_thread(run_cli, "retry", "1", "--data-dir",
+                                      process.settings.data_dir)
+    assert retried.returncode == 0, retried.stderr
+    await faxmax.wait_for_requests(2, timeout=15)
+    [_, second] = await relay.wait_for(2, timeout=15)
+    subject = "Fax NOT delivered to +902122222525: Invoice 42"
+    assert [first.message["Subject"], second.message["Subject"]] == [subject, subject]
+    assert first.message["Message-ID"] != second.message["Message-ID"]
+    assert ".job-1.round-2.failed@" in second.message["Message-ID"]
+    assert process.query("SELECT state, reported FROM jobs") == [("failed", "failed")]
+    assert process.query("SELECT state FROM outbox ORDER BY id") == [("sent",), ("sent",)]
+    await process.stop()
 
 
 async def test_an_older_version_refuses_a_database_written_by_a_newer_one(
@@ -458,3 +530,24 @@ async def test_retention_deletes_the_fax_images_of_finished_faxes_and_keeps_the_
         f"job {sent.id} cannot be resent: its document was deleted after "
         "documents.retention_days")
     faxmax.resume()
+
+
+async def test_retention_keeps_a_received_fax_nobody_could_be_given(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator
+) -> None:
+    """A received fax that failed (no recipient, or given up) was never delivered: its image in
+    the store is the only copy, and stays until an operator takes it out (README)."""
+    bridge = await make_bridge()  # no routing.default, no routing.admin
+    tiff = make_tiff(1)
+    await faxmax.push_incoming(tiff=tiff, cld="902121110000", fax_id="nobodys")
+    store = bridge.store
+
+    async def states() -> list[tuple[str, str]]:
+        return [(f.state, f.detail) for f in await store.inbound.all()]
+
+    await wait_until(states, [("failed", "no recipient: routing.default and routing.admin "
+                                         "are empty")])
+    clock = FakeClock(start=bridge.clock.now() + 365 * DAY)
+    await Retention(store, clock, days=2).run_once()
+    rows = await query(store.path, "SELECT document FROM inbound")
+    assert [bytes(document) for (document,) in rows] == [tiff]

@@ -4,7 +4,9 @@ on. Before, the same head item was retried forever and every report behind it wa
 
 from __future__ import annotations
 
+import asyncio
 import email
+import errno
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from email.message import EmailMessage
@@ -16,6 +18,7 @@ import pytest
 from bridge.clock import FakeClock
 from bridge.config import Settings
 from bridge.mail import Envelope, MaildirTransport
+from bridge.sandbox import Limits, Sandbox, _Child
 from bridge.store import (
     InboundState,
     JobState,
@@ -26,6 +29,8 @@ from bridge.store import (
     Store,
 )
 from bridge.workers.base import MAX_FAILURES, ItemFailed, Shunt
+from tests.docfactory import make_pdf
+from tests.mails import fax_mail
 from tests.rigs import MakePipeline
 from tests.sql import query
 
@@ -193,3 +198,102 @@ async def test_a_received_fax_that_keeps_failing_is_marked_failed_and_the_admin_
     [alert] = await outbox_mails(store)
     assert alert["Subject"].strip() == (f"[fax-bridge] fax {fax.id} was given up after "
                                 f"{MAX_FAILURES} unexpected errors in the inbound queue")
+
+
+# --- the sandbox failing, not the mail -------------------------------------------------------
+
+
+class ForkRefused(Sandbox):
+    """A machine out of processes: the first `refusals` starts of a child fail as `fork`
+    does then (EAGAIN)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__(Limits(), size=1)
+        self.refusals = refusals
+
+    async def _launch(self) -> _Child:
+        if self.refusals:
+            self.refusals -= 1
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        return await super()._launch()
+
+
+class ChildDiesWhileIdle(Sandbox):
+    """The first child handed a job died after the pool last looked at it (the kernel's OOM
+    killer, an operator's kill): the job is sent into a closed pipe."""
+
+    def __init__(self) -> None:
+        super().__init__(Limits(), size=1)
+        self.killed = False
+
+    async def _take(self) -> _Child:
+        child = await super()._take()
+        if not self.killed:
+            self.killed = True
+            child.process.kill()
+            await asyncio.to_thread(child.process.join)
+        return child
+
+
+async def queue_mail(store: Store, now: float) -> int:
+    raw = fax_mail(("invoice.pdf", "application/pdf", make_pdf(1))).as_bytes()
+    [job_id] = await store.jobs.accept(
+        NewMessage(mail_from="alice@example.com", header_from="alice@example.com",
+                   subject="Invoice 42", message_id="<original-1@example.com>", refs="",
+                   spool_path="", raw=raw), [("02122222525@fax.local", "902122222525")], now)
+    return job_id
+
+
+@pytest.mark.parametrize("sandbox", [pytest.param(lambda: ForkRefused(2), id="fork-EAGAIN"),
+                                     pytest.param(ChildDiesWhileIdle, id="child-died-idle")])
+async def test_a_sandbox_failing_for_the_machine_keeps_the_mail_queued_and_converts_it_later(
+    tmp_path: Path, store: Store, make_pipeline: MakePipeline, sandbox: type[Sandbox],
+) -> None:
+    clock = FakeClock()
+    pool = sandbox()
+    try:
+        converter = make_pipeline(settings(tmp_path), store, clock, sandbox=pool).converter
+        job_id = await queue_mail(store, clock.now())
+        pauses = []
+        while await store.jobs.to_convert():
+            if not await converter.run_once():
+                due = await converter.next_due()
+                assert due is not None and due > clock.now()
+                pauses.append(due - clock.now())
+                converter.wake()  # a new mail arriving does not cut the pause short
+                assert not await converter.run_once()
+                clock.advance(due - clock.now())
+        job = await store.jobs.get(job_id)
+        assert job is not None
+        message = await store.jobs.message(job.message)
+        assert message is not None and (message.state, message.pages) == ("ready", 1)
+        assert job.state is JobState.QUEUED
+        assert pauses == ([10.0, 20.0] if isinstance(pool, ForkRefused) else [10.0])
+    finally:
+        await pool.close()
+
+
+async def test_a_sandbox_that_never_recovers_fails_the_mail_after_the_shunts_count(
+    tmp_path: Path, store: Store, make_pipeline: MakePipeline,
+) -> None:
+    clock = FakeClock()
+    pool = ForkRefused(refusals=1_000)
+    try:
+        converter = make_pipeline(settings(tmp_path), store, clock, sandbox=pool).converter
+        job_id = await queue_mail(store, clock.now())
+        tries = 0
+        while await store.jobs.to_convert():
+            tries += 1
+            await converter.run_once()
+            due = await converter.next_due()
+            if due is not None:
+                clock.advance(due - clock.now())
+        assert tries == MAX_FAILURES
+        job = await store.jobs.get(job_id)
+        assert job is not None and job.state is JobState.FAILED
+        assert job.detail.startswith("fax-bridge could not convert the attachments")
+        [alert] = await outbox_mails(store)
+        assert "was given up after 5 unexpected errors in the convert queue" in (
+            alert["Subject"])
+    finally:
+        await pool.close()

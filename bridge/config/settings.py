@@ -167,7 +167,8 @@ class MailSettings:
 @dataclass(frozen=True)
 class Settings:
     data_dir: str = "./data"
-    shutdown_timeout: float = 30  # seconds SIGTERM waits for mails and provider calls in flight
+    # seconds SIGTERM waits for mails and pushes in flight (a FaxMAX call gets faxmax.timeout)
+    shutdown_timeout: float = 30
     smtp: SmtpSettings = SmtpSettings()
     numbers: NumbersSettings = NumbersSettings()
     http: HttpSettings = HttpSettings()

@@ -168,8 +168,18 @@ class FaxMaxClient:
         request_id = str(uuid.uuid4())
         body = build_request(self.settings, job_id=job_id, number=number,
                              cover_html=cover_html, request_id=request_id)
+        # Opened before the call, outside the `try` below: a document that cannot be read
+        # (deleted, a failing disk) is a plain failure, since nothing was sent, never an
+        # "unknown" from an OSError the call itself could have raised after sending.
         try:
-            with document.open("rb") as fp:
+            fp = document.open("rb")
+        except OSError as exc:
+            raise ProviderPermanentError(
+                f"the fax document could not be read, so it was not sent "
+                f"({exc.__class__.__name__}: {exc.strerror or exc})", provider=PROVIDER,
+                code="document") from exc
+        try:
+            with fp:
                 form = aiohttp.FormData()
                 form.add_field("data", json.dumps(body, ensure_ascii=False))
                 form.add_field("fax_file", fp, filename=f"fax-job-{job_id}.pdf",

@@ -122,10 +122,14 @@ class InboundStore:
 
         await self._writer.transaction(tx)
 
-    async def retry(self, inbound_id: int, *, at: float, detail: str, now: float) -> None:
+    async def retry(self, inbound_id: int, *, at: float, detail: str, now: float,
+                    no_pdf: bool = False) -> None:
+        """Another failed attempt; `no_pdf`: the provider said it has no such PDF (counted
+        apart, see `Inbound.no_pdf_answers`)."""
         await self._writer.transaction(lambda db: db.execute(
-            "UPDATE inbound SET attempts = attempts + 1, next_attempt_at = ?, detail = ?,"
-            " updated_at = ? WHERE id = ?", (at, detail, now, inbound_id)))
+            "UPDATE inbound SET attempts = attempts + 1, no_pdf_answers = no_pdf_answers + ?,"
+            " next_attempt_at = ?, detail = ?, updated_at = ? WHERE id = ?",
+            (int(no_pdf), at, detail, now, inbound_id)))
 
     async def finish(
         self, inbound_id: int, state: InboundState, *, mail: OutgoingMail | None, detail: str,

@@ -279,8 +279,9 @@ class JobStore:
         return await self._writer.transaction(tx)
 
     async def requeue(self, job_id: int, now: float) -> str | None:
-        """An operator's explicit resend of an `unknown` or `failed` job. Returns None when it
-        is queued again, else why it cannot be."""
+        """An operator's explicit resend of an `unknown` or `failed` job: a new round of
+        attempts, reported on its own. Returns None when it is queued again, else why it cannot
+        be."""
         def tx(db: sqlite3.Connection) -> str | None:
             row = first(
                 db, "SELECT j.state, m.state, m.document_path FROM jobs j"
@@ -298,8 +299,8 @@ class JobStore:
                         "documents.retention_days")
             db.execute(
                 "UPDATE jobs SET state = ?, next_attempt_at = ?, updated_at = ?, fax_id = NULL,"
-                " attempts = 0, detail = 'resent by an operator', finished_at = NULL,"
-                " reported = '', provider_status = '' WHERE id = ?",
+                " attempts = 0, round = round + 1, detail = 'resent by an operator',"
+                " finished_at = NULL, reported = '', provider_status = '' WHERE id = ?",
                 (JobState.QUEUED, now, now, job_id),
             )
             return None

@@ -154,6 +154,7 @@ class Job:
     submitted_at: float | None
     finished_at: float | None
     reported: str
+    round: int = 1  # of attempts: one more after each operator's `retry`
 
 
 JOBS = Mapper(Job, "jobs", convert={"state": JobState})
@@ -245,6 +246,7 @@ class Inbound:
     detail: str
     created_at: float
     updated_at: float
+    no_pdf_answers: int = 0  # "no such PDF" answers while fetching (attempts counts all)
     document: bytes | None = None  # loaded only for the fax being mailed
 
 

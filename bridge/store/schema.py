@@ -201,6 +201,15 @@ SCHEMA: tuple[str, ...] = (
         PRIMARY KEY (queue, item)
     ) WITHOUT ROWID;
     """,
+    # version 8: the round of attempts a job is in (1, and one more for each operator's
+    # `retry`), which goes into its report's identity: a round that ends as the one before did
+    # (failed, then failed again) is reported again instead of colliding with the first
+    # report in the outbox. And a received fax's "no such PDF" answers, counted apart from its
+    # other failed fetches: only those say the PDF may never come.
+    """
+    ALTER TABLE jobs ADD COLUMN round INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE inbound ADD COLUMN no_pdf_answers INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -40,7 +40,8 @@ QUEUES = {
 def _purge_batch(cutoff: float, remove: Callable[[list[str]], None], batch: int,
                  db: sqlite3.Connection) -> tuple[int, int, int, int]:
     final = [str(state) for state in FINAL_JOB_STATES]
-    done = [str(InboundState.MAILED), str(InboundState.FAILED), str(InboundState.SKIPPED)]
+    # A received fax that failed was never mailed: its image is the only copy (see `purge`).
+    done = [str(InboundState.MAILED), str(InboundState.SKIPPED)]
     db.execute("PRAGMA secure_delete = ON")
     try:
         messages = db.execute(
@@ -53,7 +54,7 @@ def _purge_batch(cutoff: float, remove: Callable[[list[str]], None], batch: int,
         inbound = db.execute(
             "SELECT id, document_path FROM inbound"
             " WHERE (document_path IS NOT NULL OR document IS NOT NULL)"
-            " AND state IN (?, ?, ?) AND updated_at < ? LIMIT ?",
+            " AND state IN (?, ?) AND updated_at < ? LIMIT ?",
             (*done, cutoff, batch)).fetchall()
         paths = [p for _, spool, doc in messages for p in (spool, doc) if p]
         paths += [str(doc) for _, doc in inbound if doc]
@@ -93,9 +94,9 @@ class Upkeep:
         thread), before the rows are cleared: a crash in between leaves rows that still name
         deleted files, which the next purge clears (deleting a missing file is fine), never
         files no row knows of. `secure_delete` zeroes the freed database pages, so the images
-        do not linger in the file either. Emails given up (`failed`) and quarantined pushes not
-        yet replayed are kept: they are the only copy of something not yet delivered.
-        """
+        do not linger in the file either. Emails given up (`failed`), received faxes that could
+        not be mailed (`failed`: no recipient, or given up) and quarantined pushes not yet
+        replayed are kept: they are the only copy of something not yet delivered."""
         totals = [0, 0, 0, 0]
         while True:
             counts = await self._writer.transaction(

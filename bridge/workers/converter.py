@@ -7,6 +7,7 @@ parse hostile input, so they must neither block the event loop nor take the serv
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import shutil
 from collections.abc import Callable
@@ -21,13 +22,24 @@ from bridge.limits import DAY, PageCaps, broken_cap, who
 from bridge.mail import Templates
 from bridge.sandbox import Sandbox
 from bridge.store import Message, Store, is_disk_full
-from bridge.workers.base import Alert, Shunt, Worker
+from bridge.workers.base import Alert, ItemFailed, Shunt, Worker
 
 log = logging.getLogger(__name__)
 
 DISK_FULL_PAUSE = 10.0  # seconds between conversion attempts while the disk is full
+TRANSIENT_PAUSE = 10.0  # seconds after the sandbox's first transient failure; doubles after each
+# A failure of the machine, not of the mail: a child that cannot be started (fork refused for
+# lack of processes or memory), or one that died while idle, found when its job is handed over
+# (the pipe is closed).
+TRANSIENT_ERRNOS = (errno.EAGAIN, errno.ENOMEM, errno.EPIPE, errno.ECONNRESET)
 INTERNAL_ERROR = ("fax-bridge could not convert the attachments (an internal error; the "
                   "administrator has the details in the log)")
+
+
+def transient(exc: BaseException | None) -> bool:
+    """Whether a conversion failed for the machine's sake (`TRANSIENT_ERRNOS`): the mail stays
+    queued and is tried again, counted by the shunt, which still fails it if this never ends."""
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
 
 
 @dataclass(frozen=True)
@@ -70,12 +82,15 @@ class Converter(Worker):
         self.on_ready = on_ready
         self.on_failed = on_failed
         self._paused_until: float | None = None
+        self._backing_off = False  # the pause is a transient failure's, not a full disk's
         self.shunt = Shunt(store, clock, "convert", "message", alert=alert,
                            classified=is_disk_full)
 
     def wake(self) -> None:
-        """A mail was just stored, so there is space again: no need to wait out a pause."""
-        self._paused_until = None
+        """A mail was just stored, so there is space again: no need to wait out a disk-full
+        pause. A transient failure's back-off is waited out: more mail does not mend it."""
+        if not self._backing_off:
+            self._paused_until = None
         super().wake()
 
     async def next_due(self) -> float | None:
@@ -85,6 +100,7 @@ class Converter(Worker):
         if self._paused_until is not None and self.clock.now() < self._paused_until:
             return False
         self._paused_until = None
+        self._backing_off = False
         pending = await self.store.jobs.to_convert(limit=1)
         if not pending:
             return False
@@ -92,6 +108,16 @@ class Converter(Worker):
         try:
             await self.shunt.attempt(message.id, lambda: self.convert(message),
                                      give_up=lambda words: self._fail(message, INTERNAL_ERROR))
+        except ItemFailed as failed:
+            if not transient(failed.__cause__):
+                raise
+            pause = TRANSIENT_PAUSE * 2 ** (failed.count - 1)
+            self._paused_until = self.clock.now() + pause
+            self._backing_off = True
+            log.warning("message %s: the conversion sandbox failed (%s), not the mail; it stays "
+                        "queued, trying again in %.0fs (failure %d of %d)", message.id,
+                        failed.__cause__, pause, failed.count, failed.limit)
+            return False
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
@@ -116,7 +142,7 @@ class Converter(Worker):
             await self._fail(message, str(exc))
             return
         except Exception as exc:
-            if is_disk_full(exc):
+            if is_disk_full(exc) or transient(exc):
                 raise
             log.exception("message %s: conversion failed unexpectedly", message.id)
             await self._fail(message, INTERNAL_ERROR)

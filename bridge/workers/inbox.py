@@ -189,8 +189,9 @@ class Inbox(Worker):
         self.on_enqueued()
 
     async def undeliverable(self, fax: Inbound, words: str) -> None:
-        """Failed, with the fax image kept (retention keeps it as long as any other), so that
-        a person can take it from the database; the admin's alert names the fax."""
+        """Failed, with the fax image kept (retention never deletes it), so that a person can
+        take it from the database (README, "A received fax failed"); the admin's alert names
+        the fax."""
         await self.store.inbound.finish(fax.id, InboundState.FAILED, mail=None,
                                         detail=f"internal error: {words}", now=self.clock.now())
 

@@ -227,8 +227,10 @@ class Poller(Worker):
 
     async def _pdf_failed(self, fax: Inbound, exc: ProviderError, now: float) -> None:
         attempts = fax.attempts + 1
-        give_up = exc.code in ("ERR_NO_PDF", "ERR_PDF_ID") and (
-            attempts >= self.settings.pdf_attempts)
+        # Only "no such PDF" answers say the PDF may never come: a busy or unreachable
+        # provider before them does not use the fax's `pdf_attempts` up.
+        no_pdf = exc.code in ("ERR_NO_PDF", "ERR_PDF_ID")
+        give_up = no_pdf and fax.no_pdf_answers + 1 >= self.settings.pdf_attempts
         at = self.policy.next_attempt(attempts=attempts, first_at=fax.created_at, now=now,
                                       jitter=self.jitter())
         if exc.code == "ERR_ACCESS_INTERVAL" and at is not None:
@@ -250,4 +252,4 @@ class Poller(Worker):
             await self.alerter.alert(f"byosoku-{exc.code}", PERMANENT_ALERTS[exc.code], str(exc))
         log.warning("fax %s: PDF %s not fetched (%s); retry in %.0fs", fax.id, fax.external_id,
                     exc.code, at - now)
-        await self.store.inbound.retry(fax.id, at=at, detail=str(exc), now=now)
+        await self.store.inbound.retry(fax.id, at=at, detail=str(exc), now=now, no_pdf=no_pdf)

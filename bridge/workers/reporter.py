@@ -1,4 +1,5 @@
-"""Tells senders how their faxes went: one email per fax job and final state.
+"""Tells senders how their faxes went: one email per fax job, round of attempts and final
+state.
 
 Reports are derived from job state (a job whose state differs from what was last reported), so
 every path that ends a job (a push, a failure, a timeout, recovery after a crash) is reported
@@ -24,8 +25,12 @@ log = logging.getLogger(__name__)
 
 
 def report_message_id(job: Job, installation: str, domain: str) -> str:
-    """Stable per job and state: a report re-sent after a crash carries the same id."""
-    return f"<fax-bridge.{installation}.job-{job.id}.{job.state}@{domain}>"
+    """Stable per job, round of attempts and state: a report re-sent after a crash carries the
+    same id, and the report of a round an operator started with `retry` has its own (the
+    outbox keeps one email per id). The first round's ids are those of the versions before
+    rounds were counted."""
+    round_ = f".round-{job.round}" if job.round > 1 else ""
+    return f"<fax-bridge.{installation}.job-{job.id}{round_}.{job.state}@{domain}>"
 
 
 def format_time(ts: float | None, tz: str) -> str:

@@ -5,6 +5,10 @@ class says about the request (see `bridge.providers.faxmax`): transient failures
 the schedule of `RetryPolicy`; permanent ones fail the job; an unknown outcome leaves it
 `unknown` for a person to decide. Submitted jobs that never get a final status push become
 `unknown` after `faxmax.status_timeout`.
+
+Once FaxMAX has answered, its answer is the only record of what happened to the fax: if the
+store cannot take it (a full disk, a lock held past `busy_timeout`), it is kept and recorded
+again, with back-off, until it commits; it is never lost, and the fax is never sent again.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from bridge.alerts import Alerter
 from bridge.clock import Clock
@@ -30,6 +35,7 @@ from bridge.store import Job, JobState, Message, Store
 from bridge.workers.base import Worker
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class FaxSender(Protocol):
@@ -55,6 +61,17 @@ def status_classifier(settings: FaxmaxSettings) -> Callable[[str], JobState | No
 
 
 CREDENTIAL_ERRORS = {"401", "403"}  # HTTP status or JSON-RPC error code: token or login refused
+EXPIRY_EVERY = 60.0  # while the queue is busy, status deadlines are checked this often
+RECORD_RETRY_BASE = 0.5  # seconds before an outcome the store refused is recorded again; doubles
+RECORD_RETRY_CAP = 30.0
+RECORD_ALERT_AFTER = 3  # refused recordings of one outcome that make it worth the admin's alert
+RECORD_GRACE = 5.0  # seconds a stop gives an answer to be recorded after `faxmax.timeout`
+
+
+def store_refused(exc: BaseException) -> bool:
+    """A store that could not commit now (full, locked, an I/O error): the same write may
+    succeed later. Anything else is a bug, which retrying would not mend."""
+    return isinstance(exc, sqlite3.OperationalError | OSError)
 
 
 class Sender(Worker):
@@ -76,27 +93,56 @@ class Sender(Worker):
         self.policy = RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
                                   max_attempts=settings.max_attempts,
                                   max_age=settings.retry_max_age)
+        self._expiry_at = float("-inf")  # when status deadlines are next checked while busy
+        self._sends: set[asyncio.Task[None]] = set()  # sends in flight, and their recording
+
+    @property
+    def answered_within(self) -> float:
+        """Seconds within which every send in flight has FaxMAX's answer (or its timeout) and
+        has recorded it, unless the store keeps refusing: what a stop waits for them."""
+        return self.settings.timeout + RECORD_GRACE
 
     async def next_due(self) -> float | None:
         return await self.store.jobs.next_due(self.settings.status_timeout)
 
     async def run_once(self) -> bool:
         now = self.clock.now()
+        # Status deadlines are hours long: a busy queue checks them once a minute rather than
+        # paying a write transaction per fax; an idle one whenever `next_due` wakes it.
+        checked = now >= self._expiry_at
+        expired = await self._expire(now) if checked else False
         claimed = await self.store.jobs.claim(now)
         if claimed is None:
-            # Only when idle: status deadlines are hours long, and a busy queue must not pay
-            # an extra write transaction per fax for them.
-            expired = await self.store.jobs.expire(now - self.settings.status_timeout, now)
-            for job_id in expired:
-                log.warning("job %s: no delivery report after %ss; marked unknown", job_id,
-                            self.settings.status_timeout)
-            if expired:
-                self.on_final()
-            return bool(expired)
+            if not checked:
+                expired = await self._expire(now)
+            return expired
         job, message = claimed
-        # The outcome must be recorded even if shutdown cancels us mid-way.
-        await asyncio.shield(self._send(job, message))
+        # The outcome must be recorded even if a stop cancels the worker mid-way: the send is
+        # a task of its own, which only `abandon()` cuts off.
+        send = asyncio.create_task(self._send(job, message), name=f"sending job {job.id}")
+        self._sends.add(send)
+        send.add_done_callback(self._sends.discard)
+        await asyncio.shield(send)
         return True
+
+    async def _expire(self, now: float) -> bool:
+        self._expiry_at = now + EXPIRY_EVERY
+        expired = await self.store.jobs.expire(now - self.settings.status_timeout, now)
+        for job_id in expired:
+            log.warning("job %s: no delivery report after %ss; marked unknown", job_id,
+                        self.settings.status_timeout)
+        if expired:
+            self.on_final()
+        return bool(expired)
+
+    async def abandon(self) -> None:
+        """A stop that can wait no longer: cut off the sends still in flight. Each job stays
+        `sending`, which the next start makes `unknown` (rule 3)."""
+        for send in list(self._sends):
+            log.error("shutdown: %s cut off before its outcome was recorded; it becomes "
+                      "unknown at the next start", send.get_name())
+            send.cancel()
+        await asyncio.gather(*self._sends, return_exceptions=True)
 
     async def _send(self, job: Job, message: Message) -> None:
         assert message.document_path is not None
@@ -111,28 +157,63 @@ class Sender(Worker):
             return
         except ProviderPermanentError as exc:
             log.warning("job %s: failed: %s", job.id, exc)
-            await self.store.jobs.finish(job.id, JobState.FAILED, detail=str(exc),
-                                        now=self.clock.now())
+            await self._finish(job, JobState.FAILED, str(exc))
             if exc.code in CREDENTIAL_ERRORS:  # every fax fails until a person fixes it
                 await self._alert("faxmax-credentials",
                                   "FaxMAX refuses our credentials: no fax can be sent", str(exc))
         except ProviderOutcomeUnknown as exc:
             log.error("job %s: outcome unknown, not resent: %s", job.id, exc)
-            await self.store.jobs.finish(job.id, JobState.UNKNOWN, detail=str(exc),
-                                        now=self.clock.now())
+            await self._finish(job, JobState.UNKNOWN, str(exc))
         except Exception:
             log.exception("job %s: unexpected error during the send call", job.id)
-            await self.store.jobs.finish(
-                job.id, JobState.UNKNOWN, now=self.clock.now(),
-                detail="an internal error interrupted the hand-over to FaxMAX, so it is "
-                       "unknown whether the fax was sent; it was not sent again")
+            await self._finish(job, JobState.UNKNOWN,
+                               "an internal error interrupted the hand-over to FaxMAX, so it is "
+                               "unknown whether the fax was sent; it was not sent again")
         else:
             log.info("job %s: accepted by FaxMAX as fax %s", job.id, result.fax_id)
-            state = await self.store.jobs.submitted(job.id, result.fax_id, self.clock.now(),
-                                                      self.classify)
+            state = await self._recorded(
+                job, f"accepted by FaxMAX as fax {result.fax_id}",
+                lambda: self.store.jobs.submitted(job.id, result.fax_id, self.clock.now(),
+                                                  self.classify))
             if state is JobState.SUBMITTED:
                 return
         self.on_final()
+
+    async def _finish(self, job: Job, state: JobState, detail: str) -> None:
+        await self._recorded(job, f"{state} ({detail})", lambda: self.store.jobs.finish(
+            job.id, state, detail=detail, now=self.clock.now()))
+
+    async def _recorded(self, job: Job, outcome: str, record: Callable[[], Awaitable[T]]) -> T:
+        """`record()` until the store takes it: after FaxMAX answered, the answer exists
+        nowhere else, and the job must not stay `sending` (a restart would call it unknown,
+        for the wrong reason, and its fax id would live only in the log). One log line per
+        refused attempt. The admin's alert comes once the outcome is recorded, if it took
+        `RECORD_ALERT_AFTER` attempts or more: while the store refuses writes, an alert
+        cannot be stored either (the log and /healthz say so meanwhile)."""
+        refused = 0
+        while True:
+            try:
+                value = await record()
+            except Exception as exc:
+                if not store_refused(exc):
+                    raise
+                refused += 1
+                error = f"{type(exc).__name__}: {exc}"
+                pause = min(RECORD_RETRY_CAP, RECORD_RETRY_BASE * 2 ** (refused - 1))
+                log.error("job %s: %s, but recording it failed (%s); the fax is not sent "
+                          "again, recording again in %.1fs (attempt %d)", job.id, outcome,
+                          error, pause, refused)
+                await asyncio.sleep(pause)
+                continue
+            if refused >= RECORD_ALERT_AFTER:
+                log.warning("job %s: %s: recorded at attempt %d", job.id, outcome, refused + 1)
+                await self._alert(
+                    "store-refused-send-outcome",
+                    "FaxMAX's answer was recorded late: the store refused writes",
+                    f"Job {job.id}: {outcome}. Recording it failed {refused} times "
+                    f"(last: {error}) before it succeeded; no fax was sent twice. Check the "
+                    "free space of the data directory, and whatever held the database locked.")
+            return value
 
     async def _alert(self, cause: str, summary: str, details: str) -> None:
         if self.alerter is not None:
@@ -145,10 +226,9 @@ class Sender(Worker):
         if at is None:
             log.warning("job %s: giving up after %d attempt(s): %s", job.id, job.attempts,
                         reason)
-            await self.store.jobs.finish(
-                job.id, JobState.FAILED, now=now,
-                detail=f"FaxMAX could not be reached after {job.attempts} attempt(s); "
-                       f"last error: {reason}")
+            await self._finish(job, JobState.FAILED,
+                               f"FaxMAX could not be reached after {job.attempts} attempt(s); "
+                               f"last error: {reason}")
             await self._alert("faxmax-unreachable",
                               "faxes fail because FaxMAX could not be reached",
                               f"Job {job.id} was given up after {job.attempts} attempt(s); "
@@ -157,4 +237,5 @@ class Sender(Worker):
             return
         log.info("job %s: temporary failure (%s); retry %d in %.0fs", job.id, reason,
                  job.attempts + 1, at - now)
-        await self.store.jobs.retry(job.id, at=at, detail=reason, now=now)
+        await self._recorded(job, f"a temporary failure ({reason})", lambda: self.store.jobs.retry(
+            job.id, at=at, detail=reason, now=now))
