@@ -55,10 +55,10 @@ class PushProcessor:
             provider=PROVIDER, external_id=fax.fax_id, receiving_number=fax.receiving_number,
             sender_number=fax.sender_number, remote_station=fax.remote_station,
             received_at=now, pages=fax.pages, document=fax.tiff) for fax in batch.incoming]
+        bad = batch.bad if quarantine else []
         new_events, fax_ids, kept = await self.store.inbound.record_push(
-            source=SOURCE, events=batch.status_events, faxes=faxes,
-            bad=batch.bad if quarantine else (), now=now, classify=self.classify,
-            replay=not quarantine)
+            source=SOURCE, events=batch.status_events, faxes=faxes, bad=bad, now=now,
+            classify=self.classify, replay=not quarantine)
         for event in batch.status_events:
             log.info("push: fax %s status %s", event.fax_id, event.status)
         for fax in batch.incoming:
@@ -70,8 +70,8 @@ class PushProcessor:
             self.on_status()
         if fax_ids:
             self.on_fax()
-        new_kept = [(qid, reason) for (qid, new), (_, reason) in zip(kept, batch.bad,
-                                                                     strict=True) if new]
+        new_kept = [(qid, reason) for (qid, new), (_, reason) in zip(kept, bad, strict=True)
+                    if new]
         if len(new_kept) < len(kept):
             log.info("push: %d quarantined event(s) received again, counted as repeats of "
                      "quarantine %s", len(kept) - len(new_kept),
