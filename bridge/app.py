@@ -13,6 +13,7 @@ import gc
 import logging
 import signal
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
 from bridge.errors import ConfigError
 from bridge.ingress.arrivals import Arrivals
+from bridge.ingress.data import remove_orphans
 from bridge.ingress.smtp import SmtpServer, start_smtp_server
 from bridge.ingress.web import build_web_app
 from bridge.instance import InstanceLock
@@ -77,6 +79,13 @@ class Bridge:
         self.pipeline = build_pipeline(
             s, self.store, self.clock, arrivals=self.arrivals, metrics=self.metrics,
             faxmax=client, tasks=lambda: {t.get_name(): t for t in self._tasks})
+        # Files' times are the real clock's, whatever clock the service is given.
+        spool = self.pipeline.smtp_handler.spool_dir
+        if orphans := await asyncio.to_thread(remove_orphans, spool,
+                                              await self.store.upkeep.spool_names(), time.time()):
+            log.info("spool: removed %d file(s) in %s that no mail refers to (a connection "
+                     "lost before its mail was stored): %s", len(orphans), spool,
+                     ", ".join(orphans))
         for worker in self.pipeline.workers:
             self._tasks.append(asyncio.create_task(worker.run(), name=worker.name))
         smtp_host, port = parse_listen(s.smtp.listen, "smtp.listen")

@@ -115,6 +115,11 @@ class DeliveryPermanentError(DeliveryError):
     """The relay refused the email for good (5xx): do not retry."""
 
 
+class DeliveryOutcomeUnknown(DeliveryError):
+    """The whole email was sent, but the relay's answer to its final `.` never came: the relay
+    may have queued it. Not a plain "try again": resent at most once (same Message-ID)."""
+
+
 class StoreError(BridgeError):
     """The database holds something this version cannot use (a newer schema, an unknown
     state word), or storing was cut off; the message says which."""

@@ -3,7 +3,8 @@
 Unhealthy means a person must act: the database no longer takes writes (so nothing new can be
 acknowledged), a worker has died (so a queue no longer moves), or 秒速FAX Plus has refused every
 poll for longer than `byosoku.unhealthy_after` (so received faxes are not arriving). A slow queue
-is not unhealthy; `/metrics` shows it.
+is not unhealthy; `/metrics` shows it. The write probe is repeated at most every
+`PROBE_INTERVAL` seconds, however often it is asked.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -18,6 +20,10 @@ from bridge.clock import Clock
 from bridge.providers.byosoku import NAME as BYOSOKU
 from bridge.store import Store, is_disk_full
 from bridge.workers.poller import Poller
+
+PROBE_INTERVAL = 5.0
+"""Seconds a write probe's verdict is reused: /healthz proves the store took a write at most
+this long ago."""
 
 
 class Health:
@@ -32,6 +38,8 @@ class Health:
         self.tasks = tasks
         self.poller = poller
         self.unhealthy_after = unhealthy_after
+        self._probing = asyncio.Lock()
+        self._probed: tuple[float, str | None] | None = None  # (monotonic time, failure)
 
     def workers(self) -> dict[str, bool]:
         """Each worker's name, and whether it is still running."""
@@ -40,12 +48,24 @@ class Health:
     async def problems(self) -> list[str]:
         """Everything that is wrong, one sentence each; empty when healthy."""
         problems = [*self._files(), *self._dead_workers(), *self._polling()]
-        try:
-            await self.store.upkeep.probe_write(self.clock.now())
-        except Exception as exc:
-            what = "the disk is full" if is_disk_full(exc) else str(exc)
-            problems.append(f"the database does not take writes: {what}")
+        if (failed := await self._probe()) is not None:
+            problems.append(f"the database does not take writes: {failed}")
         return problems
+
+    async def _probe(self) -> str | None:
+        """Whether the store took a committed write at most `PROBE_INTERVAL` seconds ago (None)
+        or why not. Each probe is a durable commit, in the writer's queue with the SMTP
+        commits: /healthz and /metrics are unauthenticated, so a flood of GETs must cost at
+        most one per interval. Concurrent requests wait for the same probe."""
+        async with self._probing:
+            if self._probed is None or time.monotonic() - self._probed[0] >= PROBE_INTERVAL:
+                try:
+                    await self.store.upkeep.probe_write(self.clock.now())
+                    failed = None
+                except Exception as exc:
+                    failed = "the disk is full" if is_disk_full(exc) else str(exc)
+                self._probed = (time.monotonic(), failed)
+            return self._probed[1]
 
     def _files(self) -> list[str]:
         """Permissions, checked by their bits as well as by access(2): a process running as

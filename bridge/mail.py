@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -17,13 +18,15 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosmtplib
 import jinja2
+from aiosmtplib import SMTPResponse, SMTPStatus
+from aiosmtplib.typing import Default
 
 from bridge.config import MailSettings
-from bridge.errors import DeliveryPermanentError, DeliveryTransientError
+from bridge.errors import DeliveryOutcomeUnknown, DeliveryPermanentError, DeliveryTransientError
 from bridge.files import write_atomic
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
@@ -150,16 +153,68 @@ class MaildirTransport:
         return f"written to {path}"
 
 
+class _RelayClient(aiosmtplib.SMTP):
+    """aiosmtplib's client, waiting for the answer to the final `.` apart from the commands'.
+
+    RFC 5321 4.5.3.2.6 gives a relay 10 minutes to answer the final `.` (it may be queueing
+    the mail durably), against minutes for a command. aiosmtplib waits for both with one
+    timeout, and after it the mail may well be queued: that timeout, or a connection lost
+    then, is `DeliveryOutcomeUnknown`, never a plain transient error."""
+
+    def __init__(self, *, final_dot_timeout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.final_dot_timeout = final_dot_timeout
+
+    async def data(
+        self, message: str | bytes, /, *,
+        timeout: float | Literal[Default.token] | None = Default.token,
+    ) -> SMTPResponse:
+        body = message.encode("ascii") if isinstance(message, str) else message
+        start = await self.execute_command(b"DATA", timeout=timeout)
+        if start.code != SMTPStatus.start_input:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        if self.protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self.protocol.write(_dot_stuffed(body))
+        try:
+            answer = await self.protocol.read_response(timeout=self.final_dot_timeout)
+        except aiosmtplib.SMTPTimeoutError as exc:
+            self.close()
+            raise DeliveryOutcomeUnknown(
+                "the relay did not answer the end of the message within "
+                f"{self.final_dot_timeout:g} s (mail.smtp_final_dot_timeout), so it may "
+                "have taken it") from exc
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            self.close()
+            raise DeliveryOutcomeUnknown(
+                "the relay closed the connection before it answered the end of the message, "
+                "so it may have taken it") from exc
+        if answer.code != SMTPStatus.completed:
+            raise aiosmtplib.SMTPDataError(answer.code, answer.message)
+        return answer
+
+
+def _dot_stuffed(body: bytes) -> bytes:
+    """The DATA section for `body`: CRLF lines, a line starting with `.` doubled, the final
+    `.` (RFC 5321 4.5.2), as aiosmtplib's own DATA sends it."""
+    lines = re.sub(rb"\r\n|\r|\n", b"\r\n", body)
+    if lines and not lines.endswith(b"\r\n"):
+        lines += b"\r\n"
+    return re.sub(rb"(?m)^\.", b"..", lines) + b".\r\n"
+
+
 class SmtpTransport:
-    """Hands messages to an SMTP relay. 4xx and connection trouble are temporary; 5xx is not."""
+    """Hands messages to an SMTP relay. 4xx and connection trouble are temporary; 5xx is not;
+    no answer to the final `.` is an unknown outcome (`_RelayClient`)."""
 
     def __init__(self, settings: MailSettings) -> None:
         self.settings = settings
 
     async def deliver(self, envelope: Envelope) -> str:
         s = self.settings
-        client = aiosmtplib.SMTP(
+        client = _RelayClient(
             hostname=s.smtp_host, port=s.smtp_port, timeout=s.smtp_timeout,
+            final_dot_timeout=s.smtp_final_dot_timeout,
             username=s.smtp_username or None, password=s.smtp_password or None,
             use_tls=s.smtp_security == "tls", start_tls=s.smtp_security == "starttls",
             cert_bundle=s.smtp_ca_file or None,

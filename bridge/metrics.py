@@ -80,6 +80,10 @@ class Metrics:
         self._log_gaps = Gauge(
             "fax_bridge_byosoku_log_gaps", "Times the 秒速FAX Plus log scrolled past a poll "
             "(faxes may have been missed).", registry=r)
+        self._contradictions = Gauge(
+            "fax_bridge_contradicting_statuses", "FaxMAX final statuses ignored because they "
+            "contradicted a job's first final status (each one logged with its job).",
+            registry=r)
         self._last_poll = Gauge(
             "fax_bridge_last_successful_poll_timestamp_seconds",
             "When the 秒速FAX Plus receive log was last read successfully (0: never).",
@@ -126,6 +130,7 @@ class Metrics:
             self._age.labels(queue).set(age)
         self._quarantined.set(snapshot.quarantined)
         self._log_gaps.set(snapshot.log_gaps)
+        self._contradictions.set(snapshot.contradictions)
         self._last_poll.set(snapshot.last_poll)
         self._last_push.set(snapshot.last_push)
         for name, up in workers.items():

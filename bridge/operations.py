@@ -68,6 +68,9 @@ def _attention(snap: Snapshot) -> list[str]:
                    "fax-bridge list --state failed")
     if n := snap.emails.get(MailState.FAILED, 0):
         out.append(f"{n} email(s) given up after retries: fax-bridge list --mail failed")
+    if n := snap.emails.get(MailState.UNKNOWN, 0):
+        out.append(f"{n} email(s) of unknown delivery (the relay never answered), not resent "
+                   "on their own: fax-bridge list --mail unknown")
     if n := sum(v for (_, state), v in snap.received.items() if state == InboundState.FAILED):
         out.append(f"{n} received fax(es) could not be fetched or mailed (the admin was told)")
     if snap.quarantined:

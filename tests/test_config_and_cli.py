@@ -70,6 +70,10 @@ token_file = "%s"
     ("[faxmax]\nurl = 'http://faxmax.example/api'\n", {},
      "faxmax.url: provider URLs must use https://"),
     ("[mail]\ntimezone = 'Mars/Olympus'\n", {}, "mail.timezone: unknown time zone"),
+    ("[http]\nmetrics_allow_from = ['127.0.0.1/33']\n", {},
+     "http.metrics_allow_from: '127.0.0.1/33' does not appear to be an IPv4 or IPv6 network"),
+    ("[mail]\nsmtp_final_dot_timeout = 0\n", {},
+     "mail.smtp_final_dot_timeout: must be greater than 0, got 0"),
     ("[numbers]\ndeny = ['09x']\n", {}, "numbers.deny: '09x' is not a number prefix"),
     ("[byosoku]\nenabled = true\nlog_url = 'https://a.example/log'\n"
      "pdf_url = 'https://a.example/pdf'\npoll_interval = 10\n", {},

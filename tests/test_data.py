@@ -4,13 +4,16 @@ whatever the block boundaries; limits; what a pipelining client sends next; the 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.ingress import data
+from bridge.ingress import data, smtp
 from bridge.ingress.data import LINE_TOO_LONG, TOO_MUCH, Spool, read_data
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
@@ -138,3 +141,33 @@ async def test_a_mail_over_a_mebibyte_is_spooled_and_faxed(
     [(spool_path, raw)] = await query(bridge.store.path, "SELECT spool_path, raw FROM messages")
     assert raw is None and files(Path(spool_path).parent) == [Path(spool_path)]
     await wait_for_state(bridge, 1, JobState.DELIVERED)
+
+
+async def test_a_spool_file_no_mail_refers_to_is_removed_at_the_next_start(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that disconnects after its spool file is durable but before the row that
+    refers to it is committed leaves a file nothing will ever remove; the next start does."""
+    caplog.set_level(logging.INFO, logger="bridge.app")
+    monkeypatch.setattr(smtp, "RAW_IN_ROW_BYTES", 0)  # every mail goes to a spool file
+    bridge = await make_bridge()
+    result = await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf",
+                                                         make_pdf(1))))
+    assert result.data == (250, "2.0.0 queued as fax jobs 1")
+    [(spool_path,)] = await query(bridge.store.path, "SELECT spool_path FROM messages")
+    kept = Path(spool_path)
+    await wait_for_state(bridge, 1, JobState.DELIVERED)
+    await bridge.stop()
+    orphans = [kept.with_name("0123456789abcdef.eml"), kept.with_name(".x.eml.0123abcd.tmp")]
+    an_hour_ago = time.time() - 3600
+    for orphan in orphans:  # left by an earlier run
+        orphan.write_bytes(b"Subject: never stored\r\n\r\nlost connection\r\n")
+        os.utime(orphan, (an_hour_ago, an_hour_ago))
+
+    await make_bridge()  # a start on the same data_dir
+    assert files(kept.parent) == [kept]
+    [line] = [r.getMessage() for r in caplog.records if "no mail refers to" in r.getMessage()]
+    assert line == (f"spool: removed 2 file(s) in {kept.parent} that no mail refers to (a "
+                    "connection lost before its mail was stored): .x.eml.0123abcd.tmp, "
+                    "0123456789abcdef.eml")

@@ -32,6 +32,8 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridge.clock import FakeClock
+from bridge.mail import Envelope as MailEnvelope
+from bridge.mail import SmtpTransport
 from bridge.simulators import ByosokuFault, ByosokuSimulator, Fault, FaxMaxSimulator
 from bridge.store import InboundState, JobState, MailState
 from tests.cli_runner import run_cli
@@ -39,7 +41,7 @@ from tests.docfactory import make_pdf
 from tests.mails import fax_mail
 from tests.relay import RelaySink
 from tests.rigs import ADMIN, NUMBER, PollerRig, outbound_rig, poller_rig, run_workers
-from tests.settings import MakeBridge
+from tests.settings import MakeBridge, settings_for
 from tests.smtp_client import smtp_send
 from tests.waits import wait_for_state, wait_until
 
@@ -466,13 +468,16 @@ async def test_l4b_60_faxes_in_one_interval_raise_the_overflow_alert_and_fetch_t
 @dataclass
 class FaultyRelay(RelaySink):
     """The relay sink plus the faults smtp-sink can inject: a reply at RCPT (`-r`), a hang
-    at DATA (`-w`), a refusal of chosen recipients at DATA, and not listening at all until
-    `listen()` (its port is reserved, so connections are refused meanwhile)."""
+    at RCPT (`-w`), a refusal of chosen recipients at DATA, the answer to the final `.` for
+    chosen recipients given only after a delay (a relay that queues and answers late; the
+    message is recorded when the `.` arrives), and not listening at all until `listen()` (its
+    port is reserved, so connections are refused meanwhile)."""
 
     listener: socket.socket | None = None
     refuse_rcpt: str | None = None
     hang: bool = False
     refuse_for: dict[str, str] = field(default_factory=dict)
+    late_for: dict[str, float] = field(default_factory=dict)
     server: asyncio.Server | None = None
 
     def __post_init__(self) -> None:
@@ -493,18 +498,21 @@ class FaultyRelay(RelaySink):
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
+        if self.hang:
+            await asyncio.Event().wait()  # until the client gives up; aiosmtpd cancels us
         if self.refuse_rcpt:
             return self.refuse_rcpt
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.hang:
-            await asyncio.Event().wait()  # until the client gives up; aiosmtpd cancels us
         for rcpt in envelope.rcpt_tos:
             if rcpt in self.refuse_for:
                 return self.refuse_for[rcpt]
-        return await super().handle_DATA(server, session, envelope)
+        answer = await super().handle_DATA(server, session, envelope)
+        if late := max((self.late_for.get(r, 0.0) for r in envelope.rcpt_tos), default=0.0):
+            await asyncio.sleep(late)  # the relay's own delay: the scenario, not a wait
+        return answer
 
     def count(self, message_id: str) -> int:
         return sum(1 for m in self.messages if m.message["Message-ID"] == message_id)
@@ -526,7 +534,7 @@ async def faulty_relay() -> AsyncIterator[FaultyRelay]:
                  "450 4.2.1 mailbox busy, try later", id="450-at-RCPT"),
     pytest.param("hang", 0.5, "cannot reach the relay 127.0.0.1:{port}: "
                  "SMTPReadTimeoutError: Timed out waiting for server response",
-                 id="hang-past-smtp_timeout"),
+                 id="hang-at-RCPT-past-smtp_timeout"),
 ])
 async def test_f7_a_relay_that_is_down_or_says_not_now_gets_the_mail_once_when_it_recovers(
     tmp_path: Path, clock: FakeClock, faxmax: FaxMaxSimulator, faulty_relay: FaultyRelay,
@@ -564,6 +572,56 @@ async def test_f7_a_relay_that_is_down_or_says_not_now_gets_the_mail_once_when_i
     assert relay.count(sent.message_id) == len(relay.messages) == 1
     assert relay.messages[0].message["Subject"] == ("Fax NOT delivered to +902122222525: "
                                                     "Invoice 42")
+
+
+async def test_f7_a_relay_that_answers_the_final_dot_late_gets_the_mail_at_most_twice(
+    tmp_path: Path, clock: FakeClock, faxmax: FaxMaxSimulator, faulty_relay: FaultyRelay,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After the final `.` the relay may have queued the mail: a timeout there is an unknown
+    outcome, not a "try again". One resend with the same Message-ID, then a kept email in
+    `unknown` and the admin told (RFC 5321 4.5.3.2.6 allows the relay 10 minutes)."""
+    caplog.set_level(logging.INFO, logger="bridge.workers.mailer")
+    relay = faulty_relay
+    await relay.listen()
+    relay.late_for["alice@example.com"] = 2.0  # the report; the admin's alert is answered at once
+    faxmax.rejected_numbers.add(NUMBER)  # the job fails at once: its report is the mail
+    async with outbound_rig(tmp_path, clock, faxmax.url, relay.port, routing={"admin": ADMIN},
+                            mail={"smtp_timeout": 5.0, "smtp_final_dot_timeout": 1.0,
+                                  "max_attempts": 5}) as rig:
+        await rig.queue_fax()
+        await rig.run_for(DAY)
+        [report] = await rig.store.outbox.latest(MailState.UNKNOWN)
+        assert await rig.store.outbox.counts() == {"unknown": 1, "sent": 1}
+
+    copies = [m for m in relay.messages if m.rcpt_tos == ["alice@example.com"]]
+    assert [c.message["Message-ID"] for c in copies] == [report.message_id] * 2
+    assert copies[0].data == copies[1].data
+    assert report.attempts == 2
+    assert report.last_error.startswith("delivery unknown: the relay did not answer the end of "
+                                        "the message within 1 s")
+    [alert] = [m for m in relay.messages if m.rcpt_tos == [ADMIN]]
+    assert alert.message["Subject"] == ("[fax-bridge] delivery unknown for an email to "
+                                        "alice@example.com")
+    text = plain_text(alert.message)
+    for words in (f"Message-ID: {report.message_id}", "sent twice",
+                  f"`fax-bridge retry --mail {report.id}`"):
+        assert words in text
+    assert f"mail {report.id} {report.message_id}: delivery unknown" in caplog.text
+
+
+async def test_f7_lines_that_start_with_a_dot_reach_the_relay_as_written(
+    tmp_path: Path, relay: RelaySink
+) -> None:
+    """The DATA section is written by the bridge itself (to wait for the final `.` apart):
+    dot-stuffing and line ends as RFC 5321 4.5.2 wants them."""
+    settings = settings_for(tmp_path, "http://127.0.0.1:9/unused", relay.port)
+    body = b"Subject: dots\r\n\r\n.\r\n..two\r\n.end\r\nbare\nlast"
+    outcome = await SmtpTransport(settings.mail).deliver(
+        MailEnvelope(mail_from="", recipients=("alice@example.com",), body=body))
+    assert outcome.startswith("relayed: ")
+    [got] = relay.messages
+    assert got.data == b"Subject: dots\r\n\r\n.\r\n..two\r\n.end\r\nbare\r\nlast\r\n"
 
 
 async def test_f7_a_5xx_refusal_is_a_dead_letter_that_survives_a_restart_and_can_be_retried(

@@ -9,6 +9,7 @@ import datetime
 import io
 import itertools
 import json
+import sqlite3
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,51 @@ async def test_malformed_bodies_are_kept_answered_2xx_and_reported(
         assert (kept.reason, kept.source) == (reason, "faxmax-push")
         async with session.get(f"http://127.0.0.1:{bridge.http_port}/healthz") as resp:
             assert resp.status == 200  # still serving
+
+
+def disk_full(*args: Any, **kwargs: Any) -> Any:
+    """What the store raises when the disk is full (SQLITE_FULL)."""
+    exc = sqlite3.OperationalError("database or disk is full")
+    exc.sqlite_errorcode = sqlite3.SQLITE_FULL
+    raise exc
+
+
+async def test_a_stored_push_is_answered_2xx_even_when_its_alert_cannot_be_queued(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The push is committed before the alert is tried: an error after the commit must not
+    turn the answer into one, or FaxMAX retries what is already stored."""
+    bridge = await make_bridge(routing=ROUTING)
+    monkeypatch.setattr(bridge.store.outbox, "throttle_alert", disk_full)
+    url = f"http://127.0.0.1:{bridge.http_port}/faxmax/push/{PUSH_TOKEN}"
+    async with aiohttp.ClientSession() as session, session.post(
+            url, data=b'[{"type": "FAX_SOMETHING"}]',
+            headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["quarantined"] == 1
+    [kept] = await bridge.store.inbound.quarantined()
+    assert (kept.id, kept.reason, kept.repeats) == (1, "unknown event type 'FAX_SOMETHING'", 0)
+    assert ("push: quarantine #1 is stored, but its alert to the admin could not be queued"
+            in caplog.text)
+
+
+async def test_a_bad_push_retried_by_faxmax_is_one_quarantine_row_with_its_repeats(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink
+) -> None:
+    bridge = await make_bridge(routing=ROUTING)
+    url = f"http://127.0.0.1:{bridge.http_port}/faxmax/push/{PUSH_TOKEN}"
+    bodies = [b"{not json"] * 3 + [b"42"]
+    async with aiohttp.ClientSession() as session:
+        for body in bodies:
+            async with session.post(url, data=body,
+                                    headers={"Content-Type": "application/json"}) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["quarantined"] == 1
+    kept = await bridge.store.inbound.quarantined()
+    assert [(q.body, q.repeats) for q in kept] == [(b"{not json", 2), (b"42", 0)]
+    [alert] = await relay.wait_for(1)  # the repeats are not new: no alert of their own
+    assert "quarantine #1" in alert.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
 
 
 async def test_a_wrong_token_gets_404_and_writes_nothing(

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge import health
 from bridge.app import Bridge
 from bridge.simulators import ByosokuFault, ByosokuSimulator, Fault, FaxMaxSimulator
 from bridge.store import JobState
@@ -198,3 +199,59 @@ async def test_healthz_turns_503_when_polling_fails_longer_than_configured_and_r
     assert value(samples, "fax_bridge_provider_request_seconds_count", provider="byosoku",
                  call="receive_log") >= 3
 
+
+
+async def test_a_flood_of_healthz_requests_probes_the_store_at_most_once_per_interval(
+    make_bridge: MakeBridge, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each probe is a durable commit: one per GET would queue fsyncs in front of the SMTP
+    commits. The answer is the probe of at most `PROBE_INTERVAL` seconds ago."""
+    bridge = await make_bridge()
+    probe = bridge.store.upkeep.probe_write
+    probes: list[float] = []
+
+    async def counted(now: float) -> None:
+        probes.append(now)
+        await probe(now)
+
+    monkeypatch.setattr(bridge.store.upkeep, "probe_write", counted)
+    started = time.monotonic()
+    answers = await asyncio.gather(*(healthz(bridge) for _ in range(50)))
+    elapsed = time.monotonic() - started
+    assert answers == [(200, "ok\n")] * 50
+    assert 1 <= len(probes) <= 1 + int(elapsed / health.PROBE_INTERVAL)
+    assert await bridge.store.upkeep.meta("health.probe") == repr(probes[-1])
+
+
+async def test_metrics_are_refused_with_403_outside_metrics_allow_from(
+    make_bridge: MakeBridge,
+) -> None:
+    bridge = await make_bridge(http={"metrics_allow_from": ("10.0.0.0/8", "::1")})
+    async with aiohttp.ClientSession() as session, session.get(
+            f"http://127.0.0.1:{bridge.http_port}/metrics") as resp:
+        assert resp.status == 403
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        assert await resp.text() == ("127.0.0.1 may not read /metrics: it is not in "
+                                     "http.metrics_allow_from\n")
+    assert await healthz(bridge) == (200, "ok\n")  # the probe stays open to everyone
+
+
+async def test_a_final_status_that_contradicts_the_first_is_logged_and_counted(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    faxmax.statuses["902122222525"] = ["SUCCESS", "FAILED"]
+    bridge = await make_bridge()
+    sent = await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
+    assert sent.data == (250, "2.0.0 queued as fax jobs 1")
+
+    async def contradictions() -> float:
+        return value(await scrape(bridge), "fax_bridge_contradicting_statuses")
+
+    await wait_until(contradictions, 1)
+    job = await bridge.store.jobs.get(1)
+    assert job is not None and (job.state, job.provider_status) == (JobState.DELIVERED,
+                                                                    "SUCCESS")
+    [line] = [r.getMessage() for r in caplog.records if "contradicts" in r.getMessage()]
+    assert line == (f"job 1 (fax {job.fax_id}): final status FAILED ignored: it contradicts the "
+                    "first final status, SUCCESS (delivered)")

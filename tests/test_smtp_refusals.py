@@ -3,8 +3,11 @@ bounce, and that nothing was queued or sent."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
+import aiosmtplib
 import pytest
 
 from bridge.app import Bridge
@@ -202,6 +205,48 @@ async def test_an_internal_error_is_a_temporary_451_without_exception_text(
     result = await smtp_send(bridge.smtp_port, fax_mail(PDF))
     assert result.data == (451, "4.3.0 Internal error in the fax gateway; please try again later")
     assert await bridge.store.jobs.counts() == {}
+
+
+@pytest.mark.parametrize("fault", ["spool-unwritable", "store-error"])
+async def test_after_an_internal_error_the_next_mail_on_the_same_connection_is_accepted(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+) -> None:
+    """A 451 ends the transaction as any reply to DATA does: the client's retry on the same
+    connection starts a new one, instead of `503 nested MAIL command`."""
+    bridge = await make_bridge()
+    spool = Path(bridge.settings.data_dir) / "spool"
+    if fault == "spool-unwritable":
+        monkeypatch.setattr(smtp, "RAW_IN_ROW_BYTES", 0)  # every mail goes to a spool file
+        spool.write_text("not a directory")  # writing the spool file will fail
+    else:
+        accept = bridge.store.jobs.accept
+        failed: list[bool] = []
+
+        async def fail_once(*args: Any, **kwargs: Any) -> list[int]:
+            if not failed:
+                failed.append(True)
+                raise sqlite3.OperationalError("cannot start a transaction within a "
+                                               "transaction")
+            return await accept(*args, **kwargs)
+
+        monkeypatch.setattr(bridge.store.jobs, "accept", fail_once)
+    message = fax_mail(PDF).as_bytes()
+    replies = []
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=bridge.smtp_port,
+                               timeout=30) as client:
+        for _ in range(2):
+            mail = await client.execute_command(b"MAIL", b"FROM:<alice@example.com>")
+            rcpt = await client.execute_command(b"RCPT", b"TO:<02122222525@fax.local>")
+            try:
+                data = await client.data(message)
+            except aiosmtplib.SMTPResponseException as exc:
+                data = aiosmtplib.SMTPResponse(exc.code, exc.message)
+            replies.append((mail.code, rcpt.code, data.code))
+            if spool.is_file():
+                spool.unlink()  # the disk is writable again for the retry
+    assert replies == [(250, 250, 451), (250, 250, 250)]
+    await wait_for_state(bridge, 1, JobState.DELIVERED)
 
 
 async def test_pages_per_sender_per_day(

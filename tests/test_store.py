@@ -10,6 +10,7 @@ import pytest
 
 from bridge.errors import StoreError
 from bridge.store import JobState, NewMessage, Store, is_disk_full
+from bridge.store.schema import SCHEMA, statements
 
 MAIL = NewMessage(mail_from="alice@example.com", header_from="", subject="s",
                   message_id="<m@example.com>", refs="", spool_path="", raw=b"x")
@@ -84,3 +85,27 @@ async def test_a_full_database_is_known_by_its_sqlite_code_not_its_words(tmp_pat
     worded = sqlite3.OperationalError("database or disk is full")  # words, but no code
     assert not is_disk_full(worded)
     assert not is_disk_full(sqlite3.OperationalError("table full_names has no column x"))
+
+
+async def test_an_upgrade_keeps_each_quarantined_body_once_counting_its_repeats(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "fax-bridge.sqlite3"
+    with sqlite3.connect(path) as db:  # a store as version 7 left it
+        for number, script in enumerate(SCHEMA[:7], start=1):
+            for statement in statements(script):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+        db.executemany(
+            "INSERT INTO quarantine (source, reason, body, received_at, replayed_at)"
+            " VALUES ('faxmax-push', 'not JSON', ?, ?, ?)",
+            [(b"{x", 1.0, 5.0), (b"{x", 2.0, None), (b"42", 3.0, None), (b"{x", 4.0, 6.0)])
+    async with Store.open(path) as store:
+        kept = await store.inbound.quarantined()
+        # the earliest copy stays, not replayed since one of its copies was not
+        assert [(q.id, q.body, q.repeats, q.replayed_at) for q in kept] == [
+            (1, b"{x", 2, None), (3, b"42", 0, None)]
+        _, _, again = await store.inbound.record_push(
+            source="faxmax-push", events=[], faxes=[], bad=[(b"42", "not JSON")], now=7.0,
+            classify=lambda status: None)
+        assert again == [(3, False)]

@@ -154,6 +154,7 @@ def _validate(s: Settings) -> None:
     parse_listen(s.http.listen, "http.listen")
     parse_networks(s.smtp.trusted_networks, "smtp.trusted_networks")
     parse_networks(s.http.push_allow_from, "http.push_allow_from")
+    parse_networks(s.http.metrics_allow_from, "http.metrics_allow_from")
     if bool(s.smtp.tls_cert) != bool(s.smtp.tls_key):
         raise ConfigError("smtp.tls_cert and smtp.tls_key: set both (for STARTTLS) or neither")
     for cc_key, cc in (("numbers.default_country_code", s.numbers.default_country_code),
@@ -169,6 +170,8 @@ def _validate(s: Settings) -> None:
                    ("faxmax.concurrency", s.faxmax.concurrency),
                    ("faxmax.timeout", s.faxmax.timeout),
                    ("mail.max_attempts", s.mail.max_attempts),
+                   ("mail.smtp_timeout", s.mail.smtp_timeout),
+                   ("mail.smtp_final_dot_timeout", s.mail.smtp_final_dot_timeout),
                    ("documents.max_pages", s.documents.max_pages),
                    ("documents.memory_mb", s.documents.memory_mb),
                    ("documents.timeout", s.documents.timeout),

@@ -79,6 +79,7 @@ class HttpSettings:
     push_token: str = field(default="", metadata=SECRET)
     max_body_bytes: int = 52_428_800
     push_allow_from: tuple[str, ...] = ()
+    metrics_allow_from: tuple[str, ...] = ("127.0.0.0/8", "::1")  # empty: no one
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,8 @@ class MailSettings:
     smtp_security: SmtpSecurity = "starttls"
     smtp_username: str = ""
     smtp_password: str = field(default="", metadata=SECRET)
-    smtp_timeout: float = 60
+    smtp_timeout: float = 60  # each command's answer
+    smtp_final_dot_timeout: float = 600  # the answer to the final `.` (RFC 5321 4.5.3.2.6)
     smtp_ca_file: str = ""  # extra CA certificates (PEM) for a relay with a private CA
     report_to_sender: ReportToSender = "always"
     templates_dir: str = ""
@@ -215,9 +217,12 @@ def parse_networks(values: tuple[str, ...], key: str) -> tuple[IPNetwork, ...]:
 
 
 def in_networks(peer: Any, networks: tuple[IPNetwork, ...]) -> bool:
-    """Whether a peer (an address, or aiosmtpd's (host, port) tuple) is in `networks`."""
+    """Whether a peer (an address, or aiosmtpd's (host, port) tuple) is in `networks`. An
+    IPv4 client of a dual-stack listener shows as `::ffff:a.b.c.d`: it is checked as a.b.c.d."""
     try:
         ip = ipaddress.ip_address(peer[0] if isinstance(peer, tuple) else peer)
     except (ValueError, TypeError, IndexError):
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     return any(ip in net for net in networks)

@@ -97,6 +97,26 @@ class Spool:
         self._memory = []
 
 
+def remove_orphans(directory: Path, referenced: set[str], before: float) -> list[str]:
+    """Remove the files in the spool `directory` that no mail refers to (`referenced`: file
+    names) and that were last written before `before` (the start), and return their names.
+
+    A client that disconnects after its spool file is durable but before the row naming it
+    is committed, or a crash mid-write, leaves such a file; nothing else would ever remove
+    it. Run at start, before the SMTP listener opens, when no mail is being received."""
+    removed = []
+    try:
+        entries = sorted(directory.iterdir())
+    except FileNotFoundError:
+        return []
+    for path in entries:
+        if path.name in referenced or not path.is_file() or path.stat().st_mtime >= before:
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
 def _unread(reader: asyncio.StreamReader, data: bytes) -> None:
     """Give back what a pipelining client sent after the final `.`: its next commands.
     StreamReader has no public way to do this; its buffer is a bytearray in every CPython

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from bridge.alerts import Alerter
 from bridge.clock import Clock
+from bridge.mail import one_line
 from bridge.providers.faxmax import PROVIDER, parse_push
 from bridge.store import JobState, NewInbound, Store
 
@@ -54,10 +55,10 @@ class PushProcessor:
             provider=PROVIDER, external_id=fax.fax_id, receiving_number=fax.receiving_number,
             sender_number=fax.sender_number, remote_station=fax.remote_station,
             received_at=now, pages=fax.pages, document=fax.tiff) for fax in batch.incoming]
+        bad = batch.bad if quarantine else []
         new_events, fax_ids, kept = await self.store.inbound.record_push(
-            source=SOURCE, events=batch.status_events, faxes=faxes,
-            bad=batch.bad if quarantine else (), now=now, classify=self.classify,
-            replay=not quarantine)
+            source=SOURCE, events=batch.status_events, faxes=faxes, bad=bad, now=now,
+            classify=self.classify, replay=not quarantine)
         for event in batch.status_events:
             log.info("push: fax %s status %s", event.fax_id, event.status)
         for fax in batch.incoming:
@@ -65,19 +66,36 @@ class PushProcessor:
                      fax.sender_number or "withheld")
         if len(fax_ids) < len(faxes):
             log.info("push: %d repeated incoming fax event(s) ignored", len(faxes) - len(fax_ids))
-        if kept:
-            reasons = "\n".join(f"- quarantine #{qid}: {reason}"
-                                for qid, (_, reason) in zip(kept, batch.bad, strict=True))
+        if new_events:
+            self.on_status()
+        if fax_ids:
+            self.on_fax()
+        new_kept = [(qid, reason) for (qid, new), (_, reason) in zip(kept, bad, strict=True)
+                    if new]
+        if len(new_kept) < len(kept):
+            log.info("push: %d quarantined event(s) received again, counted as repeats of "
+                     "quarantine %s", len(kept) - len(new_kept),
+                     ", ".join(f"#{qid}" for qid, new in kept if not new))
+        if new_kept:
+            await self._tell_admin(new_kept)
+        return PushOutcome(
+            status_events=len(batch.status_events), new_status_events=new_events,
+            faxes=len(faxes), new_fax_ids=tuple(fax_ids),
+            quarantined=tuple(qid for qid, _ in kept),
+            not_understood=tuple(reason for _, reason in batch.bad))
+
+    async def _tell_admin(self, kept: list[tuple[int, str]]) -> None:
+        """After the push's commit, nothing may fail its answer: a 5xx would make FaxMAX send
+        again what is already stored. An alert that cannot be queued (a full disk, a broken
+        template) is logged instead; the rows stay in quarantine and in `/metrics`."""
+        reasons = "\n".join(f"- quarantine #{qid}: {reason}" for qid, reason in kept)
+        try:
             await self.alerter.alert(
                 "faxmax-push-quarantine",
                 f"{len(kept)} FaxMAX push event(s) could not be understood",
                 f"They are kept in the quarantine table, nothing was lost:\n{reasons}\n\n"
                 "After a fix, `fax-bridge replay-quarantine` processes them again.")
-        if new_events:
-            self.on_status()
-        if fax_ids:
-            self.on_fax()
-        return PushOutcome(
-            status_events=len(batch.status_events), new_status_events=new_events,
-            faxes=len(faxes), new_fax_ids=tuple(fax_ids), quarantined=tuple(kept),
-            not_understood=tuple(reason for _, reason in batch.bad))
+        except Exception as exc:
+            log.error("push: quarantine %s is stored, but its alert to the admin could not be "
+                      "queued: %s: %s", ", ".join(f"#{qid}" for qid, _ in kept),
+                      exc.__class__.__name__, one_line(str(exc)))

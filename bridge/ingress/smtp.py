@@ -207,7 +207,9 @@ class FaxSMTP(SMTP):
         finally:
             self.spool.discard()  # unless the handler kept it
             self.spool = None
-        self._set_post_data_state()
+            # Whatever the answer, the transaction is over: after an exception too (answered
+            # by `handle_exception`), or the client's next MAIL gets "503 nested MAIL".
+            self._set_post_data_state()
         await self.push(status)
         if self._closing:  # this mail was the last one
             self.goodbye()

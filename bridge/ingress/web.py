@@ -2,7 +2,8 @@
 
 A wrong token gets 404 and writes nothing. A push is answered 2xx only after everything in it is
 committed (see `bridge.ingress.pushes`); a full disk answers 503, so FaxMAX retries later.
-`/healthz` answers 503 with the reasons, one per line, when a person must act (`bridge.health`).
+`/healthz` answers 503 with the reasons, one per line, when a person must act (`bridge.health`);
+`/metrics` answers only to `http.metrics_allow_from` (loopback by default), 403 to others.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def build_web_app(
 ) -> web.Application:
     token = settings.push_token.encode()
     allow_from = parse_networks(settings.push_allow_from, "http.push_allow_from")
+    metrics_from = parse_networks(settings.metrics_allow_from, "http.metrics_allow_from")
 
     async def push(request: web.Request) -> web.Response:
         """Counted by the status it is answered with, refusals included."""
@@ -79,6 +81,12 @@ def build_web_app(
         return web.Response(text="ok\n")
 
     async def scrape(request: web.Request) -> web.Response:
+        """Only to `http.metrics_allow_from`: the listener faces FaxMAX, and a scrape costs a
+        dozen counts in the store."""
+        peer = request.remote or "?"
+        if not in_networks(peer, metrics_from):
+            raise web.HTTPForbidden(
+                text=f"{peer} may not read /metrics: it is not in http.metrics_allow_from\n")
         snapshot = await pushes.store.upkeep.snapshot(pushes.clock.now())
         body, content_type = metrics.render(snapshot, health.workers(), await health.problems(),
                                             request.headers.get("Accept", ""))

@@ -23,7 +23,8 @@ from bridge.store.rows import (
     Quarantined,
     StatusEvent,
 )
-from bridge.store.sql import Reader, set_meta
+from bridge.store.schema import sha256_hex
+from bridge.store.sql import Reader, first, set_meta
 from bridge.store.writer import Writer
 
 LAST_PUSH = "faxmax.last_push"
@@ -49,11 +50,14 @@ def _add(db: sqlite3.Connection, faxes: Sequence[NewInbound], state: InboundStat
 
 
 def _quarantine(db: sqlite3.Connection, source: str, reason: str, body: bytes,
-                now: float) -> int:
-    cur = db.execute("INSERT INTO quarantine (source, reason, body, received_at)"
-                     " VALUES (?,?,?,?)", (source, reason, body, now))
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+                now: float) -> tuple[int, bool]:
+    """Keep `body` once, keyed by its SHA-256: FaxMAX resending a body it got no 2xx for
+    only counts a repeat. (its id, whether it is new)."""
+    row = first(db, "INSERT INTO quarantine (source, reason, body, received_at, sha256)"
+                " VALUES (?,?,?,?,?) ON CONFLICT(sha256) DO UPDATE SET repeats = repeats + 1"
+                " RETURNING id, repeats", (source, reason, body, now, sha256_hex(body)))
+    assert row is not None
+    return int(row[0]), row[1] == 0
 
 
 class InboundStore:
@@ -66,12 +70,12 @@ class InboundStore:
     async def record_push(
         self, *, source: str, events: Sequence[StatusEvent], faxes: Sequence[NewInbound],
         bad: Sequence[tuple[bytes, str]], now: float, classify: Classify, replay: bool = False,
-    ) -> tuple[int, list[int], list[int]]:
+    ) -> tuple[int, list[int], list[tuple[int, bool]]]:
         """Everything a push carried, in one group commit: status events (replays are no-ops),
         new received faxes, what goes to quarantine, and the time of the last push (unless this
         is an operator's replay of a kept one; written once per group). Returns (new events,
-        new fax ids, quarantine ids)."""
-        def work(db: sqlite3.Connection) -> tuple[int, list[int], list[int]]:
+        new fax ids, (quarantine id, whether it is new) per bad item)."""
+        def work(db: sqlite3.Connection) -> tuple[int, list[int], list[tuple[int, bool]]]:
             new_events = add_status_events(db, events, now, classify)
             fax_ids = _add(db, faxes, InboundState.RECEIVED, now)
             kept = [_quarantine(db, source, reason, body, now) for body, reason in bad]

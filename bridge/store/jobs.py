@@ -8,6 +8,7 @@ the send window is visible afterwards and becomes `unknown`, never a silent rese
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 
@@ -30,6 +31,8 @@ from bridge.store.sql import Reader, first
 from bridge.store.writer import Writer
 
 Classify = Callable[[str], JobState | None]
+log = logging.getLogger(__name__)
+CONTRADICTIONS = "faxmax.contradicting_statuses"  # meta key
 
 RECOVERED = ("fax-bridge stopped while this fax was being handed to FaxMAX, so it cannot "
              "tell whether FaxMAX received it; it was not sent again")
@@ -83,12 +86,15 @@ def _apply_pending(db: sqlite3.Connection, fax_id: str, now: float, classify: Cl
     pending = db.execute(
         "SELECT id, status, result_message, pages FROM status_events"
         " WHERE fax_id = ? AND applied_at IS NULL ORDER BY id", (fax_id,)).fetchall()
-    state = job.state
+    state, first_status = job.state, job.provider_status
     for event_id, status, message, pages in pending:
         verdict = classify(status)
+        if verdict is not None and state not in (JobState.SUBMITTED, JobState.UNKNOWN) \
+                and verdict != state:
+            _contradiction(db, job.id, fax_id, status, first_status, state)
         if state in (JobState.SUBMITTED, JobState.UNKNOWN):
             if verdict is not None:
-                state = verdict
+                state, first_status = verdict, status
                 db.execute(
                     "UPDATE jobs SET state = ?, provider_status = ?, detail = ?,"
                     " pages_sent = COALESCE(?, pages_sent), updated_at = ?, finished_at = ?"
@@ -99,6 +105,16 @@ def _apply_pending(db: sqlite3.Connection, fax_id: str, now: float, classify: Cl
                 db.execute("UPDATE jobs SET provider_status = ?, updated_at = ? WHERE id = ?",
                            (status, now, job.id))
         db.execute("UPDATE status_events SET applied_at = ? WHERE id = ?", (now, event_id))
+
+
+def _contradiction(db: sqlite3.Connection, job_id: int, fax_id: str, status: str,
+                   first: str, state: JobState) -> None:
+    """The first final status stands (its report may be out already), but a later one that
+    says otherwise is worth a person's look: logged, and counted in `meta` for `/metrics`."""
+    log.warning("job %s (fax %s): final status %s ignored: it contradicts the first final "
+                "status, %s (%s)", job_id, fax_id, status, first, state)
+    db.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT(key)"
+               " DO UPDATE SET value = CAST(value AS INTEGER) + 1", (CONTRADICTIONS,))
 
 
 class JobStore:

@@ -68,23 +68,26 @@ class Outbox:
 
     async def finish(
         self, mail_id: int, state: MailState, *, now: float, error: str = "",
-        retry_at: float | None = None,
+        retry_at: float | None = None, unanswered: bool = False,
     ) -> None:
-        """Delivered, given up, or (`PENDING` with `retry_at`) to be tried again then."""
+        """Delivered, given up, or (`PENDING` with `retry_at`) to be tried again then;
+        `unanswered`: this delivery's final `.` got no answer (the relay may have it)."""
         await self._writer.transaction(lambda db: db.execute(
             "UPDATE outbox SET state = ?, last_error = ?, updated_at = ?, leased_until = NULL,"
-            " next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
-            (state, error, now, retry_at, mail_id)))
+            " next_attempt_at = COALESCE(?, next_attempt_at), unanswered = unanswered + ?"
+            " WHERE id = ?", (state, error, now, retry_at, int(unanswered), mail_id)))
 
     async def requeue(self, mail_id: int, now: float) -> bool:
-        """An operator's resend of an email that was given up, or one still waiting for its
-        next attempt, after fixing the relay: due now, with a fresh allowance of attempts."""
+        """An operator's resend of an email that was given up or is of unknown delivery, or
+        one still waiting for its next attempt, after fixing the relay: due now, with a fresh
+        allowance of attempts. Unanswered deliveries stay counted: the operator's resend is
+        the one resend, so a relay that again does not answer gets no further copy."""
         cur = await self._writer.transaction(lambda db: db.execute(
             "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?, updated_at = ?,"
-            " created_at = ? WHERE id = ? AND state IN (?, ?) AND length(body) > 0"
+            " created_at = ? WHERE id = ? AND state IN (?, ?, ?) AND length(body) > 0"
             " AND COALESCE(leased_until, 0) <= ?",  # not while it is being delivered
-            (MailState.PENDING, now, now, now, mail_id, MailState.FAILED, MailState.PENDING,
-             now)))
+            (MailState.PENDING, now, now, now, mail_id, MailState.FAILED, MailState.UNKNOWN,
+             MailState.PENDING, now)))
         return bool(cur.rowcount == 1)
 
     async def latest(self, state: MailState | None = None, limit: int = 100) -> list[MailInfo]:

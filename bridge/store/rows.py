@@ -49,7 +49,8 @@ class InboundState(StrEnum):
 class MailState(StrEnum):
     PENDING = "pending"
     SENT = "sent"
-    FAILED = "failed"
+    FAILED = "failed"  # refused for good, or out of attempts: a dead letter, the admin told
+    UNKNOWN = "unknown"  # the relay did not answer its final `.`, twice: kept, not resent
 
 
 class Mapper(Generic[R]):
@@ -190,6 +191,7 @@ class QueuedMail:
     body: bytes
     attempts: int
     created_at: float
+    unanswered: int  # deliveries whose final `.` went unanswered: the relay may have it
 
 
 QUEUED_MAILS = Mapper(QueuedMail, "outbox", convert={"recipients": _tuple_of_json,
@@ -262,6 +264,7 @@ class Quarantined:
     body: bytes
     received_at: float
     replayed_at: float | None
+    repeats: int  # copies of the same body received again, not kept a second time
 
 
 QUARANTINED = Mapper(Quarantined, "quarantine", convert={"body": bytes})
@@ -300,3 +303,4 @@ class Snapshot:
     log_gaps: int
     last_poll: float  # 0: never
     last_push: float  # 0: never
+    contradictions: int  # final statuses that contradicted a job's first one (ignored)

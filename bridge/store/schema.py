@@ -7,6 +7,7 @@ script is never edited once released: a change is a new version at the end.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import sqlite3
 from collections.abc import Iterator
@@ -210,7 +211,33 @@ SCHEMA: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN round INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE inbound ADD COLUMN no_pdf_answers INTEGER NOT NULL DEFAULT 0;
     """,
+    # version 9: a quarantined body is kept once, by its SHA-256, however often FaxMAX sends it
+    # again (`repeats` counts the copies that were not kept: same bytes, so nothing is lost;
+    # the earliest row stays, unreplayed if any copy was); and an email whose final `.` went
+    # unanswered is counted (`unanswered`), so that it is resent at most once
+    """
+    ALTER TABLE quarantine ADD COLUMN sha256 TEXT;
+    ALTER TABLE quarantine ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
+    UPDATE quarantine SET sha256 = sha256_hex(body);
+    UPDATE quarantine SET
+        repeats = (SELECT COUNT(*) - 1 FROM quarantine q WHERE q.sha256 = quarantine.sha256),
+        replayed_at = CASE WHEN EXISTS (SELECT 1 FROM quarantine q
+                                        WHERE q.sha256 = quarantine.sha256
+                                        AND q.replayed_at IS NULL) THEN NULL
+                           ELSE replayed_at END
+        WHERE id = (SELECT MIN(id) FROM quarantine q WHERE q.sha256 = quarantine.sha256);
+    DELETE FROM quarantine
+        WHERE id != (SELECT MIN(id) FROM quarantine q WHERE q.sha256 = quarantine.sha256);
+    CREATE UNIQUE INDEX quarantine_sha256 ON quarantine(sha256);
+    ALTER TABLE outbox ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0;
+    """,
 )
+
+
+def sha256_hex(data: bytes | None) -> str:
+    """The key of a quarantined body; SQLite has no hash of its own, so the migration that
+    adds the key calls this one."""
+    return hashlib.sha256(data or b"").hexdigest()
 
 
 def statements(script: str) -> Iterator[str]:
@@ -233,6 +260,7 @@ def migrate(db: sqlite3.Connection) -> None:
             f"this database was written by a newer fax-bridge (schema {version}; this "
             f"version knows up to {len(SCHEMA)}): run the newer version, or restore a "
             "backup taken before the upgrade")
+    db.create_function("sha256_hex", 1, sha256_hex, deterministic=True)
     for number, script in enumerate(SCHEMA[version:], start=version + 1):
         for statement in statements(script):
             db.execute(statement)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bridge.files import atomic_path
 from bridge.providers import Provider
+from bridge.store.jobs import CONTRADICTIONS
 from bridge.store.rows import (
     FINAL_JOB_STATES,
     InboundState,
@@ -139,9 +140,16 @@ class Upkeep:
             "SELECT COUNT(*) FROM quarantine WHERE replayed_at IS NULL")
         meta = {str(k): str(v) for k, v in await self._reader.rows(
             "SELECT key, value FROM meta WHERE key IN"
-            " ('byosoku.log_gaps', 'byosoku.last_poll_ok', 'faxmax.last_push')")}
+            " ('byosoku.log_gaps', 'byosoku.last_poll_ok', 'faxmax.last_push', ?)",
+            (CONTRADICTIONS,))}
         return Snapshot(
             jobs=jobs, received=received, emails=emails, queues=queues,
             quarantined=int(quarantined), log_gaps=int(meta.get("byosoku.log_gaps", 0)),
             last_poll=float(meta.get("byosoku.last_poll_ok", 0)),
-            last_push=float(meta.get("faxmax.last_push", 0)))
+            last_push=float(meta.get("faxmax.last_push", 0)),
+            contradictions=int(meta.get(CONTRADICTIONS, 0)))
+
+    async def spool_names(self) -> set[str]:
+        """The names of the spool files that mails refer to (see `ingress.data.orphans`)."""
+        rows = await self._reader.rows("SELECT spool_path FROM messages WHERE spool_path != ''")
+        return {Path(str(path)).name for path, in rows}

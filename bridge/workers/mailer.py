@@ -3,7 +3,9 @@
 A claimed email's next attempt is pushed past a lease before delivery, so a crash mid-delivery
 means one retry later (a possible duplicate, recognisable by its Message-ID), never a loss. An
 email the relay refuses for good (5xx), or that is still undelivered after `mail.max_attempts`
-or `mail.retry_max_age`, stays in the outbox as a dead letter and the admin is told.
+or `mail.retry_max_age`, stays in the outbox as a dead letter and the admin is told. An email
+whose final `.` the relay never answered may have been taken: it is sent again at most once,
+then kept as `unknown` and the admin is told.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import MailSettings
-from bridge.errors import DeliveryError, DeliveryPermanentError
+from bridge.errors import DeliveryError, DeliveryOutcomeUnknown, DeliveryPermanentError
 from bridge.mail import Envelope, Transport
 from bridge.retry import RetryPolicy
 from bridge.store import MailState, QueuedMail, Store
@@ -37,7 +39,8 @@ class Mailer(Worker):
         self.jitter = jitter
         self.alerter = alerter
         self.shunt = Shunt(store, clock, "email", "mail", alert=alerter.alert)
-        self.lease = settings.smtp_timeout * 3 + 30
+        # connect + commands, then the final `.`'s own wait
+        self.lease = settings.smtp_timeout * 3 + settings.smtp_final_dot_timeout + 30
         self.policy = RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
                                   max_attempts=settings.max_attempts,
                                   max_age=settings.retry_max_age)
@@ -58,6 +61,9 @@ class Mailer(Worker):
         envelope = Envelope(mail_from=mail.mail_from, recipients=mail.recipients, body=mail.body)
         try:
             outcome = await self.transport.deliver(envelope)
+        except DeliveryOutcomeUnknown as exc:
+            await self._unanswered(mail, exc)
+            return
         except DeliveryError as exc:
             now = self.clock.now()
             at = None if isinstance(exc, DeliveryPermanentError) else self.policy.next_attempt(
@@ -77,6 +83,39 @@ class Mailer(Worker):
         log.info("mail %s %s: delivered to %s, %s", mail.id, mail.message_id,
                  ", ".join(mail.recipients), outcome)
         await self.store.outbox.finish(mail.id, MailState.SENT, now=self.clock.now())
+
+    async def _unanswered(self, mail: QueuedMail, exc: DeliveryOutcomeUnknown) -> None:
+        """The relay may have the email: sent again once (the same bytes, so the same
+        Message-ID, which shows a repeat for what it is), then kept as `unknown` and the admin
+        told, never resent blindly up to `mail.max_attempts` times."""
+        now = self.clock.now()
+        error = f"delivery unknown: {exc}"
+        at = None if mail.unanswered else self.policy.next_attempt(
+            attempts=mail.attempts, first_at=mail.created_at, now=now, jitter=self.jitter())
+        if at is not None:
+            log.warning("mail %s %s: delivery unknown: %s; sent again once, with the same "
+                        "Message-ID, in %.0fs", mail.id, mail.message_id, exc, at - now)
+            await self.store.outbox.finish(mail.id, MailState.PENDING, now=now, error=error,
+                                           retry_at=at, unanswered=True)
+            return
+        log.error("mail %s %s: delivery unknown: %s; kept as unknown and not sent again "
+                  "(fax-bridge retry --mail %s resends it)", mail.id, mail.message_id, exc,
+                  mail.id)
+        await self.store.outbox.finish(mail.id, MailState.UNKNOWN, now=now, error=error,
+                                       unanswered=True)
+        if set(mail.recipients) == {self.alerter.admin}:
+            return
+        copies = mail.unanswered + 1
+        await self.alerter.alert(
+            "mail-delivery-unknown",
+            f"delivery unknown for an email to {', '.join(mail.recipients)}",
+            f"Message-ID: {mail.message_id}\nLast error: {exc}\n\n"
+            f"It was sent {'once' if copies == 1 else 'twice'} without an answer from the "
+            "relay, which may have delivered it (the recipient may even have it twice, with "
+            "the same Message-ID). It is not sent again on its own; it is kept in the outbox "
+            f"as mail {mail.id}. If the recipient does not have it, `fax-bridge retry --mail "
+            f"{mail.id}` sends it again; `fax-bridge list --mail unknown` shows every such "
+            "email.")
 
     async def dead_letter(self, mail: QueuedMail, words: str) -> None:
         """Kept in the outbox as given up, as a refused email is; `retry --mail` resends it."""
