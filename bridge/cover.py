@@ -1,6 +1,6 @@
 """The sender's own words, for a fax's cover page: a mail's body without the signature, the
 quoted reply or the forwarded history, and the visible text of an HTML body when the mail has
-no plain-text one.
+no plain-text one; and where a fax's cover page is kept.
 """
 
 from __future__ import annotations
@@ -8,6 +8,15 @@ from __future__ import annotations
 import html
 import re
 from html.parser import HTMLParser
+from pathlib import Path
+
+COVER_FILE = "cover.json"  # next to the fax's PDF: its cover page, as a JSON string
+
+
+def cover_file(document_path: str | Path) -> Path:
+    """Where the cover page of the fax at `document_path` is kept, when it has one (made by
+    `workers.converter.make_cover`, sent by `providers.faxmax`)."""
+    return Path(document_path).with_name(COVER_FILE)
 
 
 class _TextOf(HTMLParser):

@@ -1,22 +1,31 @@
 """Turns each accepted mail into one PDF (and a cover page), after `250`, off the event loop.
 
 Conversion runs in a sandboxed process (`bridge.sandbox`): Pillow and pypdf are CPU-bound and
-parse hostile input, so they must neither block the event loop nor take the service down.
+parse hostile input, so they must neither block the event loop nor take the service down. The
+cover page is made there too, once per mail, and kept as a file next to the PDF
+(`cover.cover_file`): the sender's words are as long as the sender made them, and escaping them (a
+body of `&` grows fivefold) took the loop 0.04–0.08 s per MB; held in the store, every job in
+flight and its JSON request held a copy of its own (over 1 GB for one 25 MB mail to 4
+numbers). The file holds the page as the JSON string that `Fax.send_fax` carries it in, so
+each call streams it from disk (`bridge.providers.faxmax`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from bridge import cover, documents, mime, replies
 from bridge.clock import Clock
 from bridge.config import CoverPage
 from bridge.errors import BridgeError
+from bridge.files import write_atomic
 from bridge.limits import DAY, PageCaps, broken_cap
 from bridge.mail import Templates
 from bridge.sandbox import Sandbox
@@ -31,23 +40,48 @@ INTERNAL_ERROR = ("fax-bridge could not convert the attachments (an internal err
 
 
 @dataclass(frozen=True)
+class CoverRequest:
+    """What the sandboxed child needs to make a mail's cover page."""
+
+    mode: Literal["auto", "always"]  # `auto`: only when the sender wrote something of their own
+    templates_dir: str
+    subject: str
+    sender: str
+
+
+@dataclass(frozen=True)
 class Prepared:
     pdf_path: str
     pages: int
-    body_text: str
+    cover: bool  # a cover page was written (`cover.cover_file(pdf_path)`)
     left_out: tuple[str, ...]
 
 
-def prepare(stored: str | bytes, workdir: str, max_pages: int) -> Prepared:
-    """Runs in a sandboxed process: decode the attachments and build the fax PDF. `stored` is
-    the mail, or the path of the file a large one was spooled to."""
+def make_cover(body: str, request: CoverRequest, out: Path) -> bool:
+    """Runs in a sandboxed process: the cover page around the sender's own words, written to
+    `out` as a JSON string; False (and no file) when `auto` finds no words of their own."""
+    text = cover.cover_text(body)
+    if not text and request.mode == "auto":
+        return False
+    page = Templates.cached(request.templates_dir).render(
+        "cover.html.j2", {"text": text, "subject": request.subject, "sender": request.sender})
+    write_atomic(out, json.dumps(page, ensure_ascii=False).encode())  # as the PDF is
+    return True
+
+
+def prepare(stored: str | bytes, workdir: str, max_pages: int,
+            cover_request: CoverRequest | None = None) -> Prepared:
+    """Runs in a sandboxed process: decode the attachments, build the fax PDF and its cover
+    page. `stored` is the mail, or the path of the file a large one was spooled to."""
     work = Path(workdir)
     raw = stored if isinstance(stored, bytes) else Path(stored).read_bytes()
     extraction = mime.extract(raw)
     work.mkdir(parents=True, exist_ok=True)
     out = work / "fax.pdf"
     pages = documents.build_pdf(extraction.parts, out, documents.Limits(max_pages=max_pages))
-    return Prepared(pdf_path=str(out), pages=pages, body_text=extraction.body_text,
+    has_cover = cover_request is not None and make_cover(extraction.body_text, cover_request,
+                                                         cover.cover_file(out))
+    return Prepared(pdf_path=str(out), pages=pages, cover=has_cover,
                     left_out=extraction.left_out)
 
 
@@ -110,7 +144,8 @@ class Converter(Worker):
         workdir = self.workdir(message)
         try:
             stored = message.spool_path if message.raw is None else message.raw
-            prepared = await self.sandbox.run(prepare, stored, str(workdir), self.max_pages)
+            prepared = await self.sandbox.run(prepare, stored, str(workdir), self.max_pages,
+                                              self.cover_request(message))
         except BridgeError as exc:
             log.warning("message %s: documents refused: %s", message.id, exc)
             await self._fail(message, str(exc))
@@ -126,13 +161,13 @@ class Converter(Worker):
             log.warning("message %s: refused: %s", message.id, refusal)
             await self._fail(message, refusal)
             return
-        cover = self.cover_html(message, prepared.body_text)
         left_out = dict.fromkeys((*message.left_out, *prepared.left_out))
+        # The cover page is in its file, not in the row (see the module's docstring).
         await self.store.jobs.converted(message.id, document_path=prepared.pdf_path,
-                                            pages=prepared.pages, cover_html=cover,
-                                            left_out=left_out)
+                                        pages=prepared.pages, cover_html=None,
+                                        left_out=left_out)
         log.info("message %s: %d page(s) ready to fax%s", message.id, prepared.pages,
-                 " with a cover page" if cover else "")
+                 " with a cover page" if prepared.cover else "")
         self.on_ready()
 
     async def _fail(self, message: Message, reason: str) -> None:
@@ -158,13 +193,10 @@ class Converter(Worker):
             return replies.OVER_GATEWAY_PAGES.say()
         return None
 
-    def cover_html(self, message: Message, body: str) -> str | None:
-        """`auto`: a cover page only when the sender wrote something of their own."""
+    def cover_request(self, message: Message) -> CoverRequest | None:
+        """What the child needs for the mail's cover page (`make_cover`), unless `never`."""
         if self.cover_page == "never":
             return None
-        text = cover.cover_text(body)
-        if not text and self.cover_page == "auto":
-            return None
-        return self.templates.render("cover.html.j2", {
-            "text": text, "subject": message.subject,
-            "sender": message.header_from or message.mail_from})
+        return CoverRequest(mode=self.cover_page, templates_dir=self.templates.override_dir,
+                            subject=message.subject,
+                            sender=message.header_from or message.mail_from)
