@@ -54,6 +54,12 @@ class _Follows:
     """The child's answer comes next, in a message of its own: it is large."""
 
 
+def _send(conn: multiprocessing.connection.Connection, func: Callable[..., Any],
+          args: tuple[Any, ...]) -> None:
+    """A job with a large document, pickled and written in a thread."""
+    conn.send_bytes(ForkingPickler.dumps((func, args)))
+
+
 def _receive(conn: multiprocessing.connection.Connection) -> Any:
     """A large answer, read and unpickled in a thread (see the module's docstring)."""
     return ForkingPickler.loads(conn.recv_bytes())
@@ -184,12 +190,15 @@ class Sandbox:
                 readable.set_result(None)
 
         child.usable = False  # until it has answered this job
-        job = ForkingPickler.dumps((func, args))
-        if len(job) > LARGE_BYTES:
-            await asyncio.to_thread(child.conn.send_bytes, job)
+        if any(isinstance(arg, bytes) and len(arg) > LARGE_BYTES for arg in args):
+            await asyncio.to_thread(_send, child.conn, func, args)  # pickled there too
         else:
-            child.conn.send_bytes(job)
-        del job
+            job = ForkingPickler.dumps((func, args))
+            if len(job) > LARGE_BYTES:
+                await asyncio.to_thread(child.conn.send_bytes, job)
+            else:
+                child.conn.send_bytes(job)
+            del job
         loop.add_reader(fd, answered)
         try:
             await asyncio.wait_for(readable, self.limits.seconds)

@@ -12,6 +12,7 @@ import email
 import io
 import json
 import multiprocessing.connection
+import random
 import threading
 from dataclasses import replace
 from email.policy import default
@@ -21,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge import cover, mime
+from bridge import cover, mail, mime
 from bridge.ingress.pushes import PARSE_HERE_BYTES
 from bridge.mail import Templates
 from bridge.sandbox import LARGE_BYTES, Sandbox
@@ -197,3 +198,16 @@ async def test_a_large_job_and_its_large_answer_cross_the_pipe_off_the_event_loo
     large = [(kind, here) for kind, size, here in on_loop if size > LARGE_BYTES]
     assert sorted(large) == [("recv", False), ("send", False)]
     assert any(here for kind, size, here in on_loop if size < 1000)  # small ones stay here
+
+
+def test_maildir_line_ends_are_converted_piece_by_piece_as_one_replace_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A "\\r\\n" split across two pieces is still one line end."""
+    monkeypatch.setattr(mail, "LOCAL_CHUNK", 7)
+    rng = random.Random(19)
+    for _ in range(500):
+        body = bytes(rng.choice(b"\r\nab") for _ in range(rng.randint(0, 40)))
+        out = io.BytesIO()
+        mail._write_local(body, out)
+        assert out.getvalue() == body.replace(b"\r\n", b"\n"), body

@@ -3,12 +3,14 @@
 
 The times of the last calls live in the store, so a restart keeps the spacing; a call that was
 in flight when the process died counts as answered at the next start (the provider may have
-answered it just before the crash). Within the process the spacing is measured on the monotonic
-clock: the wall clock only carries it across a restart (rule 7), so an NTP step cannot shorten
-it. A PDF that cannot be stored because the disk is full is not downloaded again every few
-seconds: PDF calls pause, doubling up to `DISK_FULL_MAX_PAUSE`, and the admin is told once. Every unseen `pdfId` is stored before its PDF is fetched,
+answered it just before the crash). Every unseen `pdfId` is stored before its PDF is fetched,
 so a crash between log and PDF loses nothing. A full 50-row log that shares no id with the
 previous poll means faxes may have scrolled out unseen: the admin is told.
+
+Within the process the spacing is measured on the monotonic clock: the wall clock only carries
+it across a restart (rule 7), so an NTP step cannot shorten it. A PDF that cannot be stored
+because the disk is full is not downloaded again every few seconds: PDF calls pause, doubling
+up to `DISK_FULL_MAX_PAUSE`, and the admin is told once.
 """
 
 from __future__ import annotations
