@@ -1,7 +1,7 @@
 """Every figure of bench/RESULTS.md, one script after another: never two at once, since on a
 small machine they would measure each other.
 
-    .venv/bin/python bench/run.py                      # all, at full size (about 9 minutes)
+    .venv/bin/python bench/run.py                      # all, at full size (about 10 minutes)
     .venv/bin/python bench/run.py --only intake,webhook
 
 Each script prints its own figures beside the ceiling it measured in the same run, the machine,
@@ -18,13 +18,14 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = {  # RESULTS.md order: intake, webhook, latency, memory, documents, poller
+SCRIPTS = {  # RESULTS.md order: intake, webhook, latency, memory, documents, poller, stalls
     "intake": "intake.py",
     "webhook": "webhook.py",
     "latency": "latency.py",
     "memory": "memory.py",
     "documents": "documents.py",
     "poller": "poller.py",
+    "stalls": "loop_stalls.py",
 }
 
 

@@ -8,9 +8,13 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    """Wall-clock seconds since the epoch; what every stored timestamp is measured in."""
+    """`now()`: wall-clock seconds since the epoch, what every stored timestamp is measured in.
+    `monotonic()`: seconds from an arbitrary start, never stepped (by NTP or an operator), for
+    spacing measured within the process (rule 7)."""
 
     def now(self) -> float: ...
+
+    def monotonic(self) -> float: ...
 
 
 class SystemClock:
@@ -19,17 +23,30 @@ class SystemClock:
     def now(self) -> float:
         return time.time()
 
+    def monotonic(self) -> float:
+        return time.monotonic()
+
 
 class FakeClock:
     """A clock that only moves when told to: tests set it, workers read it."""
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         self._now = start
+        self._monotonic = 0.0
 
     def now(self) -> float:
         return self._now
 
+    def monotonic(self) -> float:
+        return self._monotonic
+
     def advance(self, seconds: float) -> None:
+        """Time passes: both clocks move."""
+        self._now += seconds
+        self._monotonic += seconds
+
+    def step(self, seconds: float) -> None:
+        """The wall clock is set (an NTP step, back when negative); no time passes."""
         self._now += seconds
 
 

@@ -1,6 +1,7 @@
 """The sender's own words, for a fax's cover page: a mail's body without the signature, the
 quoted reply or the forwarded history, and the visible text of an HTML body when the mail has
-no plain-text one; and how many pages they fill, within `MAX_COVER_PAGES`.
+no plain-text one; how many pages they fill, within `MAX_COVER_PAGES`; and where a fax's
+cover page is kept.
 
 The cover is a page of the fax like any other: it counts against `documents.max_pages` and
 the daily page caps. FaxMAX lays it out itself, so its pages are estimated by a fixed rule
@@ -18,6 +19,16 @@ import math
 import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from pathlib import Path
+
+COVER_FILE = "cover.json"  # next to the fax's PDF: its cover page, as a JSON string
+
+
+def cover_file(document_path: str | Path) -> Path:
+    """Where the cover page of the fax at `document_path` is kept, when it has one (made by
+    `workers.converter.make_cover`, sent by `providers.faxmax`)."""
+    return Path(document_path).with_name(COVER_FILE)
+
 
 LINES_PER_PAGE = 40
 CHARS_PER_LINE = 70

@@ -55,7 +55,7 @@ class Pipeline:
     templates: Templates
     page_caps: PageCaps
     sandbox: Sandbox  # conversions and received faxes: background work
-    inspector: Sandbox  # the checks in front of a mail's `250`
+    inspector: Sandbox  # the checks in front of a mail's `250`, and large pushes' parsing
     alerter: Alerter
     transport: Transport
     mailer: Mailer
@@ -95,8 +95,9 @@ def conversion_sandbox(settings: Settings, arrivals: Arrivals) -> Sandbox:
 
 
 def inspection_sandbox(settings: Settings, arrivals: Arrivals) -> Sandbox:
-    """The checks before a mail's `250`, at full priority, in children warmed up on a sample
-    mail so that no sender's `250` pays for a fresh child."""
+    """The checks before a mail's `250` (and the parsing of a large push, before its 2xx), at
+    full priority, in children warmed up on a sample mail so that no sender's `250` pays for a
+    fresh child."""
     return Sandbox(SandboxLimits(memory_bytes=settings.documents.memory_mb * 2**20,
                                  seconds=settings.smtp.inspect_timeout),
                    warm_up=(mime.inspect, (mime.SAMPLE_MAIL,)), lull=arrivals.lull)
@@ -158,7 +159,7 @@ def build_pipeline(
         poller = Poller(store, clock, byosoku, s.byosoku, inbound_dir=data / "inbound",
                         alerter=alerter, on_fax=inbox.wake, jitter=jitter)
     pushes = PushProcessor(store, clock, classify=status_classifier(s.faxmax), alerter=alerter,
-                           on_status=reporter.wake, on_fax=inbox.wake)
+                           sandbox=inspector, on_status=reporter.wake, on_fax=inbox.wake)
     health = Health(store, clock, db_path=data / "fax-bridge.sqlite3", tasks=tasks,
                     poller=poller, unhealthy_after=s.byosoku.unhealthy_after)
     smtp_handler = FaxHandler(

@@ -10,6 +10,12 @@ are parsed at once, and with it the memory that parsing can take. A child is rep
 that ran out of time or memory, after it has grown large, and after `MAX_JOBS` jobs, so that no
 job inherits much from the ones before it. Children are forked from a forkserver that has already
 imported the parsing modules, and never inherit the event loop's threads.
+
+A large job or answer (a received fax, a push, the email that carries a fax: over `LARGE_BYTES`
+once pickled) crosses the pipe in a thread: written or read on the event loop, a 30 MB document
+held it for tens of milliseconds. The pipe's reads and writes release the interpreter, so the
+loop serves mail and pushes meanwhile; small ones, nearly all, still go straight through, since
+the hop to a thread would cost more than they do.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
 from bridge import replies
@@ -36,9 +43,26 @@ log = logging.getLogger(__name__)
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["bridge.documents", "bridge.mime", "bridge.workers.converter",
-                                 "bridge.workers.inbox"])
+                                 "bridge.workers.inbox", "bridge.providers.faxmax"])
 MAX_JOBS = 200  # jobs per child before it is replaced
 MAX_RSS_KB = 256 * 1024  # a child whose peak memory passed this is replaced after its job
+LARGE_BYTES = 1 << 20  # a job or answer larger than this, pickled, crosses the pipe in a thread
+
+
+@dataclass(frozen=True)
+class _Follows:
+    """The child's answer comes next, in a message of its own: it is large."""
+
+
+def _send(conn: multiprocessing.connection.Connection, func: Callable[..., Any],
+          args: tuple[Any, ...]) -> None:
+    """A job with a large document, pickled and written in a thread."""
+    conn.send_bytes(ForkingPickler.dumps((func, args)))
+
+
+def _receive(conn: multiprocessing.connection.Connection) -> Any:
+    """A large answer, read and unpickled in a thread (see the module's docstring)."""
+    return ForkingPickler.loads(conn.recv_bytes())
 
 
 @dataclass(frozen=True)
@@ -83,16 +107,19 @@ def _serve(conn: multiprocessing.connection.Connection, limits: Limits) -> None:
             result = (False, exc)
         replace = replace or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > MAX_RSS_KB
         try:
-            conn.send((*result, replace))
+            answer = ForkingPickler.dumps((*result, replace))
         except Exception as exc:  # an unpicklable result: send its words instead
-            conn.send((False, DocumentError(replies.UNSENDABLE_RESULT, error=str(exc)),
-                       replace))
+            answer = ForkingPickler.dumps(
+                (False, DocumentError(replies.UNSENDABLE_RESULT, error=str(exc)), replace))
+        if len(answer) > LARGE_BYTES:  # the parent reads it in a thread
+            conn.send(_Follows())
+        conn.send_bytes(answer)
         if replace:
             return
         # pypdf's reference cycles would otherwise carry into the next job. Collected after
         # the answer has gone, not before: the parent is waiting for it (a mail's `250`), the
         # next job is not yet (up to 0.6 ms of a 1 ms mail check, in the slowest 1 %).
-        del func, args, result
+        del func, args, result, answer
         gc.collect()
 
 
@@ -162,21 +189,31 @@ class Sandbox:
             if not readable.done():
                 readable.set_result(None)
 
+        child.usable = False  # until it has answered this job
+        if any(isinstance(arg, bytes) and len(arg) > LARGE_BYTES for arg in args):
+            await asyncio.to_thread(_send, child.conn, func, args)  # pickled there too
+        else:
+            job = ForkingPickler.dumps((func, args))
+            if len(job) > LARGE_BYTES:
+                await asyncio.to_thread(child.conn.send_bytes, job)
+            else:
+                child.conn.send_bytes(job)
+            del job
         loop.add_reader(fd, answered)
         try:
-            child.usable = False  # until it has answered this job
-            child.conn.send((func, args))
-            try:
-                await asyncio.wait_for(readable, self.limits.seconds)
-            except TimeoutError:
-                raise DocumentError(replies.TOO_SLOW, what=what,
-                                    seconds=self.limits.seconds) from None
-            try:
-                ok, value, replace = child.conn.recv()
-            except (EOFError, OSError):  # it died mid-job: killed by the kernel or a limit
-                raise DocumentError(replies.READER_DIED, what=what) from None
+            await asyncio.wait_for(readable, self.limits.seconds)
+        except TimeoutError:
+            raise DocumentError(replies.TOO_SLOW, what=what,
+                                seconds=self.limits.seconds) from None
         finally:
             loop.remove_reader(fd)
+        try:
+            answer = child.conn.recv()
+            if isinstance(answer, _Follows):
+                answer = await asyncio.to_thread(_receive, child.conn)
+            ok, value, replace = answer
+        except (EOFError, OSError):  # it died mid-job: killed by the kernel or a limit
+            raise DocumentError(replies.READER_DIED, what=what) from None
         child.usable = not replace
         return ok, value
 

@@ -141,10 +141,10 @@ class TimedFaxMaxClient(FaxMaxClient):
         self.calls: list[float] = []
 
     async def send_fax(self, *, job_id: int, number: str, document: Path,
-                       cover_html: str | None) -> SendResult:
+                       cover: Path | None) -> SendResult:
         self.calls.append(self.clock.now())
         return await super().send_fax(job_id=job_id, number=number, document=document,
-                                      cover_html=cover_html)
+                                      cover=cover)
 
 
 class TimedSmtpTransport(SmtpTransport):

@@ -283,8 +283,8 @@ async def test_f5_a_document_that_cannot_be_read_at_send_time_fails_and_is_never
         await rig.run_for(DAY)
         state, attempts, detail = await rig.job_state(job_id)
     assert (state, attempts) == (JobState.FAILED, 1)
-    assert detail.startswith("the fax document could not be read, so it was not sent "
-                             "(FileNotFoundError: ")
+    assert detail.startswith("the fax document or its cover page could not be read, so it "
+                             "was not sent (FileNotFoundError: ")
     assert faxmax.calls == 0
     [report] = relay.messages
     assert report.message["Subject"] == "Fax NOT delivered to +902122222525: Invoice 42"

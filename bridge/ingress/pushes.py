@@ -5,6 +5,12 @@ with other pushes and mails arriving at the same moment: a group commit); only t
 caller answer 2xx. The image lives in its fax's row, so it is durable with that one commit.
 Events that cannot be understood are kept raw in quarantine and reported to the admin, never
 dropped: FaxMAX would retry a non-2xx forever.
+
+A body over `PARSE_HERE_BYTES` (a received fax of more than a few pages; up to
+`http.max_body_bytes`, 50 MB) is parsed in a sandboxed child, as hostile input is: decoding
+40 MB of JSON and base64 is two single C calls of about 0.1 s each, which would hold the event
+loop (a thread would not help: they never release the interpreter). Smaller bodies, nearly all,
+are parsed here in a few milliseconds at most, without the round trip.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from dataclasses import dataclass
 
 from bridge.alerts import Alerter
 from bridge.clock import Clock
+from bridge.errors import DocumentError
 from bridge.mail import one_line
-from bridge.providers.faxmax import PROVIDER, parse_push
+from bridge.providers.faxmax import PROVIDER, PushBatch, parse_push
+from bridge.sandbox import Sandbox
 from bridge.store import JobState, NewInbound, Store
 
 log = logging.getLogger(__name__)
 SOURCE = "faxmax-push"
+PARSE_HERE_BYTES = 1 << 20  # larger push bodies are parsed in the sandbox
 
 
 @dataclass(frozen=True)
@@ -36,10 +45,11 @@ class PushOutcome:
 class PushProcessor:
     def __init__(
         self, store: Store, clock: Clock, *,
-        classify: Callable[[str], JobState | None], alerter: Alerter,
+        classify: Callable[[str], JobState | None], alerter: Alerter, sandbox: Sandbox,
         on_status: Callable[[], None], on_fax: Callable[[], None],
     ) -> None:
         self.store = store
+        self.sandbox = sandbox
         self.clock = clock
         self.classify = classify
         self.alerter = alerter
@@ -49,7 +59,7 @@ class PushProcessor:
     async def process(self, body: bytes, *, quarantine: bool = True) -> PushOutcome:
         """Store a push. With `quarantine=False` (a replay) what still cannot be understood is
         only reported back, not kept a second time."""
-        batch = parse_push(body)
+        batch = await self.parse(body)
         now = self.clock.now()
         faxes = [NewInbound(
             provider=PROVIDER, external_id=fax.fax_id, receiving_number=fax.receiving_number,
@@ -99,3 +109,16 @@ class PushProcessor:
             log.error("push: quarantine %s is stored, but its alert to the admin could not be "
                       "queued: %s: %s", ", ".join(f"#{qid}" for qid, _ in kept),
                       exc.__class__.__name__, one_line(str(exc)))
+
+    async def parse(self, body: bytes) -> PushBatch:
+        """`parse_push`, in the sandbox for a large body. One the child cannot read within its
+        limits is kept in quarantine like any body not understood; a failure of the sandbox
+        itself (no process could be started) propagates, so the push is answered 5xx and
+        FaxMAX sends it again."""
+        if len(body) <= PARSE_HERE_BYTES:
+            return parse_push(body)
+        try:
+            return await self.sandbox.run(parse_push, body, what="the push")
+        except DocumentError as exc:
+            log.error("push: a %d-byte body could not be read: %s", len(body), exc)
+            return PushBatch((), (), ((body, str(exc)),))

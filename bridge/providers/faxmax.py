@@ -9,6 +9,7 @@ never resent automatically: a person decides.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 
 from bridge import documents
 from bridge.config import FaxmaxSettings
@@ -47,10 +50,10 @@ class SendResult:
 
 
 def build_request(
-    settings: FaxmaxSettings, *, job_id: int, number: str, cover_html: str | None,
-    request_id: str,
+    settings: FaxmaxSettings, *, job_id: int, number: str, request_id: str,
 ) -> dict[str, Any]:
-    """The JSON-RPC body. The docs disagree on `token` vs `token_`, so both are sent."""
+    """The JSON-RPC body, but the cover page (see `CoverData`). The docs disagree on `token`
+    vs `token_`, so both are sent."""
     params: dict[str, Any] = {
         "phones": [{"phone": number, "api_id": str(job_id)}],
         "paper_size": settings.paper_size,
@@ -64,9 +67,36 @@ def build_request(
         params["password"] = settings.password
     if settings.cli:
         params["cli"] = settings.cli
-    if cover_html:
-        params["cover_html"] = cover_html
     return {"jsonrpc": "2.0", "id": request_id, "method": "Fax.send_fax", "params": params}
+
+
+class CoverData(Payload):
+    """The `data` field of a send call whose cover page is in a file (`bridge.cover`): the
+    JSON-RPC body around the page, streamed from the file as each call sends it, so that no
+    job in flight holds a copy of the page or of the JSON that carries it. The file holds the
+    page as a JSON string already, so the bytes sent are those of `json.dumps(body)` with the
+    page as `params.cover_html`, its last member."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, data: str, cover: Path) -> None:
+        if not data.endswith("}}"):  # `params` is the body's last member, as built here
+            raise ValueError("the JSON-RPC body does not end with its params")
+        self._head = (data[:-2] + ', "cover_html": ').encode()
+        self._tail = b"}}"
+        self._cover = cover
+        super().__init__(cover, content_type="text/plain; charset=utf-8")
+        self._size = len(self._head) + cover.stat().st_size + len(self._tail)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return (self._head + self._cover.read_bytes() + self._tail).decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await writer.write(self._head)
+        with self._cover.open("rb") as page:
+            while chunk := await asyncio.to_thread(page.read, self.CHUNK):
+                await writer.write(chunk)
+        await writer.write(self._tail)
 
 
 def interpret_response(status: int, body: bytes, *, number: str, job_id: int) -> SendResult:
@@ -156,32 +186,36 @@ class FaxMaxClient:
         await self._session.close()
 
     async def send_fax(
-        self, *, job_id: int, number: str, document: Path, cover_html: str | None
+        self, *, job_id: int, number: str, document: Path, cover: Path | None
     ) -> SendResult:
+        """`cover`: the file of the fax's cover page (`bridge.cover.cover_file`), if any."""
         with self.metrics.provider_call(PROVIDER, "send_fax"):
             return await self._send_fax(job_id=job_id, number=number, document=document,
-                                        cover_html=cover_html)
+                                        cover=cover)
 
     async def _send_fax(
-        self, *, job_id: int, number: str, document: Path, cover_html: str | None
+        self, *, job_id: int, number: str, document: Path, cover: Path | None
     ) -> SendResult:
         request_id = str(uuid.uuid4())
         body = build_request(self.settings, job_id=job_id, number=number,
-                             cover_html=cover_html, request_id=request_id)
-        # Opened before the call, outside the `try` below: a document that cannot be read
-        # (deleted, a failing disk) is a plain failure, since nothing was sent, never an
-        # "unknown" from an OSError the call itself could have raised after sending.
+                             request_id=request_id)
+        data = json.dumps(body, ensure_ascii=False)
+        # The files are opened before the call, outside the `try` below: a document or cover
+        # page that cannot be read (deleted, a failing disk) is a plain failure, since nothing
+        # was sent, never an "unknown" from an OSError the call itself could have raised after
+        # sending.
         try:
+            field: str | CoverData = data if cover is None else CoverData(data, cover)
             fp = document.open("rb")
         except OSError as exc:
             raise ProviderPermanentError(
-                f"the fax document could not be read, so it was not sent "
+                f"the fax document or its cover page could not be read, so it was not sent "
                 f"({exc.__class__.__name__}: {exc.strerror or exc})", provider=PROVIDER,
                 code="document") from exc
         try:
             with fp:
                 form = aiohttp.FormData()
-                form.add_field("data", json.dumps(body, ensure_ascii=False))
+                form.add_field("data", field)
                 form.add_field("fax_file", fp, filename=f"fax-job-{job_id}.pdf",
                                content_type="application/pdf")
                 async with self._session.post(self.settings.url, data=form) as resp:

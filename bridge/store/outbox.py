@@ -20,7 +20,7 @@ from bridge.store.rows import (
     OutgoingMail,
     QueuedMail,
 )
-from bridge.store.sql import Reader, first
+from bridge.store.sql import Reader, first, read_blob
 from bridge.store.writer import Writer
 
 
@@ -56,15 +56,20 @@ class Outbox:
         """Take the next due email, leased for `lease` seconds: if the delivery neither
         succeeds nor fails by then (a hung worker), it is handed out again; a crash clears
         the lease at the next start. Either way an email may go twice; its Message-ID shows it."""
-        row = await self._writer.transaction(lambda db: first(
-            db,
-            "UPDATE outbox SET attempts = attempts + 1, leased_until = ?, updated_at = ?"
-            " WHERE id = (SELECT id FROM outbox WHERE state = ? AND next_attempt_at <= ?"
-            "   AND COALESCE(leased_until, 0) <= ? ORDER BY next_attempt_at, id LIMIT 1)"
-            f" RETURNING {QUEUED_MAILS.columns}",
-            (now + lease, now, MailState.PENDING, now, now),
-        ))
-        return QUEUED_MAILS.load(row) if row is not None else None
+        def tx(db: sqlite3.Connection) -> QueuedMail | None:
+            row = first(
+                db,
+                "UPDATE outbox SET attempts = attempts + 1, leased_until = ?, updated_at = ?"
+                " WHERE id = (SELECT id FROM outbox WHERE state = ? AND next_attempt_at <= ?"
+                "   AND COALESCE(leased_until, 0) <= ? ORDER BY next_attempt_at, id LIMIT 1)"
+                f" RETURNING {QUEUED_MAILS.columns}",
+                (now + lease, now, MailState.PENDING, now, now),
+            )
+            if row is None:
+                return None
+            return QUEUED_MAILS.load_with(row, body=read_blob(db, "outbox", "body", row["id"]))
+
+        return await self._writer.transaction(tx)
 
     async def finish(
         self, mail_id: int, state: MailState, *, now: float, error: str = "",

@@ -78,7 +78,13 @@ class Mapper(Generic[R]):
     def load(self, row: Sequence[Any], start: int = 0, *, lazy: bool = False) -> R:
         """The row selected with `columns` (or `all_columns`, with `lazy=True`), from the
         column at `start` on: a joined row holds one table's columns after another's."""
-        names = self.names if lazy else self.eager
+        return self.row_type(**self._values(row, start, self.names if lazy else self.eager))
+
+    def load_with(self, row: Sequence[Any], **lazy: Any) -> R:
+        """The row selected with `columns`, its lazy fields given by name (read apart)."""
+        return self.row_type(**self._values(row, 0, self.eager), **lazy)
+
+    def _values(self, row: Sequence[Any], start: int, names: tuple[str, ...]) -> dict[str, Any]:
         values = dict(zip(names, tuple(row)[start:start + len(names)], strict=True))
         for name, convert in self.convert.items():
             value = values.get(name)
@@ -91,7 +97,7 @@ class Mapper(Generic[R]):
                     f"{self.table} row {values.get('id', '?')}: {name} {value!r} is not known "
                     "to this version of fax-bridge (was the database written by a newer one?)"
                 ) from exc
-        return self.row_type(**values)
+        return values
 
 
 def _tuple_of_json(value: str) -> tuple[str, ...]:
@@ -194,8 +200,8 @@ class QueuedMail:
     unanswered: int  # deliveries whose final `.` went unanswered: the relay may have it
 
 
-QUEUED_MAILS = Mapper(QueuedMail, "outbox", convert={"recipients": _tuple_of_json,
-                                                     "body": bytes})
+QUEUED_MAILS = Mapper(QueuedMail, "outbox", convert={"recipients": _tuple_of_json},
+                      lazy=("body",))  # read apart, in pieces (`sql.read_blob`)
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,33 @@
 """Turns each accepted mail into one PDF (and a cover page), after `250`, off the event loop.
 
 Conversion runs in a sandboxed process (`bridge.sandbox`): Pillow and pypdf are CPU-bound and
-parse hostile input, so they must neither block the event loop nor take the service down.
+parse hostile input, so they must neither block the event loop nor take the service down. The
+cover page is made there too, once per mail, and kept as a file next to the PDF
+(`cover.cover_file`): finding the sender's words in a body of any size and escaping them (a body
+of `&` grows fivefold) took the loop 0.04–0.08 s per MB; held in the store, every job in flight
+and its JSON request held a copy of its own (over 1 GB for one 25 MB mail to 4 numbers). The
+cover's pages count like the attachments' (`cover.fit`). The file holds the page as the JSON
+string that `Fax.send_fax` carries it in, so each call streams it from disk
+(`bridge.providers.faxmax`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from bridge import cover, documents, mime, replies
 from bridge.clock import Clock
 from bridge.config import CoverPage
 from bridge.errors import BridgeError
+from bridge.files import write_atomic
 from bridge.limits import DAY, PageCaps, broken_cap, who
 from bridge.mail import Templates
 from bridge.sandbox import Sandbox
@@ -43,24 +53,53 @@ def transient(exc: BaseException | None) -> bool:
 
 
 @dataclass(frozen=True)
+class CoverRequest:
+    """What the sandboxed child needs to make a mail's cover page."""
+
+    mode: Literal["auto", "always"]  # `auto`: only when the sender wrote something of their own
+    templates_dir: str
+    subject: str
+    sender: str
+
+
+@dataclass(frozen=True)
 class Prepared:
     pdf_path: str
-    pages: int
-    body_text: str
-    left_out: tuple[str, ...]
+    pages: int  # of the attachments; the cover's are `cover_pages` (0: no cover page)
+    left_out: tuple[str, ...]  # what the sender's report lists as not faxed
+    cover_pages: int = 0  # a cover page was written (`cover.cover_file(pdf_path)`)
 
 
-def prepare(stored: str | bytes, workdir: str, max_pages: int) -> Prepared:
-    """Runs in a sandboxed process: decode the attachments and build the fax PDF. `stored` is
-    the mail, or the path of the file a large one was spooled to."""
+def make_cover(body: str, request: CoverRequest, out: Path) -> cover.Fitted | None:
+    """Runs in a sandboxed process: the cover page around the sender's own words, cut to
+    `cover.MAX_COVER_PAGES` pages (`cover.fit`), written to `out` as a JSON string; None (and
+    no file) when `auto` finds no words of their own."""
+    text = cover.cover_text(body)
+    if not text and request.mode == "auto":
+        return None
+    fitted = cover.fit(text, request.sender, request.subject)
+    page = Templates.cached(request.templates_dir).render(
+        "cover.html.j2", {"text": fitted.text, "subject": request.subject,
+                          "sender": request.sender})
+    write_atomic(out, json.dumps(page, ensure_ascii=False).encode())  # as the PDF is
+    return fitted
+
+
+def prepare(stored: str | bytes, workdir: str, max_pages: int,
+            cover_request: CoverRequest | None = None) -> Prepared:
+    """Runs in a sandboxed process: decode the attachments, build the fax PDF and its cover
+    page. `stored` is the mail, or the path of the file a large one was spooled to."""
     work = Path(workdir)
     raw = stored if isinstance(stored, bytes) else Path(stored).read_bytes()
     extraction = mime.extract(raw)
     work.mkdir(parents=True, exist_ok=True)
     out = work / "fax.pdf"
     pages = documents.build_pdf(extraction.parts, out, documents.Limits(max_pages=max_pages))
-    return Prepared(pdf_path=str(out), pages=pages, body_text=extraction.body_text,
-                    left_out=extraction.left_out)
+    fitted = (None if cover_request is None
+              else make_cover(extraction.body_text, cover_request, cover.cover_file(out)))
+    cut = (fitted.cut,) if fitted and fitted.cut else ()
+    return Prepared(pdf_path=str(out), pages=pages, left_out=(*extraction.left_out, *cut),
+                    cover_pages=fitted.pages if fitted else 0)
 
 
 class Converter(Worker):
@@ -136,7 +175,8 @@ class Converter(Worker):
         workdir = self.workdir(message)
         try:
             stored = message.spool_path if message.raw is None else message.raw
-            prepared = await self.sandbox.run(prepare, stored, str(workdir), self.max_pages)
+            prepared = await self.sandbox.run(prepare, stored, str(workdir), self.max_pages,
+                                              self.cover_request(message))
         except BridgeError as exc:
             log.warning("message %s: documents refused: %s", message.id, exc)
             await self._fail(message, str(exc))
@@ -147,22 +187,19 @@ class Converter(Worker):
             log.exception("message %s: conversion failed unexpectedly", message.id)
             await self._fail(message, INTERNAL_ERROR)
             return
-        cover, fitted = self.cover_html(message, prepared.body_text) or (None, None)
-        cover_pages = fitted.pages if fitted else 0
-        pages = prepared.pages + cover_pages  # what the fax costs: the caps count the cover
-        refusal = (self.over_max_pages(pages, cover_pages)
+        pages = prepared.pages + prepared.cover_pages  # what the fax costs: the caps count it
+        refusal = (self.over_max_pages(pages, prepared.cover_pages)
                    or await self.over_page_caps(message, pages))
         if refusal:
             log.warning("message %s: refused: %s", message.id, refusal)
             await self._fail(message, refusal)
             return
-        cut = (fitted.cut,) if fitted and fitted.cut else ()
-        left_out = dict.fromkeys((*message.left_out, *prepared.left_out, *cut))
+        left_out = dict.fromkeys((*message.left_out, *prepared.left_out))
+        # The cover page is in its file, not in the row (see the module's docstring).
         await self.store.jobs.converted(message.id, document_path=prepared.pdf_path,
-                                            pages=pages, cover_html=cover,
-                                            left_out=left_out)
+                                        pages=pages, cover_html=None, left_out=left_out)
         log.info("message %s: %d page(s) ready to fax%s", message.id, pages,
-                 f", {cover_pages} of them the cover" if cover else "")
+                 f", {prepared.cover_pages} of them the cover" if prepared.cover_pages else "")
         self.on_ready()
 
     async def _fail(self, message: Message, reason: str) -> None:
@@ -198,15 +235,10 @@ class Converter(Worker):
             return replies.OVER_GATEWAY_PAGES.say()
         return None
 
-    def cover_html(self, message: Message, body: str) -> tuple[str, cover.Fitted] | None:
-        """`auto`: a cover page only when the sender wrote something of their own. Its text
-        cut to `cover.MAX_COVER_PAGES` pages, and the pages it fills (`cover.fit`)."""
+    def cover_request(self, message: Message) -> CoverRequest | None:
+        """What the child needs for the mail's cover page (`make_cover`), unless `never`."""
         if self.cover_page == "never":
             return None
-        text = cover.cover_text(body)
-        if not text and self.cover_page == "auto":
-            return None
-        sender = message.header_from or message.mail_from
-        fitted = cover.fit(text, sender, message.subject)
-        return self.templates.render("cover.html.j2", {
-            "text": fitted.text, "subject": message.subject, "sender": sender}), fitted
+        return CoverRequest(mode=self.cover_page, templates_dir=self.templates.override_dir,
+                            subject=message.subject,
+                            sender=message.header_from or message.mail_from)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
 import hashlib
 import logging
 import zoneinfo
@@ -74,12 +73,6 @@ class FaxMail:
 UNCONVERTED_NOTE = "the fax could not be turned into a PDF; the original file is attached"
 
 
-@functools.lru_cache(maxsize=4)
-def _templates(directory: str) -> Templates:
-    """One set per sandbox child: Jinja compiles each template once, not once per fax."""
-    return Templates(directory)
-
-
 def fax_mail(original: bytes, letter: Letter, problem: str = "") -> FaxMail:
     """Runs in a sandboxed process: the fax as a PDF, and the email that carries it. Encoding a
     large attachment into an email is pure CPU: in the service, even in a thread, it held the
@@ -99,7 +92,7 @@ def fax_mail(original: bytes, letter: Letter, problem: str = "") -> FaxMail:
         name, mimetype, note = letter.pdf_name, "application/pdf", ""
         data = original if pdf is None else pdf
     context = letter.context | {"pages": pages, "filename": name, "note": note}
-    msg = compose(_templates(letter.templates_dir), "fax", context, from_=letter.from_,
+    msg = compose(Templates.cached(letter.templates_dir), "fax", context, from_=letter.from_,
                   to=letter.to, message_id=letter.message_id, date=letter.date,
                   auto_submitted=False, attachments=((name, mimetype, data),))
     return FaxMail(body=as_bytes(msg), pages=pages, filename=name, problem=problem)

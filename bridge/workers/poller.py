@@ -6,6 +6,11 @@ in flight when the process died counts as answered at the next start (the provid
 answered it just before the crash). Every unseen `pdfId` is stored before its PDF is fetched,
 so a crash between log and PDF loses nothing. A full 50-row log that shares no id with the
 previous poll means faxes may have scrolled out unseen: the admin is told.
+
+Within the process the spacing is measured on the monotonic clock: the wall clock only carries
+it across a restart (rule 7), so an NTP step cannot shorten it. A PDF that cannot be stored
+because the disk is full is not downloaded again every few seconds: PDF calls pause, doubling
+up to `DISK_FULL_MAX_PAUSE`, and the admin is told once.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from bridge.errors import ProviderError
 from bridge.files import write_atomic
 from bridge.providers.byosoku import NAME, PROVIDER, LogEntry
 from bridge.retry import RetryPolicy
-from bridge.store import Inbound, InboundState, NewInbound, Store
+from bridge.store import Inbound, InboundState, NewInbound, Store, is_disk_full
 from bridge.workers.base import Worker
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,8 @@ def fax_file(inbound_dir: Path, provider: str, external_id: str, suffix: str) ->
 LOG_ROWS = 50  # the receive log returns the latest 50 faxes
 FAILING_ALERT_AFTER = 5  # consecutive failed log calls before the admin hears of it
 GIVE_UP_AFTER = 3 * 86_400  # a PDF that keeps failing for this long is given up
+DISK_FULL_PAUSE = 10.0  # seconds without PDF calls after a PDF could not be stored; doubles
+DISK_FULL_MAX_PAUSE = 600.0  # ... up to this
 
 
 class ByosokuApi(Protocol):
@@ -89,45 +96,57 @@ class Poller(Worker):
         self.jitter = jitter
         self.policy = RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
                                   max_attempts=10_000, max_age=GIVE_UP_AFTER)
-        self._log_at: float | None = None  # earliest time of the next log call
-        self._pdf_at = 0.0  # earliest time of the next PDF call
+        # Earliest times of the next calls, on the monotonic clock.
+        self._log_at: float | None = None
+        self._pdf_at = 0.0
+        self._disk_full = 0  # PDFs in a row that could not be stored for want of space
         self._log_failures = 0
         self.failing_since: float | None = None  # when the current run of failed log calls began
         self.last_error = ""
 
     async def _load(self) -> None:
-        """The next allowed call times, from what the store remembers of the last calls."""
+        """The next allowed call times, from what the store remembers of the last calls: the
+        wall-clock times of the previous process, turned into waits from now (never longer
+        than a whole interval, whatever the wall clock did meanwhile)."""
         if self._log_at is not None:
             return
-        now = self.clock.now()
+        now, started_at = self.clock.now(), self.clock.monotonic()
         for kind, interval in (("log", self.settings.poll_interval),
                                ("pdf", self.settings.pdf_interval)):
             started = float(await self.store.upkeep.meta(f"byosoku.{kind}_started") or 0)
             answered = float(await self.store.upkeep.meta(f"byosoku.{kind}_answered") or 0)
             if started > answered:
                 answered = now  # in flight when we stopped: it may have been answered just now
-            at = answered + interval + margin(interval) if answered else now
+            spacing = interval + margin(interval)
+            wait = min(max(answered + spacing - now, 0.0), spacing) if answered else 0.0
             if kind == "log":
-                self._log_at = at
+                self._log_at = started_at + wait
             else:
-                self._pdf_at = at
+                self._pdf_at = started_at + wait
+
+    def _wall(self, at: float) -> float:
+        """A time on the monotonic clock, as the wall-clock time the workers sleep until."""
+        return self.clock.now() + (at - self.clock.monotonic())
 
     async def next_due(self) -> float | None:
         await self._load()
         assert self._log_at is not None
         pending = await self.store.inbound.next_due(InboundState.FETCHING)
         if pending is None:
-            return self._log_at
-        return min(self._log_at, max(pending, self._pdf_at))
+            return self._wall(self._log_at)
+        return min(self._wall(self._log_at), max(pending, self._wall(self._pdf_at)))
 
     async def run_once(self) -> bool:
         await self._load()
         assert self._log_at is not None
         now = self.clock.now()
-        if now >= self._log_at:
+        # Within a millisecond counts as reached: workers sleep until a wall-clock time,
+        # which carries less precision than the monotonic one (see `_wall`).
+        monotonic = self.clock.monotonic() + 1e-3
+        if monotonic >= self._log_at:
             await self.poll()
             return True
-        if now >= self._pdf_at:
+        if monotonic >= self._pdf_at:
             fax = await self.store.inbound.due(InboundState.FETCHING, now)
             if fax is not None:
                 await self.fetch(fax)
@@ -138,13 +157,15 @@ class Poller(Worker):
         await self.store.upkeep.set_meta({f"byosoku.{kind}_started": repr(self.clock.now())})
 
     async def _answered(self, kind: str) -> float:
-        answered = self.clock.now()
+        """Note a call's answer: the next call's earliest time; the wall-clock time returned
+        is what the store keeps for the next start."""
         interval = self.settings.poll_interval if kind == "log" else self.settings.pdf_interval
+        at = self.clock.monotonic() + interval + margin(interval)
         if kind == "log":
-            self._log_at = answered + interval + margin(interval)
+            self._log_at = at
         else:
-            self._pdf_at = answered + interval + margin(interval)
-        return answered
+            self._pdf_at = at
+        return self.clock.now()
 
     async def poll(self) -> None:
         await self._call_started("log")
@@ -200,7 +221,7 @@ class Poller(Worker):
         self.last_error = str(exc)
         assert self._log_at is not None
         log.warning("byosoku: log call failed (%s): %s; next call in %.0fs", exc.code, exc,
-                    self._log_at - self.clock.now())
+                    self._log_at - self.clock.monotonic())
         if exc.code in PERMANENT_ALERTS:
             await self.alerter.alert(f"byosoku-{exc.code}", PERMANENT_ALERTS[exc.code], str(exc))
         elif self._log_failures >= FAILING_ALERT_AFTER:
@@ -219,11 +240,42 @@ class Poller(Worker):
             return
         answered = await self._answered("pdf")
         path = fax_file(self.inbound_dir, PROVIDER, fax.external_id, ".pdf")
-        await asyncio.to_thread(write_atomic, path, pdf)
-        await self.store.inbound.fetched(fax.id, str(path), self.clock.now(),
-                                         {"byosoku.pdf_answered": repr(answered)})
+        try:
+            await asyncio.to_thread(write_atomic, path, pdf)
+            await self.store.inbound.fetched(fax.id, str(path), self.clock.now(),
+                                             {"byosoku.pdf_answered": repr(answered)})
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            await self._no_space(fax, exc)
+            return
+        self._disk_full = 0
         log.info("fax %s: PDF %s fetched (%d bytes)", fax.id, fax.external_id, len(pdf))
         self.on_fax()
+
+    async def _no_space(self, fax: Inbound, exc: Exception) -> None:
+        """The PDF was downloaded but cannot be kept: no PDF call until the pause is over
+        (each one would download it again for nothing), the pause doubling while the disk
+        stays full; the admin is told at the first (and the alert is throttled)."""
+        self._disk_full += 1
+        pause = min(DISK_FULL_MAX_PAUSE, DISK_FULL_PAUSE * 2 ** (self._disk_full - 1))
+        self._pdf_at = max(self._pdf_at, self.clock.monotonic() + pause)
+        log.error("fax %s: PDF %s downloaded but not stored, out of storage (%d in a row); "
+                  "no PDF call for %.0fs: %s", fax.id, fax.external_id, self._disk_full, pause,
+                  exc)
+        if self._disk_full > 1:
+            return
+        try:
+            await self.alerter.alert(
+                "byosoku-disk-full", f"received faxes cannot be stored: out of storage ({NAME})",
+                f"The PDF of fax {fax.id} (pdfId {fax.external_id}) was downloaded but could "
+                f"not be written: {exc}. Downloads pause, up to {DISK_FULL_MAX_PAUSE:.0f} s "
+                "at a time, and resume by themselves once there is space; nothing is lost.")
+        except Exception as alert_exc:  # the alert needs space too
+            if not is_disk_full(alert_exc):
+                raise
+            log.error("fax %s: the admin could not be told of the full disk: %s", fax.id,
+                      alert_exc)
 
     async def _pdf_failed(self, fax: Inbound, exc: ProviderError, now: float) -> None:
         attempts = fax.attempts + 1
@@ -234,7 +286,7 @@ class Poller(Worker):
         at = self.policy.next_attempt(attempts=attempts, first_at=fax.created_at, now=now,
                                       jitter=self.jitter())
         if exc.code == "ERR_ACCESS_INTERVAL" and at is not None:
-            at = self._pdf_at  # not a failure of this fax: just wait the interval
+            at = self._wall(self._pdf_at)  # not a failure of this fax: just wait the interval
         if give_up or at is None:
             log.error("fax %s: PDF %s could not be fetched after %d attempt(s): %s", fax.id,
                       fax.external_id, attempts, exc)

@@ -14,6 +14,7 @@ again, with back-off, until it commits; it is never lost, and the fax is never s
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import sqlite3
@@ -24,11 +25,13 @@ from typing import Protocol, TypeVar
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import FaxmaxSettings
+from bridge.cover import cover_file
 from bridge.errors import (
     ProviderOutcomeUnknown,
     ProviderPermanentError,
     ProviderTransientError,
 )
+from bridge.files import write_atomic
 from bridge.providers.faxmax import SendResult
 from bridge.retry import RetryPolicy
 from bridge.store import Job, JobState, Message, Store
@@ -40,7 +43,7 @@ T = TypeVar("T")
 
 class FaxSender(Protocol):
     async def send_fax(
-        self, *, job_id: int, number: str, document: Path, cover_html: str | None
+        self, *, job_id: int, number: str, document: Path, cover: Path | None
     ) -> SendResult: ...
 
 
@@ -58,6 +61,17 @@ def status_classifier(settings: FaxmaxSettings) -> Callable[[str], JobState | No
         return None
 
     return classify
+
+
+async def cover_of(message: Message, document: Path) -> Path | None:
+    """The file of the fax's cover page, if it has one (`bridge.cover.cover_file`). A cover
+    kept in the row, as versions before issue 19 kept it, is moved to its file at its first
+    send: one code path sends every cover."""
+    path = cover_file(document)
+    if message.cover_html is not None and not await asyncio.to_thread(path.exists):
+        page = json.dumps(message.cover_html, ensure_ascii=False).encode()
+        await asyncio.to_thread(write_atomic, path, page)
+    return path if await asyncio.to_thread(path.exists) else None
 
 
 CREDENTIAL_ERRORS = {"401", "403"}  # HTTP status or JSON-RPC error code: token or login refused
@@ -148,10 +162,11 @@ class Sender(Worker):
         assert message.document_path is not None
         log.info("job %s: sending %s page(s) to %s (attempt %d)", job.id, message.pages,
                  job.number, job.attempts)
+        document = Path(message.document_path)
         try:
             result = await self.client.send_fax(
-                job_id=job.id, number=job.number, document=Path(message.document_path),
-                cover_html=message.cover_html)
+                job_id=job.id, number=job.number, document=document,
+                cover=await cover_of(message, document))
         except ProviderTransientError as exc:
             await self._retry_or_fail(job, str(exc))
             return
