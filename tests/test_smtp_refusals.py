@@ -207,7 +207,7 @@ async def test_an_internal_error_is_a_temporary_451_without_exception_text(
     assert await bridge.store.jobs.counts() == {}
 
 
-@pytest.mark.parametrize("fault", ["spool-unwritable", "store-error"])
+@pytest.mark.parametrize("fault", ["spool-unwritable", "spool-unwritable-large", "store-error"])
 async def test_after_an_internal_error_the_next_mail_on_the_same_connection_is_accepted(
     make_bridge: MakeBridge, faxmax: FaxMaxSimulator, monkeypatch: pytest.MonkeyPatch,
     fault: str,
@@ -216,7 +216,7 @@ async def test_after_an_internal_error_the_next_mail_on_the_same_connection_is_a
     connection starts a new one, instead of `503 nested MAIL command`."""
     bridge = await make_bridge()
     spool = Path(bridge.settings.data_dir) / "spool"
-    if fault == "spool-unwritable":
+    if fault.startswith("spool-unwritable"):
         monkeypatch.setattr(smtp, "RAW_IN_ROW_BYTES", 0)  # every mail goes to a spool file
         spool.write_text("not a directory")  # writing the spool file will fail
     else:
@@ -231,7 +231,12 @@ async def test_after_an_internal_error_the_next_mail_on_the_same_connection_is_a
             return await accept(*args, **kwargs)
 
         monkeypatch.setattr(bridge.store.jobs, "accept", fail_once)
-    message = fax_mail(PDF).as_bytes()
+    # A large mail fails at its first block, and the blocks after it must not be read as
+    # commands.
+    message = fax_mail(PDF if fault != "spool-unwritable-large"
+                       else ("big.pdf", "application/pdf",
+                             make_pdf(1) + b"\n%" + b"x" * 300_000)).as_bytes()
+    assert fault != "spool-unwritable-large" or len(message) > 4 * 64 * 1024
     replies = []
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=bridge.smtp_port,
                                timeout=30) as client:

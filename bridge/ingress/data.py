@@ -12,12 +12,17 @@ the mail and however many arrive at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from bridge import replies
 from bridge.files import atomic_path
+from bridge.store import is_disk_full
+
+log = logging.getLogger(__name__)
 
 BLOCK = 64 * 1024
 END = b"\r\n.\r\n"  # the line break ending the last line, then a line holding only "."
@@ -177,5 +182,13 @@ def _take(piece: bytes, spool: Spool, *, first: bool, max_bytes: int,
         mail = mail[2:]
     if spool.size + len(mail) > max_bytes:
         return TOO_MUCH
-    spool.write(mail)
+    try:
+        spool.write(mail)
+    except OSError as exc:
+        # Refused like a mail over a limit: the rest of the mail is still read to its final
+        # `.` (else it would be read as commands), then the client is told to try again.
+        log.error("smtp: the mail being received could not be written to the spool after %d "
+                  "bytes: %s", spool.size, exc)
+        return replies.render(replies.OUT_OF_STORAGE if is_disk_full(exc)
+                              else replies.INTERNAL_ERROR)
     return None
