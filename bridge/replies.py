@@ -17,6 +17,7 @@ aiosmtpd's own replies (syntax errors, commands out of order, failed AUTH, and t
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 
@@ -60,14 +61,33 @@ def render(entry: Reply, about: str = "", /, **slots: object) -> Line:
     return Line(f"{entry.label} {_on_the_wire(words)}", entry)
 
 
+# Latin letters that are not a base letter plus accents, as a person writes them in ASCII.
+_LATIN = str.maketrans({"ı": "i", "ß": "ss", "æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O",
+                        "œ": "oe", "Œ": "OE", "đ": "d", "Đ": "D", "ł": "l", "Ł": "L",
+                        "þ": "th", "Þ": "Th", "ð": "d", "Ð": "D"})
+
+
 def _on_the_wire(text: str) -> str:
     """aiosmtpd encodes replies as ASCII (SMTPUTF8 is off): one non-ASCII character, say in an
     attachment's name, turned a clean refusal into an internal error, and a CR or LF would end
-    the line early. Such characters are written as Python escapes (`\\u898b`)."""
+    the line early. A Latin letter with accents is written as its base letter, as a person
+    would (`Teklif_Şubat.docx` is `Teklif_Subat.docx`); any other character outside printable
+    ASCII (a Japanese name, a zero-width space or a full-width digit in a number) as its
+    Python escape (`\\u898b`), which names it exactly. The report email keeps the name as it
+    was, in UTF-8."""
     if text.isascii() and text.isprintable():
         return text
-    return "".join(c if c.isascii() and c.isprintable() else c.encode("unicode_escape").decode()
-                   for c in text)
+    return "".join(c if c.isascii() and c.isprintable() else _ascii_of(c) for c in text)
+
+
+def _ascii_of(char: str) -> str:
+    """One character outside printable ASCII: its base letter when it is an accented Latin
+    letter (canonical decomposition only: a full-width `０` is not a `0`), else its escape."""
+    base = unicodedata.normalize("NFD", char.translate(_LATIN))
+    letters = "".join(c for c in base if not unicodedata.combining(c))
+    if letters and letters.isascii() and letters.isalpha():
+        return letters
+    return char.encode("unicode_escape").decode()
 
 
 # --- the connection --------------------------------------------------------------------------

@@ -369,13 +369,13 @@ async def test_a_document_that_fails_after_250_is_reported_to_its_sender(
 ) -> None:
     broken = make_pdf(1)[:200]  # passes the magic-byte check, fails the real parse
     bridge = await make_bridge()
-    result = await smtp_send(bridge.smtp_port, fax_mail(("broken.pdf", "application/pdf",
+    result = await smtp_send(bridge.smtp_port, fax_mail(("Teklif_Şubat.pdf", "application/pdf",
                                                          broken)))
     assert result.data == (250, "2.0.0 queued as fax jobs 1")
     await wait_for_state(bridge, 1, JobState.FAILED)
     [report] = await relay.wait_for(1)
     text = report.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "broken.pdf" in text
+    assert "Teklif_Şubat.pdf" in text  # the report names the file exactly (the wire: ASCII)
     assert faxmax.requests == []
 
 

@@ -4,16 +4,21 @@ refusals the catalogue has."""
 
 from __future__ import annotations
 
+import base64
 import pickle
 import re
 import string
+import urllib.parse
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge import replies
 from bridge.errors import DocumentError, NumberError, Refusal
 from bridge.metrics import refusal_labels
+from bridge.mime import inspect
 from bridge.replies import CATALOGUE, Reply, render
 
 README = Path(__file__).parent.parent / "README.md"
@@ -127,3 +132,37 @@ def readme_refusals() -> set[tuple[int, str]]:
 def test_the_readme_lists_every_refusal_of_the_catalogue_and_no_other() -> None:
     catalogue = {(entry.code, entry.enhanced) for entry in REFUSALS.values()}
     assert readme_refusals() == catalogue
+
+
+def test_accented_latin_letters_are_written_as_a_person_would_in_ascii() -> None:
+    assert render(replies.EMPTY_FILE, name="Teklif_Şubat.docx") == (
+        "554 5.6.1 'Teklif_Subat.docx' is empty")
+    assert render(replies.EMPTY_FILE, name="İzmir ığüşöç ĞÜŞÖÇ Straße") == (
+        "554 5.6.1 'Izmir igusoc GUSOC Strasse' is empty")
+    # What has no ASCII letter is named exactly: a Japanese name, a full-width digit.
+    assert render(replies.EMPTY_FILE, name="見積書０") == (
+        "554 5.6.1 '\\u898b\\u7a4d\\u66f8\\uff10' is empty")
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40))
+def test_a_refusal_naming_any_file_is_a_5xx_line_of_ascii(name: str) -> None:
+    """Whatever a client names a file (RFC 2231 lets it send any character, CR and LF too),
+    the refusal that names it is a permanent one, on one line of printable ASCII: never a 4xx
+    made by its own words, never an exception. Through the checks that run before `250`
+    (`mime.inspect`), with a ZIP archive of that name."""
+    encoded = urllib.parse.quote(name, safe="")
+    mail = (
+        "From: alice@example.com\r\nTo: 02122222525@fax.local\r\nSubject: Teklif\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+        "--b\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Disposition: attachment; filename*=utf-8''{encoded}\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+        f"{base64.b64encode(b'PK' + bytes([3, 4]) + bytes(200)).decode()}\r\n--b--\r\n"
+    ).encode()
+    with pytest.raises(Refusal) as refused:
+        inspect(mail)
+    line = refused.value.reply
+    assert line.startswith("554 5.6.1 "), line
+    assert line.isascii() and line.isprintable(), line

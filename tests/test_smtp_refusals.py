@@ -124,16 +124,21 @@ async def test_unusable_attachments_are_refused_at_data_with_their_names(
     await assert_nothing_queued(bridge, faxmax)
 
 
+@pytest.mark.parametrize(("name", "on_the_wire"), [
+    ("見積書.docx", "\\u898b\\u7a4d\\u66f8.docx"),  # no ASCII letters: named exactly
+    ("Teklif_Şubat.docx", "Teklif_Subat.docx"),  # accents dropped, as a person writes it
+])
 async def test_a_refusal_naming_a_non_ascii_file_stays_a_refusal(
-    make_bridge: MakeBridge, faxmax: FaxMaxSimulator
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, name: str, on_the_wire: str,
 ) -> None:
-    """aiosmtpd sends replies in ASCII: the name is escaped on the wire. Sent as it was, it made
-    the reply unencodable, and the sender got `451 4.3.0 Internal error`, to try again later."""
+    """aiosmtpd sends replies in ASCII: the name is made ASCII on the wire. Sent as it was, it
+    made the reply unencodable, and the sender got `451 4.3.0 Internal error`, to try again
+    later."""
     bridge = await make_bridge()
-    archive = ("見積書.docx", "application/octet-stream", b"PK\x03\x04" + b"\0" * 200)
+    archive = (name, "application/octet-stream", b"PK\x03\x04" + b"\0" * 200)
     result = await smtp_send(bridge.smtp_port, fax_mail(PDF, archive))
-    assert result.data == (554, "5.6.1 '\\u898b\\u7a4d\\u66f8.docx' is a ZIP archive; fax-bridge "
-                                "can fax PDF, TIFF, PNG and JPEG files")
+    assert result.data == (554, f"5.6.1 '{on_the_wire}' is a ZIP archive; fax-bridge can fax "
+                                "PDF, TIFF, PNG and JPEG files")
     await assert_nothing_queued(bridge, faxmax)
 
 
