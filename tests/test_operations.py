@@ -29,6 +29,7 @@ from bridge.limits import DAY
 from bridge.simulators import Fault, FaxMaxSimulator
 from bridge.store import JobState, MailState, OutgoingMail, Store
 from bridge.workers.retention import Retention
+from bridge.workers.sender import store_refused
 from tests.cli_runner import run_cli
 from tests.crash_rounds import SessionLog, smtp_client
 from tests.docfactory import make_pdf, make_tiff
@@ -300,6 +301,20 @@ async def test_a_full_disk_defers_mail_and_pushes_and_service_resumes_by_itself(
             "alice@example.com", "alice@example.com", "frontdesk@example.com"]
         assert process.integrity() == "ok"
         await process.stop()
+
+
+def test_only_a_store_that_cannot_commit_now_has_an_answer_recorded_again() -> None:
+    """A full or locked store may take the write later; a bug (a missing column) never will,
+    so it is not retried for ever: the job stays `sending`, to be `unknown` at the next start."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (x BLOB)")
+    db.execute("PRAGMA max_page_count = 2")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        db.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    with pytest.raises(sqlite3.OperationalError) as bug:
+        db.execute("SELECT nope FROM t")
+    assert store_refused(full.value) and store_refused(OSError(28, "No space left on device"))
+    assert not store_refused(bug.value)
 
 
 async def test_a_full_disk_when_faxmax_answers_keeps_the_answer_until_it_is_recorded(

@@ -82,10 +82,19 @@ RECORD_ALERT_AFTER = 3  # refused recordings of one outcome that make it worth t
 RECORD_GRACE = 5.0  # seconds a stop gives an answer to be recorded after `faxmax.timeout`
 
 
+# SQLite's primary result codes for a store that cannot commit *now*: BUSY, LOCKED, IOERR,
+# FULL, CANTOPEN (https://www.sqlite.org/rescode.html).
+STORE_NOT_NOW = frozenset({5, 6, 10, 13, 14})
+
+
 def store_refused(exc: BaseException) -> bool:
     """A store that could not commit now (full, locked, an I/O error): the same write may
-    succeed later. Anything else is a bug, which retrying would not mend."""
-    return isinstance(exc, sqlite3.OperationalError | OSError)
+    succeed later. Anything else (a missing column, a constraint) is a bug, which retrying
+    would not mend: it propagates, and the job is left `sending`, to be `unknown` (rule 3)."""
+    if isinstance(exc, OSError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in STORE_NOT_NOW
 
 
 class Sender(Worker):
