@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge.store.schema import SCHEMA, statements
+
 
 def read(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     """The rows of one statement, on a read-only connection of its own (WAL allows it while
@@ -21,3 +23,11 @@ def read(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ..
 async def query(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     """`read`, off the event loop the service under test runs on."""
     return await asyncio.to_thread(read, path, sql, params)
+
+
+def migrate_to(db: sqlite3.Connection, version: int) -> None:
+    """A store as `version` of the schema left it, for a test of the upgrade after it."""
+    for number, script in enumerate(SCHEMA[:version], start=1):
+        for statement in statements(script):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {number}")

@@ -10,7 +10,7 @@ import pytest
 
 from bridge.errors import StoreError
 from bridge.store import JobState, NewMessage, Store, is_disk_full
-from bridge.store.schema import SCHEMA, statements
+from tests.sql import migrate_to
 
 MAIL = NewMessage(mail_from="alice@example.com", header_from="", subject="s",
                   message_id="<m@example.com>", refs="", spool_path="", raw=b"x")
@@ -92,10 +92,7 @@ async def test_an_upgrade_keeps_each_quarantined_body_once_counting_its_repeats(
 ) -> None:
     path = tmp_path / "fax-bridge.sqlite3"
     with sqlite3.connect(path) as db:  # a store as version 7 left it
-        for number, script in enumerate(SCHEMA[:7], start=1):
-            for statement in statements(script):
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number}")
+        migrate_to(db, 7)
         db.executemany(
             "INSERT INTO quarantine (source, reason, body, received_at, replayed_at)"
             " VALUES ('faxmax-push', 'not JSON', ?, ?, ?)",

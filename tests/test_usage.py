@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 
 from bridge.limits import DAY
 from bridge.store import JobState, NewMessage, Store, Usage
-from bridge.store.schema import SCHEMA, statements
-from tests.sql import query
+from tests.sql import migrate_to, query
 
 SENDERS = ("a@example.com", "B@example.com", "c@example.com")
 
@@ -109,10 +108,7 @@ def test_usage_counts_always_match_the_faxes(tmp_path_factory: object, steps: li
 async def test_an_upgraded_store_counts_the_faxes_it_already_had(tmp_path: Path) -> None:
     path = tmp_path / "fax-bridge.sqlite3"
     with sqlite3.connect(path) as db:  # a store as version 4 left it
-        for number, script in enumerate(SCHEMA[:4], start=1):
-            for statement in statements(script):
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {number}")
+        migrate_to(db, 4)
         for n, (sender, pages, state, fax_id) in enumerate([
                 ("a@example.com", 2, "delivered", "F1"), ("a@example.com", 3, "failed", None),
                 ("a@example.com", 4, "failed", "F2"), ("b@example.com", 5, "queued", None)]):
