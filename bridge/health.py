@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -58,13 +57,13 @@ class Health:
         commits: /healthz and /metrics are unauthenticated, so a flood of GETs must cost at
         most one per interval. Concurrent requests wait for the same probe."""
         async with self._probing:
-            if self._probed is None or time.monotonic() - self._probed[0] >= PROBE_INTERVAL:
+            if self._probed is None or self.clock.monotonic() - self._probed[0] >= PROBE_INTERVAL:
                 try:
                     await self.store.upkeep.probe_write(self.clock.now())
                     failed = None
                 except Exception as exc:
                     failed = "the disk is full" if is_disk_full(exc) else str(exc)
-                self._probed = (time.monotonic(), failed)
+                self._probed = (self.clock.monotonic(), failed)
             return self._probed[1]
 
     def _files(self) -> list[str]:
