@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge import office
 from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
 from bridge.errors import ConfigError
@@ -54,6 +55,7 @@ class Bridge:
     _hurry: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _lock: InstanceLock | None = field(init=False, default=None)
     metrics: Metrics = field(init=False, default_factory=Metrics)
+    _warming: asyncio.Task[None] | None = field(init=False, default=None)
 
     async def start(self, *, client: FaxSender | None = None) -> None:
         try:
@@ -76,9 +78,15 @@ class Bridge:
         for job_id in await self.store.jobs.recover(now):
             log.error("job %s: was being sent when fax-bridge stopped; marked unknown and not "
                       "resent (fax-bridge retry %s resends it)", job_id, job_id)
+        found = await asyncio.to_thread(office.availability, s.documents)
+        log.info("office conversion %s", found.describe())
         self.pipeline = build_pipeline(
             s, self.store, self.clock, arrivals=self.arrivals, metrics=self.metrics,
-            faxmax=client, tasks=lambda: {t.get_name(): t for t in self._tasks})
+            faxmax=client, tasks=lambda: {t.get_name(): t for t in self._tasks},
+            office_availability=found)
+        if self.pipeline.office is not None:  # LibreOffice starts while the rest does
+            self._warming = asyncio.create_task(self.pipeline.office.warm_up(),
+                                                name="office warm-up")
         # Files' times are the real clock's, whatever clock the service is given.
         spool = self.pipeline.smtp_handler.spool_dir
         if orphans := await asyncio.to_thread(remove_orphans, spool,
@@ -177,6 +185,9 @@ class Bridge:
                                return_when=asyncio.FIRST_COMPLETED)
         hurry.cancel()
         await asyncio.gather(*draining, return_exceptions=True)
+        if self._warming is not None:
+            self._warming.cancel()
+            await asyncio.gather(self._warming, return_exceptions=True)
         if self.pipeline is not None:
             await self.pipeline.sender.abandon()
             await self.pipeline.close()

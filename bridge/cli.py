@@ -55,11 +55,13 @@ def _load(args: argparse.Namespace) -> config.Settings:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from bridge.mail import Templates
+    from bridge.office import availability
     from bridge.template_check import check_templates
 
     settings = _load(args)
     check_templates(Templates(settings.mail.templates_dir), settings)
     print(f"# effective settings from {settings.source} and the environment; secrets masked")
+    print(f"# office conversion (documents.office): {availability(settings.documents).describe()}")
     print(config.to_toml(config.masked(settings)), end="")
     return 0
 

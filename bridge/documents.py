@@ -34,10 +34,19 @@ from pypdf.errors import LimitReachedError
 from bridge import replies
 from bridge.errors import DocumentError
 from bridge.files import atomic_path
-from bridge.filetypes import SNIFF_BYTES, Kind, describe_unsupported, header_dimensions, sniff
+from bridge.filetypes import (
+    CONVERTED,
+    SNIFF_BYTES,
+    Kind,
+    describe_office,
+    describe_unsupported,
+    header_dimensions,
+    sniff,
+    text_kind,
+)
 
-__all__ = ["SNIFF_BYTES", "Kind", "Limits", "build_pdf", "describe_unsupported",
-           "pdf_page_count", "quick_check", "sniff", "tiff_to_pdf"]
+__all__ = ["CONVERTED", "SNIFF_BYTES", "TEXTS", "Kind", "Limits", "build_pdf",
+           "describe_unsupported", "pdf_page_count", "quick_check", "sniff", "tiff_to_pdf"]
 
 _KIND_WORDS = {
     Kind.PDF: "PDF document",
@@ -83,25 +92,38 @@ def _too_many_pages(name: str, max_pages: int) -> DocumentError:
     return DocumentError(replies.TOO_MANY_PAGES, name=name, max_pages=max_pages)
 
 
-def _kind_of(name: str, head: bytes, size: int) -> Kind:
-    """The type of a document of `size` bytes starting with `head`, or a refusal in words."""
+def _kind_of(name: str, head: bytes, size: int, declared: str = "", *,
+             convertible: bool = False) -> Kind:
+    """The type of a document of `size` bytes starting with `head`, or a refusal in words.
+    Documents that LibreOffice must convert first (`CONVERTED`) are refused unless
+    `convertible`."""
     if size == 0:
         raise DocumentError(replies.EMPTY_FILE, name=name)
-    kind = sniff(head)
-    if kind is None:
+    kind = sniff(head) or text_kind(head, declared)
+    if kind is None or (kind in CONVERTED and not convertible):
         raise DocumentError(replies.UNSUPPORTED_FILE, name=name, what=describe_unsupported(head))
     return kind
 
 
-def quick_check(filename: str, head: bytes, size: int, limits: Limits = Limits()) -> Kind:
+OFFICE_KIND_WORDS = {Kind.HTML: "an HTML file", Kind.TEXT: "a text file"}
+TEXTS = frozenset(OFFICE_KIND_WORDS)  # decoded from their charset before they are converted
+
+
+def quick_check(filename: str, head: bytes, size: int, limits: Limits = Limits(), *,
+                declared: str = "", office: bool = False) -> Kind:
     """Refuse hopeless attachments before the mail is accepted, without decoding anything.
 
-    `head` is the first `SNIFF_BYTES` of the decoded attachment and `size` its length. This
-    catches wrong types, empty files and images whose header already announces too many
-    pixels, so the sender hears about them in the SMTP reply; everything else is checked in
-    full by `build_pdf`.
+    `head` is the first `SNIFF_BYTES` of the decoded attachment, `size` its length and
+    `declared` its MIME type, which only plain text needs (it has no magic bytes). Office
+    documents, HTML and text are refused here, saying what to send instead, unless `office`
+    (LibreOffice can convert them). This catches wrong types, empty files and images whose
+    header already announces too many pixels, so the sender hears about them in the SMTP
+    reply; everything else is checked in full by `build_pdf`.
     """
-    kind = _kind_of(filename, head, size)
+    kind = _kind_of(filename, head, size, declared, convertible=True)
+    if kind in CONVERTED and not office:
+        what = describe_office(head) or OFFICE_KIND_WORDS[kind]
+        raise DocumentError(replies.OFFICE_UNAVAILABLE, name=filename, what=what)
     dimensions = header_dimensions(kind, head)
     if dimensions is not None and dimensions[0] * dimensions[1] > _pixel_cap(kind, limits):
         raise _too_large(filename, _pixel_cap(kind, limits))

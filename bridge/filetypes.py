@@ -17,12 +17,21 @@ mail gateways and scanners put junk before it.
 
 
 class Kind(StrEnum):
-    """The document types fax-bridge can fax; the value is the usual short name."""
+    """The document types fax-bridge can fax; the value is the usual short name.
+
+    PDF and the pictures are made into fax pages by `bridge.documents`; the others (`CONVERTED`)
+    become a PDF through LibreOffice first (`bridge.office`)."""
 
     PDF = "pdf"
     TIFF = "tiff"
     PNG = "png"
     JPEG = "jpeg"
+    OFFICE = "office"  # Word, Excel, PowerPoint (OLE2 or OOXML), OpenDocument, RTF
+    HTML = "html"
+    TEXT = "text"  # told by its declared type alone: plain text has no magic bytes
+
+
+CONVERTED = frozenset({Kind.OFFICE, Kind.HTML, Kind.TEXT})
 
 
 _IMAGE_SIGNATURES = (
@@ -61,11 +70,8 @@ _FOREIGN_TYPES: tuple[tuple[Callable[[bytes], bool], str], ...] = (
     (lambda head: head.startswith(b"\x1f\x8b"), "a compressed (gzip) file"),
     (lambda head: head.startswith(b"7z\xbc\xaf\x27\x1c"), "a 7-Zip archive"),
     (lambda head: head.startswith(b"Rar!\x1a\x07"), "a RAR archive"),
-    (
-        lambda head: head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),
-        "a Word, Excel or PowerPoint document",
-    ),
 )
+OFFICE_WORDS = "a Word, Excel or PowerPoint document"
 
 
 def _describe_zip(head: bytes) -> str:
@@ -78,16 +84,54 @@ def _describe_zip(head: bytes) -> str:
     first_entry = head[30 : 30 + name_length]
     office_prefixes = (b"word/", b"xl/", b"ppt/", b"_rels/", b"docProps/")
     if first_entry == b"[Content_Types].xml" or first_entry.startswith(office_prefixes):
-        return "a Word, Excel or PowerPoint document"
+        return OFFICE_WORDS
     if first_entry == b"mimetype" and b"opendocument" in head:
         return "an OpenDocument (LibreOffice) document"
     return "a ZIP archive"
+
+
+def describe_office(head: bytes) -> str | None:
+    """Words for an Office document (`Kind.OFFICE`) by its container, or None if it is not one.
+
+    Old Word, Excel and PowerPoint files (and password-protected new ones) are OLE2 compound
+    files; new ones and OpenDocument files are ZIP archives with a fixed first entry; RTF is
+    text that starts with its own signature."""
+    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+        return OFFICE_WORDS
+    if head.startswith(b"{\\rtf"):
+        return "an RTF document"
+    if head.startswith(b"PK\x03\x04"):
+        words = _describe_zip(head)
+        return None if words == "a ZIP archive" else words
+    return None
+
+
+_HTML_STARTS = (b"<!doctype html", b"<html")
+
+
+def _is_html(head: bytes) -> bool:
+    """An HTML file by its first tag (after a byte order mark and blank space)."""
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()[:20].lower()
+    return start.startswith(_HTML_STARTS)
+
+
+def text_kind(head: bytes, declared: str) -> Kind | None:
+    """A text attachment's kind: HTML by its first tag or its declared type, plain text by
+    its declared type (`text/plain`) alone; never a file with a NUL byte, which is binary."""
+    if b"\x00" in head:
+        return None
+    if declared == "text/html" or _is_html(head):
+        return Kind.HTML
+    return Kind.TEXT if declared == "text/plain" else None
 
 
 def _foreign_type(head: bytes) -> str | None:
     """Words for a type fax-bridge recognises by its signature but cannot fax, if any."""
     if head.startswith(b"PK\x03\x04"):
         return _describe_zip(head)
+    office = describe_office(head)
+    if office is not None:
+        return office
     for matches, words in _FOREIGN_TYPES:
         if matches(head):
             return words
@@ -114,6 +158,8 @@ def sniff(head: bytes) -> Kind | None:
     for signature, kind in _IMAGE_SIGNATURES:
         if head.startswith(signature):
             return kind
+    if describe_office(head) is not None:
+        return Kind.OFFICE
     if _foreign_type(head) is None and b"%PDF-" in head[:SNIFF_BYTES]:
         return Kind.PDF
     return None

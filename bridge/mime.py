@@ -390,7 +390,7 @@ class _Walk:
     bodies: list[Part] = field(default_factory=list)
 
 
-def _walk(raw: bytes, leaves: list[Part]) -> _Walk:
+def _walk(raw: bytes, leaves: list[Part], office: bool) -> _Walk:
     walk = _Walk()
     candidates: list[tuple[int, Part, str, bytes, int]] = []
     for index, part in enumerate(leaves):
@@ -421,15 +421,16 @@ def _walk(raw: bytes, leaves: list[Part]) -> _Walk:
         if decoration:
             walk.left_out.append(f"{name} (an image shown inside the message text)")
             continue
-        kind = documents.quick_check(name, head, size)  # its DocumentError is the refusal
+        # its DocumentError is the refusal
+        kind = documents.quick_check(name, head, size, declared=part.ctype, office=office)
         walk.attachments.append(Attachment(filename=name, kind=kind, part_index=index))
     return walk
 
 
-def inspect_stored(stored: str | bytes) -> Inspection:
+def inspect_stored(stored: str | bytes, office: bool = False) -> Inspection:
     """`inspect` of a mail as the SMTP handler keeps it (its bytes, or the path of the file a
     large one is spooled to); what it runs in the sandbox."""
-    return inspect(stored if isinstance(stored, bytes) else Path(stored).read_bytes())
+    return inspect(stored if isinstance(stored, bytes) else Path(stored).read_bytes(), office)
 
 
 def _sample_mail() -> bytes:
@@ -450,13 +451,14 @@ def _sample_mail() -> bytes:
 SAMPLE_MAIL = _sample_mail()
 
 
-def inspect(raw: bytes) -> Inspection:
-    """The cheap checks run before `250`: refuse now what can be refused now."""
+def inspect(raw: bytes, office: bool = False) -> Inspection:
+    """The cheap checks run before `250`: refuse now what can be refused now. `office`: Office
+    documents, HTML and text files can be converted (`bridge.office`)."""
     top, leaves = parts(raw)
     auto = header(top, "Auto-Submitted").lower()
     if auto and auto != "no":
         raise Refusal(replies.AUTO_SUBMITTED)
-    walk = _walk(raw, leaves)
+    walk = _walk(raw, leaves, office)
     if not walk.attachments:
         raise Refusal(replies.NOTHING_TO_FAX)
     message_id = header(top, "Message-ID")
@@ -479,19 +481,22 @@ class Extraction:
     parts: tuple[tuple[str, bytes], ...]  # (display name, decoded content), in mail order
     body_text: str
     left_out: tuple[str, ...]
+    kinds: tuple[documents.Kind, ...] = ()  # of each part; text and HTML come as UTF-8
 
 
-def extract(raw: bytes) -> Extraction:
+def extract(raw: bytes, office: bool = False) -> Extraction:
     """Decode every attachment of a stored mail, in memory: the PDF is built from them in the
     same process, so writing them to files only to read them back cost a directory, a file
     per attachment and their removal (a third of converting a small mail). Runs in a worker
     process, whose memory limit bounds them."""
     _, leaves = parts(raw)
-    walk = _walk(raw, leaves)
-    decoded = tuple((attachment.filename, _decoded(leaves[attachment.part_index], raw))
-                    for attachment in walk.attachments)
+    walk = _walk(raw, leaves, office)
+    decoded = tuple((a.filename, _text(leaves[a.part_index], raw).encode()
+                     if a.kind in documents.TEXTS else _decoded(leaves[a.part_index], raw))
+                    for a in walk.attachments)
     plain = [b for b in walk.bodies if b.ctype == "text/plain"]
     html_parts = [b for b in walk.bodies if b.ctype == "text/html"]
     body = (_text(plain[0], raw) if plain
             else cover.html_to_text(_text(html_parts[0], raw)) if html_parts else "")
-    return Extraction(parts=decoded, body_text=body, left_out=tuple(walk.left_out))
+    return Extraction(parts=decoded, body_text=body, left_out=tuple(walk.left_out),
+                      kinds=tuple(a.kind for a in walk.attachments))

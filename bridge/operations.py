@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge import config
+from bridge import config, office
 from bridge.clock import SystemClock
 from bridge.errors import BridgeError, NotFound
 from bridge.instance import running_pid, wake_running
@@ -93,14 +93,26 @@ def _snapshot(db: Path) -> Snapshot:
     return asyncio.run(run())
 
 
+def _office(args: argparse.Namespace) -> str:
+    """Whether Office documents convert, as the service would find it with these settings
+    (or the defaults, when only --data-dir is given and there is no configuration file)."""
+    try:
+        documents = _load(args).documents
+    except BridgeError:
+        documents = config.DocumentsSettings()
+    return office.availability(documents).describe()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     db = _database(args)
     snap = _snapshot(db)
     pid = running_pid(db.parent)
     attention = _attention(snap)
+    conversion = _office(args)
     if args.json:
         print(json.dumps({
-            "data_dir": str(db.parent), "running_pid": pid, "jobs": snap.jobs,
+            "data_dir": str(db.parent), "running_pid": pid, "office_conversion": conversion,
+            "jobs": snap.jobs,
             "received": [{"provider": p, "state": s, "count": n}
                          for (p, s), n in sorted(snap.received.items())],
             "emails": snap.emails,
@@ -124,6 +136,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for label, at in (("last poll", snap.last_poll), ("last push", snap.last_push)):
         print(f"{label}:  " + (f"{_when(at)} ({_ago(max(0.0, now - at))} ago)" if at
                                 else "never"))
+    print(f"office:     {conversion}")
     print("attention:  " + ("nothing" if not attention else ""))
     for line in attention:
         print(f"  - {line}")

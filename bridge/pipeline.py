@@ -27,6 +27,8 @@ from bridge.limits import FaxCaps, PageCaps
 from bridge.mail import Templates, Transport, make_transport
 from bridge.metrics import Metrics
 from bridge.numbers import NumberPolicy
+from bridge.office import Missing, Office, availability
+from bridge.office.converter import OfficeConverter
 from bridge.providers.byosoku import ByosokuClient
 from bridge.providers.faxmax import FaxMaxClient
 from bridge.sandbox import Limits as SandboxLimits
@@ -70,6 +72,8 @@ class Pipeline:
     pushes: PushProcessor
     smtp_handler: FaxHandler
     health: Health
+    office: OfficeConverter | None  # None when `documents.office` has no LibreOffice
+    office_availability: Office | Missing
     _sandboxes: list[Sandbox] = field(default_factory=list, repr=False)
     _clients: list[FaxMaxClient | ByosokuClient] = field(default_factory=list, repr=False)
 
@@ -82,6 +86,8 @@ class Pipeline:
 
     async def close(self) -> None:
         await asyncio.gather(*(sandbox.close() for sandbox in self._sandboxes))
+        if self.office is not None:
+            await self.office.close()
         for client in self._clients:
             await client.close()
 
@@ -109,11 +115,12 @@ def build_pipeline(
     faxmax: FaxSender | None = None, byosoku: ByosokuApi | None = None,
     transport: Transport | None = None, sandbox: Sandbox | None = None,
     inspector: Sandbox | None = None, jitter: Callable[[], float] = random.random,
-    tasks: Tasks = dict,
+    tasks: Tasks = dict, office_availability: Office | Missing | None = None,
 ) -> Pipeline:
     """The parts, built from `settings` around an open `store`. Given parts replace the ones
     built from settings; `jitter` goes to every worker that spreads its retries; `tasks` names
-    the running workers' tasks, for the health report."""
+    the running workers' tasks, for the health report; `office_availability` is
+    `bridge.office.availability(settings.documents)`, looked for here when not given."""
     s = settings
     data = s.data_path
     templates = Templates(s.mail.templates_dir)
@@ -134,6 +141,13 @@ def build_pipeline(
         faxmax = client
     if transport is None:
         transport = make_transport(s.mail, s.maildir_path)
+    if office_availability is None:
+        office_availability = availability(s.documents)
+    converter_office = None
+    if isinstance(office_availability, Office):
+        converter_office = OfficeConverter(
+            office_availability, seconds=s.documents.timeout,
+            memory_bytes=s.documents.office_memory_mb * 2**20, work_dir=data / "office")
     page_caps = PageCaps(per_sender=s.numbers.max_pages_per_sender_per_day,
                          total=s.numbers.max_pages_per_day)
 
@@ -147,7 +161,7 @@ def build_pipeline(
                           templates=templates, cover_page=s.faxmax.cover_page,
                           max_pages=s.documents.max_pages, page_caps=page_caps,
                           on_ready=sender.wake, on_failed=reporter.wake,
-                          alert=alerter.alert)
+                          alert=alerter.alert, office=converter_office)
     inbox = Inbox(store, clock, s, sandbox=sandbox, alerter=alerter, on_enqueued=mailer.wake)
     retention = Retention(store, clock, s.documents.retention_days)
     poller = None
@@ -169,11 +183,13 @@ def build_pipeline(
         default_country_code=s.numbers.default_country_code,
         fax_caps=FaxCaps(per_sender=s.numbers.max_faxes_per_sender_per_hour,
                          total=s.numbers.max_faxes_per_hour), page_caps=page_caps,
-        sandbox=inspector, on_queued=converter.wake, arrivals=arrivals, metrics=metrics)
+        sandbox=inspector, on_queued=converter.wake, arrivals=arrivals, metrics=metrics,
+        office=converter_office is not None)
     return Pipeline(
         templates=templates, page_caps=page_caps, sandbox=sandbox, inspector=inspector,
         alerter=alerter, transport=transport, mailer=mailer, reporter=reporter, faxmax=faxmax,
         sender=sender, converter=converter, inbox=inbox, retention=retention,
         byosoku=byosoku if s.byosoku.enabled else None, poller=poller, pushes=pushes,
-        smtp_handler=smtp_handler, health=health, _sandboxes=own_sandboxes,
+        smtp_handler=smtp_handler, health=health, office=converter_office,
+        office_availability=office_availability, _sandboxes=own_sandboxes,
         _clients=own_clients)

@@ -196,7 +196,12 @@ FORWARDED_MAIL = Reply(554, "5.6.1", "unsupported_attachment", "the message cont
 
 EMPTY_FILE = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' is empty")
 UNSUPPORTED_FILE = Reply(554, "5.6.1", "unsupported_attachment",
-                         "'{name}' is {what}; fax-bridge can fax PDF, TIFF, PNG and JPEG files")
+                         "'{name}' is {what}; fax-bridge faxes PDF, TIFF, PNG and JPEG files, "
+                         "Office documents (Word, Excel, PowerPoint, OpenDocument, RTF), HTML "
+                         "and text")
+OFFICE_UNAVAILABLE = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' is {what}, which "
+                           "this fax gateway cannot convert; save it as PDF (in Word or Excel: "
+                           "File > Save As > PDF) and send the PDF")
 PICTURE_TOO_LARGE = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' is too large to fax: "
                           "fax-bridge accepts pictures of at most {pixels:,} pixels per page")
 # Found only when the documents are converted, after 250:
@@ -211,6 +216,14 @@ COVER_OVER_MAX_PAGES = Reply(554, "5.6.1", "unsupported_attachment", "with its c
 ENCRYPTED_PDF = Reply(554, "5.6.1", "unsupported_attachment",
                       "'{name}' is password-protected; fax-bridge cannot fax encrypted PDFs")
 NO_PAGES = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' has no pages")
+PROTECTED_DOCUMENT = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' is "
+                           "password-protected; remove the password (or save it as PDF) and "
+                           "send it again")
+NOT_CONVERTIBLE = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' could not be "
+                        "converted to fax pages; it may be damaged: open it and save it as PDF, "
+                        "and send the PDF")
+CONVERTER_DIED = Reply(554, "5.6.1", "unsupported_attachment", "converting '{name}' stopped "
+                       "LibreOffice; it may be damaged or built to overload fax gateways")
 PDF_BOMB = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' expands to an unreasonable "
                  "size when read; it may be damaged or built to overload fax gateways")
 NO_ATTACHMENT = Reply(554, "5.6.0", "bad_content", "There is no attachment to fax")

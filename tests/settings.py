@@ -16,7 +16,9 @@ PUSH_TOKEN = "test-push-token-0123456789"
 
 def settings_for(tmp_path: Path, faxmax_url: str, relay_port: int | None = None,
                  **sections: dict[str, Any]) -> Settings:
-    """Test settings: loopback everything, fast retries, trusted loopback senders."""
+    """Test settings: loopback everything, fast retries, trusted loopback senders. LibreOffice
+    only where a test asks for it (`documents={"office": "auto"}`): the service starts one
+    at once, for a second of CPU, and most tests send no Office document."""
     base = Settings()
     mail = replace(base.mail, maildir=str(tmp_path / "maildir"), retry_base=0.05,
                    retry_cap=0.2, timezone="Europe/Istanbul")
@@ -31,6 +33,7 @@ def settings_for(tmp_path: Path, faxmax_url: str, relay_port: int | None = None,
         faxmax=replace(base.faxmax, enabled=True, url=faxmax_url, token="sim-token",
                        retry_base=0.05, retry_cap=0.2, timeout=5),
         mail=mail,
+        documents=replace(base.documents, office="off"),
     )
     for name, values in sections.items():
         settings = replace(settings, **{name: replace(getattr(settings, name), **values)})

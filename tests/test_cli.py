@@ -59,7 +59,8 @@ async def test_status_list_and_show_tell_an_operator_what_happened(
     assert lines[4].startswith("queues:     convert 0, send 0, status 0, report 0, inbound 0")
     assert lines[5] == "last poll:  never"
     assert lines[6].startswith("last push:  ") and lines[6].endswith(" s ago)")
-    assert lines[7:] == ["attention:  ", "  - 1 fax(es) failed (their senders were told): "
+    assert lines[7].startswith("office:     available: LibreOffice ")
+    assert lines[8:] == ["attention:  ", "  - 1 fax(es) failed (their senders were told): "
                                          "fax-bridge list --state failed"]
 
     code, out, _ = await cli("status", "--json", *data)

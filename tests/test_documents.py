@@ -462,14 +462,37 @@ def test_quick_check_accepts_what_can_be_faxed() -> None:
     assert quick_check("a.jpg", jpeg[:SNIFF_BYTES], len(jpeg)) is Kind.JPEG
 
 
-def test_quick_check_refuses_office_documents_in_words() -> None:
+def test_quick_check_refuses_office_documents_saying_what_to_send_when_none_converts() -> None:
     docx = ooxml()
     with pytest.raises(DocumentError) as caught:
         quick_check("report.docx", docx[:SNIFF_BYTES], len(docx))
     assert str(caught.value) == (
-        "'report.docx' is a Word, Excel or PowerPoint document; "
-        "fax-bridge can fax PDF, TIFF, PNG and JPEG files"
+        "'report.docx' is a Word, Excel or PowerPoint document, which this fax gateway cannot "
+        "convert; save it as PDF (in Word or Excel: File > Save As > PDF) and send the PDF"
     )
+
+
+@pytest.mark.parametrize(("head", "declared", "kind"), [
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504), "application/msword", Kind.OFFICE),
+    (b"{\\rtf1\\ansi hello}", "application/octet-stream", Kind.OFFICE),
+    (b"\xef\xbb\xbf  <!DOCTYPE HTML><p>x", "application/octet-stream", Kind.HTML),
+    (b"hello", "text/html", Kind.HTML),
+    (b"hello", "text/plain", Kind.TEXT),
+], ids=["ole2", "rtf", "html-by-content", "html-declared", "text-declared"])
+def test_office_html_and_text_are_told_by_content_and_accepted_where_they_convert(
+    head: bytes, declared: str, kind: Kind,
+) -> None:
+    assert quick_check("x", head, len(head), declared=declared, office=True) is kind
+
+
+def test_a_declared_text_file_with_binary_content_is_not_text() -> None:
+    with pytest.raises(DocumentError, match="a file of unknown type"):
+        quick_check("x.txt", b"ab\x00cd", 5, declared="text/plain", office=True)
+
+
+def test_an_office_document_given_to_build_pdf_unconverted_is_refused_not_misread() -> None:
+    with pytest.raises(DocumentError, match="is a Word, Excel or PowerPoint document"):
+        build_pdf([("report.docx", ooxml())], Path("/nonexistent/fax.pdf"))
 
 
 def test_quick_check_refuses_empty_files() -> None:

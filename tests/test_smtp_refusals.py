@@ -102,15 +102,19 @@ async def test_oversize_is_refused_by_size_and_at_data(
     await assert_nothing_queued(bridge, faxmax)
 
 
+FAXES = ("fax-bridge faxes PDF, TIFF, PNG and JPEG files, Office documents (Word, Excel, "
+         "PowerPoint, OpenDocument, RTF), HTML and text")
+
+
 @pytest.mark.parametrize(("attachment", "reply"), [
     (("contract.docx", "application/octet-stream", b"PK\x03\x04" + b"\0" * 200),
-     (554, "5.6.1 'contract.docx' is a ZIP archive; fax-bridge can fax PDF, TIFF, PNG and JPEG "
-           "files")),
+     (554, f"5.6.1 'contract.docx' is a ZIP archive; {FAXES}")),
     (("old.doc", "application/msword", bytes.fromhex("d0cf11e0a1b11ae1") + b"\0" * 200),
-     (554, "5.6.1 'old.doc' is a Word, Excel or PowerPoint document; fax-bridge can fax PDF, "
-           "TIFF, PNG and JPEG files")),
+     (554, "5.6.1 'old.doc' is a Word, Excel or PowerPoint document, which this fax gateway "
+           "cannot convert; save it as PDF (in Word or Excel: File > Save As > PDF) and send the "
+           "PDF")),
     (("anim.gif", "image/gif", b"GIF89a" + b"\0" * 100),
-     (554, "5.6.1 'anim.gif' is a GIF image; fax-bridge can fax PDF, TIFF, PNG and JPEG files")),
+     (554, f"5.6.1 'anim.gif' is a GIF image; {FAXES}")),
     (("empty.pdf", "application/pdf", b""),
      (554, "5.6.1 'empty.pdf' is empty")),
 ])
@@ -137,8 +141,7 @@ async def test_a_refusal_naming_a_non_ascii_file_stays_a_refusal(
     bridge = await make_bridge()
     archive = (name, "application/octet-stream", b"PK\x03\x04" + b"\0" * 200)
     result = await smtp_send(bridge.smtp_port, fax_mail(PDF, archive))
-    assert result.data == (554, f"5.6.1 '{on_the_wire}' is a ZIP archive; fax-bridge can fax "
-                                "PDF, TIFF, PNG and JPEG files")
+    assert result.data == (554, f"5.6.1 '{on_the_wire}' is a ZIP archive; {FAXES}")
     await assert_nothing_queued(bridge, faxmax)
 
 

@@ -29,6 +29,7 @@ InitialSync = Literal["skip", "deliver"]
 MailTransport = Literal["maildir", "smtp"]
 SmtpSecurity = Literal["starttls", "tls", "none"]
 ReportToSender = Literal["always", "failures", "never"]
+OfficeSetting = Literal["auto", "off"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,9 @@ class DocumentsSettings:
     memory_mb: int = 1024  # memory cap of the process that reads one document
     timeout: float = 60  # seconds that process may take
     retention_days: int = 30  # fax images of finished faxes are deleted after this; 0 = never
+    office: OfficeSetting = "auto"  # convert Office, HTML and text files where LibreOffice is
+    libreoffice: str = ""  # its soffice (or soffice.bin); "" looks on PATH and the usual places
+    office_memory_mb: int = 2048  # LibreOffice's memory cap; it does not start under 1 GB
 
 
 @dataclass(frozen=True)

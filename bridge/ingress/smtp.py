@@ -257,8 +257,9 @@ class FaxHandler:
         self, settings: SmtpSettings, *, store: Store, clock: Clock, spool_dir: Path,
         number_policy: NumberPolicy, default_country_code: str, fax_caps: FaxCaps,
         page_caps: PageCaps, sandbox: Sandbox, on_queued: Callable[[], None],
-        arrivals: Arrivals | None = None, metrics: Metrics | None = None,
+        arrivals: Arrivals | None = None, metrics: Metrics | None = None, office: bool = False,
     ) -> None:
+        self.office = office  # LibreOffice converts Office documents, HTML and text
         self.metrics = metrics or Metrics()
         self.arrivals = arrivals or Arrivals()
         self.page_caps = page_caps
@@ -430,7 +431,8 @@ class FaxHandler:
         """The cheap checks, in the sandbox; a refusal (of the mail, or the sandbox's memory or
         time limit) comes back as the reply to send."""
         try:
-            inspection = await self.sandbox.run(mime.inspect_stored, stored, what="the mail")
+            inspection = await self.sandbox.run(mime.inspect_stored, stored, self.office,
+                                                what="the mail")
         except Refusal as refusal:
             reply = refusal.reply
         else:

@@ -30,6 +30,8 @@ from bridge.errors import BridgeError
 from bridge.files import write_atomic
 from bridge.limits import DAY, PageCaps, broken_cap, who
 from bridge.mail import Templates
+from bridge.office.converter import OfficeConverter
+from bridge.office.inputs import Input, write_input
 from bridge.sandbox import Sandbox
 from bridge.store import Message, Store, is_disk_full
 from bridge.workers.base import Alert, ItemFailed, Shunt, Worker
@@ -70,6 +72,19 @@ class Prepared:
     cover_pages: int = 0  # a cover page was written (`cover.cover_file(pdf_path)`)
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A mail with documents for LibreOffice: every part written to a file in mail order
+    (`parts`: name and path; a converted one's path is its PDF's), and what `Prepared` takes
+    once they are converted and joined (`assemble`)."""
+
+    inputs: tuple[Input, ...]
+    parts: tuple[tuple[str, str], ...]
+    pdf_path: str
+    left_out: tuple[str, ...]
+    cover_pages: int
+
+
 def make_cover(body: str, request: CoverRequest, out: Path) -> cover.Fitted | None:
     """Runs in a sandboxed process: the cover page around the sender's own words, cut to
     `cover.MAX_COVER_PAGES` pages (`cover.fit`), written to `out` as a JSON string; None (and
@@ -86,20 +101,55 @@ def make_cover(body: str, request: CoverRequest, out: Path) -> cover.Fitted | No
 
 
 def prepare(stored: str | bytes, workdir: str, max_pages: int,
-            cover_request: CoverRequest | None = None) -> Prepared:
+            cover_request: CoverRequest | None = None, office: bool = False,
+            ) -> Prepared | Planned:
     """Runs in a sandboxed process: decode the attachments, build the fax PDF and its cover
-    page. `stored` is the mail, or the path of the file a large one was spooled to."""
+    page. `stored` is the mail, or the path of the file a large one was spooled to. A mail
+    with documents for LibreOffice (`office`) gets them written out instead, with the rest,
+    for `assemble` once LibreOffice has made them PDFs: `Planned`."""
     work = Path(workdir)
     raw = stored if isinstance(stored, bytes) else Path(stored).read_bytes()
-    extraction = mime.extract(raw)
+    extraction = mime.extract(raw, office)
     work.mkdir(parents=True, exist_ok=True)
     out = work / "fax.pdf"
-    pages = documents.build_pdf(extraction.parts, out, documents.Limits(max_pages=max_pages))
     fitted = (None if cover_request is None
               else make_cover(extraction.body_text, cover_request, cover.cover_file(out)))
     cut = (fitted.cut,) if fitted and fitted.cut else ()
-    return Prepared(pdf_path=str(out), pages=pages, left_out=(*extraction.left_out, *cut),
-                    cover_pages=fitted.pages if fitted else 0)
+    left_out = (*extraction.left_out, *cut)
+    cover_pages = fitted.pages if fitted else 0
+    if not any(kind in documents.CONVERTED for kind in extraction.kinds):
+        pages = documents.build_pdf(extraction.parts, out, documents.Limits(max_pages=max_pages))
+        return Prepared(pdf_path=str(out), pages=pages, left_out=left_out,
+                        cover_pages=cover_pages)
+    inputs: list[Input] = []
+    parts: list[tuple[str, str]] = []
+    for index, ((name, data), kind) in enumerate(zip(extraction.parts, extraction.kinds,
+                                                     strict=True)):
+        if kind in documents.CONVERTED:
+            inputs.append(write_input(name, data, kind, work, index))
+            parts.append((name, inputs[-1].target))
+        else:
+            path = work / f"part-{index}.{kind.value}"
+            write_atomic(path, data)
+            parts.append((name, str(path)))
+    return Planned(inputs=tuple(inputs), parts=tuple(parts), pdf_path=str(out),
+                   left_out=left_out, cover_pages=cover_pages)
+
+
+def assemble(planned: Planned, max_pages: int) -> Prepared:
+    """Runs in a sandboxed process: the fax PDF from the parts of a `Planned` mail, whose
+    documents LibreOffice has made PDFs, in mail order; the part files are removed."""
+    paths = [Path(path) for _, path in planned.parts]
+    parts = [(name, path.read_bytes()) for (name, _), path in zip(planned.parts, paths,
+                                                                   strict=True)]
+    pages = documents.build_pdf(parts, Path(planned.pdf_path),
+                                documents.Limits(max_pages=max_pages))
+    for path in paths:
+        path.unlink(missing_ok=True)
+    for item in planned.inputs:
+        Path(item.source).unlink(missing_ok=True)
+    return Prepared(pdf_path=planned.pdf_path, pages=pages, left_out=planned.left_out,
+                    cover_pages=planned.cover_pages)
 
 
 class Converter(Worker):
@@ -109,7 +159,9 @@ class Converter(Worker):
         self, store: Store, clock: Clock, *, sandbox: Sandbox, documents_dir: Path,
         templates: Templates, cover_page: CoverPage, max_pages: int, page_caps: PageCaps,
         on_ready: Callable[[], None], on_failed: Callable[[], None], alert: Alert | None = None,
+        office: OfficeConverter | None = None,
     ) -> None:
+        self.office = office
         self.page_caps = page_caps
         super().__init__(clock)
         self.store = store
@@ -176,7 +228,9 @@ class Converter(Worker):
         try:
             stored = message.spool_path if message.raw is None else message.raw
             prepared = await self.sandbox.run(prepare, stored, str(workdir), self.max_pages,
-                                              self.cover_request(message))
+                                              self.cover_request(message), bool(self.office))
+            if isinstance(prepared, Planned):
+                prepared = await self.converted(message, prepared)
         except BridgeError as exc:
             log.warning("message %s: documents refused: %s", message.id, exc)
             await self._fail(message, str(exc))
@@ -201,6 +255,15 @@ class Converter(Worker):
         log.info("message %s: %d page(s) ready to fax%s", message.id, pages,
                  f", {prepared.cover_pages} of them the cover" if prepared.cover_pages else "")
         self.on_ready()
+
+    async def converted(self, message: Message, planned: Planned) -> Prepared:
+        """LibreOffice makes the PDFs of a `Planned` mail, one document at a time, then the
+        sandbox joins them with the rest."""
+        assert self.office is not None  # `prepare` plans only when there is one
+        for item in planned.inputs:
+            await self.office.convert(Path(item.source), Path(item.target), item.how, item.name)
+            log.info("message %s: %s converted by LibreOffice", message.id, item.name)
+        return await self.sandbox.run(assemble, planned, self.max_pages)
 
     async def _fail(self, message: Message, reason: str) -> None:
         """Every job of the mail fails with `reason`; what was extracted is not kept."""

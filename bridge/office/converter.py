@@ -1,0 +1,161 @@
+"""Office documents to PDF through one warm LibreOffice, with a time limit that kills.
+
+LibreOffice takes about a second to start (more with a new profile), and a conversion a fraction
+of that (bench/documents.py), so one is kept running (`soffice_worker`) and handed documents one
+at a time. It is a sandbox of its own, since LibreOffice is far too large to run in the
+service's document children (`bridge.sandbox`, under 1 GB of address space):
+- it runs in a network namespace of its own (`bridge.office.tools`): nothing a document links
+  to is fetched, whatever LibreOffice would do;
+- under `documents.office_memory_mb` of address space, in a new session: a conversion that
+  overruns `documents.timeout` (starting LibreOffice counts when it was not warm) gets the
+  whole process group killed, LibreOffice and anything it started, and costs that document a
+  refusal; the next document gets a new LibreOffice;
+- with a profile of its own, made for it and deleted with it, so that nothing one document
+  leaves in a profile reaches another LibreOffice; and replaced after `MAX_CONVERSIONS`.
+Macros never run and questions a document asks (a password) are refused (`soffice_worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bridge import replies
+from bridge.errors import DocumentError
+from bridge.office.tools import Office
+
+log = logging.getLogger(__name__)
+
+WORKER = Path(__file__).with_name("soffice_worker.py")
+MAX_CONVERSIONS = 100  # documents per LibreOffice before it is replaced
+How = Literal["office", "text", "html"]
+
+# Defence in depth for the profile: macros at the highest security level and disabled, and
+# no image fetched from a link the document carries (the namespace already cuts the network).
+PROFILE_SETTINGS = """<?xml version="1.0" encoding="UTF-8"?>
+<oor:items xmlns:oor="http://openoffice.org/2001/registry"
+ xmlns:xs="http://www.w3.org/2001/XMLSchema"
+ xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<item oor:path="/org.openoffice.Office.Common/Security/Scripting">
+<prop oor:name="MacroSecurityLevel" oor:op="fuse"><value>3</value></prop></item>
+<item oor:path="/org.openoffice.Office.Common/Security/Scripting">
+<prop oor:name="DisableMacrosExecution" oor:op="fuse"><value>true</value></prop></item>
+<item oor:path="/org.openoffice.Office.Common/Security/Scripting">
+<prop oor:name="BlockUntrustedRefererLinks" oor:op="fuse"><value>true</value></prop></item>
+</oor:items>
+"""
+
+
+@dataclass
+class _Running:
+    process: asyncio.subprocess.Process
+    profile: Path
+    conversions: int = 0
+
+
+class OfficeConverter:
+    """`await converter.convert(source, target, how, name)`: `source` as a PDF at `target`,
+    or a `DocumentError` naming the file `name`. One conversion at a time."""
+
+    def __init__(self, office: Office, *, seconds: float, memory_bytes: int,
+                 work_dir: Path) -> None:
+        self.office = office
+        self.seconds = seconds
+        self.memory_bytes = memory_bytes
+        self.work_dir = work_dir
+        self._lock = asyncio.Lock()
+        self._running: _Running | None = None
+
+    async def warm_up(self) -> None:
+        """Start LibreOffice now, so that the first document does not wait for it; a failure
+        is logged, and the first document tries again."""
+        async with self._lock:
+            try:
+                await asyncio.wait_for(self._ready(), self.seconds)
+            except Exception as exc:
+                log.warning("office: LibreOffice did not start: %s", exc or type(exc).__name__)
+                await self._stop()
+
+    async def convert(self, source: Path, target: Path, how: How, name: str) -> None:
+        async with self._lock:
+            try:
+                answer = await asyncio.wait_for(self._converted(source, target, how),
+                                                self.seconds)
+            except TimeoutError:
+                log.warning("office: %s took longer than %gs; LibreOffice is killed", name,
+                            self.seconds)
+                await self._stop()
+                raise DocumentError(replies.TOO_SLOW, what=f"'{name}'",
+                                    seconds=self.seconds) from None
+            except (OSError, EOFError, ValueError) as exc:
+                log.warning("office: LibreOffice stopped while converting %s: %s", name, exc)
+                await self._stop()
+                raise DocumentError(replies.CONVERTER_DIED, name=name) from None
+            if self._running is not None and self._running.conversions >= MAX_CONVERSIONS:
+                await self._stop()
+        if answer.get("error") == "protected":
+            raise DocumentError(replies.PROTECTED_DOCUMENT, name=name)
+        if not answer.get("ok"):
+            log.info("office: %s: %s", name, answer.get("detail", answer))
+            raise DocumentError(replies.NOT_CONVERTIBLE, name=name)
+
+    async def _converted(self, source: Path, target: Path, how: How) -> dict[str, Any]:
+        running = await self._ready()
+        running.conversions += 1
+        stdin, stdout = running.process.stdin, running.process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(json.dumps({"in": str(source), "out": str(target), "as": how}).encode()
+                    + b"\n")
+        await stdin.drain()
+        return await self._answer(running)
+
+    async def _ready(self) -> _Running:
+        if self._running is not None and self._running.process.returncode is None:
+            return self._running
+        await self._stop()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        profile = Path(tempfile.mkdtemp(prefix="libreoffice-", dir=self.work_dir))
+        (profile / "user").mkdir()
+        (profile / "user" / "registrymodifications.xcu").write_text(PROFILE_SETTINGS)
+        process = await asyncio.create_subprocess_exec(
+            *self.office.isolate, self.office.python, str(WORKER), self.office.soffice,
+            str(profile), str(self.memory_bytes),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        self._running = _Running(process, profile)
+        if not (await self._answer(self._running)).get("ready"):
+            raise ValueError("LibreOffice did not say it was ready")
+        log.info("office: LibreOffice started (process %d)", process.pid)
+        return self._running
+
+    @staticmethod
+    async def _answer(running: _Running) -> dict[str, Any]:
+        assert running.process.stdout is not None
+        line = await running.process.stdout.readline()
+        if not line:
+            raise EOFError("LibreOffice's worker exited")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    async def _stop(self) -> None:
+        """Kill LibreOffice's whole process group and delete its profile."""
+        running, self._running = self._running, None
+        if running is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(running.process.pid, signal.SIGKILL)
+        await running.process.wait()
+        await asyncio.to_thread(shutil.rmtree, running.profile, True)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._stop()
