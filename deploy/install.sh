@@ -2,6 +2,8 @@
 # Install fax-bridge from this source tree into a virtual environment. These are the exact steps
 # the Dockerfile runs and `.ci/run` runs before the tests, so what ships is what was tested.
 #   usage: deploy/install.sh VENV [EXTRAS]      e.g. deploy/install.sh /opt/fax-bridge
+# The Debian packages it runs with (LibreOffice, fonts for Turkish and Japanese, unshare) are
+# deploy/debian-packages.sh's, installed as root before this.
 set -eu
 [ $# -ge 1 ] || { echo "usage: $0 VENV [EXTRAS]" >&2; exit 2; }
 src=$(cd "$(dirname "$0")/.." && pwd)

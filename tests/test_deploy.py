@@ -65,11 +65,24 @@ def dockerfile() -> str:
     return (DEPLOY / "Dockerfile").read_text()
 
 
-def test_the_image_installs_with_the_script_that_ci_runs() -> None:
-    runs = re.findall(r"^RUN (.*)$", dockerfile(), re.MULTILINE)
-    assert runs[0] == "/src/deploy/install.sh /opt/fax-bridge && rm -rf /src"
+def test_the_image_installs_with_the_scripts_that_ci_runs() -> None:
+    """The Debian packages (LibreOffice and its fonts) and the service, as CI installs them."""
+    runs = re.findall(r"^RUN (.*?)(?<!\\)$", dockerfile(), re.MULTILINE | re.DOTALL)
+    assert " ".join(runs[0].replace("\\\n", " ").split()) == (
+        "/src/deploy/debian-packages.sh && rm -rf /var/lib/apt/lists/* "
+        "&& /src/deploy/install.sh /opt/fax-bridge && rm -rf /src")
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^deploy/install\.sh \.venv dev$", ci, re.MULTILINE)
+    assert re.search(r"^deploy/debian-packages\.sh postfix swaks systemd$", ci, re.MULTILINE)
+
+
+def test_the_debian_packages_carry_libreoffice_fonts_for_turkish_and_japanese_and_unshare(
+) -> None:
+    script = (DEPLOY / "debian-packages.sh").read_text()
+    listed = re.search(r'^packages="(.*?)"', script, re.MULTILINE | re.DOTALL)
+    assert listed is not None
+    assert {"libreoffice-writer", "libreoffice-calc", "libreoffice-impress", "python3-uno",
+            "fonts-noto-cjk", "fonts-dejavu", "util-linux"} <= set(listed[1].split())
 
 
 def test_the_image_runs_unprivileged_with_a_data_volume_and_a_health_check() -> None:
