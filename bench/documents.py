@@ -41,6 +41,10 @@ held the loop longer than MS milliseconds.
     .venv/bin/python bench/documents.py
     .venv/bin/python bench/documents.py --only direct --tiff-strips pillow
     .venv/bin/python bench/documents.py --only service --slow-steps 20
+    .venv/bin/python bench/documents.py --only office
+
+3. office: a 10-page DOCX and a 5-sheet XLSX through LibreOffice, cold and warm (see
+   bench/office_documents.py).
 """
 
 from __future__ import annotations
@@ -704,7 +708,7 @@ async def service_runs(bridge: Bridge, faxmax: FaxMaxSimulator, relay: RelaySink
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("direct", "service"))
+    parser.add_argument("--only", choices=("direct", "service", "office"))
     parser.add_argument("--tiff-pages", type=int, default=30)
     parser.add_argument("--pdf-pages", type=int, default=20)
     parser.add_argument("--tiff-strips", choices=("one", "pillow"), default="one",
@@ -753,24 +757,33 @@ async def main(args: argparse.Namespace) -> None:
     print(product())
     print("command:", command())
     print(f"load average at start: {loadavg()}")
-    started = time.perf_counter()
-    inputs = make_inputs(args.tiff_pages, args.pdf_pages, args.tiff_strips == "one")
-    print(f"inputs (made in {time.perf_counter() - started:.1f} s): TIFF {args.tiff_pages} pages "
-          f"{FAX_SIZE[0]}x{FAX_SIZE[1]} G4 ({args.tiff_strips} strip(s) per page) "
-          f"{len(inputs.tiff):,} bytes; PDF {args.pdf_pages} pages "
-          f"{len(inputs.pdf):,} bytes; JPEG {', '.join(f'{len(p):,}' for p in inputs.photos)} "
-          f"bytes ({', '.join(f'{w}x{h}' for w, h in PHOTO_SIZES)}); mail {len(inputs.mail):,} "
-          "bytes")
     settings = Settings()
-    if args.only in (None, "direct"):
-        print("\n1. direct: the workers' functions in the product's sandbox "
-              f"(memory cap {settings.documents.memory_mb} MB)")
-        await direct(inputs, settings)
-        print(f"   load average: {loadavg()}")
-    if args.only in (None, "service"):
-        print("\n2. the service (Bridge) on this loop; the mail client, FaxMAX simulator and "
-              "relay sink on another loop, in a thread")
-        await service(inputs)
+    if args.only != "office":
+        started = time.perf_counter()
+        inputs = make_inputs(args.tiff_pages, args.pdf_pages, args.tiff_strips == "one")
+        print(f"inputs (made in {time.perf_counter() - started:.1f} s): TIFF {args.tiff_pages} "
+              f"pages {FAX_SIZE[0]}x{FAX_SIZE[1]} G4 ({args.tiff_strips} strip(s) per page) "
+              f"{len(inputs.tiff):,} bytes; PDF {args.pdf_pages} pages "
+              f"{len(inputs.pdf):,} bytes; JPEG "
+              f"{', '.join(f'{len(p):,}' for p in inputs.photos)} bytes "
+              f"({', '.join(f'{w}x{h}' for w, h in PHOTO_SIZES)}); mail "
+              f"{len(inputs.mail):,} bytes")
+        if args.only in (None, "direct"):
+            print("\n1. direct: the workers' functions in the product's sandbox "
+                  f"(memory cap {settings.documents.memory_mb} MB)")
+            await direct(inputs, settings)
+            print(f"   load average: {loadavg()}")
+        if args.only in (None, "service"):
+            print("\n2. the service (Bridge) on this loop; the mail client, FaxMAX simulator and "
+                  "relay sink on another loop, in a thread")
+            await service(inputs)
+            print(f"   load average: {loadavg()}")
+    if args.only in (None, "office"):
+        from bench.office_documents import office_documents
+
+        print("\n3. Office documents through the product's LibreOffice "
+              "(bench/office_documents.py)")
+        await office_documents()
         print(f"   load average: {loadavg()}")
 
 
