@@ -169,7 +169,8 @@ def build_pipeline(
         default_country_code=s.numbers.default_country_code,
         fax_caps=FaxCaps(per_sender=s.numbers.max_faxes_per_sender_per_hour,
                          total=s.numbers.max_faxes_per_hour), page_caps=page_caps,
-        sandbox=inspector, on_queued=converter.wake, arrivals=arrivals, metrics=metrics)
+        sandbox=inspector, on_queued=converter.wake, arrivals=arrivals, metrics=metrics,
+        max_schedule_days=s.faxmax.max_schedule_days)
     return Pipeline(
         templates=templates, page_caps=page_caps, sandbox=sandbox, inspector=inspector,
         alerter=alerter, transport=transport, mailer=mailer, reporter=reporter, faxmax=faxmax,
