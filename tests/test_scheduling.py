@@ -209,6 +209,13 @@ async def test_a_cancelled_fax_costs_no_pages_and_one_without_its_cover_not_the_
                                    cover_sent={ids[0]: True, ids[1]: False, ids[2]: True})
         usage = await store.jobs.usage("alice@example.com", hour_since=0, day_since=0)
         assert usage.sender_pages == 5 + 3 + 5
+        # A conversion run again (its first commit lost to a power cut, but not this time)
+        # changes nothing: the decision stays with the pages it was charged with.
+        await store.jobs.converted(1, document_path="x.pdf", pages=5, cover_html=None,
+                                   left_out=[], cover_pages=2, cover_sent={ids[0]: False})
+        job = await store.jobs.get(ids[0])
+        assert job is not None and job.cover_sent is True
+        assert await store.jobs.usage("alice@example.com", hour_since=0, day_since=0) == usage
         assert await store.jobs.cancel(ids[2], 2.0) is None
         usage = await store.jobs.usage("alice@example.com", hour_since=0, day_since=0)
         assert (usage.sender_pages, usage.faxes_last_hour) == (5 + 3, 3)

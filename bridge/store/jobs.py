@@ -212,6 +212,9 @@ class JobStore:
         is set)."""
 
         def work(db: sqlite3.Connection) -> None:
+            state = first(db, "SELECT state FROM messages WHERE id = ?", (message_id,))
+            if state is None or state[0] != MessageState.RECEIVED:
+                return  # converted already (a second run after a lost commit's power cut)
             db.executemany("UPDATE jobs SET cover_sent = ? WHERE id = ? AND message = ?",
                            [(sent, job_id, message_id)
                             for job_id, sent in (cover_sent or {}).items()])
