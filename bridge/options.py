@@ -25,6 +25,7 @@ from typing import Literal, cast
 from bridge import replies
 from bridge.config import CoverPage, PaperSize, Resolution
 from bridge.errors import Refusal
+from bridge.limits import DAY
 from bridge.numbers import quote
 
 Kind = Literal["resolution", "paper_size", "cover"]
@@ -146,3 +147,13 @@ def parse_send_at(text: str) -> float:
         except ValueError:
             pass
     raise Refusal(replies.BAD_SEND_AT, value=quote(text))
+
+
+def scheduled(mail: MailOptions, now: float, *, max_days: int) -> float | None:
+    """When the mail's faxes are to be sent: None for at once (no time asked, or one already
+    past); `Refusal` when it is more than `max_days` days after `now`."""
+    if mail.send_at is None or mail.send_at <= now:
+        return None
+    if mail.send_at - now > max_days * DAY:
+        raise Refusal(replies.SEND_AT_TOO_FAR, value=mail.send_at_text, days=max_days)
+    return mail.send_at

@@ -40,7 +40,7 @@ from bridge.limits import (
 )
 from bridge.metrics import Metrics
 from bridge.numbers import NumberPolicy, check_policy, parse_local_part
-from bridge.options import Options, parse_tags, split_tags
+from bridge.options import Options, parse_tags, scheduled, split_tags
 from bridge.passwords import verify_password
 from bridge.replies import Line, render
 from bridge.sandbox import Sandbox
@@ -397,24 +397,21 @@ class FaxHandler:
                 return refusal
             inspection = refusal
             now = self.clock.now()
-            send_at = inspection.options.send_at
-            if send_at is not None and send_at - now > self.max_schedule_days * DAY:
-                self._forget(spool)
-                reply = render(replies.SEND_AT_TOO_FAR, value=inspection.options.send_at_text,
-                               days=self.max_schedule_days)
-                log.info("smtp %s: refused mail from %s: %s", session.peer,
-                         envelope.mail_from, reply)
-                return reply
+            send_at = scheduled(inspection.options, now, max_days=self.max_schedule_days)
             key = self._account(session, envelope.mail_from)
             job_ids = await self.store.jobs.accept(
                 NewMessage(mail_from=envelope.mail_from, header_from=inspection.header_from,
                            subject=inspection.subject, message_id=inspection.message_id,
                            refs=inspection.refs, left_out=inspection.left_out,
                            spool_path="" if spool.path is None else str(spool.path), raw=raw,
-                           account=key,
-                           send_at=send_at if send_at is not None and send_at > now else None),
+                           account=key, send_at=send_at),
                 [(a, n) for a, n, _ in recipients], now, hourly=self.fax_caps,
                 options=[tags.over(inspection.options.options) for _, _, tags in recipients])
+        except Refusal as too_far:  # X-Fax-Send-At beyond faxmax.max_schedule_days
+            self._forget(spool)
+            log.info("smtp %s: refused mail from %s: %s", session.peer, envelope.mail_from,
+                     too_far.reply)
+            return too_far.reply
         except HourlyCapReached as over:  # other mails were stored since this one's RCPT
             self._forget(spool)
             reply = self._over_hourly(over, key)
@@ -431,8 +428,7 @@ class FaxHandler:
         ids = ", ".join(str(i) for i in job_ids)
         log.info("smtp %s: mail from %s queued as fax jobs %s (%s)%s", session.peer,
                  envelope.mail_from, ids, ", ".join(f"+{n}" for _, n, _ in recipients),
-                 f", scheduled for {inspection.options.send_at_text}"
-                 if send_at is not None and send_at > now else "")
+                 f", scheduled for {inspection.options.send_at_text}" if send_at else "")
         self.on_queued()
         return render(replies.QUEUED, ids=ids)
 
