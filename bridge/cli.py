@@ -37,6 +37,7 @@ examples:
   fax-bridge list --state unknown
   fax-bridge show 17 --json
   fax-bridge retry 17
+  fax-bridge cancel 18                         a fax not sent yet (queued or scheduled)
   fax-bridge backup /var/backups/fax-bridge-$(date +%F).sqlite3
   fax-bridge replay-quarantine
   fax-bridge healthcheck                       exit 0 if /healthz says ok (for Docker, cron)
@@ -44,7 +45,7 @@ examples:
 
 exit codes:
   0  done          1  failed, refused or unhealthy (the message says why)
-  2  usage error   3  there is no fax job with the number given (show, retry)
+  2  usage error   3  there is no fax job with the number given (show, retry, cancel)
 """
 EXIT_NOT_FOUND = 3
 
@@ -277,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", type=int, nargs="?")
     p.add_argument("--mail", type=int, metavar="ID", help="resend this email instead")
     p.set_defaults(func=operations.cmd_retry)
+    p = command("cancel", "cancel a fax job that is not sent yet (queued or scheduled); its "
+                          "sender is told")
+    with_store(p)
+    p.add_argument("job", type=int)
+    p.set_defaults(func=operations.cmd_cancel)
     p = command("backup", "write a consistent copy of the database while the service runs")
     with_store(p)
     p.add_argument("file", help="the new file to write")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bridge import cover, documents, replies
 from bridge.errors import Refusal as Refusal  # what `inspect` and `extract` raise
+from bridge.options import MailOptions, from_headers
 
 MAX_DEPTH = 10
 MAX_PARTS = 100
@@ -67,6 +68,7 @@ class Inspection:
     refs: str
     attachments: tuple[Attachment, ...]
     left_out: tuple[str, ...]
+    options: MailOptions = field(default_factory=MailOptions)  # X-Fax-* (`bridge.options`)
 
 
 class _Registry(headerregistry.HeaderRegistry):
@@ -470,6 +472,7 @@ def inspect(raw: bytes, office: bool = False) -> Inspection:
         refs=capped_references(header(top, "References")),
         attachments=tuple(walk.attachments),
         left_out=tuple(walk.left_out),
+        options=from_headers(lambda name: header(top, name)),
     )
 
 

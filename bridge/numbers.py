@@ -8,7 +8,7 @@ number, digits only, no ``+``: ``902122222525``), and the policy then decides wh
 may dial it. A refusal is a ``NumberError`` naming its entry in the reply catalogue
 (``bridge.replies``), so the SMTP handler can refuse at RCPT without interpreting anything.
 
-What a sender typed is shown quoted and escaped (``_quote``), so the words are plain ASCII on one
+What a sender typed is shown quoted and escaped (``quote``), so the words are plain ASCII on one
 line however hostile the local part: a CR or LF would end the reply line early.
 """
 
@@ -95,7 +95,7 @@ def parse_local_part(local: str, *, default_country_code: str) -> str:
     example = _example(country)
 
     def refused(entry: replies.Reply, **slots: object) -> NumberError:
-        return NumberError(entry, local=_quote(local), example=example, **slots)
+        return NumberError(entry, local=quote(local), example=example, **slots)
 
     if not local:
         raise refused(replies.EMPTY_NUMBER)
@@ -108,7 +108,7 @@ def parse_local_part(local: str, *, default_country_code: str) -> str:
         raise refused(replies.ROUTING_IN_NUMBER, char=routing)
     special = next((ch for ch in local if ch in _SPECIALS), None)
     if special is not None:
-        raise refused(replies.SPECIAL_IN_NUMBER, char=_quote(special))
+        raise refused(replies.SPECIAL_IN_NUMBER, char=quote(special))
     foreign_digit = next((ch for ch in local if _is_non_ascii_digit(ch)), None)
     if foreign_digit is not None:
         raise refused(replies.FOREIGN_DIGIT, char=_describe(foreign_digit))
@@ -177,7 +177,7 @@ def _parentheses_balanced(text: str) -> bool:
     return depth == 0
 
 
-def _quote(text: str, limit: int = _QUOTE_LIMIT) -> str:
+def quote(text: str, limit: int = _QUOTE_LIMIT) -> str:
     """Show untrusted text to a person in a reply line: quoted, ASCII-only, one line, bounded.
 
     Like ``ascii(text)``, but always in single quotes and cut at ``limit`` characters of output,
@@ -219,7 +219,7 @@ def _check_country_code(value: str, what: str) -> str:
     """A country calling code is 1 to 3 ASCII digits and never starts with 0 (ITU-T E.164)."""
     if not (1 <= len(value) <= 3 and all(ch in _ASCII_DIGITS for ch in value)) or value[0] == "0":
         raise ValueError(
-            f"{what}: {_quote(value)} is not a country calling code: "
+            f"{what}: {quote(value)} is not a country calling code: "
             'use 1 to 3 digits not starting with 0, like "90"'
         )
     return value
@@ -302,7 +302,7 @@ class NumberPolicy:
             for entry in entries:
                 if not _is_prefix(entry):
                     raise ValueError(
-                        f"{key}: {_quote(entry)} is not a normalised prefix: "
+                        f"{key}: {quote(entry)} is not a normalised prefix: "
                         "use NumberPolicy.from_config for operator input"
                     )
 
@@ -342,8 +342,8 @@ def check_policy(number: str, policy: NumberPolicy) -> None:
     normalised number: checking raw input would let ``"+90900..."`` dodge every prefix.
     """
     if not _is_prefix(number):
-        raise ValueError(f"check_policy needs a normalised number, got {_quote(number)}")
-    shown = _quote("+" + number)
+        raise ValueError(f"check_policy needs a normalised number, got {quote(number)}")
+    shown = quote("+" + number)
 
     if _longest_match(number, policy.deny):
         raise NumberError(replies.DENY_LISTED, number=shown)
@@ -393,13 +393,13 @@ def _strip_prefix(entry: str) -> str:
 
 def _normalise_prefixes(entries: Sequence[str], key: str) -> tuple[str, ...]:
     if isinstance(entries, str):  # a bare string is a Sequence[str] of characters
-        raise ValueError(f"{key}: expected a list of prefixes, got the string {_quote(entries)}")
+        raise ValueError(f"{key}: expected a list of prefixes, got the string {quote(entries)}")
     result: list[str] = []
     for entry in entries:
         prefix = _strip_prefix(entry)
         if not _is_prefix(prefix):
             raise ValueError(
-                f"{key}: {_quote(entry)} is not a number prefix: use digits in international "
+                f"{key}: {quote(entry)} is not a number prefix: use digits in international "
                 'form, like "44" or "+44" (a national form such as "0212" never matches)'
             )
         if prefix not in result:

@@ -1,8 +1,8 @@
-"""The operator's commands on a data directory's store: status, list, show, retry, backup and
-replay-quarantine. Each opens the store for as long as it needs it, so any of them is safe while
-the service runs; a command that queued work tells the running service (SIGUSR1) to do it now.
-Each returns its exit code, 0 or 1; errors, and a job that does not exist (exit code 3), are
-raised, for bridge/cli.py to turn into their message and code.
+"""The operator's commands on a data directory's store: status, list, show, retry, cancel,
+backup and replay-quarantine. Each opens the store for as long as it needs it, so any of them is
+safe while the service runs; a command that queued work tells the running service (SIGUSR1) to
+do it now. Each returns its exit code, 0 or 1; errors, and a job that does not exist (exit code
+3), are raised, for bridge/cli.py to turn into their message and code.
 """
 
 from __future__ import annotations
@@ -148,7 +148,9 @@ def _job_data(j: Job) -> dict[str, Any]:
             "sender": j.sender, "attempts": j.attempts, "fax_id": j.fax_id,
             "provider_status": j.provider_status, "pages_sent": j.pages_sent,
             "created_at": j.created_at, "submitted_at": j.submitted_at,
-            "finished_at": j.finished_at, "detail": j.detail}
+            "finished_at": j.finished_at, "detail": j.detail, "send_at": j.send_at,
+            "options": {"resolution": j.resolution, "paper_size": j.paper_size,
+                        "cover": j.cover, "cover_sent": j.cover_sent}}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -215,6 +217,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("received", _when(message.received_at)),
         ("pages", str(message.pages) if message.pages is not None else "not converted yet"),
         ("left out", ", ".join(message.left_out) or "nothing"),
+        ("scheduled", _when(job.send_at)),
+        ("options", ", ".join(f"{k} {v}" for k, v in (
+            ("resolution", job.resolution), ("paper size", job.paper_size),
+            ("cover", job.cover)) if v) or "the operator's"),
         ("attempts", str(job.attempts)),
         ("submitted", _when(job.submitted_at)
          + (f" (FaxMAX fax id {job.fax_id})" if job.fax_id else "")),
@@ -272,14 +278,35 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nudge(db: Path) -> str:
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a fax job that is not sent yet; its sender gets a "cancelled" report."""
+    db = _database(args)
+
+    async def run() -> str | None:
+        store = await Store.open(db)
+        try:
+            if await store.jobs.get(args.job) is None:
+                raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
+            return await store.jobs.cancel(args.job, SystemClock().now())
+        finally:
+            await store.close()
+
+    refusal = asyncio.run(run())
+    if refusal is not None:
+        print(f"fax-bridge: {refusal}; nothing cancelled", file=sys.stderr)
+        return 1
+    print(f"job {args.job} cancelled; {_nudge(db, 'reports it', 'it is reported')}")
+    return 0
+
+
+def _nudge(db: Path, does: str = "sends it", later: str = "it is sent") -> str:
     try:
         if wake_running(db.parent):
-            return "the running service was told and sends it now"
+            return f"the running service was told and {does} now"
     except PermissionError:
         return ("the running service belongs to another user, so it could not be told; it "
-                "sends it within a minute")
-    return "no service is running on this data directory; it is sent when one starts"
+                f"{does} within a minute")
+    return f"no service is running on this data directory; {later} when one starts"
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

@@ -184,7 +184,7 @@ def build_pipeline(
         fax_caps=FaxCaps(per_sender=s.numbers.max_faxes_per_sender_per_hour,
                          total=s.numbers.max_faxes_per_hour), page_caps=page_caps,
         sandbox=inspector, on_queued=converter.wake, arrivals=arrivals, metrics=metrics,
-        office=converter_office is not None)
+        office=converter_office is not None, max_schedule_days=s.faxmax.max_schedule_days)
     return Pipeline(
         templates=templates, page_caps=page_caps, sandbox=sandbox, inspector=inspector,
         alerter=alerter, transport=transport, mailer=mailer, reporter=reporter, faxmax=faxmax,

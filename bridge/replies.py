@@ -138,6 +138,13 @@ SENDER_PAGE_LIMIT = Reply(450, "4.7.1", "rate_limited", "{sender} has reached th
 GATEWAY_PAGE_LIMIT = Reply(451, "4.7.1", "rate_limited", "The fax gateway has reached its daily "
                            "page limit; please try again tomorrow")
 
+# Options after `+` in the local part (bridge.options): `{tag}`, `{first}`, `{second}` quoted.
+UNKNOWN_OPTION = Reply(550, "5.1.3", "bad_address", "{tag} is not a fax option: after '+' write "
+                       "normal, fine, superfine, cover, nocover, a4, letter or legal, as "
+                       "NUMBER+fine@{domain}")
+CONTRADICTING_OPTIONS = Reply(550, "5.1.3", "bad_address", "{first} and {second} contradict "
+                              "each other: give one {kind} per number")
+
 # The recipient's local part (bridge.numbers): `{local}` and `{number}` come quoted, `{example}`
 # is how the gateway's country writes a number. RCPT names the address they are about.
 EMPTY_NUMBER = Reply(550, "5.1.3", "bad_address",
@@ -191,6 +198,15 @@ NESTED_TOO_DEEP = Reply(554, "5.6.0", "bad_content", "the message is nested more
 TOO_MANY_PARTS = Reply(554, "5.6.0", "bad_content", "the message has more than {parts} parts")
 FORWARDED_MAIL = Reply(554, "5.6.1", "unsupported_attachment", "the message contains a forwarded "
                        "e-mail; forward the documents themselves as attachments instead")
+
+# The X-Fax-* headers (bridge.options); `{value}` comes quoted.
+BAD_OPTION_HEADER = Reply(554, "5.6.0", "bad_content",
+                          "the header {header}: {value} is not one of {allowed}")
+BAD_SEND_AT = Reply(554, "5.6.0", "bad_content", "the header X-Fax-Send-At: {value} is not a "
+                    "time with its offset from UTC (RFC 3339), like 2026-12-08T09:00:00+09:00")
+SEND_AT_TOO_FAR = Reply(554, "5.6.0", "bad_content", "the header X-Fax-Send-At: {value} is more "
+                        "than {days} day(s) ahead; this gateway schedules a fax at most {days} "
+                        "day(s) ahead")
 
 # --- DATA: the documents (bridge.documents); `{name}` is the attachment's file name ------------
 

@@ -33,7 +33,7 @@ COVER = "cover.html.j2"
 RECEIVED_AT = 1_790_000_000.0  # a fixed moment, so two checks render the same text
 
 
-def _report(tz: str, state: JobState, full: bool) -> dict[str, Any]:
+def _report(settings: Settings, state: JobState, full: bool) -> dict[str, Any]:
     """What the reporter passes: `report_context` itself, on a sample job and its mail."""
     message = Message(
         id=1, state=MessageState.READY, mail_from="alice@example.com",
@@ -41,7 +41,7 @@ def _report(tz: str, state: JobState, full: bool) -> dict[str, Any]:
         subject="Invoice 42" if full else "", message_id="<invoice-42@example.com>", refs="",
         spool_path="", document_path=None, cover_html=None, pages=3 if full else None,
         left_out=("signature.asc (a digital signature)",) if full else (), error=None,
-        received_at=RECEIVED_AT)
+        received_at=RECEIVED_AT, cover_pages=1 if full else 0)
     delivered = state is JobState.DELIVERED
     job = Job(
         id=7, message=1, number="902122222525", recipient="02122222525@fax.local",
@@ -52,8 +52,9 @@ def _report(tz: str, state: JobState, full: bool) -> dict[str, Any]:
         pages_sent=3 if full and delivered else None,
         detail="" if delivered or not full else "the line was busy on every attempt",
         submitted_at=RECEIVED_AT + 10, finished_at=RECEIVED_AT + 300 if full else None,
-        reported="")
-    return report_context(job, message, tz)
+        reported="", resolution="superfine" if full else None, cover_sent=True if full else None,
+        send_at=RECEIVED_AT + 60 if full else None)
+    return report_context(job, message, settings.mail.timezone, settings.faxmax)
 
 
 def _fax(tz: str, full: bool) -> dict[str, Any]:
@@ -91,7 +92,8 @@ def samples(settings: Settings) -> Iterator[tuple[str, str, dict[str, Any]]]:
         values = "every value set" if full else "optional values empty"
         for state in FINAL_JOB_STATES:
             for part in MAIL_PARTS:
-                yield f"report.{part}.j2", f"{state} report, {values}", _report(tz, state, full)
+                yield (f"report.{part}.j2", f"{state} report, {values}",
+                       _report(settings, state, full))
         for part in MAIL_PARTS:
             yield f"fax.{part}.j2", f"received fax, {values}", _fax(tz, full)
             yield f"alert.{part}.j2", f"alert, {values}", _alert(full)

@@ -58,13 +58,15 @@ async def make_bridge(
     tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink
 ) -> AsyncIterator[MakeBridge]:
     """Start the real service; `via_relay=True` delivers mail to the relay sink instead of
-    the Maildir. Every bridge started is stopped at the end of the test."""
+    the Maildir, `clock` (the `clock` fixture) runs it on a fake clock. Every bridge started
+    is stopped at the end of the test."""
     started: list[Bridge] = []
 
-    async def make(*, via_relay: bool = True, **sections: dict[str, Any]) -> Bridge:
+    async def make(*, via_relay: bool = True, clock: Clock | None = None,
+                   **sections: dict[str, Any]) -> Bridge:
         settings = settings_for(tmp_path, faxmax.url, relay.port if via_relay else None,
                                 **sections)
-        bridge = Bridge(settings)
+        bridge = Bridge(settings) if clock is None else Bridge(settings, clock=clock)
         await bridge.start()
         started.append(bridge)
         faxmax.push_url = f"http://127.0.0.1:{bridge.http_port}/faxmax/push/{PUSH_TOKEN}"

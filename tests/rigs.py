@@ -141,10 +141,11 @@ class TimedFaxMaxClient(FaxMaxClient):
         self.calls: list[float] = []
 
     async def send_fax(self, *, job_id: int, number: str, document: Path,
-                       cover: Path | None) -> SendResult:
+                       cover: Path | None, resolution: str, paper_size: str) -> SendResult:
         self.calls.append(self.clock.now())
         return await super().send_fax(job_id=job_id, number=number, document=document,
-                                      cover=cover)
+                                      cover=cover, resolution=resolution,
+                                      paper_size=paper_size)
 
 
 class TimedSmtpTransport(SmtpTransport):

@@ -19,11 +19,12 @@ class SmtpResult:
 async def smtp_send(
     port: int, message: bytes | EmailMessage, *, mail_from: str = "alice@example.com",
     rcpts: list[str] | None = None, mail_options: list[str] | None = None,
-    before_data: Callable[[], Awaitable[object]] | None = None,
+    before_data: Callable[[], Awaitable[object]] | None = None, encoding: str = "ascii",
 ) -> SmtpResult:
     """Speak SMTP the way a mail client does, and return every reply. `before_data` is
     awaited once every RCPT is answered (whatever the answers), before DATA: a test lines
-    sessions up there, or changes the store between a mail's RCPT and its DATA."""
+    sessions up there, or changes the store between a mail's RCPT and its DATA. `encoding`
+    writes the RCPT addresses (`utf-8`: as a client that ignores the missing SMTPUTF8 does)."""
     if isinstance(message, EmailMessage):
         message = message.as_bytes()
     rcpts = rcpts or ["02122222525@fax.local"]
@@ -39,7 +40,7 @@ async def smtp_send(
         replies = []
         for rcpt in rcpts:
             try:
-                r = await client.rcpt(rcpt)
+                r = await client.rcpt(rcpt, encoding=encoding)
                 replies.append((r.code, r.message))
             except aiosmtplib.SMTPResponseException as exc:
                 replies.append((exc.code, exc.message))

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.store.schema import SCHEMA, statements
+from bridge.store.schema import SCHEMA, sha256_hex, statements
 
 
 def read(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -26,7 +26,9 @@ async def query(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[
 
 
 def migrate_to(db: sqlite3.Connection, version: int) -> None:
-    """A store as `version` of the schema left it, for a test of the upgrade after it."""
+    """A store as `version` of the schema left it, for a test of the upgrade after it (from
+    version 9 on, a script calls the function `bridge.store.schema.migrate` provides)."""
+    db.create_function("sha256_hex", 1, sha256_hex, deterministic=True)
     for number, script in enumerate(SCHEMA[:version], start=1):
         for statement in statements(script):
             db.execute(statement)

@@ -53,8 +53,8 @@ async def test_status_list_and_show_tell_an_operator_what_happened(
     lines = out.splitlines()
     assert lines[0] == (f"fax-bridge on {process.settings.data_dir}: running "
                         f"(pid {process.proc.pid})")
-    assert lines[1] == ("fax jobs:   queued 0, sending 0, submitted 0, delivered 1, failed 1, "
-                        "unknown 0")
+    assert lines[1] == ("fax jobs:   queued 0, scheduled 0, sending 0, submitted 0, delivered "
+                        "1, failed 1, unknown 0, cancelled 0")
     assert lines[2] == "received:   faxmax 1, byosoku 0"
     assert lines[4].startswith("queues:     convert 0, send 0, status 0, report 0, inbound 0")
     assert lines[5] == "last poll:  never"

@@ -34,7 +34,9 @@ SAMPLES: dict[str, object] = {
     "national": "0900", "number": "'+909001234567'", "numbers": 2, "pages": 4, "parts": 100,
     "pixels": 50_000_000, "problem": "the received file is neither a TIFF nor a PDF",
     "seconds": 0.5, "sender": "alice@example.com", "size": "25 MB", "used": 2,
-    "user": "alice", "what": "the mail",
+    "user": "alice", "what": "the mail", "tag": "'urgent'", "first": "'fine'",
+    "second": "'superfine'", "header": "X-Fax-Cover", "value": "'yes'",
+    "allowed": "auto, always, never", "days": 7,
 }
 
 # The `reason` labels `/metrics` has counted refusals under, by enhanced code (a 5xx without

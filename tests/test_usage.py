@@ -32,8 +32,12 @@ def mail(sender: str, n: int) -> NewMessage:
 async def recounted(store: Store, sender: str, now: float) -> Usage:
     """The same figures, counted from the jobs the slow way (the oldest minute whole)."""
     hour, day = (now - 3600) // 60 * 60, (now - DAY) // 60 * 60
-    charged = ("SELECT COALESCE(SUM(m.pages), 0) FROM jobs j JOIN messages m ON m.id = j.message"
-               " WHERE j.created_at >= ? AND NOT (j.state = 'failed' AND j.fax_id IS NULL)")
+    # A fax sent without its cover is charged without the cover's pages; one FaxMAX never
+    # took (failed before it, or cancelled) costs none.
+    charged = ("SELECT COALESCE(SUM(m.pages - CASE WHEN j.cover_sent = 0 THEN m.cover_pages"
+               " ELSE 0 END), 0) FROM jobs j JOIN messages m ON m.id = j.message"
+               " WHERE j.created_at >= ?"
+               " AND NOT (j.state IN ('failed', 'cancelled') AND j.fax_id IS NULL)")
     [[faxes]] = await query(store.path,
         "SELECT COUNT(*) FROM jobs WHERE sender = ? AND created_at >= ?", (sender.lower(), hour))
     [[pages]] = await query(store.path, charged + " AND j.sender = ?", (day, sender.lower()))
@@ -45,7 +49,8 @@ async def recounted(store: Store, sender: str, now: float) -> Usage:
 
 
 step = st.tuples(
-    st.sampled_from(["mail", "ready", "refused", "sent", "failed", "lost", "requeue"]),
+    st.sampled_from(["mail", "ready", "refused", "sent", "failed", "lost", "requeue",
+                     "cancel"]),
     st.integers(0, 50),  # which mail or job, modulo how many there are
     st.integers(1, 9),  # pages, or recipients
     st.floats(0, 4 * 3600),  # seconds that pass first
@@ -73,9 +78,12 @@ def test_usage_counts_always_match_the_faxes(tmp_path_factory: object, steps: li
                         mail(SENDERS[which % 3], mails),
                         [(f"{n}@fax.local", f"9021255500{n}") for n in range(count % 3 + 1)],
                         now)
-                elif action == "ready":
-                    await store.jobs.converted(job.message, document_path="/d.pdf",
-                                                   pages=count, cover_html=None, left_out=())
+                elif action == "ready":  # some of its faxes with the cover, some without
+                    await store.jobs.converted(
+                        job.message, document_path="/d.pdf", pages=count, cover_html=None,
+                        left_out=(), cover_pages=which % count,
+                        cover_sent={j.id: (j.id + which) % 2 == 0 for j in jobs
+                                    if j.message == job.message})
                 elif action == "refused":
                     await store.jobs.not_convertible(job.message, "refused", now)
                 elif action == "sent" and job.state is JobState.QUEUED:
@@ -88,6 +96,8 @@ def test_usage_counts_always_match_the_faxes(tmp_path_factory: object, steps: li
                     await store.jobs.expire(now + 1, now)
                 elif action == "requeue":
                     await store.jobs.requeue(job.id, now)
+                elif action == "cancel":
+                    await store.jobs.cancel(job.id, now)
                 for sender in SENDERS:
                     used = await store.jobs.usage(sender, hour_since=now - 3600,
                                                   day_since=now - DAY)

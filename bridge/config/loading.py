@@ -168,6 +168,7 @@ def _validate(s: Settings) -> None:
                    ("http.max_body_bytes", s.http.max_body_bytes),
                    ("faxmax.max_attempts", s.faxmax.max_attempts),
                    ("faxmax.concurrency", s.faxmax.concurrency),
+                   ("faxmax.max_schedule_days", s.faxmax.max_schedule_days),
                    ("faxmax.timeout", s.faxmax.timeout),
                    ("mail.max_attempts", s.mail.max_attempts),
                    ("mail.smtp_timeout", s.mail.smtp_timeout),

@@ -94,6 +94,7 @@ class FaxmaxSettings:
     paper_size: PaperSize = "A4"
     resolution: Resolution = "fine"
     cover_page: CoverPage = "auto"
+    max_schedule_days: int = 7  # how far ahead X-Fax-Send-At may schedule a fax
     timeout: float = 60
     max_attempts: int = 8
     retry_max_age: int = 86_400

@@ -40,6 +40,7 @@ from bridge.limits import (
 )
 from bridge.metrics import Metrics
 from bridge.numbers import NumberPolicy, check_policy, parse_local_part
+from bridge.options import Options, parse_tags, scheduled, split_tags
 from bridge.passwords import verify_password
 from bridge.replies import Line, render
 from bridge.sandbox import Sandbox
@@ -258,8 +259,10 @@ class FaxHandler:
         number_policy: NumberPolicy, default_country_code: str, fax_caps: FaxCaps,
         page_caps: PageCaps, sandbox: Sandbox, on_queued: Callable[[], None],
         arrivals: Arrivals | None = None, metrics: Metrics | None = None, office: bool = False,
+        max_schedule_days: int = 7,
     ) -> None:
         self.office = office  # LibreOffice converts Office documents, HTML and text
+        self.max_schedule_days = max_schedule_days
         self.metrics = metrics or Metrics()
         self.arrivals = arrivals or Arrivals()
         self.page_caps = page_caps
@@ -318,14 +321,16 @@ class FaxHandler:
         self.arrivals.note()  # a mail is on its way
         return render(replies.SENDER_OK)
 
-    def _number(self, address: str) -> str:
-        """The fax number of a recipient address; NumberError says why there is none."""
+    def _recipient(self, address: str) -> tuple[str, Options]:
+        """The fax number of a recipient address and the options its tags choose
+        (`bridge.options`); a Refusal (NumberError for the number) says why there is none."""
         local, at, domain = address.rpartition("@")
         if not at or domain.lower() != self.settings.domain.lower():
             raise NumberError(replies.RELAYING_DENIED, domain=self.settings.domain)
-        number = parse_local_part(local, default_country_code=self.default_country_code)
+        written, tags = split_tags(local)
+        number = parse_local_part(written, default_country_code=self.default_country_code)
         check_policy(number, self.number_policy)
-        return number
+        return number, parse_tags(tags, domain=self.settings.domain)
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str,
@@ -334,10 +339,10 @@ class FaxHandler:
         if envelope.mail_from is None:
             return render(replies.MAIL_FIRST)
         try:
-            number = self._number(address)
-        except NumberError as exc:
+            number, _ = self._recipient(address)
+        except Refusal as exc:
             return render(exc.entry, address, **exc.slots)
-        numbers = [self._number(a) for a in envelope.rcpt_tos]
+        numbers = [self._recipient(a)[0] for a in envelope.rcpt_tos]
         if number in numbers:
             return render(replies.SAME_NUMBER, address)
         if len(numbers) >= self.settings.max_recipients:
@@ -378,7 +383,7 @@ class FaxHandler:
         assert isinstance(server, FaxSMTP) and server.spool is not None
         assert envelope.mail_from is not None
         spool = server.spool
-        recipients = [(a, self._number(a)) for a in envelope.rcpt_tos]
+        recipients = [(a, *self._recipient(a)) for a in envelope.rcpt_tos]
         try:
             # The mail is parsed in the sandbox, never in this process: a large one from its
             # spool file, a small one sent over.
@@ -392,14 +397,22 @@ class FaxHandler:
                 self._forget(spool)
                 return refusal
             inspection = refusal
+            now = self.clock.now()
+            send_at = scheduled(inspection.options, now, max_days=self.max_schedule_days)
             key = self._account(session, envelope.mail_from)
             job_ids = await self.store.jobs.accept(
                 NewMessage(mail_from=envelope.mail_from, header_from=inspection.header_from,
                            subject=inspection.subject, message_id=inspection.message_id,
                            refs=inspection.refs, left_out=inspection.left_out,
                            spool_path="" if spool.path is None else str(spool.path), raw=raw,
-                           account=key),
-                recipients, self.clock.now(), hourly=self.fax_caps)
+                           account=key, send_at=send_at),
+                [(a, n) for a, n, _ in recipients], now, hourly=self.fax_caps,
+                options=[tags.over(inspection.options.options) for _, _, tags in recipients])
+        except Refusal as too_far:  # X-Fax-Send-At beyond faxmax.max_schedule_days
+            self._forget(spool)
+            log.info("smtp %s: refused mail from %s: %s", session.peer, envelope.mail_from,
+                     too_far.reply)
+            return too_far.reply
         except HourlyCapReached as over:  # other mails were stored since this one's RCPT
             self._forget(spool)
             reply = self._over_hourly(over, key)
@@ -414,8 +427,9 @@ class FaxHandler:
                 return render(replies.OUT_OF_STORAGE)
             raise
         ids = ", ".join(str(i) for i in job_ids)
-        log.info("smtp %s: mail from %s queued as fax jobs %s (%s)", session.peer,
-                 envelope.mail_from, ids, ", ".join(f"+{n}" for _, n in recipients))
+        log.info("smtp %s: mail from %s queued as fax jobs %s (%s)%s", session.peer,
+                 envelope.mail_from, ids, ", ".join(f"+{n}" for _, n, _ in recipients),
+                 f", scheduled for {inspection.options.send_at_text}" if send_at else "")
         self.on_queued()
         return render(replies.QUEUED, ids=ids)
 

@@ -50,14 +50,16 @@ class SendResult:
 
 
 def build_request(
-    settings: FaxmaxSettings, *, job_id: int, number: str, request_id: str,
+    settings: FaxmaxSettings, *, job_id: int, number: str, request_id: str, resolution: str,
+    paper_size: str,
 ) -> dict[str, Any]:
-    """The JSON-RPC body, but the cover page (see `CoverData`). The docs disagree on `token`
-    vs `token_`, so both are sent."""
+    """The JSON-RPC body, but the cover page (see `CoverData`), with the job's resolution and
+    paper size (`bridge.options`). The docs disagree on `token` vs `token_`, so both are
+    sent."""
     params: dict[str, Any] = {
         "phones": [{"phone": number, "api_id": str(job_id)}],
-        "paper_size": settings.paper_size,
-        "resolution": settings.resolution,
+        "paper_size": paper_size,
+        "resolution": resolution,
     }
     if settings.token:
         params["token"] = settings.token
@@ -186,19 +188,24 @@ class FaxMaxClient:
         await self._session.close()
 
     async def send_fax(
-        self, *, job_id: int, number: str, document: Path, cover: Path | None
+        self, *, job_id: int, number: str, document: Path, cover: Path | None,
+        resolution: str, paper_size: str,
     ) -> SendResult:
-        """`cover`: the file of the fax's cover page (`bridge.cover.cover_file`), if any."""
+        """`cover`: the file of the fax's cover page (`bridge.cover.cover_file`), if it goes
+        with this fax."""
         with self.metrics.provider_call(PROVIDER, "send_fax"):
             return await self._send_fax(job_id=job_id, number=number, document=document,
-                                        cover=cover)
+                                        cover=cover, resolution=resolution,
+                                        paper_size=paper_size)
 
     async def _send_fax(
-        self, *, job_id: int, number: str, document: Path, cover: Path | None
+        self, *, job_id: int, number: str, document: Path, cover: Path | None,
+        resolution: str, paper_size: str,
     ) -> SendResult:
         request_id = str(uuid.uuid4())
         body = build_request(self.settings, job_id=job_id, number=number,
-                             request_id=request_id)
+                             request_id=request_id, resolution=resolution,
+                             paper_size=paper_size)
         data = json.dumps(body, ensure_ascii=False)
         # The files are opened before the call, outside the `try` below: a document or cover
         # page that cannot be read (deleted, a failing disk) is a plain failure, since nothing

@@ -113,8 +113,11 @@ class AcceptedFax:
     api_id: Any
     request_id: str
     cli: str
-    pages: int
+    pages: int  # the document's, and one for a cover page (FaxMAX lays it out itself)
     requested_on: datetime
+    paper_size: str = "A4"  # the call's, with the documented defaults
+    resolution: str = "fine"
+    cover: bool = False  # the call had a `cover_html`
 
 
 @dataclass(frozen=True)
@@ -411,7 +414,9 @@ class FaxMaxSimulator(LoopbackServer):
             else:
                 fax_id = str(uuid.uuid4())
                 accepted.append(
-                    AcceptedFax(fax_id, phone, api_id, request_id, call.cli, pages, now)
+                    AcceptedFax(fax_id, phone, api_id, request_id, call.cli, pages, now,
+                                paper_size=call.paper_size, resolution=call.resolution,
+                                cover=bool(call.cover_html))
                 )
         answer = {
             "message": {

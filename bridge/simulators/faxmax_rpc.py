@@ -73,6 +73,8 @@ class SendFaxCall:
     targets: list[tuple[str, Any]]  # (phone, api_id) as sent, not yet checked as numbers
     cli: str
     cover_html: str
+    paper_size: str = "A4"  # as sent, or the documented default
+    resolution: str = "fine"  # likewise ("süperfine" is kept as sent: both are accepted)
 
 
 def parse_data(form: SendForm) -> dict[str, Any]:
@@ -128,7 +130,7 @@ def check_send_fax(
         value = params.get(key)
         if value is not None and not str_or_str_list(value):
             raise RpcError(INVALID_PARAMS, f"Invalid params: {key} must be string(s)")
-    return SendFaxCall(targets, cli, cover_html)
+    return SendFaxCall(targets, cli, cover_html, paper_size or "A4", resolution or "fine")
 
 
 def authenticate(params: dict[str, Any], *, token: str, username: str, password: str) -> None:

@@ -30,6 +30,7 @@ from bridge.store.jobs import JobStore
 from bridge.store.outbox import Outbox
 from bridge.store.rows import (
     FINAL_JOB_STATES,
+    WAITING_JOB_STATES,
     Inbound,
     InboundState,
     Job,
@@ -54,10 +55,10 @@ from bridge.store.upkeep import Upkeep
 from bridge.store.writer import Writer
 
 __all__ = [
-    "FINAL_JOB_STATES", "Inbound", "InboundState", "Job", "JobState", "MailInfo",
-    "MailState", "Message", "MessageState", "NewInbound", "NewMessage", "OutgoingMail",
-    "Purged", "Quarantined", "QueuedMail", "Snapshot", "StatusEvent", "Store", "Usage",
-    "is_disk_full",
+    "FINAL_JOB_STATES", "WAITING_JOB_STATES", "Inbound", "InboundState", "Job", "JobState",
+    "MailInfo", "MailState", "Message", "MessageState", "NewInbound", "NewMessage",
+    "OutgoingMail", "Purged", "Quarantined", "QueuedMail", "Snapshot", "StatusEvent", "Store",
+    "Usage", "is_disk_full",
 ]
 
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from bridge.limits import HOUR, FaxCaps, HourlyCapReached, frees_at
+from bridge.options import Options
 from bridge.store.outbox import enqueue
 from bridge.store.rows import (
     FINAL_JOB_STATES,
     JOBS,
     MESSAGES,
+    WAITING_JOB_STATES,
     Job,
     JobState,
     Message,
@@ -38,6 +40,15 @@ RECOVERED = ("fax-bridge stopped while this fax was being handed to FaxMAX, so i
              "tell whether FaxMAX received it; it was not sent again")
 NO_REPORT = ("no delivery report: FaxMAX accepted the fax but never said whether it was "
              "delivered")
+CANCELLED = "an operator cancelled it (fax-bridge cancel)"
+# Why a job that is not waiting cannot be cancelled, by its state.
+NOT_CANCELLABLE = {
+    JobState.SENDING: "it is being handed to FaxMAX at this moment, so it may have it already",
+    JobState.SUBMITTED: ("FaxMAX has the fax already, and a fax FaxMAX has cannot be called "
+                         "back"),
+}
+WAITING = ", ".join("?" * len(WAITING_JOB_STATES))  # placeholders for WAITING_JOB_STATES
+FINAL = ", ".join("?" * len(FINAL_JOB_STATES))
 
 
 def add_status_events(db: sqlite3.Connection, events: Sequence[StatusEvent], now: float,
@@ -127,9 +138,12 @@ class JobStore:
     # --- intake and conversion -------------------------------------------------------------
 
     async def accept(self, msg: NewMessage, recipients: Sequence[tuple[str, str]],
-                     now: float, *, hourly: FaxCaps | None = None) -> list[int]:
+                     now: float, *, hourly: FaxCaps | None = None,
+                     options: Sequence[Options] = ()) -> list[int]:
         """Store a mail and one job per (address, number), charged to `msg.account` (or its
-        envelope sender); returns the job ids once they are committed (in a group commit).
+        envelope sender), with the `options` its sender chose for each (in the order of
+        `recipients`; none: the operator's), `scheduled` for `msg.send_at` when it has one;
+        returns the job ids once they are committed (in a group commit).
 
         With `hourly`, the hourly fax caps are checked again inside the transaction, against
         every job committed before it: a mail that would pass one raises `HourlyCapReached`
@@ -151,11 +165,16 @@ class JobStore:
             )
             message_id = cur.lastrowid
             ids = []
-            for address, number in recipients:
+            state = JobState.QUEUED if msg.send_at is None else JobState.SCHEDULED
+            chosen = options or [Options()] * len(recipients)
+            for (address, number), option in zip(recipients, chosen, strict=True):
                 cur = db.execute(
                     "INSERT INTO jobs (message, number, recipient, sender, state,"
-                    " next_attempt_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (message_id, number, address, account, JobState.QUEUED, now, now, now),
+                    " next_attempt_at, created_at, updated_at, resolution, paper_size, cover,"
+                    " send_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (message_id, number, address, account, state,
+                     now if msg.send_at is None else msg.send_at, now, now, option.resolution,
+                     option.paper_size, option.cover, msg.send_at),
                 )
                 assert cur.lastrowid is not None
                 ids.append(cur.lastrowid)
@@ -180,19 +199,30 @@ class JobStore:
 
     async def converted(
         self, message_id: int, *, document_path: str, pages: int, cover_html: str | None,
-        left_out: Iterable[str],
+        left_out: Iterable[str], cover_pages: int = 0,
+        cover_sent: Mapping[int, bool] | None = None,
     ) -> None:
         """In the group commit: a conversion finishing while mail arrives shares its commit
         instead of holding the next `250` back by a commit of its own. Not durable on its own
         (see `Writer.grouped`): a power cut may undo it, and the mail, still `received`, is
-        simply converted again; its fax can only be claimed by a durable commit after this."""
+        simply converted again; its fax can only be claimed by a durable commit after this.
+
+        `pages` counts the cover, `cover_pages` of them; `cover_sent` says, by job, whether
+        the cover goes with its fax (written first: the usage triggers read it when `pages`
+        is set)."""
 
         def work(db: sqlite3.Connection) -> None:
+            state = first(db, "SELECT state FROM messages WHERE id = ?", (message_id,))
+            if state is None or state[0] != MessageState.RECEIVED:
+                return  # converted already (a second run after a lost commit's power cut)
+            db.executemany("UPDATE jobs SET cover_sent = ? WHERE id = ? AND message = ?",
+                           [(sent, job_id, message_id)
+                            for job_id, sent in (cover_sent or {}).items()])
             db.execute(
                 "UPDATE messages SET state = ?, document_path = ?, pages = ?, cover_html = ?,"
-                " left_out = ? WHERE id = ? AND state = ?",
+                " left_out = ?, cover_pages = ? WHERE id = ? AND state = ?",
                 (MessageState.READY, document_path, pages, cover_html,
-                 json.dumps(list(left_out)), message_id, MessageState.RECEIVED),
+                 json.dumps(list(left_out)), cover_pages, message_id, MessageState.RECEIVED),
             )
 
         await self._writer.grouped(work, durable=False)
@@ -204,8 +234,8 @@ class JobStore:
                        (MessageState.FAILED, error, message_id))
             db.execute(
                 "UPDATE jobs SET state = ?, detail = ?, updated_at = ?, finished_at = ?"
-                " WHERE message = ? AND state = ?",
-                (JobState.FAILED, error, now, now, message_id, JobState.QUEUED),
+                f" WHERE message = ? AND state IN ({WAITING})",
+                (JobState.FAILED, error, now, now, message_id, *WAITING_JOB_STATES),
             )
 
         await self._writer.transaction(tx)
@@ -225,16 +255,17 @@ class JobStore:
         return await self._writer.transaction(tx)
 
     async def claim(self, now: float) -> tuple[Job, Message] | None:
-        """Take the next due job whose documents are ready; it is `sending` once this returns."""
+        """Take the next due job whose documents are ready (a scheduled one once its time has
+        come); it is `sending` once this returns."""
         def tx(db: sqlite3.Connection) -> tuple[Job, Message] | None:
             row = first(
                 db,
                 "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ?"
                 " WHERE id = (SELECT j.id FROM jobs j JOIN messages m ON m.id = j.message"
-                "   WHERE j.state = ? AND j.next_attempt_at <= ? AND m.state = ?"
+                f"   WHERE j.state IN ({WAITING}) AND j.next_attempt_at <= ? AND m.state = ?"
                 "   ORDER BY j.next_attempt_at, j.id LIMIT 1)"
                 f" RETURNING {JOBS.columns}",
-                (JobState.SENDING, now, JobState.QUEUED, now, MessageState.READY),
+                (JobState.SENDING, now, *WAITING_JOB_STATES, now, MessageState.READY),
             )
             if row is None:
                 return None
@@ -251,9 +282,9 @@ class JobStore:
         value = await self._reader.value(
             "SELECT MIN(t) FROM ("
             " SELECT MIN(j.next_attempt_at) AS t FROM jobs j JOIN messages m ON m.id = j.message"
-            "  WHERE j.state = ? AND m.state = ?"
+            f"  WHERE j.state IN ({WAITING}) AND m.state = ?"
             " UNION ALL SELECT MIN(submitted_at) + ? FROM jobs WHERE state = ?)",
-            (JobState.QUEUED, MessageState.READY, status_timeout, JobState.SUBMITTED))
+            (*WAITING_JOB_STATES, MessageState.READY, status_timeout, JobState.SUBMITTED))
         return float(value) if value is not None else None
 
     async def submitted(self, job_id: int, fax_id: str, now: float,
@@ -323,6 +354,27 @@ class JobStore:
 
         return await self._writer.transaction(tx)
 
+    async def cancel(self, job_id: int, now: float) -> str | None:
+        """An operator's cancel of a job that is not sent yet (queued or scheduled): it
+        becomes `cancelled`, to be reported. Returns None when it is, else why it cannot be.
+        The check and the change are one transaction, as the sender's claim is, so that a
+        claim at the same moment either comes first (the job is `sending`: refused) or finds
+        it cancelled."""
+        def tx(db: sqlite3.Connection) -> str | None:
+            row = first(db, "SELECT state FROM jobs WHERE id = ?", (job_id,))
+            if row is None:
+                return f"there is no fax job {job_id}"
+            state = JobState(row[0])
+            if state not in WAITING_JOB_STATES:
+                why = NOT_CANCELLABLE.get(state, "it is finished; only a queued or scheduled "
+                                                 "job can be cancelled")
+                return f"job {job_id} is {state}: {why}"
+            db.execute("UPDATE jobs SET state = ?, detail = ?, updated_at = ?, finished_at = ?"
+                       " WHERE id = ?", (JobState.CANCELLED, CANCELLED, now, now, job_id))
+            return None
+
+        return await self._writer.transaction(tx)
+
     # --- reports ---------------------------------------------------------------------------
 
     async def to_report(self, limit: int = 50) -> list[tuple[Job, Message]]:
@@ -331,7 +383,7 @@ class JobStore:
         rows = await self._reader.rows(
             f"SELECT {JOBS.prefixed('j')}, {MESSAGES.prefixed('m')} FROM jobs j"
             " JOIN messages m ON m.id = j.message"
-            " WHERE j.state IN (?, ?, ?) AND j.reported != j.state ORDER BY j.id LIMIT ?",
+            f" WHERE j.state IN ({FINAL}) AND j.reported != j.state ORDER BY j.id LIMIT ?",
             (*FINAL_JOB_STATES, limit))
         return [(JOBS.load(r), MESSAGES.load(r, len(JOBS.eager))) for r in rows]
 

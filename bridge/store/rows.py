@@ -21,15 +21,18 @@ R = TypeVar("R")
 
 
 class JobState(StrEnum):
-    QUEUED = "queued"
+    QUEUED = "queued"  # waiting for its conversion, or for its (next) attempt
+    SCHEDULED = "scheduled"  # waiting for the time its sender chose (`send_at`)
     SENDING = "sending"
     SUBMITTED = "submitted"
     DELIVERED = "delivered"
     FAILED = "failed"
     UNKNOWN = "unknown"
+    CANCELLED = "cancelled"  # by an operator, before it was sent (`fax-bridge cancel`)
 
 
-FINAL_JOB_STATES = (JobState.DELIVERED, JobState.FAILED, JobState.UNKNOWN)
+FINAL_JOB_STATES = (JobState.DELIVERED, JobState.FAILED, JobState.UNKNOWN, JobState.CANCELLED)
+WAITING_JOB_STATES = (JobState.QUEUED, JobState.SCHEDULED)  # not sent yet: may be cancelled
 
 
 class MessageState(StrEnum):
@@ -117,6 +120,7 @@ class NewMessage:
     left_out: tuple[str, ...] = ()
     raw: bytes | None = None
     account: str = ""  # whom the limits charge (`bridge.limits.account`); "": `mail_from`
+    send_at: float | None = None  # X-Fax-Send-At, when it is ahead of the time of acceptance
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ class Message:
     error: str | None
     received_at: float
     raw: bytes | None = None  # loaded only for the mail being converted
+    cover_pages: int = 0  # of `pages`, the cover page's (0: the fax has none)
 
 
 MESSAGES = Mapper(Message, "messages", lazy=("raw",),
@@ -162,9 +167,21 @@ class Job:
     finished_at: float | None
     reported: str
     round: int = 1  # of attempts: one more after each operator's `retry`
+    # What the sender chose (`bridge.options`); None: the operator's `faxmax.*` setting.
+    resolution: str | None = None
+    paper_size: str | None = None
+    cover: str | None = None  # "always", "never", "auto"
+    cover_sent: bool | None = None  # decided at conversion; None: sent if the mail has one
+    send_at: float | None = None  # when a scheduled job is sent
+
+    def pages(self, message: Message) -> int | None:
+        """What this fax has: the mail's pages, without the cover's when it goes without."""
+        if message.pages is None or self.cover_sent is not False:
+            return message.pages
+        return message.pages - message.cover_pages
 
 
-JOBS = Mapper(Job, "jobs", convert={"state": JobState})
+JOBS = Mapper(Job, "jobs", convert={"state": JobState, "cover_sent": bool})
 
 
 @dataclass(frozen=True)

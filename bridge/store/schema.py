@@ -231,6 +231,61 @@ SCHEMA: tuple[str, ...] = (
     CREATE UNIQUE INDEX quarantine_sha256 ON quarantine(sha256);
     ALTER TABLE outbox ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0;
     """,
+    # version 10: options per fax (issue 20). What the sender chose for each job (NULL: the
+    # operator's setting), when a scheduled one is sent, and whether its cover page goes with
+    # it, decided at conversion (NULL: before this version, sent when the mail has one); the
+    # cover's pages, so that a fax sent without its cover is charged without them. A
+    # `cancelled` job, like a `failed` one FaxMAX never took, costs no pages: the usage
+    # triggers are made again with both rules.
+    """
+    ALTER TABLE jobs ADD COLUMN resolution TEXT;
+    ALTER TABLE jobs ADD COLUMN paper_size TEXT;
+    ALTER TABLE jobs ADD COLUMN cover TEXT;
+    ALTER TABLE jobs ADD COLUMN cover_sent INTEGER;
+    ALTER TABLE jobs ADD COLUMN send_at REAL;
+    ALTER TABLE messages ADD COLUMN cover_pages INTEGER NOT NULL DEFAULT 0;
+    DROP TRIGGER usage_job_created;
+    DROP TRIGGER usage_job_charged;
+    DROP TRIGGER usage_pages_known;
+    CREATE TRIGGER usage_job_created AFTER INSERT ON jobs BEGIN
+        INSERT INTO usage (sender, minute, jobs, pages)
+            VALUES (NEW.sender, CAST(NEW.created_at / 60 AS INTEGER), 1,
+                    CASE WHEN NEW.state IN ('failed', 'cancelled') AND NEW.fax_id IS NULL
+                         THEN 0
+                         ELSE COALESCE((SELECT pages - CASE WHEN NEW.cover_sent = 0
+                                                            THEN cover_pages ELSE 0 END
+                                        FROM messages WHERE id = NEW.message), 0)
+                    END)
+            ON CONFLICT (sender, minute) DO UPDATE
+            SET jobs = jobs + 1, pages = pages + excluded.pages;
+    END;
+    CREATE TRIGGER usage_job_charged AFTER UPDATE OF state, fax_id ON jobs
+    WHEN (OLD.state IN ('failed', 'cancelled') AND OLD.fax_id IS NULL)
+         != (NEW.state IN ('failed', 'cancelled') AND NEW.fax_id IS NULL)
+    BEGIN
+        INSERT INTO usage (sender, minute, pages)
+            VALUES (NEW.sender, CAST(NEW.created_at / 60 AS INTEGER),
+                    CASE WHEN NEW.state IN ('failed', 'cancelled') AND NEW.fax_id IS NULL
+                         THEN -1 ELSE 1 END
+                    * COALESCE((SELECT pages - CASE WHEN NEW.cover_sent = 0
+                                                    THEN cover_pages ELSE 0 END
+                                FROM messages WHERE id = NEW.message), 0))
+            ON CONFLICT (sender, minute) DO UPDATE SET pages = pages + excluded.pages;
+    END;
+    CREATE TRIGGER usage_pages_known AFTER UPDATE OF pages, cover_pages ON messages
+    WHEN COALESCE(OLD.pages, 0) != COALESCE(NEW.pages, 0) OR OLD.cover_pages != NEW.cover_pages
+    BEGIN
+        INSERT INTO usage (sender, minute, pages)
+            SELECT sender, CAST(created_at / 60 AS INTEGER),
+                   COALESCE(NEW.pages - CASE WHEN cover_sent = 0 THEN NEW.cover_pages
+                                             ELSE 0 END, 0)
+                   - COALESCE(OLD.pages - CASE WHEN cover_sent = 0 THEN OLD.cover_pages
+                                               ELSE 0 END, 0)
+            FROM jobs WHERE message = NEW.id
+            AND NOT (state IN ('failed', 'cancelled') AND fax_id IS NULL)
+            ON CONFLICT (sender, minute) DO UPDATE SET pages = pages + excluded.pages;
+    END;
+    """,
 )
 
 

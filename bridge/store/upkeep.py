@@ -31,7 +31,8 @@ QUEUES = {
     "send": "SELECT COUNT(*), MIN(created_at) FROM jobs WHERE state IN ('queued', 'sending')",
     "status": "SELECT COUNT(*), MIN(submitted_at) FROM jobs WHERE state = 'submitted'",
     "report": "SELECT COUNT(*), MIN(COALESCE(finished_at, updated_at)) FROM jobs"
-              " WHERE state IN ('delivered', 'failed', 'unknown') AND reported != state",
+              " WHERE state IN ('delivered', 'failed', 'unknown', 'cancelled')"
+              " AND reported != state",
     "inbound": "SELECT COUNT(*), MIN(created_at) FROM inbound"
                " WHERE state IN ('fetching', 'received')",
     "email": "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'",
@@ -50,7 +51,8 @@ def _purge_batch(cutoff: float, remove: Callable[[list[str]], None], batch: int,
             " WHERE (document_path IS NOT NULL OR spool_path != '' OR raw IS NOT NULL)"
             " AND state != ?"
             " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message = m.id AND"
-            "   (j.state NOT IN (?, ?, ?) OR COALESCE(j.finished_at, ?) >= ?))"
+            f"   (j.state NOT IN ({', '.join('?' * len(final))})"
+            "    OR COALESCE(j.finished_at, ?) >= ?))"
             " LIMIT ?", (MessageState.RECEIVED, *final, cutoff, cutoff, batch)).fetchall()
         inbound = db.execute(
             "SELECT id, document_path FROM inbound"

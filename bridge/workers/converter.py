@@ -33,7 +33,7 @@ from bridge.mail import Templates
 from bridge.office.converter import OfficeConverter
 from bridge.office.inputs import Input, write_input
 from bridge.sandbox import Sandbox
-from bridge.store import Message, Store, is_disk_full
+from bridge.store import WAITING_JOB_STATES, Job, Message, Store, is_disk_full
 from bridge.workers.base import Alert, ItemFailed, Shunt, Worker
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class Prepared:
     pages: int  # of the attachments; the cover's are `cover_pages` (0: no cover page)
     left_out: tuple[str, ...]  # what the sender's report lists as not faxed
     cover_pages: int = 0  # a cover page was written (`cover.cover_file(pdf_path)`)
+    cover_words: bool = False  # it holds words of the sender's own (else: `always`, empty)
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Planned:
     pdf_path: str
     left_out: tuple[str, ...]
     cover_pages: int
+    cover_words: bool
 
 
 def make_cover(body: str, request: CoverRequest, out: Path) -> cover.Fitted | None:
@@ -117,10 +119,11 @@ def prepare(stored: str | bytes, workdir: str, max_pages: int,
     cut = (fitted.cut,) if fitted and fitted.cut else ()
     left_out = (*extraction.left_out, *cut)
     cover_pages = fitted.pages if fitted else 0
+    cover_words = bool(fitted and fitted.text)
     if not any(kind in documents.CONVERTED for kind in extraction.kinds):
         pages = documents.build_pdf(extraction.parts, out, documents.Limits(max_pages=max_pages))
         return Prepared(pdf_path=str(out), pages=pages, left_out=left_out,
-                        cover_pages=cover_pages)
+                        cover_pages=cover_pages, cover_words=cover_words)
     inputs: list[Input] = []
     parts: list[tuple[str, str]] = []
     for index, ((name, data), kind) in enumerate(zip(extraction.parts, extraction.kinds,
@@ -133,7 +136,7 @@ def prepare(stored: str | bytes, workdir: str, max_pages: int,
             write_atomic(path, data)
             parts.append((name, str(path)))
     return Planned(inputs=tuple(inputs), parts=tuple(parts), pdf_path=str(out),
-                   left_out=left_out, cover_pages=cover_pages)
+                   left_out=left_out, cover_pages=cover_pages, cover_words=cover_words)
 
 
 def assemble(planned: Planned, max_pages: int) -> Prepared:
@@ -149,7 +152,7 @@ def assemble(planned: Planned, max_pages: int) -> Prepared:
     for item in planned.inputs:
         Path(item.source).unlink(missing_ok=True)
     return Prepared(pdf_path=planned.pdf_path, pages=pages, left_out=planned.left_out,
-                    cover_pages=planned.cover_pages)
+                    cover_pages=planned.cover_pages, cover_words=planned.cover_words)
 
 
 class Converter(Worker):
@@ -225,10 +228,13 @@ class Converter(Worker):
 
     async def convert(self, message: Message) -> None:
         workdir = self.workdir(message)
+        jobs = [j for j in await self.store.jobs.of_message(message.id)
+                if j.state in WAITING_JOB_STATES]
         try:
             stored = message.spool_path if message.raw is None else message.raw
             prepared = await self.sandbox.run(prepare, stored, str(workdir), self.max_pages,
-                                              self.cover_request(message), bool(self.office))
+                                              self.cover_request(message, jobs),
+                                              bool(self.office))
             if isinstance(prepared, Planned):
                 prepared = await self.converted(message, prepared)
         except BridgeError as exc:
@@ -241,9 +247,12 @@ class Converter(Worker):
             log.exception("message %s: conversion failed unexpectedly", message.id)
             await self._fail(message, INTERNAL_ERROR)
             return
-        pages = prepared.pages + prepared.cover_pages  # what the fax costs: the caps count it
-        refusal = (self.over_max_pages(pages, prepared.cover_pages)
-                   or await self.over_page_caps(message, pages))
+        sent = {job.id: self.sends_cover(job, prepared) for job in jobs}
+        cover_pages = prepared.cover_pages if any(sent.values()) else 0
+        pages = prepared.pages + cover_pages  # what the fax costs: the caps count it
+        cost = sum(prepared.pages + (cover_pages if cover else 0) for cover in sent.values())
+        refusal = (self.over_max_pages(pages, cover_pages)
+                   or await self.over_page_caps(message, pages, cost, len(jobs)))
         if refusal:
             log.warning("message %s: refused: %s", message.id, refusal)
             await self._fail(message, refusal)
@@ -251,9 +260,13 @@ class Converter(Worker):
         left_out = dict.fromkeys((*message.left_out, *prepared.left_out))
         # The cover page is in its file, not in the row (see the module's docstring).
         await self.store.jobs.converted(message.id, document_path=prepared.pdf_path,
-                                        pages=pages, cover_html=None, left_out=left_out)
-        log.info("message %s: %d page(s) ready to fax%s", message.id, pages,
-                 f", {prepared.cover_pages} of them the cover" if prepared.cover_pages else "")
+                                        pages=pages, cover_html=None, left_out=left_out,
+                                        cover_pages=cover_pages, cover_sent=sent)
+        without = [str(job_id) for job_id, cover in sent.items() if not cover]
+        log.info("message %s: %d page(s) ready to fax%s%s", message.id, pages,
+                 f", {cover_pages} of them the cover" if cover_pages else "",
+                 f" (not sent with jobs {', '.join(without)})" if cover_pages and without
+                 else "")
         self.on_ready()
 
     async def converted(self, message: Message, planned: Planned) -> Prepared:
@@ -279,18 +292,19 @@ class Converter(Worker):
         return replies.COVER_OVER_MAX_PAGES.say(cover=cover_pages, pages=pages,
                                                 max_pages=self.max_pages)
 
-    async def over_page_caps(self, message: Message, pages: int) -> str | None:
+    async def over_page_caps(self, message: Message, pages: int, cost: int,
+                             numbers: int) -> str | None:
         """Pages are known only now, after conversion: the daily caps are checked here,
-        against the account the mail's jobs are charged to (`limits.account`)."""
+        against the account the mail's jobs are charged to (`limits.account`). `cost` is
+        the pages of the `numbers` faxes together, each with its cover or without."""
         jobs = await self.store.jobs.of_message(message.id)
-        cost = pages * len(jobs)
         now = self.clock.now()
         charged = jobs[0].sender if jobs else message.mail_from
         used = await self.store.jobs.usage(charged, hour_since=now - 3600,
                                       day_since=now - DAY)
         broken = broken_cap(used, self.page_caps, cost)
         if broken == "per_sender":
-            return replies.OVER_SENDER_PAGES.say(pages=pages, numbers=len(jobs),
+            return replies.OVER_SENDER_PAGES.say(pages=pages, numbers=numbers,
                                                  sender=who(charged),
                                                  limit=self.page_caps.per_sender,
                                                  used=used.sender_pages)
@@ -298,10 +312,20 @@ class Converter(Worker):
             return replies.OVER_GATEWAY_PAGES.say()
         return None
 
-    def cover_request(self, message: Message) -> CoverRequest | None:
-        """What the child needs for the mail's cover page (`make_cover`), unless `never`."""
-        if self.cover_page == "never":
+    def cover_request(self, message: Message, jobs: list[Job]) -> CoverRequest | None:
+        """What the child needs for the mail's cover page (`make_cover`): made once for the
+        mail when any of its jobs may send it (`always`, or `auto` with the sender's own
+        words), each job with its sender's choice (`bridge.options`) or the operator's."""
+        modes = {job.cover or self.cover_page for job in jobs}
+        mode: Literal["auto", "always"] = "always" if "always" in modes else "auto"
+        if mode not in modes:
             return None
-        return CoverRequest(mode=self.cover_page, templates_dir=self.templates.override_dir,
+        return CoverRequest(mode=mode, templates_dir=self.templates.override_dir,
                             subject=message.subject,
                             sender=message.header_from or message.mail_from)
+
+    def sends_cover(self, job: Job, prepared: Prepared) -> bool:
+        """Whether the mail's cover page goes with this job's fax."""
+        mode = job.cover or self.cover_page
+        return prepared.cover_pages > 0 and (
+            mode == "always" or (mode == "auto" and prepared.cover_words))

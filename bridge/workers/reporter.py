@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from bridge.clock import Clock
-from bridge.config import Settings
+from bridge.config import FaxmaxSettings, Settings
 from bridge.mail import Templates, as_bytes, compose
 from bridge.store import Job, JobState, Message, OutgoingMail, Store
 from bridge.workers.base import Alert, Shunt, Worker
@@ -44,7 +44,18 @@ def format_time(ts: float | None, tz: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M %Z")
 
 
-def report_context(job: Job, message: Message, tz: str) -> dict[str, Any]:
+def cover_pages(job: Job, message: Message) -> int | None:
+    """The pages of the cover that went with this fax (0: none); None when that is not known
+    (not converted, or converted by a version that did not decide it per job)."""
+    if message.pages is None or job.cover_sent is None:
+        return None
+    return message.cover_pages if job.cover_sent else 0
+
+
+def report_context(job: Job, message: Message, tz: str,
+                   faxmax: FaxmaxSettings) -> dict[str, Any]:
+    """What the report templates get. The options are the fax's own (`bridge.options`), or
+    the operator's where its sender chose none; the words around them are the templates'."""
     return {
         "job_id": job.id,
         "state": str(job.state),
@@ -54,11 +65,15 @@ def report_context(job: Job, message: Message, tz: str) -> dict[str, Any]:
         "detail": job.detail,
         "provider_status": job.provider_status,
         "fax_id": job.fax_id or "",
-        "pages": job.pages_sent if job.pages_sent is not None else message.pages,
+        "pages": job.pages_sent if job.pages_sent is not None else job.pages(message),
         "attempts": job.attempts,
         "finished": format_time(job.finished_at or job.updated_at, tz),
         "received": format_time(message.received_at, tz),
         "left_out": list(message.left_out),
+        "resolution": job.resolution or faxmax.resolution,
+        "paper_size": job.paper_size or faxmax.paper_size,
+        "cover_pages": cover_pages(job, message),
+        "scheduled": format_time(job.send_at, tz),
     }
 
 
@@ -120,7 +135,8 @@ class Reporter(Worker):
     def render(self, job: Job, message: Message, to: tuple[str, ...]) -> OutgoingMail:
         message_id = report_message_id(job, self.store.installation, self.settings.mail_domain)
         msg = compose(
-            self.templates, "report", report_context(job, message, self.settings.mail.timezone),
+            self.templates, "report", report_context(job, message, self.settings.mail.timezone,
+                                                     self.settings.faxmax),
             from_=self.settings.mail.from_, to=to, message_id=message_id,
             date=self.clock.now(), in_reply_to=message.message_id, references=message.refs,
         )

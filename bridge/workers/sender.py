@@ -43,7 +43,8 @@ T = TypeVar("T")
 
 class FaxSender(Protocol):
     async def send_fax(
-        self, *, job_id: int, number: str, document: Path, cover: Path | None
+        self, *, job_id: int, number: str, document: Path, cover: Path | None,
+        resolution: str, paper_size: str,
     ) -> SendResult: ...
 
 
@@ -169,13 +170,17 @@ class Sender(Worker):
 
     async def _send(self, job: Job, message: Message) -> None:
         assert message.document_path is not None
-        log.info("job %s: sending %s page(s) to %s (attempt %d)", job.id, message.pages,
-                 job.number, job.attempts)
+        resolution = job.resolution or self.settings.resolution
+        paper_size = job.paper_size or self.settings.paper_size
+        log.info("job %s: sending %s page(s) to %s (attempt %d, %s, %s)", job.id,
+                 job.pages(message), job.number, job.attempts, resolution, paper_size)
         document = Path(message.document_path)
         try:
             result = await self.client.send_fax(
                 job_id=job.id, number=job.number, document=document,
-                cover=await cover_of(message, document))
+                # Its sender may have chosen `nocover` (decided at conversion).
+                cover=None if job.cover_sent is False else await cover_of(message, document),
+                resolution=resolution, paper_size=paper_size)
         except ProviderTransientError as exc:
             await self._retry_or_fail(job, str(exc))
             return
