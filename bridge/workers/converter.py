@@ -9,6 +9,11 @@ and its JSON request held a copy of its own (over 1 GB for one 25 MB mail to 4 n
 cover's pages count like the attachments' (`cover.fit`). The file holds the page as the JSON
 string that `Fax.send_fax` carries it in, so each call streams it from disk
 (`bridge.providers.faxmax`).
+
+Office documents, HTML and text files take a second step: the child writes them out
+(`Planned`), LibreOffice makes each a PDF (`bridge.office.converter`: far too large for the
+sandbox's children, it is a sandbox of its own), and a child joins every part in mail order
+(`assemble`). Mails without them, nearly all, stay one trip to one child.
 """
 
 from __future__ import annotations
