@@ -779,11 +779,13 @@ async def main(args: argparse.Namespace) -> None:
             await service(inputs)
             print(f"   load average: {loadavg()}")
     if args.only in (None, "office"):
-        from bench.office_documents import office_documents
+        from bench.office_documents import office_documents, office_service
 
         print("\n3. Office documents through the product's LibreOffice "
               "(bench/office_documents.py)")
         await office_documents()
+        print("   the service converting them, mails sent while it does:")
+        await office_service()
         print(f"   load average: {loadavg()}")
 
 

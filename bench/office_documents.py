@@ -190,3 +190,57 @@ async def office_documents() -> None:
             print(f"     warm: {_runs(warm.times)}, {'/'.join(map(str, made))} pages; peak RSS "
                   f"LibreOffice {peak}, its driver {driver}; loop lag "
                   f"{spread([v for _, v in lag.samples])}")
+
+
+async def office_service(mails: int = 5) -> None:
+    """The real service on this loop, LibreOffice kept warm by it; the mail client and FaxMAX
+    on another loop (`Outside`). `mails` DOCX and as many XLSX mails sent at once: the loop's
+    lag until the last fax is at FaxMAX, and how long each mail took from its `250`."""
+    from bench.documents import Outside, until
+    from bridge.app import Bridge
+    from bridge.simulators import FaxMaxSimulator
+    from tests.mails import fax_mail
+    from tests.settings import settings_for
+    from tests.smtp_client import smtp_send
+
+    docx_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    xlsx_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    documents = [("offer.docx", docx_type, make_docx()), ("sheets.xlsx", xlsx_type, make_xlsx())]
+    outside = Outside()
+    faxmax = FaxMaxSimulator(token="sim-token")
+    await outside.call(faxmax.start())
+    try:
+        with tempfile.TemporaryDirectory(prefix="office-service-") as tmp:
+            settings = settings_for(Path(tmp), faxmax.url, documents={"office": "auto"},
+                                    faxmax={"cover_page": "never"})
+            bridge = Bridge(settings)
+            await bridge.start()
+            office_converter = bridge.pipeline.office if bridge.pipeline else None
+            assert office_converter is not None, "LibreOffice is not available here"
+            await until(lambda: office_converter._running, "LibreOffice's start")
+
+            async def send_all() -> list[float]:
+                accepted = []
+                for n in range(mails):
+                    for name, mimetype, data in documents:
+                        result = await outside.call(smtp_send(
+                            bridge.smtp_port, fax_mail((name, mimetype, data),
+                                                       message_id=f"<{n}-{name}@bench>")))
+                        assert result.data and result.data[0] == 250, result
+                        accepted.append(time.perf_counter())
+                await until(lambda: len(faxmax.requests) >= 2 * mails or None,
+                            "every fax at FaxMAX")
+                return accepted
+
+            try:
+                started = time.perf_counter()
+                accepted, elapsed, lag = await while_sampled(send_all())
+            finally:
+                await bridge.stop()
+            print(f"   {mails} DOCX + {mails} XLSX mails sent one after another, all at FaxMAX "
+                  f"{elapsed:.1f} s after the first was sent (the last 250 after "
+                  f"{accepted[-1] - started:.1f} s); loop lag "
+                  f"{spread([v for _, v in lag.samples])}")
+    finally:
+        await outside.call(faxmax.stop())
+        outside.close()
