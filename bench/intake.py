@@ -85,6 +85,11 @@ Postfix (no target).
 
     .venv/bin/python bench/intake.py
     .venv/bin/python bench/intake.py --mails 50 --sessions 1,20 --commit-mails 100
+    .venv/bin/python bench/intake.py --sizes 5KB --office-backlog 30 --postfix-sessions none
+
+`--office-backlog N`: the bridge (not the ceiling) runs with `documents.office = "auto"` and is
+sent N mails of a 10-page DOCX before each timed run; the timed mails come in while LibreOffice
+converts them, and how many it converted meanwhile is printed (none is a failure of the run).
 """
 
 from __future__ import annotations
@@ -219,15 +224,18 @@ class Ceiling(Server):
 class Bridge(Server):
     name = "bridge"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, office: bool = False) -> None:
         self.workdir = workdir
+        self.office = office  # documents.office = "auto": LibreOffice starts with the service
         self.simulator = FaxMaxSimulator(token="sim-token")
         self.process: ServeProcess | None = None
 
     async def start(self) -> None:
         await self.simulator.start()
         self.simulator.pause()
-        settings = settings_for(self.workdir, self.simulator.url, None, **LOAD_IS_NOT_REFUSED)
+        documents = {"documents": {"office": "auto" if self.office else "off"}}
+        settings = settings_for(self.workdir, self.simulator.url, None, **LOAD_IS_NOT_REFUSED,
+                                **documents)
         settings = replace(settings, shutdown_timeout=5)
         self.process = ServeProcess(settings, self.workdir)
         await self.process.start()
@@ -248,6 +256,32 @@ class Bridge(Server):
         return [line for line in self.process.log().splitlines()
                 if " ERROR " in line or "Traceback" in line]
 
+    def office_conversions(self) -> int:
+        """Documents LibreOffice has converted so far, by the service's log."""
+        assert self.process is not None
+        return self.process.log().count("converted by LibreOffice")
+
+    async def queue_office_mails(self, count: int) -> int:
+        """`count` mails of a 10-page DOCX (bench/office_documents.py's), for the converter
+        to work on in the background while the timed mails come in; once LibreOffice has
+        converted the first, so the backlog is under way. Returns how many were accepted."""
+        from bench.office_documents import make_docx
+        from tests.mails import fax_mail
+        from tests.smtp_client import smtp_send
+
+        docx = ("offer.docx", "application/vnd.openxmlformats-officedocument."
+                "wordprocessingml.document", make_docx())
+        accepted = 0
+        for n in range(count):
+            result = await smtp_send(self.port, fax_mail(docx, message_id=f"<office-{n}@b>"))
+            accepted += bool(result.data and result.data[0] == 250)
+        deadline = time.monotonic() + 60
+        while not self.office_conversions():
+            if time.monotonic() > deadline:
+                raise RuntimeError("LibreOffice converted nothing within 60 s")
+            await asyncio.sleep(0.05)
+        return accepted
+
     async def stop(self) -> None:
         await self.simulator.stop()  # drops the held sends, so the service stops at once
         if self.process is not None:
@@ -266,7 +300,9 @@ async def measure(kind: type[Ceiling | Bridge], template: MailTemplate, sessions
     run = Run(template.name, sessions, kind.name, os.getloadavg()[0], round_)
     with tempfile.TemporaryDirectory(prefix=f"intake-{kind.name}-", dir=args.dir) as name:
         tmp = Path(name)
-        server = kind(tmp / "server")
+        backlog = args.office_backlog if kind is Bridge else 0
+        server = Bridge(tmp / "server", office=bool(backlog)) if kind is Bridge else kind(
+            tmp / "server")
         (tmp / "server").mkdir()
         await server.start()
         try:
@@ -276,11 +312,21 @@ async def measure(kind: type[Ceiling | Bridge], template: MailTemplate, sessions
                                            args.per_connection, "warmup")
                 run.failures += [r for r in replies if r.code != 250]
                 sent += len(replies)
+            converted_before = 0
+            if isinstance(server, Bridge) and backlog:
+                sent += await server.queue_office_mails(backlog)
+                converted_before = server.office_conversions()
             cpu = tree_cpu(server.pid)
             replies, run.elapsed, counters = await load(
                 server.port, template, sessions, mails_per_session(args, sessions),
                 args.per_connection, "timed")
             run.cpu = tree_cpu(server.pid) - cpu
+            if isinstance(server, Bridge) and backlog:
+                converted = server.office_conversions() - converted_before
+                print(f"    with {backlog} Office mails queued first: LibreOffice converted "
+                      f"{converted} of them during the timed run")
+                if converted == 0:
+                    run.problems.append("no Office document was converted during the run")
             sent += len(replies)
             run.mails = len(replies)
             run.ok = sum(1 for r in replies if r.code == 250)
@@ -374,6 +420,9 @@ async def main() -> int:
                         "the median of the rounds' ratios")
     parser.add_argument("--dir", default=None, help="where the servers' data goes "
                         "(default: the system's temporary directory)")
+    parser.add_argument("--office-backlog", type=int, default=0, metavar="N",
+                        help="the bridge runs with LibreOffice and gets N mails of a 10-page "
+                        "DOCX before each timed run, converted while the timed mails come in")
     parser.add_argument("--postfix-sessions", default="20",
                         help="comma-separated session counts (of --sessions) at which the "
                         "Postfix ceiling and the bridge driven by smtp-source run in each round; "

@@ -67,8 +67,9 @@ class OfficeConverter:
     or a `DocumentError` naming the file `name`. One conversion at a time."""
 
     def __init__(self, office: Office, *, seconds: float, memory_bytes: int,
-                 work_dir: Path) -> None:
+                 work_dir: Path, nice: int = 10) -> None:
         self.office = office
+        self.nice = nice  # background work, as the conversion sandbox's (bridge.pipeline)
         self.seconds = seconds
         self.memory_bytes = memory_bytes
         self.work_dir = work_dir
@@ -128,7 +129,7 @@ class OfficeConverter:
         (profile / "user" / "registrymodifications.xcu").write_text(PROFILE_SETTINGS)
         process = await asyncio.create_subprocess_exec(
             *self.office.isolate, self.office.python, str(WORKER), self.office.soffice,
-            str(profile), str(self.memory_bytes),
+            str(profile), str(self.memory_bytes), str(self.nice),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
         self._running = _Running(process, profile)

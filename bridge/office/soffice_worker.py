@@ -4,9 +4,10 @@ Runs as a program of its own, under the Python that LibreOffice's `uno` module w
 (Debian's /usr/bin/python3 with python3-uno), never imported by the service: the service starts
 it (`bridge.office.converter`) inside a network namespace of its own, in a process group that
 it kills whole when a conversion overruns. Its arguments are soffice.bin, a throw-away profile
-directory and a memory limit in bytes, which it sets on itself and so on LibreOffice. It starts
-`soffice.bin` headless, says `{"ready": true}` once it is connected (starting is what a cold
-conversion pays, hence the warmth), then answers one JSON line on stdout for each on stdin:
+directory, a memory limit in bytes and a niceness, which it sets on itself and so on
+LibreOffice. It starts `soffice.bin` headless, says `{"ready": true}` once it is connected
+(starting is what a cold conversion pays, hence the warmth), then answers one JSON line on
+stdout for each on stdin:
 `{"in": path, "out": path, "as": "office" | "text" | "html"}` gets `{"ok": true}` or
 `{"error": "protected" | "unreadable", "detail": words}`.
 
@@ -156,8 +157,12 @@ def _answer(message: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    soffice, profile, memory_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    soffice, profile, memory_bytes, nice = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(
+        sys.argv[4])
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))  # LibreOffice's too
+    os.nice(nice)  # conversions are background work: mail being received goes first
+    with contextlib.suppress(OSError):  # as the service's sandbox children (bridge.sandbox)
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     office, desktop = _start(soffice, profile, f"fax-bridge-{os.getpid()}")
     _answer({"ready": True})
     try:
