@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bridge import config, logs, operations
 from bridge.errors import BridgeError, NotFound
-from bridge.samples import sample_fax_tiff, sample_pdf
+from bridge.samples import sample_docx, sample_fax_tiff, sample_pdf
 from bridge.store import JobState, MailState
 
 log = logging.getLogger("bridge")
@@ -136,6 +136,7 @@ fax-bridge demo is running. FaxMAX and 秒速FAX Plus are simulated on loopback
 ({simulator.url}, {byosoku.log_url}); nothing leaves this machine.
 
   Send a test fax:   {me} send-test --smtp {smtp} --to 02122222525@fax.local
+  a Word document:   {me} send-test --smtp {smtp} --to 02122222525@fax.local --docx
   or with swaks:     swaks --server {smtp} --to 02122222525@fax.local --attach @some.pdf
   Delivery reports and received faxes (two sample faxes arrive now):
                      {settings.maildir_path / 'new'}
@@ -165,11 +166,20 @@ def cmd_send_test(args: argparse.Namespace) -> int:
     msg = EmailMessage()
     msg["From"] = args.sender
     msg["To"] = args.to
-    msg["Subject"] = "fax-bridge test fax"
     msg["Message-ID"] = make_msgid(domain="fax-bridge.test")
-    msg.set_content("This page was sent by `fax-bridge send-test`.\n")
-    msg.add_attachment(sample_pdf(), maintype="application", subtype="pdf",
-                       filename="test-fax.pdf")
+    if args.docx:  # converted by LibreOffice on the way (documents.office)
+        msg["Subject"] = "fax-bridge test fax (Word)"
+        msg.set_content("This Word document was sent by `fax-bridge send-test --docx`.\n")
+        msg.add_attachment(
+            sample_docx("fax-bridge test fax, written in Word", "Teklif Şubat İstanbul",
+                        "見積書 東京都"),
+            maintype="application", filename="test-fax.docx",
+            subtype="vnd.openxmlformats-officedocument.wordprocessingml.document")
+    else:
+        msg["Subject"] = "fax-bridge test fax"
+        msg.set_content("This page was sent by `fax-bridge send-test`.\n")
+        msg.add_attachment(sample_pdf(), maintype="application", subtype="pdf",
+                           filename="test-fax.pdf")
     with smtplib.SMTP(host, port, timeout=30) as smtp:
         smtp.ehlo()
         code, text = smtp.mail(args.sender)
@@ -301,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smtp", default="127.0.0.1:2525", help="host:port of the bridge")
     p.add_argument("--to", default="02122222525@fax.local")
     p.add_argument("--sender", default="demo@example.com")
+    p.add_argument("--docx", action="store_true",
+                   help="a Word document instead of a PDF (Office conversion must be on)")
     p.set_defaults(func=cmd_send_test)
     return parser
 

@@ -1,9 +1,12 @@
 """Sample documents for `fax-bridge demo` and `fax-bridge send-test`: made on the spot with
-Pillow, so nothing binary ships with the package."""
+Pillow (and, for Word, the few XML parts a DOCX needs), so nothing binary ships with the
+package."""
 
 from __future__ import annotations
 
 import io
+import zipfile
+from xml.sax.saxutils import escape
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -29,4 +32,34 @@ def sample_fax_tiff(text: str = "a received fax") -> bytes:
     """A one-page bilevel G4 TIFF at fine fax resolution, as fax providers deliver them."""
     out = io.BytesIO()
     _page(FAX_FINE, "1", text).save(out, "TIFF", compression="group4", dpi=(204, 196))
+    return out.getvalue()
+
+
+_DOCX_PARTS = {  # in this order: Word's first entry is [Content_Types].xml, as filetypes reads
+    "[Content_Types].xml": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/'
+        'vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        '<Override PartName="/word/document.xml" ContentType="application/'
+        'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>'),
+    "_rels/.rels": (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+        '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+        '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
+        'relationships/officeDocument" Target="word/document.xml"/></Relationships>'),
+}
+
+
+def sample_docx(*paragraphs: str) -> bytes:
+    """A one-page Word document (DOCX) of `paragraphs`."""
+    body = "".join(f"<w:p><w:r><w:t>{escape(text)}</w:t></w:r></w:p>" for text in paragraphs)
+    document = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+                '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/'
+                f'main"><w:body>{body}</w:body></w:document>')
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, text in (*_DOCX_PARTS.items(), ("word/document.xml", document)):
+            archive.writestr(name, text)
     return out.getvalue()

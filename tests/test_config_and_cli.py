@@ -208,15 +208,19 @@ def test_demo_runs_and_a_test_fax_ends_as_a_delivery_report_in_its_maildir(
                               cwd=tmp_path, timeout=60, check=False)  # exactly as printed
         assert sent.returncode == 0, sent.stderr
         assert sent.stdout.strip() == "250 2.0.0 queued as fax jobs 1"
+        word = subprocess.run([*command.split(), "--docx"], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=60, check=False)
+        assert word.stdout.strip() == "250 2.0.0 queued as fax jobs 2", word.stderr
         new = tmp_path / "demo-data" / "maildir" / "new"
-        deadline = time.monotonic() + 30
-        while not (new.is_dir() and len(list(new.iterdir())) >= 3):
+        deadline = time.monotonic() + 60
+        while not (new.is_dir() and len(list(new.iterdir())) >= 4):
             assert time.monotonic() < deadline, "the demo Maildir did not fill"
             assert demo.poll() is None, demo.stderr.read() if demo.stderr else ""
             time.sleep(0.1)
         subjects = {email.message_from_bytes(path.read_bytes(), policy=default_policy)["Subject"]
                     for path in new.iterdir()}
         assert subjects == {"Fax delivered to +902122222525: fax-bridge test fax",
+                            "Fax delivered to +902122222525: fax-bridge test fax (Word)",
                             "Fax from 903125550000 to +902121110000 (1 page)",
                             "Fax from 0312345678 to +81368680000 (1 page)"}
     finally:
