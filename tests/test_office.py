@@ -15,6 +15,7 @@ from bridge import office
 from bridge.config import DocumentsSettings
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
+from bridge.workers import converter
 from tests.cli_runner import run_cli
 from tests.docfactory import make_jpeg, make_pdf
 from tests.mails import fax_mail
@@ -22,6 +23,7 @@ from tests.officedocs import JAPANESE, TURKISH, make_docx, make_odt, make_rtf, m
 from tests.relay import RelaySink
 from tests.settings import MakeBridge
 from tests.smtp_client import smtp_send
+from tests.sql import query
 from tests.waits import wait_for_state, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -217,13 +219,19 @@ async def test_without_libreoffice_an_office_file_is_refused_saying_what_to_send
 
 
 STAND_IN = """#!/bin/sh
-# Stands in for soffice.bin: while {flag} exists it starts a child and waits for ever.
-if [ -e {flag} ]; then
-    sleep 600 &
-    echo $! > {pids}
-    wait
+# Stands in for soffice.bin: starts the real one, and while {mode} names a mode, does that to it
+# as soon as a document is given to it (its file appears in {documents}): "hang" stops it dead
+# (SIGSTOP), "crash" kills it (SIGSEGV); "broken" does not start it at all.
+what=$(cat {mode} 2>/dev/null)
+if [ "$what" = broken ]; then exit 1; fi
+{soffice} "$@" &
+office=$!
+echo $office > {pids}
+if [ -n "$what" ]; then
+    (until ls {documents}/message-*/part-* >/dev/null 2>&1; do sleep 0.01; done
+     if [ "$what" = hang ]; then kill -STOP $office; else kill -SEGV $office; fi) &
 fi
-exec {soffice} "$@"
+wait $office
 """
 
 
@@ -235,25 +243,68 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-async def test_a_hung_converter_is_killed_with_its_children_and_the_next_mail_converts(
-    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink, tmp_path: Path,
-) -> None:
+def _stand_in(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The stand-in, the file naming its mode, and the file it writes LibreOffice's pid to."""
     assert isinstance(LIBREOFFICE, office.Office)
-    flag, pids = tmp_path / "hang", tmp_path / "hang.pid"
+    mode, pids = tmp_path / "mode", tmp_path / "office.pid"
     stand_in = tmp_path / "soffice.bin"
-    stand_in.write_text(STAND_IN.format(flag=flag, pids=pids, soffice=LIBREOFFICE.soffice))
+    stand_in.write_text(STAND_IN.format(mode=mode, pids=pids, soffice=LIBREOFFICE.soffice,
+                                        documents=tmp_path / "data" / "documents"))
     stand_in.chmod(0o755)
-    flag.touch()
+    return stand_in, mode, pids
+
+
+@pytest.mark.parametrize(("mode", "said"), [
+    ("hang", "reading 'bad.docx' took longer than 10 seconds"),
+    ("crash", "converting 'bad.docx' stopped LibreOffice"),
+])
+async def test_a_converter_that_hangs_or_crashes_costs_one_refusal_and_the_next_mail_converts(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink, tmp_path: Path,
+    mode: str, said: str,
+) -> None:
+    """Killed with its whole process group: LibreOffice (stopped dead, for a hang) too."""
+    stand_in, mode_file, pids = _stand_in(tmp_path)
+    mode_file.write_text(mode)
     bridge = await make_bridge(documents={"office": "auto", "libreoffice": str(stand_in),
-                                          "timeout": 4}, faxmax={"cover_page": "never"})
-    await smtp_send(bridge.smtp_port, fax_mail(("hangs.docx", DOCX, make_docx())))
-    await wait_for_state(bridge, 1, JobState.FAILED, timeout=30)
+                                          "timeout": 10}, faxmax={"cover_page": "never"})
+    assert bridge.pipeline is not None and bridge.pipeline.office is not None
+    converter_ = bridge.pipeline.office
+    await wait_until(lambda: asyncio.sleep(0, converter_.warm), True, timeout=30)
+    await smtp_send(bridge.smtp_port, fax_mail(("bad.docx", DOCX, make_docx())))
+    await wait_for_state(bridge, 1, JobState.FAILED, timeout=40)
     [report] = await relay.wait_for(1)
     text = report.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "reading 'hangs.docx' took longer than 4 seconds" in text
-    child = int(pids.read_text())
-    await wait_until(lambda: asyncio.sleep(0, _alive(child)), False)  # its child died too
-    flag.unlink()
-    await smtp_send(bridge.smtp_port, fax_mail(("next.docx", DOCX, make_docx(pages=2))))
+    assert said in text
+    first = int(pids.read_text())
+    await wait_until(lambda: asyncio.sleep(0, _alive(first)), False)
+    mode_file.unlink()
+    await smtp_send(bridge.smtp_port, fax_mail(("next.docx", DOCX, make_docx(pages=2)),
+                                               message_id="<next@example.com>"))
     await wait_for_state(bridge, 2, JobState.DELIVERED, timeout=60)
     assert len(texts(faxmax.requests[0].document)) == 2
+    assert int(pids.read_text()) != first  # a new LibreOffice
+
+
+async def test_a_libreoffice_that_cannot_start_keeps_the_mail_queued_until_it_can(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The machine's trouble, not the document's: nothing is refused."""
+    monkeypatch.setattr(converter, "TRANSIENT_PAUSE", 0.2)
+    stand_in, mode_file, _ = _stand_in(tmp_path)
+    mode_file.write_text("broken")
+    bridge = await make_bridge(documents={"office": "auto", "libreoffice": str(stand_in)},
+                               faxmax={"cover_page": "never"})
+    result = await smtp_send(bridge.smtp_port, fax_mail(("offer.docx", DOCX, make_docx())))
+    assert result.data == (250, "2.0.0 queued as fax jobs 1")
+    async def failed_to_start() -> bool:  # counted as the machine's failure, the mail kept
+        rows = await query(bridge.store.path, "SELECT last_error FROM failures WHERE queue = ?",
+                           ("convert",))
+        return any("LibreOffice did not start" in error for (error,) in rows)
+
+    await wait_until(failed_to_start, True, timeout=30)
+    job = await bridge.store.jobs.get(1)
+    assert job is not None and job.state is JobState.QUEUED
+    mode_file.unlink()
+    await wait_for_state(bridge, 1, JobState.DELIVERED, timeout=60)
+    assert TURKISH in texts(faxmax.requests[0].document)[0]

@@ -7,9 +7,10 @@ service's document children (`bridge.sandbox`, under 1 GB of address space):
 - it runs in a network namespace of its own (`bridge.office.tools`): nothing a document links
   to is fetched, whatever LibreOffice would do;
 - under `documents.office_memory_mb` of address space, in a new session: a conversion that
-  overruns `documents.timeout` (starting LibreOffice counts when it was not warm) gets the
-  whole process group killed, LibreOffice and anything it started, and costs that document a
-  refusal; the next document gets a new LibreOffice;
+  overruns `documents.timeout`, or LibreOffice crashing on a document, gets the whole process
+  group killed, LibreOffice and anything it started, and costs that document a refusal; the
+  next document gets a new LibreOffice. One that cannot start is the machine's trouble: the
+  mail stays queued (`convert`);
 - with a profile of its own, made for it and deleted with it, so that nothing one document
   leaves in a profile reaches another LibreOffice; and replaced after `MAX_CONVERSIONS`.
 Macros never run and questions a document asks (a password) are refused (`soffice_worker`).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -74,23 +76,35 @@ class OfficeConverter:
         self.memory_bytes = memory_bytes
         self.work_dir = work_dir
         self._lock = asyncio.Lock()
-        self._running: _Running | None = None
+        self._running: _Running | None = None  # ready
+        self._starting: _Running | None = None
+
+    @property
+    def warm(self) -> bool:
+        """A LibreOffice is running and has said it is ready."""
+        return self._running is not None and self._running.process.returncode is None
 
     async def warm_up(self) -> None:
         """Start LibreOffice now, so that the first document does not wait for it; a failure
         is logged, and the first document tries again."""
         async with self._lock:
             try:
-                await asyncio.wait_for(self._ready(), self.seconds)
-            except Exception as exc:
-                log.warning("office: LibreOffice did not start: %s", exc or type(exc).__name__)
-                await self._stop()
+                await self._ready(self.seconds)
+            except OSError as exc:
+                log.warning("office: %s", exc)
 
     async def convert(self, source: Path, target: Path, how: How, name: str) -> None:
+        """A LibreOffice that cannot start (or crashed while idle) is the machine's trouble,
+        not the document's: `OSError(EAGAIN)`, so the mail stays queued and is tried again
+        (`bridge.workers.converter.transient`). Once it has the document, anything that goes
+        wrong is the document's: one refusal naming it."""
         async with self._lock:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.seconds
+            running = await self._ready(self.seconds)
             try:
-                answer = await asyncio.wait_for(self._converted(source, target, how),
-                                                self.seconds)
+                answer = await asyncio.wait_for(self._converted(running, source, target, how),
+                                                max(0.0, deadline - loop.time()))
             except TimeoutError:
                 log.warning("office: %s took longer than %gs; LibreOffice is killed", name,
                             self.seconds)
@@ -101,28 +115,42 @@ class OfficeConverter:
                 log.warning("office: LibreOffice stopped while converting %s: %s", name, exc)
                 await self._stop()
                 raise DocumentError(replies.CONVERTER_DIED, name=name) from None
-            if self._running is not None and self._running.conversions >= MAX_CONVERSIONS:
+            if answer.get("error") == "crashed" or running.conversions >= MAX_CONVERSIONS:
                 await self._stop()
+        if answer.get("error") == "crashed":
+            log.warning("office: LibreOffice crashed converting %s", name)
+            raise DocumentError(replies.CONVERTER_DIED, name=name)
         if answer.get("error") == "protected":
             raise DocumentError(replies.PROTECTED_DOCUMENT, name=name)
         if not answer.get("ok"):
             log.info("office: %s: %s", name, answer.get("detail", answer))
             raise DocumentError(replies.NOT_CONVERTIBLE, name=name)
 
-    async def _converted(self, source: Path, target: Path, how: How) -> dict[str, Any]:
-        running = await self._ready()
+    async def _converted(self, running: _Running, source: Path, target: Path,
+                         how: How) -> dict[str, Any]:
         running.conversions += 1
-        stdin, stdout = running.process.stdin, running.process.stdout
-        assert stdin is not None and stdout is not None
+        stdin = running.process.stdin
+        assert stdin is not None
         stdin.write(json.dumps({"in": str(source), "out": str(target), "as": how}).encode()
                     + b"\n")
         await stdin.drain()
         return await self._answer(running)
 
-    async def _ready(self) -> _Running:
-        if self._running is not None and self._running.process.returncode is None:
+    async def _ready(self, seconds: float) -> _Running:
+        """The running LibreOffice, or a new one within `seconds`; `OSError(EAGAIN)` if it
+        does not start."""
+        if self.warm:
+            assert self._running is not None
             return self._running
         await self._stop()
+        try:
+            return await asyncio.wait_for(self._start(), seconds)
+        except (OSError, EOFError, ValueError, TimeoutError) as exc:
+            await self._stop()
+            raise OSError(errno.EAGAIN, "LibreOffice did not start: "
+                          f"{exc or type(exc).__name__}") from exc
+
+    async def _start(self) -> _Running:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         profile = Path(tempfile.mkdtemp(prefix="libreoffice-", dir=self.work_dir))
         (profile / "user").mkdir()
@@ -132,11 +160,13 @@ class OfficeConverter:
             str(profile), str(self.memory_bytes), str(self.nice),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
-        self._running = _Running(process, profile)
-        if not (await self._answer(self._running)).get("ready"):
+        running = _Running(process, profile)
+        self._starting = running  # for `_stop`, should the start fail
+        if not (await self._answer(running)).get("ready"):
             raise ValueError("LibreOffice did not say it was ready")
+        self._running, self._starting = running, None
         log.info("office: LibreOffice started (process %d)", process.pid)
-        return self._running
+        return running
 
     @staticmethod
     async def _answer(running: _Running) -> dict[str, Any]:
@@ -149,7 +179,8 @@ class OfficeConverter:
 
     async def _stop(self) -> None:
         """Kill LibreOffice's whole process group and delete its profile."""
-        running, self._running = self._running, None
+        running = self._running or self._starting
+        self._running = self._starting = None
         if running is None:
             return
         with contextlib.suppress(ProcessLookupError):

@@ -9,7 +9,8 @@ LibreOffice. It starts `soffice.bin` headless, says `{"ready": true}` once it is
 (starting is what a cold conversion pays, hence the warmth), then answers one JSON line on
 stdout for each on stdin:
 `{"in": path, "out": path, "as": "office" | "text" | "html"}` gets `{"ok": true}` or
-`{"error": "protected" | "unreadable", "detail": words}`.
+`{"error": "protected" | "unreadable" | "crashed", "detail": words}`; after "crashed" (LibreOffice
+died on the document) it exits, and the service starts another.
 
 Documents come from strangers, so every load asks LibreOffice to run no macro and update no link
 (`MacroExecutionMode`, `UpdateDocMode`), opens read-only and hidden, and answers any question a
@@ -151,6 +152,18 @@ def convert(desktop: Any, source: str, target: str, how: str) -> dict[str, Any]:
     return {"ok": True}
 
 
+def _alive(office: subprocess.Popen[bytes], desktop: Any) -> bool:
+    """Whether LibreOffice still runs and answers: a call to a dead one raises at once (its
+    bridge is disposed), before its process has been reaped."""
+    if office.poll() is not None:
+        return False
+    try:
+        desktop.getFrames().getCount()
+    except Exception:
+        return False
+    return True
+
+
 def _answer(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -168,7 +181,11 @@ def main() -> None:
     try:
         for line in sys.stdin:
             request = json.loads(line)
-            _answer(convert(desktop, request["in"], request["out"], request["as"]))
+            answer = convert(desktop, request["in"], request["out"], request["as"])
+            if "error" in answer and not _alive(office, desktop):  # it died on the document
+                _answer({"error": "crashed", "detail": f"exit status {office.poll()}"})
+                return
+            _answer(answer)
     finally:
         with contextlib.suppress(Exception):  # it is going anyway: its group is killed after
             desktop.terminate()
