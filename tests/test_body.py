@@ -114,6 +114,18 @@ def test_html_with_only_a_signature_or_a_quote_has_no_words() -> None:
     assert body.own_html('<img src="cid:Scan@example.com">', pictures={"scan@example.com"}).words
 
 
+def test_before_250_only_the_start_of_a_body_is_read_and_what_it_leaves_open_is_taken() -> None:
+    """`has_words` reads the first `SCAN_LIMIT` bytes: no words there, and more beyond, is
+    accepted (the conversion reads it all); Outlook's old mail, once begun, settles it."""
+    blank = "<div>&nbsp;</div>" * 1000
+    assert not body.has_words("html", blank, cut=False)
+    assert body.has_words("html", blank, cut=True)
+    assert not body.has_words("html", OUTLOOK.replace("NEW TEXT", "") + blank, cut=True)
+    assert body.has_words("html", blank + "<p>late words</p>", cut=False)
+    assert not body.has_words("text", "\n\n-- \nAlice\n", cut=False)
+    assert body.has_words("text", "> quoted\n" * 100, cut=True)
+
+
 # --- through the service ----------------------------------------------------------------------
 
 BODY = "{words}\nLütfen geri arayın.\n\n> QUOTED older text\n\nthanks\n-- \nAlice SIGNATURE\n"
