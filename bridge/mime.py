@@ -25,7 +25,7 @@ from email.utils import getaddresses
 from functools import cached_property
 from pathlib import Path
 
-from bridge import cover, documents, replies
+from bridge import body, cover, documents, replies
 from bridge.errors import Refusal as Refusal  # what `inspect` and `extract` raise
 from bridge.options import MailOptions, from_headers
 
@@ -390,9 +390,11 @@ class _Walk:
     attachments: list[Attachment] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
     bodies: list[Part] = field(default_factory=list)
+    pictures: list[tuple[str, int, str]] = field(default_factory=list)  # cid, index, name
+    own: tuple[body.How, Part] | None = None  # the part faxed when nothing is attached
 
 
-def _walk(raw: bytes, leaves: list[Part], office: bool) -> _Walk:
+def _walk(raw: bytes, leaves: list[Part], office: bool, fax_body: bool) -> _Walk:
     walk = _Walk()
     candidates: list[tuple[int, Part, str, bytes, int]] = []
     for index, part in enumerate(leaves):
@@ -410,59 +412,49 @@ def _walk(raw: bytes, leaves: list[Part], office: bool) -> _Walk:
         head = _decoded(part, raw, documents.SNIFF_BYTES)
         candidates.append((index, part, name, head, _size(part, raw)))
     cids: set[str] = set()
-    for body in walk.bodies:
-        if body.ctype == "text/html":
-            text = _text(body, raw, HTML_SCAN_LIMIT)
-            cids.update(m.lower() for m in re.findall(r"cid:([^\"'\s>)]+)", text, re.I))
+    for part in walk.bodies:
+        if part.ctype == "text/html":
+            cids.update(body.shown_cids(_text(part, raw, HTML_SCAN_LIMIT)))
     for index, part, name, head, size in candidates:
         content_id = header(part.headers, "Content-ID").strip("<> ").lower()
         # A picture the HTML body shows by cid: inside multipart/related is decoration (a
         # signature logo); a photo attached next to the text is meant to be faxed.
         decoration = (part.parent == "multipart/related" and content_id and content_id in cids
-                      and documents.sniff(head) is not None)
+                      and (documents.sniff(head) or body.picture_type(head)) is not None)
         if decoration:
-            walk.left_out.append(f"{name} (an image shown inside the message text)")
+            walk.pictures.append((content_id, index, name))
             continue
         # its DocumentError is the refusal
         kind = documents.quick_check(name, head, size, declared=part.ctype, office=office)
         walk.attachments.append(Attachment(filename=name, kind=kind, part_index=index))
+    walk.own = body.faxed_part(walk.bodies) if fax_body and not walk.attachments else None
+    walk.left_out.extend(body.not_shown((name for _, _, name in walk.pictures), bool(walk.own)))
     return walk
 
 
-def inspect_stored(stored: str | bytes, office: bool = False) -> Inspection:
+def inspect_stored(stored: str | bytes, office: bool = False,
+                   fax_body: bool = False) -> Inspection:
     """`inspect` of a mail as the SMTP handler keeps it (its bytes, or the path of the file a
     large one is spooled to); what it runs in the sandbox."""
-    return inspect(stored if isinstance(stored, bytes) else Path(stored).read_bytes(), office)
+    raw = stored if isinstance(stored, bytes) else Path(stored).read_bytes()
+    return inspect(raw, office, fax_body)
 
 
-def _sample_mail() -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Alice Example <alice@example.com>"
-    msg["To"] = "0312345678@fax.local"
-    msg["Subject"] = "Invoice 42"
-    msg["Date"] = "Mon, 07 Dec 2026 09:00:00 +0900"
-    msg["Message-ID"] = "<sample-1@example.com>"
-    msg.set_content("Please fax the attached invoice.\n")
-    msg.add_attachment(b"%PDF-1.4\n" + b"0" * 2048 + b"\n%%EOF\n", maintype="application",
-                       subtype="pdf", filename="invoice.pdf")
-    return msg.as_bytes()
-
-
-# A mail as clients write them: what each new sandbox child checks before its first real one
-# (`Sandbox(warm_up=...)`), so that no sender's `250` pays for a fresh child.
-SAMPLE_MAIL = _sample_mail()
-
-
-def inspect(raw: bytes, office: bool = False) -> Inspection:
+def inspect(raw: bytes, office: bool = False, fax_body: bool = False) -> Inspection:
     """The cheap checks run before `250`: refuse now what can be refused now. `office`: Office
-    documents, HTML and text files can be converted (`bridge.office`)."""
+    documents, HTML and text files can be converted (`bridge.office`); `fax_body`: so is the
+    text of a mail with nothing attached (`bridge.body`)."""
     top, leaves = parts(raw)
     auto = header(top, "Auto-Submitted").lower()
     if auto and auto != "no":
         raise Refusal(replies.AUTO_SUBMITTED)
-    walk = _walk(raw, leaves, office)
-    if not walk.attachments:
-        raise Refusal(replies.NOTHING_TO_FAX)
+    walk = _walk(raw, leaves, office, fax_body)
+    if walk.own is not None:
+        how, part = walk.own
+        cut = part.body_end - part.body_start > body.SCAN_LIMIT  # more than is looked at
+        body.check(how, _text(part, raw, body.SCAN_LIMIT), cut, {c for c, _, _ in walk.pictures})
+    elif not walk.attachments:
+        raise Refusal(replies.NOTHING_TO_FAX if fax_body else replies.ATTACHMENTS_ONLY)
     message_id = header(top, "Message-ID")
     return Inspection(
         subject=capped_subject(header(top, "Subject")),
@@ -485,21 +477,27 @@ class Extraction:
     body_text: str
     left_out: tuple[str, ...]
     kinds: tuple[documents.Kind, ...] = ()  # of each part; text and HTML come as UTF-8
+    own_text: body.Body | None = None  # the mail's text, faxed when nothing is attached
 
 
-def extract(raw: bytes, office: bool = False) -> Extraction:
+def extract(raw: bytes, office: bool = False, fax_body: bool = False) -> Extraction:
     """Decode every attachment of a stored mail, in memory: the PDF is built from them in the
     same process, so writing them to files only to read them back cost a directory, a file
     per attachment and their removal (a third of converting a small mail). Runs in a worker
     process, whose memory limit bounds them."""
     _, leaves = parts(raw)
-    walk = _walk(raw, leaves, office)
+    walk = _walk(raw, leaves, office, fax_body)
     decoded = tuple((a.filename, _text(leaves[a.part_index], raw).encode()
                      if a.kind in documents.TEXTS else _decoded(leaves[a.part_index], raw))
                     for a in walk.attachments)
     plain = [b for b in walk.bodies if b.ctype == "text/plain"]
     html_parts = [b for b in walk.bodies if b.ctype == "text/html"]
-    body = (_text(plain[0], raw) if plain
+    text = (_text(plain[0], raw) if plain
             else cover.html_to_text(_text(html_parts[0], raw)) if html_parts else "")
-    return Extraction(parts=decoded, body_text=body, left_out=tuple(walk.left_out),
-                      kinds=tuple(a.kind for a in walk.attachments))
+    own = None
+    if walk.own is not None:
+        how, part = walk.own
+        own = body.Body(how, _text(part, raw), tuple(body.Picture(cid, name, _decoded(
+            leaves[index], raw)) for cid, index, name in walk.pictures))
+    return Extraction(parts=decoded, body_text=text, left_out=tuple(walk.left_out),
+                      kinds=tuple(a.kind for a in walk.attachments), own_text=own)

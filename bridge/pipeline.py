@@ -31,6 +31,7 @@ from bridge.office import Missing, Office, availability
 from bridge.office.converter import OfficeConverter
 from bridge.providers.byosoku import ByosokuClient
 from bridge.providers.faxmax import FaxMaxClient
+from bridge.samples import SAMPLE_MAIL
 from bridge.sandbox import Limits as SandboxLimits
 from bridge.sandbox import Sandbox
 from bridge.store import Store
@@ -106,7 +107,7 @@ def inspection_sandbox(settings: Settings, arrivals: Arrivals) -> Sandbox:
     fresh child."""
     return Sandbox(SandboxLimits(memory_bytes=settings.documents.memory_mb * 2**20,
                                  seconds=settings.smtp.inspect_timeout),
-                   warm_up=(mime.inspect, (mime.SAMPLE_MAIL,)), lull=arrivals.lull)
+                   warm_up=(mime.inspect, (SAMPLE_MAIL,)), lull=arrivals.lull)
 
 
 def build_pipeline(
@@ -148,6 +149,7 @@ def build_pipeline(
         converter_office = OfficeConverter(
             office_availability, seconds=s.documents.timeout,
             memory_bytes=s.documents.office_memory_mb * 2**20, work_dir=data / "office")
+    fax_body = s.documents.body == "auto" and converter_office is not None
     page_caps = PageCaps(per_sender=s.numbers.max_pages_per_sender_per_day,
                          total=s.numbers.max_pages_per_day)
 
@@ -161,7 +163,7 @@ def build_pipeline(
                           templates=templates, cover_page=s.faxmax.cover_page,
                           max_pages=s.documents.max_pages, page_caps=page_caps,
                           on_ready=sender.wake, on_failed=reporter.wake,
-                          alert=alerter.alert, office=converter_office)
+                          alert=alerter.alert, office=converter_office, fax_body=fax_body)
     inbox = Inbox(store, clock, s, sandbox=sandbox, alerter=alerter, on_enqueued=mailer.wake)
     retention = Retention(store, clock, s.documents.retention_days)
     poller = None
@@ -184,7 +186,8 @@ def build_pipeline(
         fax_caps=FaxCaps(per_sender=s.numbers.max_faxes_per_sender_per_hour,
                          total=s.numbers.max_faxes_per_hour), page_caps=page_caps,
         sandbox=inspector, on_queued=converter.wake, arrivals=arrivals, metrics=metrics,
-        office=converter_office is not None, max_schedule_days=s.faxmax.max_schedule_days)
+        office=converter_office is not None, fax_body=fax_body,
+        max_schedule_days=s.faxmax.max_schedule_days)
     return Pipeline(
         templates=templates, page_caps=page_caps, sandbox=sandbox, inspector=inspector,
         alerter=alerter, transport=transport, mailer=mailer, reporter=reporter, faxmax=faxmax,

@@ -189,8 +189,14 @@ FROM_NOT_THE_USERS = Reply(550, "5.7.1", "not_allowed", "The From: header names 
                            "fax's cover page)")
 AUTO_SUBMITTED = Reply(550, "5.7.1", "not_allowed", "automatically generated mail "
                        "(Auto-Submitted) is not faxed, to avoid mail loops")
-NOTHING_TO_FAX = Reply(554, "5.6.0", "bad_content",
-                       "there is nothing to fax: attach a PDF, TIFF, PNG or JPEG file")
+# A mail with nothing attached is faxed as its own text (bridge.body), unless it has none:
+NOTHING_TO_FAX = Reply(554, "5.6.0", "bad_content", "there is nothing to fax: the mail has no "
+                       "attachment and no text of its own (a signature or a quoted reply is not "
+                       "faxed); attach a document, or write the text to fax in the mail")
+# ... or the gateway does not fax a mail's text (`documents.body = "refuse"`, no LibreOffice):
+ATTACHMENTS_ONLY = Reply(554, "5.6.0", "bad_content", "there is nothing to fax: this fax "
+                         "gateway faxes attachments only, not the text of a mail; attach the "
+                         "document to fax (a PDF, for example)")
 HEADER_BLOCK_TOO_LARGE = Reply(554, "5.6.0", "bad_content",
                                "a header block is larger than {kb} KB")
 NESTED_TOO_DEEP = Reply(554, "5.6.0", "bad_content", "the message is nested more than {depth} "

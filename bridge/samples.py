@@ -1,11 +1,13 @@
 """Sample documents for `fax-bridge demo` and `fax-bridge send-test`: made on the spot with
 Pillow (and, for Word, the few XML parts a DOCX needs), so nothing binary ships with the
-package."""
+package; and the sample mail the sandbox's children check before their first real one
+(`SAMPLE_MAIL`)."""
 
 from __future__ import annotations
 
 import io
 import zipfile
+from email.message import EmailMessage
 from xml.sax.saxutils import escape
 
 from PIL import Image, ImageDraw, ImageFont
@@ -63,3 +65,21 @@ def sample_docx(*paragraphs: str) -> bytes:
         for name, text in (*_DOCX_PARTS.items(), ("word/document.xml", document)):
             archive.writestr(name, text)
     return out.getvalue()
+
+
+def sample_mail() -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Alice Example <alice@example.com>"
+    msg["To"] = "0312345678@fax.local"
+    msg["Subject"] = "Invoice 42"
+    msg["Date"] = "Mon, 07 Dec 2026 09:00:00 +0900"
+    msg["Message-ID"] = "<sample-1@example.com>"
+    msg.set_content("Please fax the attached invoice.\n")
+    msg.add_attachment(b"%PDF-1.4\n" + b"0" * 2048 + b"\n%%EOF\n", maintype="application",
+                       subtype="pdf", filename="invoice.pdf")
+    return msg.as_bytes()
+
+
+# A mail as clients write them: what each new sandbox child checks before its first real one
+# (`Sandbox(warm_up=...)`), so that no sender's `250` pays for a fresh child.
+SAMPLE_MAIL = sample_mail()

@@ -7,6 +7,8 @@
 - `clock`, `byosoku`: a fake clock, and the 秒速FAX Plus simulator on it.
 - `make_pipeline`: the service's workers, built as the service builds them, for a test to
   drive one by one.
+- `listener`: a server on loopback that notes every connection made to it (what a converted
+  document links to must never reach it).
 
 The helpers these build on live in modules of their own (tests/relay.py, tests/settings.py,
 ...), which test modules and bench/ import; nothing imports this module.
@@ -76,6 +78,21 @@ async def make_bridge(
     for bridge in started:
         if bridge.workers and not all(w._stopping for w in bridge.workers):
             await bridge.stop()
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[tuple[int, list[bytes]]]:
+    """A web server on loopback that notes every connection made to it."""
+    seen: list[bytes] = []
+
+    async def note(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.read(200))
+        writer.close()
+
+    server = await asyncio.start_server(note, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1], seen
+    server.close()
+    await server.wait_closed()
 
 
 # --- the real `fax-bridge serve` process ---------------------------------------------------

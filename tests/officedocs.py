@@ -1,6 +1,6 @@
 """Office documents as people send them, made here with the libraries that write them: Word
 (python-docx), Excel (openpyxl), OpenDocument text (odfpy) and RTF, each with Turkish and
-Japanese words, so a test can find them in the PDF that reaches FaxMAX."""
+Japanese words, so a test can find them in the PDF that reaches FaxMAX (`texts`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import zipfile
 
 import docx
 import openpyxl
+import pypdf
 from docx.enum.text import WD_BREAK
 from msoffcrypto.format.ooxml import OOXMLFile
 from odf.opendocument import OpenDocumentText
@@ -109,3 +110,9 @@ def protected(document: bytes, password: str = "gizli") -> bytes:
     out = io.BytesIO()
     OOXMLFile(io.BytesIO(document)).encrypt(password, out)
     return out.getvalue()
+
+
+def texts(document: bytes) -> list[str]:
+    """The text of each page, as pypdf reads it, spaces evened out."""
+    reader = pypdf.PdfReader(io.BytesIO(document), strict=True)
+    return [" ".join(page.extract_text().split()) for page in reader.pages]

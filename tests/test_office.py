@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pypdf
@@ -19,7 +19,16 @@ from bridge.workers import converter
 from tests.cli_runner import run_cli
 from tests.docfactory import make_jpeg, make_pdf
 from tests.mails import fax_mail
-from tests.officedocs import JAPANESE, TURKISH, make_docx, make_odt, make_rtf, make_xlsx, protected
+from tests.officedocs import (
+    JAPANESE,
+    TURKISH,
+    make_docx,
+    make_odt,
+    make_rtf,
+    make_xlsx,
+    protected,
+    texts,
+)
 from tests.relay import RelaySink
 from tests.settings import MakeBridge
 from tests.smtp_client import smtp_send
@@ -31,12 +40,6 @@ LIBREOFFICE = office.availability(DocumentsSettings())
 OFFICE_ON = {"office": "auto"}
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-def texts(document: bytes) -> list[str]:
-    """The text of each page, as pypdf reads it, spaces evened out."""
-    reader = pypdf.PdfReader(io.BytesIO(document), strict=True)
-    return [" ".join(page.extract_text().split()) for page in reader.pages]
 
 
 def test_libreoffice_is_installed_here() -> None:
@@ -144,21 +147,6 @@ async def test_text_and_html_attachments_become_pages(
     text_page, html_page = texts(faxmax.requests[0].document)
     assert "Not: Teklif Şubat ığüşöç İstanbul" in text_page  # decoded from windows-1254
     assert JAPANESE in html_page and "INJECTED" not in html_page
-
-
-@pytest.fixture
-async def listener() -> AsyncIterator[tuple[int, list[bytes]]]:
-    """A web server on loopback that notes every connection made to it."""
-    seen: list[bytes] = []
-
-    async def note(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(await reader.read(200))
-        writer.close()
-
-    server = await asyncio.start_server(note, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1], seen
-    server.close()
-    await server.wait_closed()
 
 
 async def test_what_a_document_or_an_html_file_links_to_is_never_fetched(

@@ -150,8 +150,9 @@ async def test_a_mail_with_nothing_to_fax_is_refused(
 ) -> None:
     bridge = await make_bridge()
     result = await smtp_send(bridge.smtp_port, fax_mail(body="Please fax this."))
-    assert result.data == (554, "5.6.0 there is nothing to fax: attach a PDF, TIFF, PNG or JPEG "
-                                "file")
+    assert result.data == (554, "5.6.0 there is nothing to fax: this fax gateway faxes "
+                                "attachments only, not the text of a mail; attach the document "
+                                "to fax (a PDF, for example)")  # no LibreOffice: tests/test_body.py
     await assert_nothing_queued(bridge, faxmax)
 
 

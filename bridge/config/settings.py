@@ -30,6 +30,7 @@ MailTransport = Literal["maildir", "smtp"]
 SmtpSecurity = Literal["starttls", "tls", "none"]
 ReportToSender = Literal["always", "failures", "never"]
 OfficeSetting = Literal["auto", "off"]
+BodySetting = Literal["auto", "refuse"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class DocumentsSettings:
     office: OfficeSetting = "auto"  # convert Office, HTML and text files where LibreOffice is
     libreoffice: str = ""  # its soffice (or soffice.bin); "" looks on PATH and the usual places
     office_memory_mb: int = 2048  # LibreOffice's memory cap; it does not start under 1 GB
+    body: BodySetting = "auto"  # a mail with nothing attached: fax its text (with LibreOffice)
 
 
 @dataclass(frozen=True)

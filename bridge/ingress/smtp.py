@@ -259,9 +259,10 @@ class FaxHandler:
         number_policy: NumberPolicy, default_country_code: str, fax_caps: FaxCaps,
         page_caps: PageCaps, sandbox: Sandbox, on_queued: Callable[[], None],
         arrivals: Arrivals | None = None, metrics: Metrics | None = None, office: bool = False,
-        max_schedule_days: int = 7,
+        max_schedule_days: int = 7, fax_body: bool = False,
     ) -> None:
         self.office = office  # LibreOffice converts Office documents, HTML and text
+        self.fax_body = fax_body  # and the text of a mail with nothing attached (bridge.body)
         self.max_schedule_days = max_schedule_days
         self.metrics = metrics or Metrics()
         self.arrivals = arrivals or Arrivals()
@@ -446,7 +447,7 @@ class FaxHandler:
         time limit) comes back as the reply to send."""
         try:
             inspection = await self.sandbox.run(mime.inspect_stored, stored, self.office,
-                                                what="the mail")
+                                                self.fax_body, what="the mail")
         except Refusal as refusal:
             reply = refusal.reply
         else:

@@ -5,9 +5,9 @@ send. A password-protected document is refused here, naming it, before LibreOffi
 Word, Excel and PowerPoint files by their encryption headers (`msoffcrypto`), OpenDocument
 files by the encryption entries of their manifest. HTML is cleaned with `nh3` (the Rust
 sanitiser `ammonia`): no script, no style sheet, no form, no frame, and no address it could
-load but a `cid:` picture of the mail itself, which is written beside it and linked by a name
-of ours; relative addresses are denied, so a page cannot pull a file of the server's into a
-fax.
+load but a `cid:` picture of the mail itself, which is put in the page as a `data:` address of
+ours (`bridge.body`); relative addresses are denied, so a page cannot pull a file of the
+server's into a fax.
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def protected(data: bytes) -> bool:
 
 def clean_html(html: str, pictures: Mapping[str, str]) -> str:
     """`html` with nothing that runs or loads; `cid:` pictures named in `pictures` (content id,
-    lowercase → file name beside the page) point at those files, other ones are dropped."""
+    lowercase → the address to show it by: a `data:` address of its bytes, since LibreOffice's
+    profile blocks even a file beside the page) are shown, other ones are dropped."""
     clean = nh3.clean(html, tags=TAGS, clean_content_tags=DROPPED_WITH_CONTENT,
                       attributes=ATTRIBUTES, url_schemes={"cid"}, url_relative="deny",
                       filter_style_properties=STYLE_PROPERTIES, strip_comments=True,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bridge import cover, documents, mime, replies
+from bridge import body, cover, documents, mime, replies
 from bridge.clock import Clock
 from bridge.config import CoverPage
 from bridge.errors import BridgeError
@@ -109,16 +109,22 @@ def make_cover(body: str, request: CoverRequest, out: Path) -> cover.Fitted | No
 
 def prepare(stored: str | bytes, workdir: str, max_pages: int,
             cover_request: CoverRequest | None = None, office: bool = False,
-            ) -> Prepared | Planned:
+            fax_body: bool = False) -> Prepared | Planned:
     """Runs in a sandboxed process: decode the attachments, build the fax PDF and its cover
     page. `stored` is the mail, or the path of the file a large one was spooled to. A mail
     with documents for LibreOffice (`office`) gets them written out instead, with the rest,
-    for `assemble` once LibreOffice has made them PDFs: `Planned`."""
+    for `assemble` once LibreOffice has made them PDFs: `Planned`. So does the text of a mail
+    with nothing attached (`fax_body`, `bridge.body`), which is then the fax: no cover page."""
     work = Path(workdir)
     raw = stored if isinstance(stored, bytes) else Path(stored).read_bytes()
-    extraction = mime.extract(raw, office)
+    extraction = mime.extract(raw, office, fax_body)
     work.mkdir(parents=True, exist_ok=True)
     out = work / "fax.pdf"
+    if extraction.own_text is not None:
+        item, not_shown = body.write_input(extraction.own_text, work, 0)
+        return Planned(inputs=(item,), parts=((item.name, item.target),), pdf_path=str(out),
+                       left_out=(*extraction.left_out, *not_shown), cover_pages=0,
+                       cover_words=False)
     fitted = (None if cover_request is None
               else make_cover(extraction.body_text, cover_request, cover.cover_file(out)))
     cut = (fitted.cut,) if fitted and fitted.cut else ()
@@ -167,9 +173,10 @@ class Converter(Worker):
         self, store: Store, clock: Clock, *, sandbox: Sandbox, documents_dir: Path,
         templates: Templates, cover_page: CoverPage, max_pages: int, page_caps: PageCaps,
         on_ready: Callable[[], None], on_failed: Callable[[], None], alert: Alert | None = None,
-        office: OfficeConverter | None = None,
+        office: OfficeConverter | None = None, fax_body: bool = False,
     ) -> None:
         self.office = office
+        self.fax_body = fax_body  # a mail with nothing attached is faxed as its text
         self.page_caps = page_caps
         super().__init__(clock)
         self.store = store
@@ -239,7 +246,7 @@ class Converter(Worker):
             stored = message.spool_path if message.raw is None else message.raw
             prepared = await self.sandbox.run(prepare, stored, str(workdir), self.max_pages,
                                               self.cover_request(message, jobs),
-                                              bool(self.office))
+                                              bool(self.office), self.fax_body)
             if isinstance(prepared, Planned):
                 prepared = await self.converted(message, prepared)
         except BridgeError as exc:
