@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import typing
 from email.policy import default as default_policy
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bridge import config
+from bridge.config.settings import key_name
 from bridge.errors import ConfigError
 from bridge.passwords import verify_password
 from tests.cli_runner import REPO, run_cli
@@ -166,6 +168,20 @@ def test_hash_password_reads_stdin_and_the_hash_verifies() -> None:
 def test_the_annotated_example_configuration_is_exactly_the_defaults() -> None:
     settings = config.load(REPO / "deploy" / "fax-bridge.example.toml", env={})
     assert settings == config.Settings(source=settings.source)
+
+
+def test_the_annotated_example_configuration_names_every_key() -> None:
+    """Equal to the defaults says nothing of a key it leaves out: each one must be there."""
+    example = tomllib.loads((REPO / "deploy" / "fax-bridge.example.toml").read_text())
+    missing = []
+    for section in dataclasses.fields(config.Settings):
+        value = getattr(config.Settings(), section.name)
+        if not dataclasses.is_dataclass(value):
+            continue
+        written = example.get(section.name, {})
+        missing += [f"{section.name}.{key_name(f)}" for f in dataclasses.fields(value)
+                    if key_name(f) not in written and f.name != "users"]
+    assert missing == []
 
 
 def quick_start() -> list[str]:
