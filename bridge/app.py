@@ -24,8 +24,9 @@ from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
 from bridge.errors import ConfigError
 from bridge.ingress.arrivals import Arrivals
+from bridge.ingress.connections import SmtpServer
 from bridge.ingress.data import remove_orphans
-from bridge.ingress.smtp import SmtpServer, start_smtp_server
+from bridge.ingress.smtp import start_smtp_server
 from bridge.ingress.web import build_web_app
 from bridge.instance import InstanceLock
 from bridge.metrics import Metrics

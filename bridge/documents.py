@@ -45,7 +45,7 @@ from bridge.filetypes import (
     text_kind,
 )
 
-__all__ = ["CONVERTED", "SNIFF_BYTES", "TEXTS", "Kind", "Limits", "build_pdf",
+__all__ = ["CONVERTED", "PICTURES", "SNIFF_BYTES", "TEXTS", "Kind", "Limits", "build_pdf",
            "describe_unsupported", "pdf_page_count", "quick_check", "sniff", "tiff_to_pdf"]
 
 _KIND_WORDS = {
@@ -107,6 +107,7 @@ def _kind_of(name: str, head: bytes, size: int, declared: str = "", *,
 
 OFFICE_KIND_WORDS = {Kind.HTML: "an HTML file", Kind.TEXT: "a text file"}
 TEXTS = frozenset(OFFICE_KIND_WORDS)  # decoded from their charset before they are converted
+PICTURES = frozenset({Kind.TIFF, Kind.PNG, Kind.JPEG})
 
 
 def quick_check(filename: str, head: bytes, size: int, limits: Limits = Limits(), *,

@@ -17,7 +17,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from email import headerregistry, policy
+from email import headerregistry
 from email.headerregistry import AddressHeader
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from bridge import body, cover, documents, replies
 from bridge.errors import Refusal as Refusal  # what `inspect` and `extract` raise
+from bridge.headers import POLICY
 from bridge.options import MailOptions, from_headers
 
 MAX_DEPTH = 10
@@ -69,51 +70,14 @@ class Inspection:
     attachments: tuple[Attachment, ...]
     left_out: tuple[str, ...]
     options: MailOptions = field(default_factory=MailOptions)  # X-Fax-* (`bridge.options`)
+    own_text: bool = False  # nothing is attached: the mail's text is faxed (`bridge.body`)
+
+    @property
+    def needs_office(self) -> bool:
+        """Whether LibreOffice must convert some of it (`bridge.office`)."""
+        return self.own_text or any(a.kind in documents.CONVERTED for a in self.attachments)
 
 
-class _Registry(headerregistry.HeaderRegistry):
-    """`policy.default`'s header parsing, done once per header.
-
-    The stdlib's registry builds a new class for every header it parses (about 20 µs, a
-    fifth of reading a small mail's headers). The class depends only on the kind of header
-    (the registry's entry for the name, or the default), so one is kept per kind: a bounded
-    handful, however many distinct header names mail brings.
-
-    And `policy.default` parses a header anew on every access: reading one part asks for its
-    `Content-Type` three or four times (the parser itself, its type, its boundary, its
-    charset), at 10–30 µs each, and the same part headers (`text/plain; charset="utf-8"`,
-    `base64`) come in mail after mail. Parsed headers are immutable, so the last `MEMO_SIZE`
-    of them are kept by name and value; headers longer than `MEMO_VALUE_MAX` are parsed each
-    time, which bounds what the memo holds."""
-
-    MEMO_SIZE = 512
-    MEMO_VALUE_MAX = 1024
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._classes: dict[type, type[headerregistry.BaseHeader]] = {}
-        self._parsed: dict[tuple[str, str], headerregistry.BaseHeader] = {}
-
-    def __getitem__(self, name: str) -> type[headerregistry.BaseHeader]:
-        kind = self.registry.get(name.lower(), self.default_class)
-        found = self._classes.get(kind)
-        if found is None:
-            found = self._classes[kind] = super().__getitem__(name)
-        return found
-
-    def __call__(self, name: str, value: str) -> headerregistry.BaseHeader:
-        key = (name, value)
-        found = self._parsed.get(key)
-        if found is None:
-            found = super().__call__(name, value)
-            if len(value) <= self.MEMO_VALUE_MAX:
-                if len(self._parsed) >= self.MEMO_SIZE:  # the oldest goes
-                    del self._parsed[next(iter(self._parsed))]
-                self._parsed[key] = found
-        return found
-
-
-POLICY = policy.default.clone(header_factory=_Registry())
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -206,6 +170,14 @@ def _filename(part: Message, index: int) -> str:
     except Exception:
         raw = ""
     return sanitize_filename(str(raw), f"attachment-{index}")
+
+
+def _named(part: Message) -> bool:
+    """Whether a part carries a file name of its own."""
+    try:
+        return bool(part.get_filename())
+    except Exception:
+        return False
 
 
 def _content_type(part: Message) -> str:
@@ -404,7 +376,8 @@ def _walk(raw: bytes, leaves: list[Part], office: bool, fax_body: bool) -> _Walk
         if ctype in SIGNATURE_TYPES:
             walk.left_out.append(f"{name} ({SIGNATURE_TYPES[ctype]})")
             continue
-        if ctype in ("text/plain", "text/html") and disposition != "attachment":
+        if ctype in ("text/plain", "text/html") and disposition != "attachment" and not (
+                disposition == "inline" and _named(part.headers)):  # a file shown inline
             walk.bodies.append(part)
             continue
         if ctype == "message/rfc822":
@@ -420,7 +393,8 @@ def _walk(raw: bytes, leaves: list[Part], office: bool, fax_body: bool) -> _Walk
         # A picture the HTML body shows by cid: inside multipart/related is decoration (a
         # signature logo); a photo attached next to the text is meant to be faxed.
         decoration = (part.parent == "multipart/related" and content_id and content_id in cids
-                      and (documents.sniff(head) or body.picture_type(head)) is not None)
+                      and (documents.sniff(head) in documents.PICTURES
+                           or body.picture_type(head) is not None))
         if decoration:
             walk.pictures.append((content_id, index, name))
             continue
@@ -465,6 +439,7 @@ def inspect(raw: bytes, office: bool = False, fax_body: bool = False) -> Inspect
         attachments=tuple(walk.attachments),
         left_out=tuple(walk.left_out),
         options=from_headers(lambda name: header(top, name)),
+        own_text=walk.own is not None,
     )
 
 

@@ -163,7 +163,8 @@ def build_pipeline(
                           templates=templates, cover_page=s.faxmax.cover_page,
                           max_pages=s.documents.max_pages, page_caps=page_caps,
                           on_ready=sender.wake, on_failed=reporter.wake,
-                          alert=alerter.alert, office=converter_office, fax_body=fax_body)
+                          alert=alerter.alert, office=converter_office,
+                          office_missing=office_availability.describe(), fax_body=fax_body)
     inbox = Inbox(store, clock, s, sandbox=sandbox, alerter=alerter, on_enqueued=mailer.wake)
     retention = Retention(store, clock, s.documents.retention_days)
     poller = None

@@ -116,3 +116,62 @@ def texts(document: bytes) -> list[str]:
     """The text of each page, as pypdf reads it, spaces evened out."""
     reader = pypdf.PdfReader(io.BytesIO(document), strict=True)
     return [" ".join(page.extract_text().split()) for page in reader.pages]
+
+
+def make_odt_with_macro(marker: str, words: str = TURKISH) -> bytes:
+    """An OpenDocument text whose Basic macro runs when it is opened (the `dom:load` event) and
+    writes `marker`: what a macro virus would do, harmlessly."""
+    content = f"""<?xml version="1.0" encoding="UTF-8"?>
+<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+ xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"
+ xmlns:script="urn:oasis:names:tc:opendocument:xmlns:script:1.0"
+ xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:ooo="http://openoffice.org/2004/office"
+ xmlns:dom="http://www.w3.org/2001/xml-events"
+ office:version="1.2">
+<office:scripts><office:event-listeners>
+<script:event-listener script:language="ooo:script" script:event-name="dom:load"
+ xlink:type="simple"
+ xlink:href="vnd.sun.star.script:Standard.Module1.Main?language=Basic&amp;location=document"/>
+</office:event-listeners></office:scripts>
+<office:body><office:text><text:p>{words}</text:p></office:text></office:body>
+</office:document-content>"""
+    module = f"""<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE script:module PUBLIC "-//OpenOffice.org//DTD OfficeDocument 1.0//EN" "module.dtd">
+<script:module xmlns:script="http://openoffice.org/2000/script" script:name="Module1"
+ script:language="StarBasic">Sub Main
+  Open &quot;{marker}&quot; For Output As #1
+  Print #1, &quot;the macro ran&quot;
+  Close #1
+End Sub
+</script:module>"""
+    library = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE library:library PUBLIC "-//OpenOffice.org//DTD OfficeDocument 1.0//EN" "library.dtd">
+<library:library xmlns:library="http://openoffice.org/2000/library" library:name="Standard"
+ library:readonly="false" library:passwordprotected="false">
+ <library:element library:name="Module1"/></library:library>"""
+    libraries = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE library:libraries PUBLIC "-//OpenOffice.org//DTD OfficeDocument 1.0//EN" "libraries.dtd">
+<library:libraries xmlns:library="http://openoffice.org/2000/library"
+ xmlns:xlink="http://www.w3.org/1999/xlink">
+ <library:library library:name="Standard" library:link="false"/></library:libraries>"""
+    manifest = """<?xml version="1.0" encoding="UTF-8"?>
+<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0"
+ manifest:version="1.2">
+ <manifest:file-entry manifest:full-path="/" manifest:version="1.2"
+  manifest:media-type="application/vnd.oasis.opendocument.text"/>
+ <manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>
+ <manifest:file-entry manifest:full-path="Basic/script-lc.xml" manifest:media-type="text/xml"/>
+ <manifest:file-entry manifest:full-path="Basic/Standard/script-lb.xml"
+  manifest:media-type="text/xml"/>
+ <manifest:file-entry manifest:full-path="Basic/Standard/Module1.xml"
+  manifest:media-type="text/xml"/>
+</manifest:manifest>"""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("mimetype"), "application/vnd.oasis.opendocument.text")
+        for name, text in (("content.xml", content), ("Basic/script-lc.xml", libraries),
+                           ("Basic/Standard/script-lb.xml", library),
+                           ("Basic/Standard/Module1.xml", module),
+                           ("META-INF/manifest.xml", manifest)):
+            archive.writestr(name, text, zipfile.ZIP_DEFLATED)
+    return out.getvalue()

@@ -45,6 +45,13 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert result.stderr == "" and result.stdout == ""  # no unknown or misplaced directive
 
 
+def test_the_systemd_unit_lets_libreoffice_start_without_network_and_nothing_more() -> None:
+    """`unshare --net` in a user namespace (bridge.office.tools): the unit must allow exactly
+    those two; `RestrictNamespaces=true` made every Office document a refusal."""
+    unit = directives((DEPLOY / "fax-bridge.service").read_text())
+    assert set(unit["RestrictNamespaces"].split()) == {"user", "net"}
+
+
 def test_the_systemd_unit_runs_it_as_its_own_user_confined_and_stops_it_gracefully() -> None:
     text = (DEPLOY / "fax-bridge.service").read_text()
     unit = directives(text)

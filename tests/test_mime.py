@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge import mime
+from bridge import headers, mime
 from bridge.cover import cover_text
 from tests.docfactory import make_jpeg, make_pdf, make_png
 
@@ -85,7 +85,7 @@ def test_each_header_of_a_mail_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_the_parsed_header_memo_is_bounded_and_parses_as_the_stdlib() -> None:
-    registry = mime._Registry()
+    registry = headers.Registry()
     stdlib = headerregistry.HeaderRegistry()
     value = 'multipart/mixed; boundary="=_a"; (comment) charset=utf-8'
     assert registry("Content-Type", value) is registry("Content-Type", value)
@@ -324,8 +324,8 @@ def test_lenient_base64_decodes_as_the_general_rule_says_whatever_the_junk(
 def test_the_header_class_cache_stays_small_whatever_header_names_mail_brings() -> None:
     """Kept per kind of header, not per name: a stream of mails with ever new header names
     (hostile, or just X- headers) cannot grow it in a long-lived process."""
-    registry = mime.POLICY.header_factory
-    assert isinstance(registry, mime._Registry)
+    registry = headers.POLICY.header_factory
+    assert isinstance(registry, headers.Registry)
     for n in range(300):
         msg = mime.parse(f"X-Trace-{n}: hop {n}\r\nSubject: =?utf-8?q?Rechnung_{n}?=\r\n"
                          f"From: a{n}@example.com\r\n\r\nbody\r\n".encode())

@@ -4,8 +4,12 @@ the FaxMAX simulator; the documents are made in the tests (tests/officedocs.py).
 from __future__ import annotations
 
 import asyncio
+import email
 import io
+import os
+import signal
 from collections.abc import Callable
+from email.policy import default
 from pathlib import Path
 
 import pypdf
@@ -24,11 +28,14 @@ from tests.officedocs import (
     TURKISH,
     make_docx,
     make_odt,
+    make_odt_with_macro,
     make_rtf,
     make_xlsx,
     protected,
     texts,
 )
+from tests.process import ServeProcess
+from tests.process import start as start_serve
 from tests.relay import RelaySink
 from tests.settings import MakeBridge
 from tests.smtp_client import smtp_send
@@ -139,14 +146,18 @@ async def test_text_and_html_attachments_become_pages(
     mail = fax_mail()
     mail.add_attachment(f"Not: {TURKISH}\n", subtype="plain", charset="windows-1254",
                         cte="quoted-printable", filename="not.txt")
-    mail.add_attachment(f"<html><body><h1>{JAPANESE}</h1><script>document.write('INJECTED')"
-                        "</script></body></html>".encode(), maintype="text", subtype="html",
+    # A page that names its own charset (Shift_JIS), as Japanese mail clients write them: it
+    # is read in that charset, and LibreOffice is not misled by its <meta> into a second one.
+    mail.add_attachment(f'<html><head><meta charset="shift_jis"><title>Mitsumori</title>'
+                        f"</head><body><h1>{JAPANESE}</h1><script>document.write('INJECTED')"
+                        "</script></body></html>", subtype="html", charset="shift_jis",
                         filename="sayfa.html")
     await smtp_send(bridge.smtp_port, mail)
     await wait_for_state(bridge, 1, JobState.DELIVERED, timeout=60)
     text_page, html_page = texts(faxmax.requests[0].document)
     assert "Not: Teklif Şubat ığüşöç İstanbul" in text_page  # decoded from windows-1254
     assert JAPANESE in html_page and "INJECTED" not in html_page
+    assert "Mitsumori" not in html_page  # the page's head is not its text
 
 
 async def test_what_a_document_or_an_html_file_links_to_is_never_fetched(
@@ -167,6 +178,21 @@ async def test_what_a_document_or_an_html_file_links_to_is_never_fetched(
     found = texts(faxmax.requests[0].document)
     assert TURKISH in found[0] and TURKISH in found[-1]
     assert seen == []
+
+
+async def test_a_macro_that_runs_when_its_document_opens_never_runs(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, tmp_path: Path,
+) -> None:
+    """Its Basic macro, bound to the document's open event, writes a file. Seen to run in this
+    LibreOffice when it was loaded as a desktop user's LibreOffice with macros allowed would
+    load it (MacroExecutionMode 4, macro security low, not hidden); never here."""
+    ran = tmp_path / "the-macro-ran"
+    bridge = await make_bridge(documents=OFFICE_ON, faxmax={"cover_page": "never"})
+    await smtp_send(bridge.smtp_port, fax_mail(
+        ("macro.odt", "application/vnd.oasis.opendocument.text", make_odt_with_macro(str(ran)))))
+    await wait_for_state(bridge, 1, JobState.DELIVERED, timeout=60)
+    assert TURKISH in texts(faxmax.requests[0].document)[0]
+    assert not ran.exists()
 
 
 @pytest.mark.parametrize(("name", "mimetype", "document"), [
@@ -273,26 +299,125 @@ async def test_a_converter_that_hangs_or_crashes_costs_one_refusal_and_the_next_
     assert int(pids.read_text()) != first  # a new LibreOffice
 
 
-async def test_a_libreoffice_that_cannot_start_keeps_the_mail_queued_until_it_can(
+async def test_a_libreoffice_that_cannot_start_holds_back_only_the_mails_that_need_it(
     make_bridge: MakeBridge, faxmax: FaxMaxSimulator, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The machine's trouble, not the document's: nothing is refused."""
-    monkeypatch.setattr(converter, "TRANSIENT_PAUSE", 0.2)
+    """The machine's trouble, not the document's: nothing is refused, and a PDF sent after
+    the Word document is faxed meanwhile."""
+    monkeypatch.setattr(converter, "TRANSIENT_PAUSE", 0.5)
     stand_in, mode_file, _ = _stand_in(tmp_path)
     mode_file.write_text("broken")
     bridge = await make_bridge(documents={"office": "auto", "libreoffice": str(stand_in)},
                                faxmax={"cover_page": "never"})
     result = await smtp_send(bridge.smtp_port, fax_mail(("offer.docx", DOCX, make_docx())))
     assert result.data == (250, "2.0.0 queued as fax jobs 1")
-    async def failed_to_start() -> bool:  # counted as the machine's failure, the mail kept
-        rows = await query(bridge.store.path, "SELECT last_error FROM failures WHERE queue = ?",
-                           ("convert",))
-        return any("LibreOffice did not start" in error for (error,) in rows)
-
-    await wait_until(failed_to_start, True, timeout=30)
+    await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1)),
+                                               message_id="<pdf@example.com>"))
+    await wait_for_state(bridge, 2, JobState.DELIVERED, timeout=30)
     job = await bridge.store.jobs.get(1)
     assert job is not None and job.state is JobState.QUEUED
+    assert await query(bridge.store.path, "SELECT state FROM messages WHERE id = 1") == [
+        ("received",)]
     mode_file.unlink()
     await wait_for_state(bridge, 1, JobState.DELIVERED, timeout=60)
-    assert TURKISH in texts(faxmax.requests[0].document)[0]
+    assert TURKISH in texts(faxmax.requests[-1].document)[0]
+
+
+async def test_mails_that_need_libreoffice_wait_for_it_across_a_start_without_it(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, tmp_path: Path,
+) -> None:
+    """Accepted while it was there, they are not failed when the next start has none: they
+    wait, the admin is told, and a start with LibreOffice again converts them."""
+    stand_in, mode_file, _ = _stand_in(tmp_path)
+    mode_file.write_text("broken")
+    bridge = await make_bridge(documents={"office": "auto", "libreoffice": str(stand_in)},
+                               faxmax={"cover_page": "never"},
+                               routing={"admin": "admin@example.com"})
+    await smtp_send(bridge.smtp_port, fax_mail(("offer.docx", DOCX, make_docx())))
+    await bridge.stop()
+    bridge = await make_bridge(documents={"office": "off"},
+                               routing={"admin": "admin@example.com"})
+
+    async def told() -> bool:
+        rows = await query(bridge.store.path, "SELECT body FROM outbox")
+        subjects = [str(email.message_from_bytes(body, policy=default)["Subject"])
+                    for (body,) in rows]
+        return any("1 mail(s) wait for LibreOffice" in subject for subject in subjects)
+
+    await wait_until(told, True)
+    job = await bridge.store.jobs.get(1)
+    assert job is not None and job.state is JobState.QUEUED
+    await bridge.stop()
+    mode_file.unlink()
+    bridge = await make_bridge(documents={"office": "auto", "libreoffice": str(stand_in)},
+                               faxmax={"cover_page": "never"})
+    await wait_for_state(bridge, 1, JobState.DELIVERED, timeout=60)
+
+
+async def test_a_libreoffice_that_died_while_idle_is_replaced_and_the_document_converted(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, tmp_path: Path,
+) -> None:
+    """Killed between documents (the kernel's OOM killer, an operator): not the next
+    document's fault."""
+    stand_in, _, pids = _stand_in(tmp_path)
+    bridge = await make_bridge(documents={"office": "auto", "libreoffice": str(stand_in)},
+                               faxmax={"cover_page": "never"})
+    assert bridge.pipeline is not None and bridge.pipeline.office is not None
+    office_ = bridge.pipeline.office
+    await wait_until(lambda: asyncio.sleep(0, office_.warm), True, timeout=30)
+    idle = int(pids.read_text())
+    os.kill(idle, signal.SIGKILL)
+    await wait_until(lambda: asyncio.sleep(0, _alive(idle)), False)
+    await smtp_send(bridge.smtp_port, fax_mail(("offer.docx", DOCX, make_docx())))
+    await wait_for_state(bridge, 1, JobState.DELIVERED, timeout=60)
+    assert int(pids.read_text()) != idle
+
+
+async def test_a_stopped_service_leaves_no_libreoffice_profile_pipe_or_process(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, tmp_path: Path,
+) -> None:
+    stand_in, _, pids = _stand_in(tmp_path)
+    stale = tmp_path / "data" / "office" / "libreoffice-left-by-a-killed-service"
+    stale.mkdir(parents=True)
+    bridge = await make_bridge(documents={"office": "auto", "libreoffice": str(stand_in)},
+                               faxmax={"cover_page": "never"})
+    await smtp_send(bridge.smtp_port, fax_mail(("offer.docx", DOCX, make_docx())))
+    await wait_for_state(bridge, 1, JobState.DELIVERED, timeout=60)
+    assert bridge.pipeline is not None and bridge.pipeline.office is not None
+    running = bridge.pipeline.office._running  # what it left in /tmp, to look for after
+    assert running is not None and running.sockets
+    office_pid = int(pids.read_text())
+    assert not stale.exists()  # swept before LibreOffice's start
+    await bridge.stop()
+    assert list((tmp_path / "data" / "office").iterdir()) == []
+    assert not any(socket.exists() for socket in running.sockets)
+    assert not _alive(office_pid)
+
+
+async def test_libreoffice_dies_with_a_service_killed_outright(
+    serve: list[ServeProcess], faxmax: FaxMaxSimulator, relay: RelaySink, tmp_path: Path,
+) -> None:
+    """SIGKILL runs no cleanup: LibreOffice and its driver go with their parent
+    (PR_SET_PDEATHSIG)."""
+    process = await start_serve(serve, tmp_path, faxmax, relay, documents={"office": "auto"})
+    await wait_until(lambda: asyncio.sleep(0, "LibreOffice started" in process.log()), True,
+                     timeout=30)
+    found = _processes_using(tmp_path)
+    assert any("soffice.bin" in command for command in found.values())
+    await process.kill()
+    await wait_until(lambda: asyncio.sleep(0, [p for p in found if _alive(p)]), [])
+
+
+def _processes_using(directory: Path) -> dict[int, str]:
+    """Processes whose command line names `directory` (LibreOffice's profile is in it)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(directory) in command:
+                found[int(entry.name)] = command
+    return found

@@ -78,6 +78,30 @@ async def test_a_scheduled_fax_waits_for_its_time_even_across_a_restart(
     assert "  Scheduled:   2027-01-15 13:00 +03\n" in text
 
 
+async def test_a_fax_scheduled_days_ahead_is_retried_after_a_busy_faxmax_not_failed(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, clock: FakeClock,
+) -> None:
+    """`faxmax.retry_max_age` (a day) counts from the time the fax was due, not from its
+    acceptance: three days ahead, one 503 made it fail as "could not be reached"."""
+    bridge = await make_bridge(clock=clock)
+    at = clock.now() + 3 * DAY
+    await smtp_send(bridge.smtp_port, scheduled_mail(rfc3339(at, 9)))
+    await wait_until(lambda: message_state(bridge.store), "ready")
+    faxmax.faults.append(Fault.http(503))
+    clock.advance(3 * DAY)
+    bridge.wake()
+    await faxmax.wait_for_requests(1)
+
+    async def state() -> tuple[JobState, int] | None:
+        job = await bridge.store.jobs.get(1)
+        return None if job is None else (job.state, job.attempts)
+
+    await wait_until(state, (JobState.QUEUED, 1))  # waiting for its retry, not failed
+    clock.advance(3600)
+    bridge.wake()
+    await wait_for_state(bridge, 1, JobState.DELIVERED)
+
+
 async def test_a_time_in_the_past_means_now(
     make_bridge: MakeBridge, faxmax: FaxMaxSimulator, clock: FakeClock,
 ) -> None:

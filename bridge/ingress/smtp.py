@@ -12,7 +12,6 @@ import asyncio
 import logging
 import re
 import socket
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from bridge.clock import Clock
 from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
 from bridge.errors import NumberError, Refusal
 from bridge.ingress.arrivals import Arrivals
+from bridge.ingress.connections import Connections, SmtpServer
 from bridge.ingress.data import Spool, read_data
 from bridge.ingress.senders import header_from_refusal, log_tag, own_addresses, sender_allowed
 from bridge.limits import (
@@ -52,68 +52,6 @@ SOURCE_ROUTE = re.compile(r"<\s*@[^>]*:")
 # A mail up to this size is kept in its database row, durable with the commit that records it;
 # a larger one goes to a spool file of its own (two more fsyncs, but no large blob in the WAL).
 RAW_IN_ROW_BYTES = 1 << 20
-
-
-class Connections:
-    """The open SMTP sessions, capped in all and per client address (aiosmtpd has no cap of
-    its own, and idle or trickling connections must not starve everyone else), and known one
-    by one so that a shutdown can let each finish its mail."""
-
-    def __init__(self, total: int, per_client: int) -> None:
-        self.total = total
-        self.per_client = per_client
-        self.open: Counter[str] = Counter()
-        self.sessions: set[FaxSMTP] = set()
-        self.closing = False
-        self.none_open = asyncio.Event()
-        self.none_open.set()
-
-    def admit(self, ip: str, session: FaxSMTP) -> Line | None:
-        """None when the connection may proceed, else the reply to close it with."""
-        if self.closing:
-            return render(replies.SHUTTING_DOWN)
-        if len(self.sessions) >= self.total:
-            return render(replies.BUSY)
-        if self.open[ip] >= self.per_client:
-            return render(replies.TOO_MANY_CONNECTIONS, ip=ip, limit=self.per_client)
-        self.open[ip] += 1
-        self.sessions.add(session)
-        self.none_open.clear()
-        return None
-
-    def release(self, ip: str, session: FaxSMTP) -> None:
-        self.open[ip] -= 1
-        if self.open[ip] <= 0:
-            del self.open[ip]
-        self.sessions.discard(session)
-        if not self.sessions:
-            self.none_open.set()
-
-
-class SmtpServer:
-    """The listening socket and its sessions."""
-
-    def __init__(self, server: asyncio.Server, connections: Connections) -> None:
-        self.server = server
-        self.connections = connections
-        self.port: int = server.sockets[0].getsockname()[1]
-
-    async def drain(self) -> None:
-        """Stop accepting; idle sessions are closed with 421 at once, a session in the middle
-        of a mail finishes it (its 250 means stored) and is closed after its reply."""
-        self.connections.closing = True
-        self.server.close()
-        for session in list(self.connections.sessions):
-            session.begin_shutdown()
-        await self.connections.none_open.wait()
-
-    def abort(self) -> None:
-        """Past the shutdown deadline: drop what is left (nothing of it was acknowledged)."""
-        for session in list(self.connections.sessions):
-            log.warning("smtp %s: still sending a mail at the shutdown deadline; connection "
-                        "closed, the client will send it again", session.session
-                        and session.session.peer)
-            session.goodbye()
 
 
 class FaxSMTP(SMTP):
@@ -406,7 +344,8 @@ class FaxHandler:
                            subject=inspection.subject, message_id=inspection.message_id,
                            refs=inspection.refs, left_out=inspection.left_out,
                            spool_path="" if spool.path is None else str(spool.path), raw=raw,
-                           account=key, send_at=send_at),
+                           account=key, send_at=send_at,
+                           needs_office=inspection.needs_office),
                 [(a, n) for a, n, _ in recipients], now, hourly=self.fax_caps,
                 options=[tags.over(inspection.options.options) for _, _, tags in recipients])
         except Refusal as too_far:  # X-Fax-Send-At beyond faxmax.max_schedule_days

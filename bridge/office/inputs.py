@@ -34,11 +34,11 @@ MANIFEST_MAX = 1 << 20
 
 # The tags and attributes of mail as clients write it, styles included: layout survives, and
 # CSS properties that load something (`background-image`, `content`...) do not.
-TAGS = nh3.ALLOWED_TAGS | {"font", "body", "html", "head", "title", "meta"}
+TAGS = nh3.ALLOWED_TAGS | {"font"}  # not `meta`: a page's own charset would undo our UTF-8
 ATTRIBUTES = {"*": {"style", "align", "valign", "width", "height", "dir", "lang", "title",
                     "colspan", "rowspan", "border", "cellpadding", "cellspacing", "bgcolor",
                     "color", "face", "size"},
-              "img": {"src", "alt"}, "meta": {"charset"}}
+              "img": {"src", "alt"}}
 STYLE_PROPERTIES = {
     "color", "font", "font-family", "font-size", "font-style", "font-weight", "line-height",
     "text-align", "text-decoration", "text-indent", "vertical-align", "white-space",
@@ -48,7 +48,7 @@ STYLE_PROPERTIES = {
     "border-bottom", "border-left", "border-right", "border-collapse", "border-color",
     "border-style", "border-width", "background-color", "display", "list-style-type"}
 DROPPED_WITH_CONTENT = {"script", "style", "noscript", "template", "iframe", "object",
-                        "embed", "svg", "math", "form", "select", "textarea"}
+                        "embed", "svg", "math", "form", "select", "textarea", "head", "title"}
 _CID = re.compile(r'src="cid:([^"]+)"', re.IGNORECASE)
 
 

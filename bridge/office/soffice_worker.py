@@ -5,12 +5,13 @@ Runs as a program of its own, under the Python that LibreOffice's `uno` module w
 it (`bridge.office.converter`) inside a network namespace of its own, in a process group that
 it kills whole when a conversion overruns. Its arguments are soffice.bin, a throw-away profile
 directory, a memory limit in bytes and a niceness, which it sets on itself and so on
-LibreOffice. It starts `soffice.bin` headless, says `{"ready": true}` once it is connected
-(starting is what a cold conversion pays, hence the warmth), then answers one JSON line on
-stdout for each on stdin:
+LibreOffice, and the name of the pipe to reach LibreOffice by. It starts `soffice.bin`
+headless, says `{"ready": true}` once it is connected (starting is what a cold conversion pays,
+hence the warmth), then answers one JSON line on stdout for each on stdin:
 `{"in": path, "out": path, "as": "office" | "text" | "html"}` gets `{"ok": true}` or
-`{"error": "protected" | "unreadable" | "crashed", "detail": words}`; after "crashed" (LibreOffice
-died on the document) it exits, and the service starts another.
+`{"error": "protected" | "unreadable" | "crashed" | "gone", "detail": words}`; after "crashed"
+(LibreOffice died on the document) and "gone" (it had died before it was given the document)
+it exits, and the service starts another.
 
 Documents come from strangers, so every load asks LibreOffice to run no macro and update no link
 (`MacroExecutionMode`, `UpdateDocMode`), opens read-only and hidden, and answers any question a
@@ -22,9 +23,11 @@ into columns across pages) before they are exported.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +42,8 @@ from com.sun.star.task import XInteractionHandler  # type: ignore[import-not-fou
 NEVER_EXECUTE = 0  # com.sun.star.document.MacroExecMode.NEVER_EXECUTE
 NO_UPDATE = 0  # com.sun.star.document.UpdateDocMode.NO_UPDATE
 START_SECONDS = 60.0
+PR_SET_PDEATHSIG = 1
+QUIT_SECONDS = 4.0  # LibreOffice asked to quit has this long (the service waits a little more)
 RESTART_REQUESTED = 81  # soffice.bin's exit status after it set up a new profile
 FILTERS = {"text": ("Text (encoded)", "UTF8,LF,,,"), "html": ("HTML (StarWriter)", "")}
 EXPORTS = (  # the document's service, and its PDF export filter
@@ -72,12 +77,19 @@ class _Questions(unohelper.Base, XInteractionHandler):  # type: ignore[misc]
             self.password_asked = True
 
 
+def _die_with_parent() -> None:
+    """SIGKILL for this process when its parent dies: a service killed outright must not
+    leave LibreOffice running (Linux's PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _launch(soffice: str, profile: str, pipe: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [soffice, "--headless", "--invisible", "--nologo", "--nodefault", "--norestore",
          "--nolockcheck", f"-env:UserInstallation={uno.systemPathToFileUrl(profile)}",
          f"--accept=pipe,name={pipe};urp;StarOffice.ComponentContext"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent)  # this driver has no other thread: safe here
 
 
 def _start(soffice: str, profile: str, pipe: str) -> tuple[subprocess.Popen[bytes], Any]:
@@ -120,6 +132,7 @@ def _export_filter(document: Any) -> str:
 
 
 def convert(desktop: Any, source: str, target: str, how: str) -> dict[str, Any]:
+    """One document as a PDF, or the error that says why not (see the module's docstring)."""
     questions = _Questions()
     props = [_prop("Hidden", True), _prop("ReadOnly", True),
              _prop("MacroExecutionMode", NEVER_EXECUTE), _prop("UpdateDocMode", NO_UPDATE),
@@ -170,17 +183,22 @@ def _answer(message: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    soffice, profile, memory_bytes, nice = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(
-        sys.argv[4])
+    """Start LibreOffice and serve requests until the service closes our input."""
+    _die_with_parent()
+    soffice, profile, memory, nice, pipe = sys.argv[1:6]
+    memory_bytes = int(memory)
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))  # LibreOffice's too
-    os.nice(nice)  # conversions are background work: mail being received goes first
+    os.nice(int(nice))  # conversions are background work: mail being received goes first
     with contextlib.suppress(OSError):  # as the service's sandbox children (bridge.sandbox)
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-    office, desktop = _start(soffice, profile, f"fax-bridge-{os.getpid()}")
+    office, desktop = _start(soffice, profile, pipe)
     _answer({"ready": True})
     try:
         for line in sys.stdin:
             request = json.loads(line)
+            if not _alive(office, desktop):  # killed while idle: not this document's doing
+                _answer({"error": "gone", "detail": f"exit status {office.poll()}"})
+                return
             answer = convert(desktop, request["in"], request["out"], request["as"])
             if "error" in answer and not _alive(office, desktop):  # it died on the document
                 _answer({"error": "crashed", "detail": f"exit status {office.poll()}"})
@@ -189,7 +207,10 @@ def main() -> None:
     finally:
         with contextlib.suppress(Exception):  # it is going anyway: its group is killed after
             desktop.terminate()
-        office.wait(10)
+        try:
+            office.wait(QUIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            office.kill()
 
 
 if __name__ == "__main__":

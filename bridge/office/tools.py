@@ -37,6 +37,8 @@ class Office:
 
 @dataclass(frozen=True)
 class Missing:
+    """Why this machine converts no Office document, in words for the operator."""
+
     reason: str
 
     def describe(self) -> str:

@@ -158,10 +158,11 @@ class JobStore:
                     return over
             cur = db.execute(
                 "INSERT INTO messages (state, mail_from, header_from, subject, message_id, refs,"
-                " spool_path, raw, left_out, received_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " spool_path, raw, left_out, received_at, needs_office)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (MessageState.RECEIVED, msg.mail_from, msg.header_from, msg.subject,
                  msg.message_id, msg.refs, msg.spool_path, msg.raw,
-                 json.dumps(list(msg.left_out)), now),
+                 json.dumps(list(msg.left_out)), now, msg.needs_office),
             )
             message_id = cur.lastrowid
             ids = []
@@ -185,12 +186,21 @@ class JobStore:
             raise result
         return result
 
-    async def to_convert(self, limit: int = 100) -> list[Message]:
-        """Mails not yet converted, oldest first, with their raw bytes."""
+    async def to_convert(self, limit: int = 100, *, office: bool = True) -> list[Message]:
+        """Mails not yet converted, oldest first, with their raw bytes; without `office`,
+        only those that need no LibreOffice."""
         rows = await self._reader.rows(
-            f"SELECT {MESSAGES.all_columns} FROM messages WHERE state = ? ORDER BY id LIMIT ?",
+            f"SELECT {MESSAGES.all_columns} FROM messages WHERE state = ?"
+            f"{'' if office else ' AND needs_office = 0'} ORDER BY id LIMIT ?",
             (MessageState.RECEIVED, limit))
         return [MESSAGES.load(r, lazy=True) for r in rows]
+
+    async def waiting_for_office(self) -> int:
+        """Mails not yet converted that need LibreOffice."""
+        rows = await self._reader.rows(
+            "SELECT COUNT(*) FROM messages WHERE state = ? AND needs_office = 1",
+            (MessageState.RECEIVED,))
+        return int(rows[0][0])
 
     async def message(self, message_id: int) -> Message | None:
         rows = await self._reader.rows(f"SELECT {MESSAGES.columns} FROM messages WHERE id = ?",

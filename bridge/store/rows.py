@@ -121,6 +121,7 @@ class NewMessage:
     raw: bytes | None = None
     account: str = ""  # whom the limits charge (`bridge.limits.account`); "": `mail_from`
     send_at: float | None = None  # X-Fax-Send-At, when it is ahead of the time of acceptance
+    needs_office: bool = False  # LibreOffice must convert some of it (`bridge.office`)
 
 
 @dataclass(frozen=True)
@@ -141,10 +142,12 @@ class Message:
     received_at: float
     raw: bytes | None = None  # loaded only for the mail being converted
     cover_pages: int = 0  # of `pages`, the cover page's (0: the fax has none)
+    needs_office: bool = False
 
 
 MESSAGES = Mapper(Message, "messages", lazy=("raw",),
-                  convert={"state": MessageState, "left_out": _tuple_of_json, "raw": bytes})
+                  convert={"state": MessageState, "left_out": _tuple_of_json, "raw": bytes,
+                           "needs_office": bool})
 
 
 @dataclass(frozen=True)

@@ -286,6 +286,12 @@ SCHEMA: tuple[str, ...] = (
             ON CONFLICT (sender, minute) DO UPDATE SET pages = pages + excluded.pages;
     END;
     """,
+    # version 11: whether a mail needs LibreOffice (an Office, HTML or text file, or its own
+    # text to fax), known at its `250`: while LibreOffice is missing or will not start, such a
+    # mail waits, and the others are converted meanwhile.
+    """
+    ALTER TABLE messages ADD COLUMN needs_office INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 

@@ -35,7 +35,7 @@ from bridge.errors import BridgeError
 from bridge.files import write_atomic
 from bridge.limits import DAY, PageCaps, broken_cap, who
 from bridge.mail import Templates
-from bridge.office.converter import OfficeConverter
+from bridge.office.converter import OfficeConverter, OfficeDown
 from bridge.office.inputs import Input, write_input
 from bridge.sandbox import Sandbox
 from bridge.store import WAITING_JOB_STATES, Job, Message, Store, is_disk_full
@@ -174,6 +174,7 @@ class Converter(Worker):
         templates: Templates, cover_page: CoverPage, max_pages: int, page_caps: PageCaps,
         on_ready: Callable[[], None], on_failed: Callable[[], None], alert: Alert | None = None,
         office: OfficeConverter | None = None, fax_body: bool = False,
+        office_missing: str = "not available",
     ) -> None:
         self.office = office
         self.fax_body = fax_body  # a mail with nothing attached is faxed as its text
@@ -189,8 +190,13 @@ class Converter(Worker):
         self.on_failed = on_failed
         self._paused_until: float | None = None
         self._backing_off = False  # the pause is a transient failure's, not a full disk's
+        self.office_missing = office_missing  # why there is no LibreOffice, if there is none
+        self._office_down_until: float | None = None  # it would not start: retried then
+        self._office_failures = 0
+        self._office_told = False  # the admin knows that mails wait for a missing LibreOffice
+        self.alert = alert
         self.shunt = Shunt(store, clock, "convert", "message", alert=alert,
-                           classified=is_disk_full)
+                           classified=lambda exc: is_disk_full(exc) or isinstance(exc, OfficeDown))
 
     def wake(self) -> None:
         """A mail was just stored, so there is space again: no need to wait out a disk-full
@@ -200,14 +206,24 @@ class Converter(Worker):
         super().wake()
 
     async def next_due(self) -> float | None:
-        return self._paused_until
+        due = [t for t in (self._paused_until, self._office_down_until) if t is not None]
+        return min(due) if due else None
+
+    def _office_usable(self) -> bool:
+        now = self.clock.now()
+        if self._office_down_until is not None and now >= self._office_down_until:
+            self._office_down_until = None
+        return self.office is not None and self._office_down_until is None
 
     async def run_once(self) -> bool:
         if self._paused_until is not None and self.clock.now() < self._paused_until:
             return False
         self._paused_until = None
         self._backing_off = False
-        pending = await self.store.jobs.to_convert(limit=1)
+        usable = self._office_usable()
+        pending = await self.store.jobs.to_convert(limit=1, office=usable)
+        if self.office is None and not self._office_told:
+            await self._tell_office_missing()
         if not pending:
             return False
         message = pending[0]
@@ -224,6 +240,17 @@ class Converter(Worker):
                         "queued, trying again in %.0fs (failure %d of %d)", message.id,
                         failed.__cause__, pause, failed.count, failed.limit)
             return False
+        except OfficeDown as down:  # the mail waits; the others are converted meanwhile
+            self._office_failures += 1
+            pause = TRANSIENT_PAUSE * 2 ** min(self._office_failures - 1, 6)
+            self._office_down_until = self.clock.now() + pause
+            await asyncio.to_thread(shutil.rmtree, self.workdir(message), True)
+            log.warning("message %s: %s; it waits, with the other mails that need LibreOffice, "
+                        "and is tried again in %.0fs", message.id, down.strerror, pause)
+            if self.alert is not None:
+                await self.alert("office-down", "LibreOffice does not start: mails with Office "
+                                 "documents, or with their own text to fax, wait", str(down))
+            return True
         except Exception as exc:
             if not is_disk_full(exc):
                 raise
@@ -234,6 +261,20 @@ class Converter(Worker):
             await asyncio.to_thread(shutil.rmtree, self.workdir(pending[0]), True)
             return False
         return True
+
+    async def _tell_office_missing(self) -> None:
+        """Mails that need LibreOffice were accepted (with an earlier start's, say) and there
+        is none now: they wait, and the admin hears why, once per start."""
+        waiting = await self.store.jobs.waiting_for_office()
+        if not waiting:
+            return
+        self._office_told = True
+        log.error("office: %d mail(s) wait for LibreOffice, which is %s", waiting,
+                  self.office_missing)
+        if self.alert is not None:
+            await self.alert("office-missing", f"{waiting} mail(s) wait for LibreOffice",
+                             f"They need Office conversion, which is {self.office_missing}. "
+                             "They are converted once it is available again.")
 
     def workdir(self, message: Message) -> Path:
         return self.documents_dir / f"message-{message.id}"
@@ -288,6 +329,7 @@ class Converter(Worker):
         for item in planned.inputs:
             await self.office.convert(Path(item.source), Path(item.target), item.how, item.name)
             log.info("message %s: %s converted by LibreOffice", message.id, item.name)
+        self._office_failures = 0
         return await self.sandbox.run(assemble, planned, self.max_pages)
 
     async def _fail(self, message: Message, reason: str) -> None:

@@ -46,8 +46,10 @@ def format_time(ts: float | None, tz: str) -> str:
 
 def cover_pages(job: Job, message: Message) -> int | None:
     """The pages of the cover that went with this fax (0: none); None when that is not known
-    (not converted, or converted by a version that did not decide it per job)."""
-    if message.pages is None or job.cover_sent is None:
+    (not converted, or converted by a version that did not decide it per job) or nothing went
+    (cancelled, or failed before FaxMAX took it)."""
+    never_sent = job.state in (JobState.CANCELLED, JobState.FAILED) and job.fax_id is None
+    if message.pages is None or job.cover_sent is None or never_sent:
         return None
     return message.cover_pages if job.cover_sent else 0
 

@@ -250,7 +250,10 @@ class Sender(Worker):
 
     async def _retry_or_fail(self, job: Job, reason: str) -> None:
         now = self.clock.now()
-        at = self.policy.next_attempt(attempts=job.attempts, first_at=job.created_at, now=now,
+        # `retry_max_age` counts from the first attempt's due time: a fax scheduled days ahead
+        # is as young as any other when its time comes.
+        first_at = max(job.created_at, job.send_at or 0.0)
+        at = self.policy.next_attempt(attempts=job.attempts, first_at=first_at, now=now,
                                       jitter=self.jitter())
         if at is None:
             log.warning("job %s: giving up after %d attempt(s): %s", job.id, job.attempts,
