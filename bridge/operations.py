@@ -183,15 +183,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _existing_job(store: Store, job_id: int) -> Job:
+    """The job the operator named, or `NotFound` in words that say where to look."""
+    job = await store.jobs.get(job_id)
+    if job is None:
+        raise NotFound(f"there is no fax job {job_id} (fax-bridge list shows them)")
+    return job
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     db = _database(args)
 
     async def run() -> tuple[Job, Message, list[tuple[float, str, str]]]:
         store = await Store.open(db)
         try:
-            job = await store.jobs.get(args.job)
-            if job is None:
-                raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
+            job = await _existing_job(store, args.job)
             message = await store.jobs.message(job.message)
             assert message is not None  # jobs reference their message
             return job, message, (await store.jobs.status_events(job.fax_id) if job.fax_id else [])
@@ -263,8 +269,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
                     return None
                 return (f"mail {args.mail} is neither given up nor waiting (see fax-bridge list "
                         "--mail failed)")
-            if await store.jobs.get(args.job) is None:
-                raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
+            await _existing_job(store, args.job)
             return await store.jobs.requeue(args.job, now)
         finally:
             await store.close()
@@ -285,8 +290,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     async def run() -> str | None:
         store = await Store.open(db)
         try:
-            if await store.jobs.get(args.job) is None:
-                raise NotFound(f"there is no fax job {args.job} (fax-bridge list shows them)")
+            await _existing_job(store, args.job)
             return await store.jobs.cancel(args.job, SystemClock().now())
         finally:
             await store.close()

@@ -193,7 +193,9 @@ class Converter(Worker):
         self.office_missing = office_missing  # why there is no LibreOffice, if there is none
         self._office_down_until: float | None = None  # it would not start: retried then
         self._office_failures = 0
-        self._office_told = False  # the admin knows that mails wait for a missing LibreOffice
+        # Mails needing LibreOffice are looked for once per start: without one, none is
+        # accepted (`inspect` refuses what only it converts), so only earlier ones can wait.
+        self._office_told = False
         self.alert = alert
         self.shunt = Shunt(store, clock, "convert", "message", alert=alert,
                            classified=lambda exc: is_disk_full(exc) or isinstance(exc, OfficeDown))
@@ -264,11 +266,12 @@ class Converter(Worker):
 
     async def _tell_office_missing(self) -> None:
         """Mails that need LibreOffice were accepted (with an earlier start's, say) and there
-        is none now: they wait, and the admin hears why, once per start."""
+        is none now: they wait, and the admin hears why; looked for once per start, not at
+        every conversion."""
+        self._office_told = True
         waiting = await self.store.jobs.waiting_for_office()
         if not waiting:
             return
-        self._office_told = True
         log.error("office: %d mail(s) wait for LibreOffice, which is %s", waiting,
                   self.office_missing)
         if self.alert is not None:
