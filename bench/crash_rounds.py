@@ -1,6 +1,6 @@
-"""Crash safety at scale (docs/RELIABILITY.md F1–F4): many rounds of SIGKILL of the real `fax-bridge
-serve`, at seeded random points, with the rounds of `tests/crash_rounds.py`, of which
-`tests/test_crash.py` runs a few in CI.
+"""Crash safety at scale (docs/RELIABILITY.md F1–F4, F10): many rounds of SIGKILL of the real
+`fax-bridge serve`, at seeded random points, with the rounds of `tests/crash_rounds.py` (F10's
+in `tests/crash_redial.py`), of which `tests/test_crash.py` runs a few in CI.
 
 Each round builds a fresh world (simulators, relay sink, data directory), kills and restarts
 the service, and applies the same pass criteria as the tests; this script adds up the figures
@@ -27,12 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.crash_redial import RedialRound, redial_round
 from tests.crash_rounds import (
     PLAN_INTAKE_KILL_WINDOW,
     SEED,
     AnyRound,
     Figures,
     IntakeRound,
+    PollerRound,
     PushRound,
     RoundFn,
     SendWindowRound,
@@ -54,6 +56,7 @@ SCENARIOS: dict[str, tuple[str, RoundFn]] = {
     "F2": ("SIGKILL in the FaxMAX send window", send_window_round),
     "F3": ("SIGKILL in FaxMAX webhook handling", push_round),
     "F4": ("SIGKILL in the 秒速FAX poller", poller_round),
+    "F10": ("SIGKILL around the redial of a busy line", redial_round),
 }
 
 
@@ -81,10 +84,15 @@ def describe(result: AnyRound) -> str:
                 f"{len(result.stored_unacknowledged)} stored without 250")
     if isinstance(result, SendWindowRound):
         return f"kill {result.kill_after:.2f}s into the stall, job 1 was {result.state_at_kill}"
+    if isinstance(result, RedialRound):
+        return (f"kill {result.kill_after:.2f}s after the busy push, job 1 was "
+                f"{result.state_at_kill}")
     if isinstance(result, PushRound):
         points = ", ".join(f"{kind}: {point}" for kind, point in result.kill_points.items())
         return f"{points}; emails in flight {result.crashes.emails_in_flight}"
-    return f"PDF calls per pdfId {sorted(result.pdf_calls.values())}"
+    if isinstance(result, PollerRound):
+        return f"PDF calls per pdfId {sorted(result.pdf_calls.values())}"
+    return ""
 
 
 async def run(name: str, rounds: int, base_seed: int, verbose: bool) -> Tally:

@@ -22,6 +22,7 @@ from aiohttp import web
 from bridge import office
 from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
+from bridge.dialling import StatusRules
 from bridge.errors import ConfigError
 from bridge.ingress.arrivals import Arrivals
 from bridge.ingress.connections import SmtpServer
@@ -76,7 +77,7 @@ class Bridge:
         self._store = await Store.open(data / "fax-bridge.sqlite3")
         now = self.clock.now()
         await self.store.outbox.recover()
-        for job_id in await self.store.jobs.recover(now):
+        for job_id in await self.store.jobs.recover(now, StatusRules(s.faxmax)):
             log.error("job %s: was being sent when fax-bridge stopped; marked unknown and not "
                       "resent (fax-bridge retry %s resends it)", job_id, job_id)
         found = await asyncio.to_thread(office.availability, s.documents)

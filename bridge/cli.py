@@ -282,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", type=int)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=operations.cmd_show)
+    p = command("unmatched", "FaxMAX status pushes for faxes no job knows, with the unknown "
+                             "jobs each could be")
+    with_store(p)
+    p.add_argument("--window", type=float, help="seconds around a push's time (default: "
+                                                "faxmax.match_window)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=operations.cmd_unmatched)
     p = command("retry", "resend an unknown or failed fax job (you decide it was not sent), "
                          "or an email that was given up")
     with_store(p)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
+import zoneinfo
 from typing import Protocol
 
 
@@ -15,6 +17,16 @@ class Clock(Protocol):
     def now(self) -> float: ...
 
     def monotonic(self) -> float: ...
+
+
+def parse_provider_time(text: str, tz: str) -> float | None:
+    """A provider's `YYYY-MM-DD HH:MM:SS`, which names no zone, read in `tz` (the zone the
+    provider is known to write); None when it is not such a time."""
+    try:
+        moment = datetime.datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=zoneinfo.ZoneInfo(tz)).timestamp()
 
 
 class SystemClock:

@@ -1,8 +1,8 @@
-"""The operator's commands on a data directory's store: status, list, show, retry, cancel,
-backup and replay-quarantine. Each opens the store for as long as it needs it, so any of them is
-safe while the service runs; a command that queued work tells the running service (SIGUSR1) to
-do it now. Each returns its exit code, 0 or 1; errors, and a job that does not exist (exit code
-3), are raised, for bridge/cli.py to turn into their message and code.
+"""The operator's commands on a data directory's store: status, list, show, unmatched, retry,
+cancel, backup and replay-quarantine. Each opens the store for as long as it needs it, so any
+of them is safe while the service runs; a command that queued work tells the running service
+(SIGUSR1) to do it now. Each returns its exit code, 0 or 1; errors, and a job that does not
+exist (exit code 3), are raised, for bridge/cli.py to turn into their message and code.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from bridge.clock import SystemClock
 from bridge.errors import BridgeError, NotFound
 from bridge.instance import running_pid, wake_running
 from bridge.store import (
+    Attempt,
     InboundState,
     Job,
     JobState,
@@ -28,7 +29,10 @@ from bridge.store import (
     Message,
     Snapshot,
     Store,
+    Unmatched,
 )
+
+DEFAULT_WINDOW = config.FaxmaxSettings().match_window  # with --data-dir, no config is read
 
 
 def _load(args: argparse.Namespace) -> config.Settings:
@@ -73,6 +77,10 @@ def _attention(snap: Snapshot) -> list[str]:
                    "on their own: fax-bridge list --mail unknown")
     if n := sum(v for (_, state), v in snap.received.items() if state == InboundState.FAILED):
         out.append(f"{n} received fax(es) could not be fetched or mailed (the admin was told)")
+    if snap.unmatched:
+        out.append(f"FaxMAX pushed the status of {snap.unmatched} fax(es) that no job knows "
+                   "(an unknown job it could not be told apart, or another sender on the "
+                   "account): fax-bridge unmatched")
     if snap.quarantined:
         out.append(f"{snap.quarantined} FaxMAX push event(s) not understood, kept: "
                    "fax-bridge replay-quarantine after a fix")
@@ -191,20 +199,41 @@ async def _existing_job(store: Store, job_id: int) -> Job:
     return job
 
 
+def _attempt_data(a: Attempt) -> dict[str, Any]:
+    return {"fax_id": a.fax_id, "submitted_at": a.submitted_at, "status": a.status,
+            "pages": a.pages, "tried": a.tried, "message": a.result_message,
+            "finished_at": a.finished_at, "redial_at": a.redial_at, "matched": a.matched}
+
+
+def _attempt_line(a: Attempt) -> str:
+    pages = "pages not reported" if a.pages is None else f"{a.pages} page(s) sent"
+    return (f"{_when(a.submitted_at)} fax {a.fax_id}: {a.status or 'no status yet'}, {pages}"
+            + (f", FaxMAX dialled {a.tried} times" if a.tried and a.tried > 1 else "")
+            + (f"; dialled again at {_when(a.redial_at)}" if a.redial_at else "")
+            + (f" (matched by {a.matched})" if a.matched else ""))
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     db = _database(args)
+    window = _load(args).faxmax.match_window if not args.data_dir else DEFAULT_WINDOW
 
-    async def run() -> tuple[Job, Message, list[tuple[float, str, str]]]:
+    async def run() -> tuple[Job, Message, list[Attempt], list[tuple[float, str, str]],
+                             list[Unmatched]]:
         store = await Store.open(db)
         try:
             job = await _existing_job(store, args.job)
             message = await store.jobs.message(job.message)
             assert message is not None  # jobs reference their message
-            return job, message, (await store.jobs.status_events(job.fax_id) if job.fax_id else [])
+            attempts = await store.jobs.attempts(job)
+            pushes = [push for a in attempts for push in await store.jobs.status_events(a.fax_id)]
+            maybe: list[Unmatched] = []
+            if job.state is JobState.UNKNOWN and job.fax_id is None:
+                maybe = [u for u in await store.jobs.unmatched(window) if job.id in u.candidates]
+            return job, message, attempts, pushes, maybe
         finally:
             await store.close()
 
-    job, message, pushes = asyncio.run(run())
+    job, message, attempts, pushes, maybe = asyncio.run(run())
     if args.json:
         print(json.dumps({**_job_data(job), "mail": {
             "id": message.id, "state": message.state, "from": message.header_from,
@@ -212,8 +241,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             "message_id": message.message_id, "received_at": message.received_at,
             "pages": message.pages, "left_out": list(message.left_out),
             "error": message.error, "document": message.document_path},
+            "attempts": [_attempt_data(a) for a in attempts],
             "status_pushes": [{"received_at": at, "status": status, "message": text}
-                              for at, status, text in pushes]}, indent=2, ensure_ascii=False))
+                              for at, status, text in pushes],
+            "possible_faxes": [_unmatched_data(u) for u in maybe]},
+            indent=2, ensure_ascii=False))
         return 0
     rows = [
         ("to", f"+{job.number} ({job.recipient})"),
@@ -227,9 +259,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         ("options", ", ".join(f"{k} {v}" for k, v in (
             ("resolution", job.resolution), ("paper size", job.paper_size),
             ("cover", job.cover)) if v) or "the operator's"),
-        ("attempts", str(job.attempts)),
+        ("attempts", f"{job.attempts} send call(s), {job.dials} dial(s) this round"),
         ("submitted", _when(job.submitted_at)
-         + (f" (FaxMAX fax id {job.fax_id})" if job.fax_id else "")),
+         + (f" (FaxMAX fax id {job.fax_id}"
+            + (f", matched by {job.matched})" if job.matched else ")") if job.fax_id else "")),
         ("finished", _when(job.finished_at)),
         ("provider", job.provider_status or "-"),
         ("detail", job.detail or message.error or "-"),
@@ -237,8 +270,51 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"fax job {job.id}: {job.state}")
     for label, text in rows:
         print(f"  {label + ':':<12} {text}")
+    for n, attempt in enumerate(attempts, start=1):
+        print(f"  {f'attempt {n}:':<12} {_attempt_line(attempt)}")
     for at, status, text in pushes:
         print(f"  {'push:':<12} {_when(at)} {status} {text}".rstrip())
+    for u in maybe:
+        print(f"  {'maybe:':<12} FaxMAX fax {u.fax_id} ({u.statuses}), requested "
+              f"{_when(u.requested_at)}; also near the calls of job(s) "
+              f"{', '.join(str(c) for c in u.candidates if c != job.id) or '-'}")
+    return 0
+
+
+def _unmatched_data(u: Unmatched) -> dict[str, Any]:
+    return {"fax_id": u.fax_id, "number": u.number, "requested_at": u.requested_at,
+            "received_at": u.received_at, "statuses": u.statuses,
+            "candidates": list(u.candidates)}
+
+
+def cmd_unmatched(args: argparse.Namespace) -> int:
+    """Status pushes for faxes no job knows: a fax sent by other means on the account, or
+    the fax of an `unknown` job that could not be told apart from another (two candidates) or
+    was called outside `faxmax.match_window`. An operator who can tell them apart (by the
+    recipient's word, FaxMAX's panel) resends or leaves each job (`fax-bridge retry`)."""
+    db = _database(args)
+    window = args.window if args.window is not None else _load(args).faxmax.match_window
+
+    async def run() -> list[Unmatched]:
+        store = await Store.open(db)
+        try:
+            return await store.jobs.unmatched(window)
+        finally:
+            await store.close()
+
+    found = asyncio.run(run())
+    if args.json:
+        print(json.dumps([_unmatched_data(u) for u in found], indent=2, ensure_ascii=False))
+        return 0
+    if not found:
+        print("every status push belongs to a known fax")
+        return 0
+    print(f"{'FaxMAX fax':<36}  {'number':<16}  {'requested':<19}  {'unknown jobs near it':<20}"
+          "  statuses")
+    for u in found:
+        jobs = ", ".join(map(str, u.candidates)) or "none"
+        print(f"{u.fax_id:<36}  +{u.number:<15}  {_when(u.requested_at):<19}  {jobs:<20}  "
+              f"{u.statuses}")
     return 0
 
 

@@ -43,7 +43,7 @@ from bridge.workers.mailer import Mailer
 from bridge.workers.poller import ByosokuApi, Poller
 from bridge.workers.reporter import Reporter
 from bridge.workers.retention import Retention
-from bridge.workers.sender import FaxSender, Sender, status_classifier
+from bridge.workers.sender import FaxSender, Sender
 
 Tasks = Callable[[], Mapping[str, asyncio.Task[None]]]
 
@@ -175,8 +175,15 @@ def build_pipeline(
             byosoku = polled
         poller = Poller(store, clock, byosoku, s.byosoku, inbound_dir=data / "inbound",
                         alerter=alerter, on_fax=inbox.wake, jitter=jitter)
-    pushes = PushProcessor(store, clock, classify=status_classifier(s.faxmax), alerter=alerter,
-                           sandbox=inspector, on_status=reporter.wake, on_fax=inbox.wake)
+
+    def on_status() -> None:
+        """A status push may end a job (a report to send), free its number's line or queue a
+        redial (the sender's next fax)."""
+        reporter.wake()
+        sender.wake()
+
+    pushes = PushProcessor(store, clock, rules=sender.rules, alerter=alerter, sandbox=inspector,
+                           on_status=on_status, on_fax=inbox.wake)
     health = Health(store, clock, db_path=data / "fax-bridge.sqlite3", tasks=tasks,
                     poller=poller, unhealthy_after=s.byosoku.unhealthy_after)
     smtp_handler = FaxHandler(

@@ -22,7 +22,7 @@ from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.mail import Templates
 from bridge.providers import Provider
-from bridge.store import FINAL_JOB_STATES, Job, JobState, Message, MessageState
+from bridge.store import FINAL_JOB_STATES, Attempt, Job, JobState, Message, MessageState
 from bridge.workers.inbox import UNCONVERTED_NOTE
 from bridge.workers.reporter import format_time, report_context
 
@@ -53,8 +53,16 @@ def _report(settings: Settings, state: JobState, full: bool) -> dict[str, Any]:
         detail="" if delivered or not full else "the line was busy on every attempt",
         submitted_at=RECEIVED_AT + 10, finished_at=RECEIVED_AT + 300 if full else None,
         reported="", resolution="superfine" if full else None, cover_sent=True if full else None,
-        send_at=RECEIVED_AT + 60 if full else None)
-    return report_context(job, message, settings.mail.timezone, settings.faxmax)
+        send_at=RECEIVED_AT + 60 if full else None, dials=3 if full else 0)
+    attempts = [Attempt(
+        job=7, round=1, fax_id=f"3f2c1a9e-{n}", submitted_at=RECEIVED_AT + 10 + 130 * n,
+        status=status, pages=pages, tried=1, result_message=words,
+        finished_at=RECEIVED_AT + 40 + 130 * n, redial_at=redial, matched="")
+        for n, (status, pages, words, redial) in enumerate((
+            ("BUSY", 0, "Line busy", RECEIVED_AT + 160),
+            ("NO_ANSWER", 0, "No answer", RECEIVED_AT + 290),
+            (job.provider_status, job.pages_sent, "", None)))] if full else []
+    return report_context(job, message, settings.mail.timezone, settings.faxmax, attempts)
 
 
 def _fax(tz: str, full: bool) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP
 from pypdf import PdfWriter
@@ -460,6 +460,10 @@ async def send_window_round(rng: random.Random, workdir: Path, seed: int) -> Sen
             return any(f"job-{job_id}." in message_id(m) for m in rig.relay.messages)
 
         rig.faxmax.faults.append(Fault.stall(SEND_STALL))
+        # FaxMAX pushes nothing about this fax (as for an account without a notification
+        # URL): a push would settle the unknown job by number and time (F11), and this round
+        # is about what the sender is told when nothing ever does.
+        rig.faxmax.push_url = None
         first = await smtp_send(rig.serve.smtp_port, fax_mail(document, subject="Crash"),
                                 rcpts=[FAX_TO])
         assert first.data == (250, "2.0.0 queued as fax jobs 1"), first
@@ -770,5 +774,14 @@ async def poller_round(rng: random.Random, workdir: Path, seed: int) -> PollerRo
 
 # --- what the tests and the bench run ------------------------------------------------------
 
-AnyRound = IntakeRound | SendWindowRound | PushRound | PollerRound
+class AnyRound(Protocol):
+    """What every round returns: its figures and its verdict."""
+
+    seed: int
+
+    def figures(self) -> Figures: ...
+
+    def problems(self) -> list[str]: ...
+
+
 RoundFn = Callable[[random.Random, Path, int], Awaitable[AnyRound]]

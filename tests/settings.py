@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from bridge.app import Bridge
-from bridge.config import Settings
+from bridge.config import FaxmaxSettings, Settings
+from bridge.dialling import StatusRules
 
 PUSH_TOKEN = "test-push-token-0123456789"
+RULES = StatusRules(FaxmaxSettings())  # the default status rules, for tests of the store alone
 
 
 def settings_for(tmp_path: Path, faxmax_url: str, relay_port: int | None = None,

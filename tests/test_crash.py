@@ -28,6 +28,7 @@ import asyncio
 import random
 from pathlib import Path
 
+from tests.crash_redial import redial_round
 from tests.crash_rounds import (
     RoundFn,
     intake_round,
@@ -82,3 +83,9 @@ async def test_f4_sigkill_in_the_poller_refetches_at_most_once_and_mails_every_f
     tmp_path: Path,
 ) -> None:
     await run_rounds(tmp_path, "F4", poller_round)
+
+
+async def test_f10_sigkill_around_a_busy_lines_redial_sends_it_once_more_and_no_more(
+    tmp_path: Path,
+) -> None:
+    await run_rounds(tmp_path, "F10", redial_round)

@@ -195,14 +195,14 @@ async def test_status_push_settles_the_job_and_the_report_lands_in_the_senders_t
 async def test_failed_status_push_reports_the_providers_reason(
     make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink
 ) -> None:
-    faxmax.statuses[NUMBER] = ["BUSY"]
-    faxmax.result_messages[NUMBER] = "Line busy after 3 tries"
+    faxmax.statuses[NUMBER] = ["FAILED"]  # not a busy line, which is dialled again
+    faxmax.result_messages[NUMBER] = "Remote machine refused the call"
     bridge = await make_bridge()
     await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
     await wait_for_state(bridge, 1, JobState.FAILED)
     [report] = await relay.wait_for(1)
     text = report.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "Reason: Line busy after 3 tries" in text
+    assert "Reason: Remote machine refused the call" in text
 
 
 async def test_a_status_push_that_arrives_before_the_send_response_is_applied(
@@ -261,7 +261,7 @@ async def test_a_job_left_sending_by_a_crash_becomes_unknown_and_is_reported_not
     assert message is not None
     await store.jobs.converted(1, document_path="/nonexistent.pdf", pages=1,
                                    cover_html=None, left_out=[])
-    claimed = await store.jobs.claim(2.0)
+    claimed = await store.jobs.claim(2.0, 1)
     assert claimed is not None and claimed[0].state is JobState.SENDING
     await store.close()  # the process "dies" here, mid-send
 

@@ -258,7 +258,9 @@ async def test_a_queue_that_is_never_idle_still_reports_no_delivery_report(
 ) -> None:
     """The status deadline of a submitted fax is kept while other faxes keep the sender busy."""
     async with outbound_rig(tmp_path, clock, faxmax.url, relay.port,
-                            faxmax={**SCHEDULE, "status_timeout": 100}) as rig:
+                            faxmax={**SCHEDULE, "status_timeout": 100,
+                                    # every fax goes to one number: none waits for its line
+                                    "per_number_concurrency": 100}) as rig:
         first = await rig.queue_fax()  # FaxMAX takes it and never pushes its status
         assert await rig.sender.run_once()
         assert (await rig.job_state(first))[0] is JobState.SUBMITTED

@@ -25,7 +25,7 @@ from tests.cli_runner import run_cli
 from tests.docfactory import make_pdf, make_tiff
 from tests.relay import RelaySink
 from tests.rigs import ADMIN, ROUTED, PollerRig
-from tests.settings import PUSH_TOKEN, MakeBridge
+from tests.settings import PUSH_TOKEN, RULES, MakeBridge
 from tests.sql import query
 from tests.waits import wait_until
 
@@ -277,7 +277,7 @@ async def test_replay_quarantine_delivers_what_was_kept_and_keeps_what_still_fai
     good = faxmax.incoming_event(tiff=make_tiff(1), cld="902121110000")
     # As if an older version had failed to understand a good event:
     await bridge.store.inbound.record_push(
-        source="faxmax-push", events=[], faxes=[], now=1.0, classify=lambda s: None,
+        source="faxmax-push", events=[], faxes=[], now=1.0, rules=RULES,
         bad=[(json.dumps(good).encode(), "not understood by an older version"),
              (b"{still broken", "the body is not JSON")])
     result = await asyncio.to_thread(

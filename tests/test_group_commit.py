@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.store import NewInbound, NewMessage, Store
+from tests.settings import RULES
 
 
 def mail(n: int) -> NewMessage:
@@ -190,7 +191,7 @@ async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_d
     converted = list(statements)
     statements.clear()
     assert await store.jobs.accept(mail(1), [("1@fax.local", "90212")], 1.0) == [2]
-    claimed = await store.jobs.claim(2.0)
+    claimed = await store.jobs.claim(2.0, 1)
     await trace(store, None)
     assert claimed is not None and claimed[0].id == job_id
     assert [s for s in converted if s.startswith(("PRAGMA", "BEGIN", "COMMIT"))] == [
@@ -208,7 +209,7 @@ async def test_pushes_arriving_together_write_the_time_of_the_last_push_once(
         fax = NewInbound(provider="faxmax", external_id=f"pdf-{n}", receiving_number="0312345678",
                          sender_number="0398765432", received_at=100.0, document=b"II*\x00")
         await store.inbound.record_push(source="faxmax", events=[], faxes=[fax], bad=[],
-                                now=1000.0 + n, classify=lambda _: None)
+                                now=1000.0 + n, rules=RULES)
 
     await asyncio.gather(*(push(n) for n in range(20)))
     await trace(store, None)

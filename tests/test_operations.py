@@ -398,7 +398,10 @@ async def test_operator_commands_are_safe_while_the_service_runs(
     tmp_path: Path, faxmax: FaxMaxSimulator, relay: RelaySink, serve: list[ServeProcess]
 ) -> None:
     faxmax.faults.append(Fault.stall(2))
-    process = await start(serve, tmp_path, faxmax, relay, faxmax={"timeout": 0.5})
+    # The stalled fax is pushed as delivered; that push must not settle the job here (it would,
+    # by number and time: tests/test_reconcile.py), so that the operator is the one to decide.
+    process = await start(serve, tmp_path, faxmax, relay,
+                          faxmax={"timeout": 0.5, "match_window": 0})
     data_dir = process.settings.data_dir
     await smtp_send(process.smtp_port, fax_mail(PDF))
     await wait_until(lambda: asyncio.to_thread(job_states, process), ["unknown"], 15)

@@ -10,6 +10,7 @@ import pytest
 
 from bridge.errors import StoreError
 from bridge.store import JobState, NewMessage, Store, is_disk_full
+from tests.settings import RULES
 from tests.sql import migrate_to
 
 MAIL = NewMessage(mail_from="alice@example.com", header_from="", subject="s",
@@ -104,5 +105,5 @@ async def test_an_upgrade_keeps_each_quarantined_body_once_counting_its_repeats(
             (1, b"{x", 2, None), (3, b"42", 0, None)]
         _, _, again = await store.inbound.record_push(
             source="faxmax-push", events=[], faxes=[], bad=[(b"42", "not JSON")], now=7.0,
-            classify=lambda status: None)
+            rules=RULES)
         assert again == [(3, False)]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from bridge.limits import DAY
 from bridge.store import JobState, NewMessage, Store, Usage
+from tests.settings import RULES
 from tests.sql import migrate_to, query
 
 SENDERS = ("a@example.com", "B@example.com", "c@example.com")
@@ -89,7 +90,7 @@ def test_usage_counts_always_match_the_faxes(tmp_path_factory: object, steps: li
                 elif action == "sent" and job.state is JobState.QUEUED:
                     fax += 1
                     await store.writer.transaction(partial(claim, job_id=job.id))
-                    await store.jobs.submitted(job.id, f"F{fax}", now, lambda _: None)
+                    await store.jobs.submitted(job.id, f"F{fax}", now, RULES)
                 elif action == "failed":  # after FaxMAX took it (charged) or before (not)
                     await store.jobs.finish(job.id, JobState.FAILED, detail="busy", now=now)
                 elif action == "lost":

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from bridge.config.settings import Settings, key_name, parse_listen, parse_networks
+from bridge.config.settings import (
+    FaxmaxSettings,
+    Settings,
+    key_name,
+    parse_listen,
+    parse_networks,
+)
 from bridge.errors import ConfigError
 
 ENV_PREFIX = "FAX_BRIDGE_"
@@ -139,6 +145,21 @@ def _loopback(url_or_host: str) -> bool:
 
 
 
+def _check_dialling(f: FaxmaxSettings) -> None:
+    """A redial status must be a failure: a delivered fax is never dialled again."""
+    delivered = {word.upper() for word in f.delivered_statuses}
+    both = sorted(word for word in f.redial_statuses if word.upper() in delivered)
+    if both:
+        raise ConfigError(f"faxmax.redial_statuses: {', '.join(both)} also in "
+                          "faxmax.delivered_statuses; a delivered fax is never dialled again")
+    if any(delay <= 0 for delay in f.redial_delays):
+        raise ConfigError("faxmax.redial_delays: every delay must be greater than 0 seconds, "
+                          f"got {list(f.redial_delays)}; use [] for no redial")
+    if f.match_window < 0:
+        raise ConfigError(f"faxmax.match_window: must be 0 (never match) or more seconds, got "
+                          f"{f.match_window}")
+
+
 def _check_address(value: str, key: str) -> None:
     try:
         Address(addr_spec=value)
@@ -168,6 +189,7 @@ def _validate(s: Settings) -> None:
                    ("http.max_body_bytes", s.http.max_body_bytes),
                    ("faxmax.max_attempts", s.faxmax.max_attempts),
                    ("faxmax.concurrency", s.faxmax.concurrency),
+                   ("faxmax.per_number_concurrency", s.faxmax.per_number_concurrency),
                    ("faxmax.max_schedule_days", s.faxmax.max_schedule_days),
                    ("faxmax.timeout", s.faxmax.timeout),
                    ("mail.max_attempts", s.mail.max_attempts),
@@ -189,7 +211,9 @@ def _validate(s: Settings) -> None:
                                  allow=s.numbers.allow, deny=s.numbers.deny)
     except ValueError as exc:
         raise ConfigError(f"[numbers] (from {s.source}): {exc}") from exc
+    _check_dialling(s.faxmax)
     for tz_key, tz in (("mail.timezone", s.mail.timezone),
+                       ("faxmax.timezone", s.faxmax.timezone),
                        ("byosoku.timezone", s.byosoku.timezone)):
         try:
             zoneinfo.ZoneInfo(tz)

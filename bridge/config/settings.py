@@ -112,6 +112,15 @@ class FaxmaxSettings:
         "CANCELLED",
         "REJECTED",
     )
+    # Final statuses that say the line was never connected: with no page transferred, the
+    # job is dialled again after the next of `redial_delays` (`bridge.dialling`).
+    redial_statuses: tuple[str, ...] = (
+        "BUSY", "LINE_BUSY", "NO_ANSWER", "NOANSWER", "NO_CARRIER", "NOCARRIER",
+    )
+    redial_delays: tuple[float, ...] = (120, 300, 600, 1200, 2400)
+    per_number_concurrency: int = 1  # faxes to one number sent and not yet final, at most
+    timezone: str = "Europe/Istanbul"  # of the times in FaxMAX's pushes, which carry none
+    match_window: int = 900  # seconds around a push's requested_on that may match an unknown job
 
 
 @dataclass(frozen=True)

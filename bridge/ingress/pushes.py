@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 from bridge.alerts import Alerter
 from bridge.clock import Clock
+from bridge.dialling import StatusRules
 from bridge.errors import DocumentError
 from bridge.mail import one_line
 from bridge.providers.faxmax import PROVIDER, PushBatch, parse_push
 from bridge.sandbox import Sandbox
-from bridge.store import JobState, NewInbound, Store
+from bridge.store import NewInbound, Store
 
 log = logging.getLogger(__name__)
 SOURCE = "faxmax-push"
@@ -45,13 +46,13 @@ class PushOutcome:
 class PushProcessor:
     def __init__(
         self, store: Store, clock: Clock, *,
-        classify: Callable[[str], JobState | None], alerter: Alerter, sandbox: Sandbox,
+        rules: StatusRules, alerter: Alerter, sandbox: Sandbox,
         on_status: Callable[[], None], on_fax: Callable[[], None],
     ) -> None:
         self.store = store
         self.sandbox = sandbox
         self.clock = clock
-        self.classify = classify
+        self.rules = rules
         self.alerter = alerter
         self.on_status = on_status
         self.on_fax = on_fax
@@ -68,7 +69,7 @@ class PushProcessor:
         bad = batch.bad if quarantine else []
         new_events, fax_ids, kept = await self.store.inbound.record_push(
             source=SOURCE, events=batch.status_events, faxes=faxes, bad=bad, now=now,
-            classify=self.classify, replay=not quarantine)
+            rules=self.rules, replay=not quarantine)
         for event in batch.status_events:
             log.info("push: fax %s status %s", event.fax_id, event.status)
         for fax in batch.incoming:

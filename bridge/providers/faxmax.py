@@ -344,6 +344,10 @@ def parse_push(body: bytes) -> PushBatch:
                 result_message=_text(event.get("result_message")),
                 pages=_int_or_none(event.get("page_count")),
                 event_key=_event_key(event), raw=_raw(event),
+                number=_text(event.get("cld")), cli=_text(event.get("cli")),
+                requested_on=_text(event.get("requested_on")),
+                queued_on=_text(event.get("queued_on")),
+                tried=_int_or_none(event.get("tried_count")),
             ))
         elif kind == "INCOMING_FAX":
             fax = parse_incoming(event)

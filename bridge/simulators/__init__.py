@@ -15,7 +15,15 @@ The names below are the simulators' public surface; import them from here.
 """
 
 from bridge.simulators.byosoku import ByosokuFault, ByosokuFaultKind, ByosokuSimulator
-from bridge.simulators.faxmax import AcceptedFax, Fault, FaultKind, FaxMaxSimulator, SendRequest
+from bridge.simulators.faxmax import (
+    ALL_PAGES,
+    AcceptedFax,
+    Fault,
+    FaultKind,
+    FaxMaxSimulator,
+    Outcome,
+    SendRequest,
+)
 from bridge.simulators.formats import (
     JAPAN_TIME,
     count_pdf_pages,
@@ -25,6 +33,7 @@ from bridge.simulators.formats import (
 from bridge.simulators.loopback import PushAttempt
 
 __all__ = [
+    "ALL_PAGES",
     "JAPAN_TIME",
     "AcceptedFax",
     "ByosokuFault",
@@ -33,6 +42,7 @@ __all__ = [
     "Fault",
     "FaultKind",
     "FaxMaxSimulator",
+    "Outcome",
     "PushAttempt",
     "SendRequest",
     "count_pdf_pages",

@@ -18,7 +18,7 @@ import base64
 import collections
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, Literal
@@ -104,6 +104,41 @@ class Fault:
         return cls("refuse_before_reading")
 
 
+ALL_PAGES = -1  # `Outcome.pages`: every page of the fax went through
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one fax to a number ends, as FaxMAX pushes it; put them, in order, in
+    `FaxMaxSimulator.outcomes[phone]` (each fax to the number takes the next one).
+
+    FaxMAX documents none of these words: they are the outcomes a real line has, so that the
+    bridge's handling of each (`bridge.dialling`) can be tested. `pages` is the final push's
+    `page_count` (`ALL_PAGES`: the whole fax; None: the push leaves out `page_count` and
+    `total_page_count`, as a push that does not say); `tried` its `tried_count` (FaxMAX's own
+    dials); `before`, the intermediate statuses pushed first."""
+
+    status: str
+    pages: int | None = ALL_PAGES
+    tried: int = 1
+    message: str = ""
+    before: tuple[str, ...] = ()
+
+    @classmethod
+    def busy(cls, tried: int = 1) -> Outcome:
+        """The line was busy: no page went through."""
+        return cls("BUSY", pages=0, tried=tried, message="Line busy")
+
+    @classmethod
+    def no_answer(cls) -> Outcome:
+        return cls("NO_ANSWER", pages=0, message="No answer")
+
+    @classmethod
+    def cut_off(cls, pages: int) -> Outcome:
+        """The call broke after `pages` pages."""
+        return cls("FAILED", pages=pages, message=f"Call dropped after {pages} page(s)")
+
+
 @dataclass(frozen=True)
 class AcceptedFax:
     """One fax FaxMAX accepted (one per accepted number of a send call)."""
@@ -175,6 +210,15 @@ class FaxMaxSimulator(LoopbackServer):
         self.statuses: dict[str, list[str]] = {}
         self.result_messages: dict[str, str] = {}
         self.push_before_response = False
+        # Scripted outcomes per number, taken one per fax (see `Outcome`); a number with none
+        # left ends as `statuses` / `final_status` say.
+        self.outcomes: dict[str, collections.deque[Outcome]] = {}
+        # Fax machines with this many lines: a fax that finds them all in a call is BUSY, with
+        # no page sent. A number not listed has lines enough for every fax.
+        self.lines: dict[str, int] = {}
+        self.in_call: collections.Counter[str] = collections.Counter()  # faxes on the line now
+        self.most_in_call: collections.Counter[str] = collections.Counter()  # at once, ever
+        self.now: Callable[[], datetime] = lambda: datetime.now(self.tz)  # its clock
         self.faxes: list[AcceptedFax] = []  # every fax that took effect, in order
         self.calls = 0  # send calls that reached the handler (including refused ones)
         self.paused_calls = 0  # send calls currently held by pause()
@@ -402,7 +446,7 @@ class FaxMaxSimulator(LoopbackServer):
             data, form, token=self.token, username=self.username, password=self.password
         )
         request_id = str(uuid.uuid4())
-        now = datetime.now(self.tz).replace(microsecond=0)
+        now = self.now().replace(microsecond=0)
         pages = count_pdf_pages(form.document) + (1 if call.cover_html else 0)
         accepted: list[AcceptedFax] = []
         rejected: list[dict[str, Any]] = []
@@ -432,32 +476,59 @@ class FaxMaxSimulator(LoopbackServer):
 
     # -- pushes --------------------------------------------------------------------------------
 
+    def _outcome(self, fax: AcceptedFax) -> Outcome:
+        """What becomes of a fax: the next scripted outcome for its number, a busy line, or
+        the `statuses` / `final_status` sequence."""
+        scripted = self.outcomes.get(fax.phone)
+        if scripted:
+            return scripted.popleft()
+        lines = self.lines.get(fax.phone)
+        if lines is not None and self.in_call[fax.phone] >= lines:
+            return Outcome.busy()
+        *before, status = list(self.statuses.get(fax.phone, [self.final_status]))
+        tried = sum(1 for word in (*before, status) if word not in _NOT_TRIED)
+        pages = ALL_PAGES if status == "SUCCESS" else 0
+        return Outcome(status, pages=pages, tried=max(tried, 1),
+                       message=self.result_messages.get(fax.phone, ""), before=tuple(before))
+
     async def _push_fax(self, fax: AcceptedFax) -> None:
-        """One push per status in the fax's sequence, each after `push_delay`, each retried."""
+        """One push per status of the fax's outcome, each after `push_delay`, each retried;
+        the fax holds its number's line from its acceptance to its final push."""
         if self.push_url is None:
             return  # no fax_notification_url on the account: FaxMAX pushes nothing
-        sequence = list(self.statuses.get(fax.phone, [self.final_status]))
-        tried = 0
-        for index, status in enumerate(sequence):
+        outcome = self._outcome(fax)
+        connected = outcome.pages != 0
+        if connected:
+            self.in_call[fax.phone] += 1
+            self.most_in_call[fax.phone] = max(self.most_in_call[fax.phone],
+                                               self.in_call[fax.phone])
+        try:
+            tried = 0
+            for status in outcome.before:
+                await asyncio.sleep(self.push_delay)
+                tried += status not in _NOT_TRIED
+                await self._deliver([self._outgoing_event(fax, status, tried=tried)])
             await asyncio.sleep(self.push_delay)
-            final = index == len(sequence) - 1
-            if status not in _NOT_TRIED:
-                tried += 1
-            event = self._outgoing_event(fax, status, final=final, tried=tried)
-            await self._deliver([event])
+        finally:
+            if connected:
+                self.in_call[fax.phone] -= 1
+        await self._deliver([self._outgoing_event(fax, outcome.status, outcome=outcome,
+                                                  tried=outcome.tried)])
 
     def _outgoing_event(
-        self, fax: AcceptedFax, status: str, *, final: bool, tried: int
+        self, fax: AcceptedFax, status: str, *, tried: int, outcome: Outcome | None = None
     ) -> dict[str, Any]:
-        now = format_provider_time(datetime.now(self.tz))
+        """An OUTGOING_FAX event; `outcome` for the final one."""
+        now = format_provider_time(self.now())
         attempted = status not in _NOT_TRIED
         success = status == "SUCCESS"
-        if final:
+        message = ""
+        pages: int | None = 0
+        if outcome is not None:
             default = "Fax delivered" if success else "Fax could not be delivered"
-            message = self.result_messages.get(fax.phone, default)
-        else:
-            message = ""
-        return {
+            message = outcome.message or default
+            pages = fax.pages if outcome.pages == ALL_PAGES else outcome.pages
+        event: dict[str, Any] = {
             "type": "OUTGOING_FAX",
             "id": fax.fax_id,
             "account_id": self.account_id,
@@ -467,11 +538,11 @@ class FaxMaxSimulator(LoopbackServer):
             "status": status,
             "requested_on": format_provider_time(fax.requested_on),
             "result_message": message,
-            "page_count": fax.pages if success else 0,
+            "page_count": pages,
             "total_page_count": fax.pages,
             "ecm_used": attempted,
             "has_t38": False,
-            "remote_station_id": "SIM REMOTE" if attempted else "",
+            "remote_station_id": "SIM REMOTE" if attempted and pages else "",
             "fax_encoding": "MMR" if attempted else "",
             "transfer_rate": 14400 if attempted else 0,
             "sent_on": now if success else "",
@@ -479,3 +550,6 @@ class FaxMaxSimulator(LoopbackServer):
             "tried_on": now if attempted else "",
             "tried_count": tried,
         }
+        if pages is None:  # a push that does not say how many pages went through
+            del event["page_count"], event["total_page_count"]
+        return event

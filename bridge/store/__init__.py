@@ -31,6 +31,7 @@ from bridge.store.outbox import Outbox
 from bridge.store.rows import (
     FINAL_JOB_STATES,
     WAITING_JOB_STATES,
+    Attempt,
     Inbound,
     InboundState,
     Job,
@@ -47,6 +48,7 @@ from bridge.store.rows import (
     QueuedMail,
     Snapshot,
     StatusEvent,
+    Unmatched,
     Usage,
 )
 from bridge.store.schema import installation, migrate
@@ -55,10 +57,10 @@ from bridge.store.upkeep import Upkeep
 from bridge.store.writer import Writer
 
 __all__ = [
-    "FINAL_JOB_STATES", "WAITING_JOB_STATES", "Inbound", "InboundState", "Job", "JobState",
-    "MailInfo", "MailState", "Message", "MessageState", "NewInbound", "NewMessage",
+    "FINAL_JOB_STATES", "WAITING_JOB_STATES", "Attempt", "Inbound", "InboundState", "Job",
+    "JobState", "MailInfo", "MailState", "Message", "MessageState", "NewInbound", "NewMessage",
     "OutgoingMail", "Purged", "Quarantined", "QueuedMail", "Snapshot", "StatusEvent", "Store",
-    "Usage", "is_disk_full",
+    "Unmatched", "Usage", "is_disk_full",
 ]
 
 

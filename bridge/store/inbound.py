@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from bridge.store.jobs import Classify, add_status_events
 from bridge.store.outbox import enqueue
 from bridge.store.rows import (
     INBOUND,
@@ -25,7 +25,11 @@ from bridge.store.rows import (
 )
 from bridge.store.schema import sha256_hex
 from bridge.store.sql import Reader, first, set_meta
+from bridge.store.statuses import add_status_events
 from bridge.store.writer import Writer
+
+if TYPE_CHECKING:
+    from bridge.dialling import StatusRules
 
 LAST_PUSH = "faxmax.last_push"
 
@@ -69,14 +73,14 @@ class InboundStore:
 
     async def record_push(
         self, *, source: str, events: Sequence[StatusEvent], faxes: Sequence[NewInbound],
-        bad: Sequence[tuple[bytes, str]], now: float, classify: Classify, replay: bool = False,
+        bad: Sequence[tuple[bytes, str]], now: float, rules: StatusRules, replay: bool = False,
     ) -> tuple[int, list[int], list[tuple[int, bool]]]:
         """Everything a push carried, in one group commit: status events (replays are no-ops),
         new received faxes, what goes to quarantine, and the time of the last push (unless this
         is an operator's replay of a kept one; written once per group). Returns (new events,
         new fax ids, (quarantine id, whether it is new) per bad item)."""
         def work(db: sqlite3.Connection) -> tuple[int, list[int], list[tuple[int, bool]]]:
-            new_events = add_status_events(db, events, now, classify)
+            new_events = add_status_events(db, events, now, rules)
             fax_ids = _add(db, faxes, InboundState.RECEIVED, now)
             kept = [_quarantine(db, source, reason, body, now) for body, reason in bad]
             return new_events, fax_ids, kept

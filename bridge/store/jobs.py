@@ -10,31 +10,36 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from bridge.limits import HOUR, FaxCaps, HourlyCapReached, frees_at
 from bridge.options import Options
 from bridge.store.outbox import enqueue
 from bridge.store.rows import (
+    ATTEMPTS,
     FINAL_JOB_STATES,
     JOBS,
     MESSAGES,
     WAITING_JOB_STATES,
+    Attempt,
     Job,
     JobState,
     Message,
     MessageState,
     NewMessage,
     OutgoingMail,
-    StatusEvent,
+    Unmatched,
     Usage,
 )
 from bridge.store.sql import Reader, first
+from bridge.store.statuses import apply_pending, match_unknown, new_attempt
 from bridge.store.writer import Writer
 
-Classify = Callable[[str], JobState | None]
+if TYPE_CHECKING:
+    from bridge.dialling import StatusRules
+
 log = logging.getLogger(__name__)
-CONTRADICTIONS = "faxmax.contradicting_statuses"  # meta key
 
 RECOVERED = ("fax-bridge stopped while this fax was being handed to FaxMAX, so it cannot "
              "tell whether FaxMAX received it; it was not sent again")
@@ -49,28 +54,11 @@ NOT_CANCELLABLE = {
 }
 WAITING = ", ".join("?" * len(WAITING_JOB_STATES))  # placeholders for WAITING_JOB_STATES
 FINAL = ", ".join("?" * len(FINAL_JOB_STATES))
-
-
-def add_status_events(db: sqlite3.Connection, events: Sequence[StatusEvent], now: float,
-                      classify: Classify) -> int:
-    """Store status pushes (replays are no-ops) and apply those whose fax id is known.
-
-    Returns how many events were new. A push for a fax id we have not recorded yet (its
-    send response is still on the way) stays pending and is applied by `JobStore.submitted`.
-    """
-    new = 0
-    for event in events:
-        cur = db.execute(
-            "INSERT INTO status_events (provider, fax_id, status, result_message, pages,"
-            " event_key, raw, received_at) VALUES (?,?,?,?,?,?,?,?)"
-            " ON CONFLICT(event_key) DO NOTHING",
-            (event.provider, event.fax_id, event.status, event.result_message,
-             event.pages, event.event_key, event.raw, now),
-        )
-        new += cur.rowcount
-    for fax_id in dict.fromkeys(e.fax_id for e in events):
-        _apply_pending(db, fax_id, now, classify)
-    return new
+IN_FLIGHT = (JobState.SENDING, JobState.SUBMITTED)  # sent, not yet final: holding the line
+# The numbers whose faxes in flight reach `faxmax.per_number_concurrency` (the parameter);
+# `jobs_number` finds them. Their waiting jobs wait, in order, for one of those to end.
+LINES_TAKEN = ("SELECT number FROM jobs WHERE state IN (?, ?) GROUP BY number"
+               " HAVING COUNT(*) >= ?")
 
 
 def _over_hourly(db: sqlite3.Connection, account: str, faxes: int, caps: FaxCaps,
@@ -87,45 +75,6 @@ def _over_hourly(db: sqlite3.Connection, account: str, faxes: int, caps: FaxCaps
     if total + faxes > caps.total:
         return HourlyCapReached("total", frees_at(oldest, now))
     return None
-
-
-def _apply_pending(db: sqlite3.Connection, fax_id: str, now: float, classify: Classify) -> None:
-    row = first(db, f"SELECT {JOBS.columns} FROM jobs WHERE fax_id = ?", (fax_id,))
-    if row is None:
-        return
-    job = JOBS.load(row)
-    pending = db.execute(
-        "SELECT id, status, result_message, pages FROM status_events"
-        " WHERE fax_id = ? AND applied_at IS NULL ORDER BY id", (fax_id,)).fetchall()
-    state, first_status = job.state, job.provider_status
-    for event_id, status, message, pages in pending:
-        verdict = classify(status)
-        if verdict is not None and state not in (JobState.SUBMITTED, JobState.UNKNOWN) \
-                and verdict != state:
-            _contradiction(db, job.id, fax_id, status, first_status, state)
-        if state in (JobState.SUBMITTED, JobState.UNKNOWN):
-            if verdict is not None:
-                state, first_status = verdict, status
-                db.execute(
-                    "UPDATE jobs SET state = ?, provider_status = ?, detail = ?,"
-                    " pages_sent = COALESCE(?, pages_sent), updated_at = ?, finished_at = ?"
-                    " WHERE id = ?",
-                    (verdict, status, message, pages, now, now, job.id),
-                )
-            elif state is JobState.SUBMITTED:
-                db.execute("UPDATE jobs SET provider_status = ?, updated_at = ? WHERE id = ?",
-                           (status, now, job.id))
-        db.execute("UPDATE status_events SET applied_at = ? WHERE id = ?", (now, event_id))
-
-
-def _contradiction(db: sqlite3.Connection, job_id: int, fax_id: str, status: str,
-                   first: str, state: JobState) -> None:
-    """The first final status stands (its report may be out already), but a later one that
-    says otherwise is worth a person's look: logged, and counted in `meta` for `/metrics`."""
-    log.warning("job %s (fax %s): final status %s ignored: it contradicts the first final "
-                "status, %s (%s)", job_id, fax_id, status, first, state)
-    db.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT(key)"
-               " DO UPDATE SET value = CAST(value AS INTEGER) + 1", (CONTRADICTIONS,))
 
 
 class JobStore:
@@ -252,30 +201,38 @@ class JobStore:
 
     # --- sending ---------------------------------------------------------------------------
 
-    async def recover(self, now: float) -> list[int]:
+    async def recover(self, now: float, rules: StatusRules) -> list[int]:
         """Jobs caught in `sending` by a crash may or may not have reached the provider: they
-        become `unknown`, never sent again on their own."""
+        become `unknown`, never sent again on their own. A push already kept for their fax
+        may settle them (`statuses.match_unknown`)."""
         def tx(db: sqlite3.Connection) -> list[int]:
             rows = db.execute(
                 "UPDATE jobs SET state = ?, updated_at = ?, finished_at = ?, detail = ?"
-                " WHERE state = ? RETURNING id",
+                " WHERE state = ? RETURNING id, number",
                 (JobState.UNKNOWN, now, now, RECOVERED, JobState.SENDING)).fetchall()
+            for number in sorted({str(r[1]) for r in rows}):
+                match_unknown(db, number, now, rules)
             return [int(r[0]) for r in rows]
 
         return await self._writer.transaction(tx)
 
-    async def claim(self, now: float) -> tuple[Job, Message] | None:
+    async def claim(self, now: float, per_number: int) -> tuple[Job, Message] | None:
         """Take the next due job whose documents are ready (a scheduled one once its time has
-        come); it is `sending` once this returns."""
+        come) and whose number has fewer than `per_number` faxes in flight; it is `sending`
+        once this returns. One transaction, so two claims cannot both take a number's last
+        line."""
         def tx(db: sqlite3.Connection) -> tuple[Job, Message] | None:
             row = first(
                 db,
-                "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ?"
+                "UPDATE jobs SET state = ?, attempts = attempts + 1, updated_at = ?,"
+                " called_at = ?"
                 " WHERE id = (SELECT j.id FROM jobs j JOIN messages m ON m.id = j.message"
                 f"   WHERE j.state IN ({WAITING}) AND j.next_attempt_at <= ? AND m.state = ?"
+                f"   AND j.number NOT IN ({LINES_TAKEN})"
                 "   ORDER BY j.next_attempt_at, j.id LIMIT 1)"
                 f" RETURNING {JOBS.columns}",
-                (JobState.SENDING, now, *WAITING_JOB_STATES, now, MessageState.READY),
+                (JobState.SENDING, now, now, *WAITING_JOB_STATES, now, MessageState.READY,
+                 *IN_FLIGHT, per_number),
             )
             if row is None:
                 return None
@@ -287,27 +244,32 @@ class JobStore:
 
         return await self._writer.transaction(tx)
 
-    async def next_due(self, status_timeout: float) -> float | None:
-        """When the sender has something to do next: a queued retry or a status deadline."""
+    async def next_due(self, status_timeout: float, per_number: int) -> float | None:
+        """When the sender has something to do next: a queued retry or a status deadline. A
+        job whose number has no free line is not due: the push that frees it wakes the
+        sender."""
         value = await self._reader.value(
             "SELECT MIN(t) FROM ("
             " SELECT MIN(j.next_attempt_at) AS t FROM jobs j JOIN messages m ON m.id = j.message"
-            f"  WHERE j.state IN ({WAITING}) AND m.state = ?"
+            f"  WHERE j.state IN ({WAITING}) AND m.state = ? AND j.number NOT IN ({LINES_TAKEN})"
             " UNION ALL SELECT MIN(submitted_at) + ? FROM jobs WHERE state = ?)",
-            (*WAITING_JOB_STATES, MessageState.READY, status_timeout, JobState.SUBMITTED))
+            (*WAITING_JOB_STATES, MessageState.READY, *IN_FLIGHT, per_number, status_timeout,
+             JobState.SUBMITTED))
         return float(value) if value is not None else None
 
     async def submitted(self, job_id: int, fax_id: str, now: float,
-                        classify: Classify) -> JobState:
-        """FaxMAX took the fax. Status pushes that raced ahead of this answer apply now;
-        returns the job's state after them."""
+                        rules: StatusRules) -> JobState:
+        """FaxMAX took the fax: a new attempt of the job. Status pushes that raced ahead of
+        this answer apply now; returns the job's state after them (`queued` again when they
+        said the line was busy)."""
         def tx(db: sqlite3.Connection) -> JobState:
             db.execute(
                 "UPDATE jobs SET state = ?, fax_id = ?, submitted_at = ?, updated_at = ?,"
-                " detail = '' WHERE id = ?",
+                " detail = '', matched = '' WHERE id = ?",
                 (JobState.SUBMITTED, fax_id, now, now, job_id),
             )
-            _apply_pending(db, fax_id, now, classify)
+            new_attempt(db, job_id, fax_id, now)
+            apply_pending(db, fax_id, now, rules)
             row = first(db, "SELECT state FROM jobs WHERE id = ?", (job_id,))
             assert row is not None
             return JobState(row[0])
@@ -319,10 +281,18 @@ class JobStore:
             "UPDATE jobs SET state = ?, next_attempt_at = ?, detail = ?, updated_at = ?"
             " WHERE id = ?", (JobState.QUEUED, at, detail, now, job_id)))
 
-    async def finish(self, job_id: int, state: JobState, *, detail: str, now: float) -> None:
-        await self._writer.transaction(lambda db: db.execute(
-            "UPDATE jobs SET state = ?, detail = ?, updated_at = ?, finished_at = ? WHERE id = ?",
-            (state, detail, now, now, job_id)))
+    async def finish(self, job_id: int, state: JobState, *, detail: str, now: float,
+                     rules: StatusRules | None = None) -> None:
+        """End a job. One made `unknown` because the send's answer never came may be settled
+        at once, with `rules`, by a push for its fax already kept (`statuses.match_unknown`)."""
+        def tx(db: sqlite3.Connection) -> None:
+            row = first(db, "UPDATE jobs SET state = ?, detail = ?, updated_at = ?,"
+                            " finished_at = ? WHERE id = ? RETURNING number, fax_id",
+                        (state, detail, now, now, job_id))
+            if rules is not None and state is JobState.UNKNOWN and row and row[1] is None:
+                match_unknown(db, str(row[0]), now, rules)
+
+        await self._writer.transaction(tx)
 
     async def expire(self, cutoff: float, now: float) -> list[int]:
         """Jobs submitted before `cutoff` with no final status push: nobody knows their fate."""
@@ -357,7 +327,8 @@ class JobStore:
             db.execute(
                 "UPDATE jobs SET state = ?, next_attempt_at = ?, updated_at = ?, fax_id = NULL,"
                 " attempts = 0, round = round + 1, detail = 'resent by an operator',"
-                " finished_at = NULL, reported = '', provider_status = '' WHERE id = ?",
+                " finished_at = NULL, reported = '', provider_status = '', dials = 0,"
+                " redial_at = NULL, matched = '', pages_sent = NULL WHERE id = ?",
                 (JobState.QUEUED, now, now, job_id),
             )
             return None
@@ -429,6 +400,32 @@ class JobStore:
 
     async def counts(self) -> dict[str, int]:
         return await self._reader.state_counts("jobs")
+
+    async def attempts(self, job: Job) -> list[Attempt]:
+        """The attempts of the job's current round, oldest first: each fax FaxMAX took."""
+        rows = await self._reader.rows(
+            f"SELECT {ATTEMPTS.columns} FROM fax_attempts WHERE job = ? AND round = ?"
+            " ORDER BY submitted_at, rowid", (job.id, job.round))
+        return [ATTEMPTS.load(r) for r in rows]
+
+    async def unmatched(self, window: float) -> list[Unmatched]:
+        """Status pushes whose fax id no attempt has, newest first, each with the `unknown`
+        jobs without a fax id to its number called within `window` of it: none, or more than
+        one, and nothing was settled (`statuses.match_unknown`)."""
+        rows = await self._reader.rows(
+            "WITH u AS (SELECT fax_id, number, MIN(requested_at) AS t, MAX(received_at) AS r,"
+            "   GROUP_CONCAT(status, ' > ') AS s FROM status_events e WHERE applied_at IS NULL"
+            "   AND NOT EXISTS (SELECT 1 FROM fax_attempts a WHERE a.fax_id = e.fax_id)"
+            "   GROUP BY fax_id)"
+            " SELECT fax_id, number, t, r, s, (SELECT GROUP_CONCAT(j.id) FROM jobs j"
+            "   WHERE j.number = u.number AND j.state = ? AND j.fax_id IS NULL"
+            "   AND ABS(j.called_at - u.t) <= ?) FROM u ORDER BY r DESC LIMIT 200",
+            (JobState.UNKNOWN, window))
+        return [Unmatched(fax_id=str(r[0]), number=str(r[1]),
+                          requested_at=None if r[2] is None else float(r[2]),
+                          received_at=float(r[3]), statuses=str(r[4]),
+                          candidates=tuple(int(x) for x in str(r[5] or "").split(",") if x))
+                for r in rows]
 
     async def status_events(self, fax_id: str) -> list[tuple[float, str, str]]:
         """Every status push for one fax, oldest first: (received at, status, message)."""

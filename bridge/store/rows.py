@@ -176,6 +176,10 @@ class Job:
     cover: str | None = None  # "always", "never", "auto"
     cover_sent: bool | None = None  # decided at conversion; None: sent if the mail has one
     send_at: float | None = None  # when a scheduled job is sent
+    dials: int = 0  # of this round, FaxMAX's own redials included (`bridge.dialling`)
+    called_at: float | None = None  # when its latest send call began
+    redial_at: float | None = None  # when its latest redial was due (None: never redialled)
+    matched: str = ""  # "number and time": its fax id was learnt from a push, not the answer
 
     def pages(self, message: Message) -> int | None:
         """What this fax has: the mail's pages, without the cover's when it goes without."""
@@ -198,6 +202,45 @@ class StatusEvent:
     pages: int | None
     event_key: str
     raw: str
+    # What may match it to an `unknown` job whose fax id was never learnt (`bridge.dialling`).
+    number: str = ""  # `cld`: the number called
+    cli: str = ""  # the caller number it was sent with
+    requested_on: str = ""  # the provider's times, as written (no zone)
+    queued_on: str = ""
+    tried: int | None = None  # `tried_count`: dials FaxMAX made for it
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a job: a fax FaxMAX took for it (one fax id), the first send or a
+    redial, and what its pushes said."""
+
+    job: int
+    round: int
+    fax_id: str
+    submitted_at: float
+    status: str  # the latest pushed status ("" none yet)
+    pages: int | None  # pages transferred, as the final push says
+    tried: int | None  # FaxMAX's dials for it (`tried_count`)
+    result_message: str
+    finished_at: float | None  # of its final push
+    redial_at: float | None  # when the job was to be dialled again after it
+    matched: str  # "number and time" when its fax id came from a push, not the answer
+
+
+ATTEMPTS = Mapper(Attempt, "fax_attempts")
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    """Status pushes for a fax id no attempt has, with the `unknown` jobs it could be."""
+
+    fax_id: str
+    number: str
+    requested_at: float | None
+    received_at: float  # of its latest push
+    statuses: str  # as pushed, oldest first: "QUEUED > BUSY"
+    candidates: tuple[int, ...]  # unknown jobs to its number called near its time
 
 
 @dataclass(frozen=True)
@@ -330,3 +373,4 @@ class Snapshot:
     last_poll: float  # 0: never
     last_push: float  # 0: never
     contradictions: int  # final statuses that contradicted a job's first one (ignored)
+    unmatched: int = 0  # faxes pushed that no job knows, for `UNMATCHED_AFTER` or longer

@@ -292,6 +292,47 @@ SCHEMA: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN needs_office INTEGER NOT NULL DEFAULT 0;
     """,
+    # version 12: busy lines and unknown outcomes (`bridge.dialling`). Each fax FaxMAX took for
+    # a job is an attempt of its own, with what its pushes said: a job dialled again after a
+    # busy line keeps every earlier attempt, and a late push for an earlier fax id finds its
+    # job. `dials` counts the dials of the round (FaxMAX's own included), `called_at` is when
+    # the latest send call began, `redial_at` when the latest redial was due, and `matched`
+    # says a fax id was learnt from a push matched by number and time. Status pushes keep the
+    # number, caller and time they name, to be matched with an `unknown` job that never
+    # learnt its fax id; `jobs(number, state)` finds the faxes in flight to one number, which
+    # one call at a time per number counts.
+    """
+    CREATE TABLE fax_attempts (
+        job INTEGER NOT NULL REFERENCES jobs(id),
+        round INTEGER NOT NULL,
+        fax_id TEXT NOT NULL UNIQUE,
+        submitted_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT '',
+        pages INTEGER,
+        tried INTEGER,
+        result_message TEXT NOT NULL DEFAULT '',
+        finished_at REAL,
+        redial_at REAL,
+        matched TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX fax_attempts_job ON fax_attempts(job, round);
+    INSERT OR IGNORE INTO fax_attempts (job, round, fax_id, submitted_at, status, pages,
+                                        result_message, finished_at)
+        SELECT id, round, fax_id, COALESCE(submitted_at, updated_at), provider_status,
+               pages_sent, detail, CASE WHEN state IN ('delivered', 'failed')
+                                        THEN finished_at END
+        FROM jobs WHERE fax_id IS NOT NULL;
+    ALTER TABLE jobs ADD COLUMN dials INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN called_at REAL;
+    ALTER TABLE jobs ADD COLUMN redial_at REAL;
+    ALTER TABLE jobs ADD COLUMN matched TEXT NOT NULL DEFAULT '';
+    CREATE INDEX jobs_number ON jobs(number, state);
+    ALTER TABLE status_events ADD COLUMN number TEXT NOT NULL DEFAULT '';
+    ALTER TABLE status_events ADD COLUMN cli TEXT NOT NULL DEFAULT '';
+    ALTER TABLE status_events ADD COLUMN requested_at REAL;
+    ALTER TABLE status_events ADD COLUMN tried INTEGER;
+    CREATE INDEX status_events_unmatched ON status_events(number) WHERE applied_at IS NULL;
+    """,
 )
 
 

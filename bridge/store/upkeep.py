@@ -11,7 +11,6 @@ from pathlib import Path
 
 from bridge.files import atomic_path
 from bridge.providers import Provider
-from bridge.store.jobs import CONTRADICTIONS
 from bridge.store.rows import (
     FINAL_JOB_STATES,
     InboundState,
@@ -22,7 +21,12 @@ from bridge.store.rows import (
     Snapshot,
 )
 from bridge.store.sql import Reader, set_meta
+from bridge.store.statuses import CONTRADICTIONS
 from bridge.store.writer import Writer
+
+# A push for a fax id not known yet is usually one that raced ahead of its send's answer,
+# applied within a second; one still unknown after this long is a person's to look at.
+UNMATCHED_AFTER = 300.0
 
 # Each queue: what waits in it and since when; the age of the oldest item tells an operator
 # which stage is stuck.
@@ -144,7 +148,13 @@ class Upkeep:
             "SELECT key, value FROM meta WHERE key IN"
             " ('byosoku.log_gaps', 'byosoku.last_poll_ok', 'faxmax.last_push', ?)",
             (CONTRADICTIONS,))}
+        unmatched = await self._reader.value(
+            "SELECT COUNT(DISTINCT fax_id) FROM status_events e WHERE applied_at IS NULL"
+            " AND received_at <= ?"
+            " AND NOT EXISTS (SELECT 1 FROM fax_attempts a WHERE a.fax_id = e.fax_id)",
+            (now - UNMATCHED_AFTER,))
         return Snapshot(
+            unmatched=int(unmatched),
             jobs=jobs, received=received, emails=emails, queues=queues,
             quarantined=int(quarantined), log_gaps=int(meta.get("byosoku.log_gaps", 0)),
             last_poll=float(meta.get("byosoku.last_poll_ok", 0)),

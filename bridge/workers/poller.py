@@ -16,18 +16,16 @@ up to `DISK_FULL_MAX_PAUSE`, and the admin is told once.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import json
 import logging
 import random
-import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from bridge.alerts import Alerter
-from bridge.clock import Clock
+from bridge.clock import Clock, parse_provider_time
 from bridge.config import ByosokuSettings
 from bridge.errors import ProviderError
 from bridge.files import write_atomic
@@ -61,14 +59,6 @@ class ByosokuApi(Protocol):
 def margin(interval: float) -> float:
     """A little extra after each interval, because the provider's clock is not ours."""
     return min(1.0, interval * 0.05)
-
-
-def parse_receive_date(text: str, tz: str) -> float | None:
-    try:
-        moment = datetime.datetime.strptime(text.strip(), "%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=zoneinfo.ZoneInfo(tz)).timestamp()
 
 
 PERMANENT_ALERTS = {
@@ -187,7 +177,7 @@ class Poller(Worker):
         faxes = [NewInbound(
             provider=PROVIDER, external_id=e.pdf_id, receiving_number=e.fax_number,
             sender_number=e.sender, pages=e.pages,
-            received_at=parse_receive_date(e.receive_date, self.settings.timezone) or now)
+            received_at=parse_provider_time(e.receive_date, self.settings.timezone) or now)
             for e in entries]
         meta = {"byosoku.log_answered": repr(answered), "byosoku.last_poll_ok": repr(answered),
                 "byosoku.synced": "1",

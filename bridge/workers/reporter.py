@@ -15,14 +15,14 @@ import asyncio
 import datetime
 import logging
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 from bridge.clock import Clock
 from bridge.config import FaxmaxSettings, Settings
 from bridge.mail import Templates, as_bytes, compose
-from bridge.store import Job, JobState, Message, OutgoingMail, Store
+from bridge.store import Attempt, Job, JobState, Message, OutgoingMail, Store
 from bridge.workers.base import Alert, Shunt, Worker
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,31 @@ def cover_pages(job: Job, message: Message) -> int | None:
     return message.cover_pages if job.cover_sent else 0
 
 
-def report_context(job: Job, message: Message, tz: str,
-                   faxmax: FaxmaxSettings) -> dict[str, Any]:
-    """What the report templates get. The options are the fax's own (`bridge.options`), or
-    the operator's where its sender chose none; the words around them are the templates'."""
+def attempt_context(attempt: Attempt, tz: str) -> dict[str, Any]:
+    """One attempt, as the report lists it."""
     return {
+        "at": format_time(attempt.submitted_at, tz),
+        "status": attempt.status,
+        "pages": attempt.pages,  # transferred, as its final push said; None: not said
+        "tried": attempt.tried,  # FaxMAX's own dials; None: not said
+        "message": attempt.result_message,
+        "redial_at": format_time(attempt.redial_at, tz),
+        "matched": attempt.matched,
+    }
+
+
+def report_context(job: Job, message: Message, tz: str, faxmax: FaxmaxSettings,
+                   attempts: Sequence[Attempt] = ()) -> dict[str, Any]:
+    """What the report templates get. The options are the fax's own (`bridge.options`), or
+    the operator's where its sender chose none; the words around them are the templates'.
+    `attempts` are the faxes FaxMAX took in this round (a redial after a busy line is one
+    more), oldest first."""
+    return {
+        "tries": [attempt_context(a, tz) for a in attempts],
+        "pages_confirmed": job.pages_sent,
+        "pages_total": job.pages(message),
+        "matched": job.matched,
+        "dials": job.dials,
         "job_id": job.id,
         "state": str(job.state),
         "number": "+" + job.number,
@@ -120,7 +140,8 @@ class Reporter(Worker):
         to = self.recipients(job, message)
         mail = None
         if to:
-            mail = await asyncio.to_thread(self.render, job, message, to)
+            attempts = await self.store.jobs.attempts(job)
+            mail = await asyncio.to_thread(self.render, job, message, to, attempts)
             log.info("job %s: %s report queued for %s", job.id, job.state, ", ".join(to))
         elif job.state is not JobState.DELIVERED:
             log.warning("job %s: %s, and no one to tell (set routing.admin)", job.id,
@@ -134,11 +155,12 @@ class Reporter(Worker):
                   job.state, words)
         await self.store.jobs.reported(job.id, job.state, None, self.clock.now())
 
-    def render(self, job: Job, message: Message, to: tuple[str, ...]) -> OutgoingMail:
+    def render(self, job: Job, message: Message, to: tuple[str, ...],
+               attempts: Sequence[Attempt]) -> OutgoingMail:
         message_id = report_message_id(job, self.store.installation, self.settings.mail_domain)
         msg = compose(
             self.templates, "report", report_context(job, message, self.settings.mail.timezone,
-                                                     self.settings.faxmax),
+                                                     self.settings.faxmax, attempts),
             from_=self.settings.mail.from_, to=to, message_id=message_id,
             date=self.clock.now(), in_reply_to=message.message_id, references=message.refs,
         )

@@ -26,6 +26,7 @@ from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import FaxmaxSettings
 from bridge.cover import cover_file
+from bridge.dialling import StatusRules
 from bridge.errors import (
     ProviderOutcomeUnknown,
     ProviderPermanentError,
@@ -46,22 +47,6 @@ class FaxSender(Protocol):
         self, *, job_id: int, number: str, document: Path, cover: Path | None,
         resolution: str, paper_size: str,
     ) -> SendResult: ...
-
-
-def status_classifier(settings: FaxmaxSettings) -> Callable[[str], JobState | None]:
-    """Which pushed status words are final is configuration; everything else is intermediate."""
-    delivered = {s.upper() for s in settings.delivered_statuses}
-    failed = {s.upper() for s in settings.failed_statuses}
-
-    def classify(status: str) -> JobState | None:
-        word = status.strip().upper()
-        if word in delivered:
-            return JobState.DELIVERED
-        if word in failed:
-            return JobState.FAILED
-        return None
-
-    return classify
 
 
 async def cover_of(message: Message, document: Path) -> Path | None:
@@ -113,7 +98,7 @@ class Sender(Worker):
         self.settings = settings
         self.on_final = on_final
         self.jitter = jitter
-        self.classify = status_classifier(settings)
+        self.rules = StatusRules(settings)
         self.policy = RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
                                   max_attempts=settings.max_attempts,
                                   max_age=settings.retry_max_age)
@@ -127,7 +112,8 @@ class Sender(Worker):
         return self.settings.timeout + RECORD_GRACE
 
     async def next_due(self) -> float | None:
-        return await self.store.jobs.next_due(self.settings.status_timeout)
+        return await self.store.jobs.next_due(self.settings.status_timeout,
+                                              self.settings.per_number_concurrency)
 
     async def run_once(self) -> bool:
         now = self.clock.now()
@@ -135,7 +121,7 @@ class Sender(Worker):
         # paying a write transaction per fax; an idle one whenever `next_due` wakes it.
         checked = now >= self._expiry_at
         expired = await self._expire(now) if checked else False
-        claimed = await self.store.jobs.claim(now)
+        claimed = await self.store.jobs.claim(now, self.settings.per_number_concurrency)
         if claimed is None:
             if not checked:
                 expired = await self._expire(now)
@@ -203,14 +189,14 @@ class Sender(Worker):
             state = await self._recorded(
                 job, f"accepted by FaxMAX as fax {result.fax_id}",
                 lambda: self.store.jobs.submitted(job.id, result.fax_id, self.clock.now(),
-                                                  self.classify))
-            if state is JobState.SUBMITTED:
+                                                  self.rules))
+            if state in (JobState.SUBMITTED, JobState.QUEUED):
                 return
         self.on_final()
 
     async def _finish(self, job: Job, state: JobState, detail: str) -> None:
         await self._recorded(job, f"{state} ({detail})", lambda: self.store.jobs.finish(
-            job.id, state, detail=detail, now=self.clock.now()))
+            job.id, state, detail=detail, now=self.clock.now(), rules=self.rules))
 
     async def _recorded(self, job: Job, outcome: str, record: Callable[[], Awaitable[T]]) -> T:
         """`record()` until the store takes it: after FaxMAX answered, the answer exists
@@ -250,9 +236,9 @@ class Sender(Worker):
 
     async def _retry_or_fail(self, job: Job, reason: str) -> None:
         now = self.clock.now()
-        # `retry_max_age` counts from the first attempt's due time: a fax scheduled days ahead
-        # is as young as any other when its time comes.
-        first_at = max(job.created_at, job.send_at or 0.0)
+        # `retry_max_age` counts from the first attempt's due time: a fax scheduled days ahead,
+        # or dialled again after a busy line, is as young as any other when its time comes.
+        first_at = max(job.created_at, job.send_at or 0.0, job.redial_at or 0.0)
         at = self.policy.next_attempt(attempts=job.attempts, first_at=first_at, now=now,
                                       jitter=self.jitter())
         if at is None:
