@@ -158,8 +158,9 @@ class Sender(Worker):
         assert message.document_path is not None
         resolution = job.resolution or self.settings.resolution
         paper_size = job.paper_size or self.settings.paper_size
-        log.info("job %s: sending %s page(s) to %s (attempt %d, %s, %s)", job.id,
-                 job.pages(message), job.number, job.attempts, resolution, paper_size)
+        log.info("job %s: sending %s page(s) to %s (dial %d, call %d, %s, %s)", job.id,
+                 job.pages(message), job.number, job.dials + 1, job.attempts, resolution,
+                 paper_size)
         document = Path(message.document_path)
         try:
             result = await self.client.send_fax(
