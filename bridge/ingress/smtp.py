@@ -235,8 +235,8 @@ class FaxHandler:
             # Never the field itself: it may hold a password typed in the wrong box.
             whom = (f"user {name}" if user is not None else
                     f"an unknown user name ({len(name)} characters, tag {log_tag(name)})")
-            log.warning("smtp %s: failed AUTH %s for %s (%d of %d failures allowed from %s in %g s)",
-                        session.peer, mechanism, whom, self.logins.failures(key),
+            log.warning("smtp %s: failed AUTH %s for %s (%d of %d failures allowed from %s in "
+                        "%g s)", session.peer, mechanism, whom, self.logins.failures(key),
                         self.logins.max_failures, key, self.logins.window)
             return AuthResult(success=False, handled=False)
         log.info("smtp %s: authenticated as %s", session.peer, name)
