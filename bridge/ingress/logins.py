@@ -8,11 +8,13 @@ stalled every session and push for that long, and a client could guess as fast a
   cores busy, and the loop and the sandboxes keep the other one of the machine the figures in
   bench/RESULTS.md come from.
 - **In turn, failures last.** A check waits for a free thread by how many failed logins its
-  address had in the window, fewest first (then in order of arrival): a person logging in from
-  an address that has not failed goes before every guesser that has, and waits at most for
-  the checks already running. The wait holds no thread, only a coroutine. An address has one
-  check at a time: twenty connections from one address cannot get twenty guesses in before
-  the lock-out has counted the first.
+  address had in the window, fewest first (then in order of arrival), and before them all an
+  address that logged in within the window: a person logging in goes before every guesser
+  that has failed, and a mail client that logs in now and then before every guesser at all,
+  waiting at most for the checks already running. (A guesser's first try from a new address
+  ties with a person's first login: only the number of addresses bounds those.) The wait
+  holds no thread, only a coroutine. An address has one check at a time: twenty connections
+  from one address cannot get twenty guesses in before the lock-out has counted the first.
 - **Lock-out.** `max_failures` failed logins from one address within `window` seconds, and
   its next AUTH is answered `421 4.7.0`, with the time it may try again, and the connection
   closed, with no password checked, until the oldest of them leaves the window (a sliding
@@ -43,6 +45,7 @@ import ipaddress
 import itertools
 import logging
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -94,6 +97,7 @@ class Logins:
         self.window = window
         # Per address, its latest failures (monotonic), the address seen last at the end.
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._logged_in: OrderedDict[str, float] = OrderedDict()  # latest success, likewise
         self._executor: ThreadPoolExecutor | None = None
         self._running = 0
         self._turns: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
@@ -131,7 +135,7 @@ class Logins:
         try:
             async with lock:
                 self.admit(key)
-                await self._turn(self.failures(key))
+                await self._turn(self._priority(key))
                 try:
                     self.admit(key)  # checks that ended while this one waited count
                 except LockedOut:
@@ -149,9 +153,22 @@ class Logins:
             if not self._users[key]:
                 del self._users[key], self._one_at_a_time[key]
 
+    def _priority(self, key: str) -> int:
+        """A check's place in the queue, lowest first: -1 for an address that logged in
+        within the window, else its failures."""
+        since = self.clock.monotonic() - self.window
+        if self._logged_in.get(key, since) > since:
+            return -1
+        return self.failures(key)
+
     def _checked(self, key: str, done: asyncio.Future[bool], *, known: bool) -> None:
-        if not done.cancelled() and done.exception() is None and not (done.result() and known):
-            self._failed(key)
+        if not done.cancelled() and done.exception() is None:
+            if done.result() and known:
+                self._logged_in.pop(key, None)
+                self._logged_in[key] = self.clock.monotonic()
+                self._forget(self._logged_in, lambda last: last)
+            else:
+                self._failed(key)
         self._next()
 
     def close(self) -> None:
@@ -191,11 +208,13 @@ class Logins:
         times = self._failures.pop(key, None) or deque(maxlen=self.max_failures)
         times.append(now)
         self._failures[key] = times
-        while self._failures:  # forget the addresses whose newest failure left the window
-            oldest = next(iter(self._failures.values()))
-            if oldest[-1] > now - self.window:
-                break
-            self._failures.popitem(last=False)
+        self._forget(self._failures, lambda times: times[-1])
+
+    def _forget(self, seen: OrderedDict[str, Any], latest: Callable[[Any], float]) -> None:
+        """Forget the addresses (seen last at the end) whose latest event left the window."""
+        since = self.clock.monotonic() - self.window
+        while seen and latest(next(iter(seen.values()))) <= since:
+            seen.popitem(last=False)
 
 
 class LoginHandler(Protocol):
