@@ -12,6 +12,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sqlite3
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from bridge import office
 from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
 from bridge.dialling import StatusRules
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, StoreError
 from bridge.ingress.arrivals import Arrivals
 from bridge.ingress.connections import SmtpServer
 from bridge.ingress.data import remove_orphans
@@ -67,21 +68,32 @@ class Bridge:
             raise
 
     async def _start(self, client: FaxSender | None) -> None:
+        """What can fail for a reason outside the service (a certificate, the data
+        directory, the database, a port in use) fails with a ConfigError or StoreError that
+        names it, which `fax-bridge serve` prints as its one line; nothing is logged before
+        the listeners are bound but what a start does to the store."""
         s = self.settings
         data = s.data_path
-        data.mkdir(parents=True, exist_ok=True)
+        tls_context = self._tls()
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"data_dir: cannot create {data}: {exc.strerror}") from exc
         self._lock = InstanceLock(data)
         self._lock.acquire()
         # Operator commands (`retry`, `replay-quarantine`) send SIGUSR1 to the lock's PID.
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.wake)
-        self._store = await Store.open(data / "fax-bridge.sqlite3")
+        db = data / "fax-bridge.sqlite3"
+        try:
+            self._store = await Store.open(db)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"data_dir: cannot open the database {db}: {exc}") from exc
         now = self.clock.now()
         await self.store.outbox.recover()
         for job_id in await self.store.jobs.recover(now, StatusRules(s.faxmax)):
             log.error("job %s: was being sent when fax-bridge stopped; marked unknown and not "
                       "resent (fax-bridge retry %s resends it)", job_id, job_id)
         found = await asyncio.to_thread(office.availability, s.documents)
-        log.info("office conversion %s", found.describe())
         self.pipeline = build_pipeline(
             s, self.store, self.clock, arrivals=self.arrivals, metrics=self.metrics,
             faxmax=client, tasks=lambda: {t.get_name(): t for t in self._tasks},
@@ -96,12 +108,10 @@ class Bridge:
             log.info("spool: removed %d file(s) in %s that no mail refers to (a connection "
                      "lost before its mail was stored): %s", len(orphans), spool,
                      ", ".join(orphans))
-        for worker in self.pipeline.workers:
-            self._tasks.append(asyncio.create_task(worker.run(), name=worker.name))
         smtp_host, port = parse_listen(s.smtp.listen, "smtp.listen")
         try:
             self._smtp = await start_smtp_server(self.pipeline.smtp_handler, smtp_host, port,
-                                                 tls_context=self._tls())
+                                                 tls_context=tls_context)
         except OSError as exc:
             raise ConfigError(f"smtp.listen: cannot listen on {s.smtp.listen}: "
                               f"{exc.strerror}") from exc
@@ -119,6 +129,11 @@ class Bridge:
             raise ConfigError(f"http.listen: cannot listen on {s.http.listen}: "
                               f"{exc.strerror}") from exc
         self.http_port = self._web.addresses[0][1]
+        # The workers start once both ports are bound: a start that fails on one has done
+        # nothing (no provider called, no mail sent) and says one thing.
+        for worker in self.pipeline.workers:
+            self._tasks.append(asyncio.create_task(worker.run(), name=worker.name))
+        log.info("office conversion %s", found.describe())
         log.info("fax-bridge listening: SMTP %s:%d, HTTP %s:%d", smtp_host, self.smtp_port, host,
                  self.http_port)
 
@@ -133,14 +148,22 @@ class Bridge:
         return self._store
 
     def _tls(self) -> ssl.SSLContext | None:
+        """STARTTLS's context; a file that cannot be read is named, with why."""
         s = self.settings.smtp
         if not s.tls_cert:
             return None
+        for key, path in (("smtp.tls_cert", s.tls_cert), ("smtp.tls_key", s.tls_key)):
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             context.load_cert_chain(s.tls_cert, s.tls_key)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"smtp.tls_cert / smtp.tls_key: cannot load: {exc}") from exc
+            raise ConfigError(f"smtp.tls_cert / smtp.tls_key: {s.tls_cert} and {s.tls_key} are "
+                              f"not a PEM certificate chain and its private key ({exc})") from exc
         return context
 
     def wake(self) -> None:

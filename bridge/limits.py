@@ -13,9 +13,11 @@ the client's to vary: the gateway-wide caps are the backstop.
 
 from __future__ import annotations
 
+import datetime
 import math
-import time
+import zoneinfo
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -76,19 +78,36 @@ def who(key: str) -> str:
     return f"<{key}>"
 
 
-def frees_at(oldest_minute: int | None, now: float) -> float:
-    """When the hourly window, counted per minute with the oldest minute whole, no longer
-    counts its oldest minute; with nothing stored in it (only mails in the dialogue hold the
-    cap), in a minute."""
-    if oldest_minute is None:
-        return now + 60
-    return (oldest_minute + 1) * 60 + HOUR
+def frees_at(minutes: Sequence[tuple[int, int]], excess: int, window: float) -> float | None:
+    """When enough of what a window counts has left it: `minutes` are the window's counts per
+    minute (faxes or pages), oldest first, and `excess` how many must leave (what is used, plus
+    what is asked for, minus the cap). The oldest minute counts whole, as `store.jobs.usage`
+    counts it, so a minute leaves the window `window` seconds after its end. None when what
+    is stored cannot free enough: the rest is held by mails still in the dialogue, or more is
+    asked for than the cap allows at all."""
+    for minute, count in minutes:
+        excess -= count
+        if excess <= 0:
+            return (minute + 1) * 60 + window
+    return None
 
 
-def when(at: float, now: float) -> dict[str, object]:
-    """The `minutes` and `time` slots of a refusal that says when to try again."""
-    return {"minutes": max(1, math.ceil((at - now) / 60)),
-            "time": time.strftime("%H:%M", time.gmtime(at))}
+def try_again(at: float, now: float, tz: str) -> dict[str, str]:
+    """The `time` and `wait` slots of a reply that says when to try again: the minute from
+    which a new try can pass, in the service's time zone (`mail.timezone`, as the reports show
+    times), with the date when it is not today's ("14:06 +03", "2026-12-08 09:00 +03"); and
+    how long that is from now, rounded up ("1 minute", "23 minutes", "2 hours 5 minutes").
+    A time between two minutes is shown as the next one, so that a try at the time shown is
+    never refused again."""
+    zone = zoneinfo.ZoneInfo(tz)
+    moment = datetime.datetime.fromtimestamp(math.ceil(at / 60) * 60, zone)
+    same_day = moment.date() == datetime.datetime.fromtimestamp(now, zone).date()
+    shown = moment.strftime("%H:%M %Z" if same_day else "%Y-%m-%d %H:%M %Z")
+    minutes = max(1, math.ceil((at - now) / 60))
+    hours, rest = divmod(minutes, 60)
+    parts = [f"{n} {unit}{'' if n == 1 else 's'}"
+             for n, unit in ((hours, "hour"), (rest, "minute")) if n]
+    return {"time": shown, "wait": " ".join(parts)}
 
 
 class Reservations:

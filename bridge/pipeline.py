@@ -86,6 +86,7 @@ class Pipeline:
         return workers + ([self.poller] if self.poller is not None else [])
 
     async def close(self) -> None:
+        self.smtp_handler.logins.close()
         await asyncio.gather(*(sandbox.close() for sandbox in self._sandboxes))
         if self.office is not None:
             await self.office.close()
@@ -164,7 +165,8 @@ def build_pipeline(
                           max_pages=s.documents.max_pages, page_caps=page_caps,
                           on_ready=sender.wake, on_failed=reporter.wake,
                           alert=alerter.alert, office=converter_office,
-                          office_missing=office_availability.describe(), fax_body=fax_body)
+                          office_missing=office_availability.describe(), fax_body=fax_body,
+                          timezone=s.mail.timezone)
     inbox = Inbox(store, clock, s, sandbox=sandbox, alerter=alerter, on_enqueued=mailer.wake)
     retention = Retention(store, clock, s.documents.retention_days)
     poller = None
@@ -195,7 +197,7 @@ def build_pipeline(
                          total=s.numbers.max_faxes_per_hour), page_caps=page_caps,
         sandbox=inspector, on_queued=converter.wake, arrivals=arrivals, metrics=metrics,
         office=converter_office is not None, fax_body=fax_body,
-        max_schedule_days=s.faxmax.max_schedule_days)
+        max_schedule_days=s.faxmax.max_schedule_days, timezone=s.mail.timezone)
     return Pipeline(
         templates=templates, page_caps=page_caps, sandbox=sandbox, inspector=inspector,
         alerter=alerter, transport=transport, mailer=mailer, reporter=reporter, faxmax=faxmax,

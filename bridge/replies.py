@@ -99,6 +99,10 @@ TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "busy", "Too many connections from {i
                              "{limit}); please try again later")
 RCPT_FLOOD = Reply(421, "4.7.0", "busy",
                    "More than {limit} RCPT commands for one mail; closing the connection")
+# `{ip}` is the client's address, or its /64 for IPv6 (bridge.ingress.logins); every reply that
+# says when to try again has `{time}` and `{wait}` (bridge.limits.try_again).
+AUTH_LOCKED_OUT = Reply(421, "4.7.0", "busy", "Too many failed logins from {ip}; please try "
+                        "again after {time} (in {wait})")
 
 # --- MAIL FROM -------------------------------------------------------------------------------
 
@@ -128,15 +132,16 @@ RELAYING_DENIED = Reply(550, "5.7.1", "not_allowed",
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "too_many_recipients", "Too many recipients: at most "
                             "{limit} fax numbers per mail; send the rest in another mail")
 # `{sender}` is whom the limits count (`bridge.limits.who`): "<alice@example.com>", "user alice".
+# `{time}` and `{wait}` say when the limit lets the next fax through (`bridge.limits.try_again`).
 HOURLY_LIMIT = Reply(450, "4.7.1", "rate_limited", "{sender} has reached the limit of {limit} "
-                     "faxes per hour; please try again later")
+                     "faxes per hour; please try again after {time} (in {wait})")
 GATEWAY_HOURLY_LIMIT = Reply(451, "4.7.1", "rate_limited", "The fax gateway has reached its "
-                             "limit of {limit} faxes per hour; please try again in {minutes} "
-                             "minute(s), after {time} UTC")
+                             "limit of {limit} faxes per hour; please try again after {time} "
+                             "(in {wait})")
 SENDER_PAGE_LIMIT = Reply(450, "4.7.1", "rate_limited", "{sender} has reached the limit of "
-                          "{limit} pages per day; please try again tomorrow")
+                          "{limit} pages per day; please try again after {time} (in {wait})")
 GATEWAY_PAGE_LIMIT = Reply(451, "4.7.1", "rate_limited", "The fax gateway has reached its daily "
-                           "page limit; please try again tomorrow")
+                           "page limit; please try again after {time} (in {wait})")
 
 # Options after `+` in the local part (bridge.options): `{tag}`, `{first}`, `{second}` quoted.
 UNKNOWN_OPTION = Reply(550, "5.1.3", "bad_address", "{tag} is not a fax option: after '+' write "
@@ -273,9 +278,15 @@ OUT_OF_STORAGE = Reply(452, "4.3.1", "out_of_storage",
 
 OVER_SENDER_PAGES = Reply(450, "4.7.1", "rate_limited", "this fax has {pages} page(s) for "
                           "{numbers} number(s); with it {sender} would send more than {limit} "
-                          "pages in 24 hours ({used} already); please send it later")
+                          "pages in 24 hours ({used} already); please send it again after "
+                          "{time} (in {wait})")
 OVER_GATEWAY_PAGES = Reply(451, "4.7.1", "rate_limited", "the fax gateway has reached its daily "
-                           "page limit; please send it again tomorrow")
+                           "page limit; please send it again after {time} (in {wait})")
+# ... and a fax that no wait lets through: alone it has more pages than a daily cap.
+PAGES_OVER_DAILY_CAP = Reply(554, "5.7.1", "not_allowed", "this fax has {pages} page(s) for "
+                             "{numbers} number(s), {cost} pages in all: more than the limit of "
+                             "{limit} pages per day {scope}, so it cannot be sent as it is; "
+                             "send it to fewer numbers at a time, or in parts")
 
 CATALOGUE: dict[str, Reply] = {
     name: entry for name, entry in globals().items() if isinstance(entry, Reply)}

@@ -71,6 +71,20 @@ class ServeProcess:
                 raise AssertionError(f"fax-bridge serve did not start:\n{self.log()[-4000:]}")
             await asyncio.sleep(0.02)
 
+    async def start_failing(self, timeout: float = 30.0) -> tuple[int, str, str]:
+        """Run a start that is to fail: its exit code, standard output and standard error."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "serve", "-c", str(self.config_path),
+            cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError(f"fax-bridge serve did not exit within {timeout}s") from None
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
     @property
     def push_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/faxmax/push/{self.settings.http.push_token}"

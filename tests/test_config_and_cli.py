@@ -86,7 +86,7 @@ token_file = "%s"
     ("[smtp\n", {}, "{path}: not valid TOML"),
     ("", {"FAX_BRIDGE_SMTP__LISTN": "0.0.0.0:25"},
      "environment FAX_BRIDGE_SMTP__LISTN: [smtp] has no such setting; known ones: "
-     "allowed_senders, auth_required, domain,"),
+     "allowed_senders, auth_lockout, auth_max_failures, auth_required, domain,"),
     ("", {"FAX_BRIDGE_DATADIR": "/srv"},
      "environment FAX_BRIDGE_DATADIR: no such setting; top-level ones are FAX_BRIDGE_DATA_DIR,"),
     ("", {"FAX_BRIDGE_FAXMAKS__TOKEN": "x"},

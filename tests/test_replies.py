@@ -28,7 +28,7 @@ SAMPLES: dict[str, object] = {
     "address": "alice@example.com", "addresses": "alice@example.com, a@example.com",
     "article": "a", "char": "'%'", "country": "Turkey", "country_code": "90", "cover": 1,
     "depth": 10, "domain": "fax.local", "error": "cannot pickle", "example": "like 02122222525",
-    "found": "ceo@example.com", "minutes": 42, "time": "14:05",
+    "found": "ceo@example.com", "time": "14:05 +03",
     "ids": "1, 2", "ip": "192.0.2.7", "kb": 64, "kind": "premium-rate", "limit": 3,
     "local": "'12ab'", "max_digits": 15, "max_pages": 200, "mb": 256, "name": "scan.pdf",
     "national": "0900", "number": "'+909001234567'", "numbers": 2, "pages": 4, "parts": 100,
@@ -36,7 +36,8 @@ SAMPLES: dict[str, object] = {
     "seconds": 0.5, "sender": "alice@example.com", "size": "25 MB", "used": 2,
     "user": "alice", "what": "the mail", "tag": "'urgent'", "first": "'fine'",
     "second": "'superfine'", "header": "X-Fax-Cover", "value": "'yes'",
-    "allowed": "auto, always, never", "days": 7,
+    "allowed": "auto, always, never", "days": 7, "wait": "23 minutes", "cost": 400,
+    "scope": "for <alice@example.com>",
 }
 
 # The `reason` labels `/metrics` has counted refusals under, by enhanced code (a 5xx without

@@ -186,6 +186,8 @@ def _validate(s: Settings) -> None:
                    ("smtp.max_recipients", s.smtp.max_recipients),
                    ("smtp.max_connections", s.smtp.max_connections),
                    ("smtp.max_connections_per_client", s.smtp.max_connections_per_client),
+                   ("smtp.auth_max_failures", s.smtp.auth_max_failures),
+                   ("smtp.auth_lockout", s.smtp.auth_lockout),
                    ("http.max_body_bytes", s.http.max_body_bytes),
                    ("faxmax.max_attempts", s.faxmax.max_attempts),
                    ("faxmax.concurrency", s.faxmax.concurrency),

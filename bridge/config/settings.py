@@ -61,6 +61,8 @@ class SmtpSettings:
     inspect_timeout: float = 5  # seconds the checks before `250` may take for one mail
     max_connections: int = 100
     max_connections_per_client: int = 20  # behind Postfix, all mail comes from one address
+    auth_max_failures: int = 5  # failed logins from one address (IPv6: its /64) ...
+    auth_lockout: float = 900  # ... within these seconds: no more AUTH until the oldest leaves
     users: tuple[SmtpUser, ...] = ()
 
 

@@ -14,7 +14,7 @@ import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -25,6 +25,7 @@ from bridge.errors import NumberError, Refusal
 from bridge.ingress.arrivals import Arrivals
 from bridge.ingress.connections import Connections, SmtpServer
 from bridge.ingress.data import Spool, read_data
+from bridge.ingress.logins import Logins, LoginSMTP, address_key
 from bridge.ingress.senders import header_from_refusal, log_tag, own_addresses, sender_allowed
 from bridge.limits import (
     DAY,
@@ -35,13 +36,12 @@ from bridge.limits import (
     Reservations,
     account,
     broken_cap,
-    when,
+    try_again,
     who,
 )
 from bridge.metrics import Metrics
 from bridge.numbers import NumberPolicy, check_policy, parse_local_part
 from bridge.options import Options, parse_tags, scheduled, split_tags
-from bridge.passwords import verify_password
 from bridge.replies import Line, render
 from bridge.sandbox import Sandbox
 from bridge.store import NewMessage, Store, is_disk_full
@@ -54,9 +54,9 @@ SOURCE_ROUTE = re.compile(r"<\s*@[^>]*:")
 RAW_IN_ROW_BYTES = 1 << 20
 
 
-class FaxSMTP(SMTP):
-    """aiosmtpd's protocol with connection caps, and its two fixed size-limit replies reworded
-    for people."""
+class FaxSMTP(LoginSMTP):
+    """aiosmtpd's protocol with connection caps, passwords checked off the event loop with a
+    lock-out (`LoginSMTP`), and its two fixed size-limit replies reworded for people."""
 
     def __init__(self, handler: FaxHandler, connections: Connections, **kwargs: Any) -> None:
         self._reservations = handler.reservations  # before aiosmtpd's first state reset
@@ -197,8 +197,11 @@ class FaxHandler:
         number_policy: NumberPolicy, default_country_code: str, fax_caps: FaxCaps,
         page_caps: PageCaps, sandbox: Sandbox, on_queued: Callable[[], None],
         arrivals: Arrivals | None = None, metrics: Metrics | None = None, office: bool = False,
-        max_schedule_days: int = 7, fax_body: bool = False,
+        max_schedule_days: int = 7, fax_body: bool = False, timezone: str = "UTC",
     ) -> None:
+        self.timezone = timezone  # of the times a refusal says to try again after
+        self.logins = Logins(clock, max_failures=settings.auth_max_failures,
+                             window=settings.auth_lockout)
         self.office = office  # LibreOffice converts Office documents, HTML and text
         self.fax_body = fax_body  # and the text of a mail with nothing attached (bridge.body)
         self.max_schedule_days = max_schedule_days
@@ -220,19 +223,21 @@ class FaxHandler:
 
     # --- AUTH ------------------------------------------------------------------------------
 
-    def authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-        auth_data: Any,
-    ) -> AuthResult:
-        if not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
+    async def authenticate(self, session: Session, mechanism: str,
+                           auth_data: LoginPassword) -> AuthResult:
+        """The password checked off the loop, in its address's turn (`Logins.check`); raises
+        LockedOut when the address was locked out while it waited."""
         name = auth_data.login.decode("utf-8", "replace")
         user = self.users.get(name)
-        if user is None or not verify_password(auth_data.password, user.password_hash):
+        key = address_key(session.peer)
+        if not await self.logins.check(key, auth_data.password,
+                                       user.password_hash if user is not None else None):
             # Never the field itself: it may hold a password typed in the wrong box.
             whom = (f"user {name}" if user is not None else
                     f"an unknown user name ({len(name)} characters, tag {log_tag(name)})")
-            log.warning("smtp %s: failed AUTH %s for %s", session.peer, mechanism, whom)
+            log.warning("smtp %s: failed AUTH %s for %s (%d of %d failures allowed from %s in "
+                        "%g s)", session.peer, mechanism, whom, self.logins.failures(key),
+                        self.logins.max_failures, key, self.logins.window)
             return AuthResult(success=False, handled=False)
         log.info("smtp %s: authenticated as %s", session.peer, name)
         return AuthResult(success=True, auth_data=user)
@@ -291,22 +296,36 @@ class FaxHandler:
         used = await self.store.jobs.usage(key, hour_since=now - HOUR, day_since=now - DAY)
         # From here to `hold`, no await: what other sessions hold is read and added to at once.
         held = self.reservations  # this mail's earlier recipients among them
-        if used.faxes_last_hour + held.of(key) >= self.fax_caps.per_sender:
-            return render(replies.HOURLY_LIMIT, sender=who(key),
-                          limit=self.fax_caps.per_sender)
-        if used.total_faxes_last_hour + held.total >= self.fax_caps.total:
+        if (mine := used.faxes_last_hour + held.of(key)) >= self.fax_caps.per_sender:
+            return render(replies.HOURLY_LIMIT, sender=who(key), limit=self.fax_caps.per_sender,
+                          **await self._when(key, "jobs", mine + 1 - self.fax_caps.per_sender))
+        if (all_ := used.total_faxes_last_hour + held.total) >= self.fax_caps.total:
             return render(replies.GATEWAY_HOURLY_LIMIT, limit=self.fax_caps.total,
-                          **when(await self.store.jobs.hourly_frees_at(now), now))
+                          **await self._when(None, "jobs", all_ + 1 - self.fax_caps.total))
         broken = broken_cap(used, self.page_caps, pages=1)
         if broken == "per_sender":
             return render(replies.SENDER_PAGE_LIMIT, sender=who(key),
-                          limit=self.page_caps.per_sender)
+                          limit=self.page_caps.per_sender, **await self._when(
+                              key, "pages", used.sender_pages + 1 - self.page_caps.per_sender))
         if broken == "total":
-            return render(replies.GATEWAY_PAGE_LIMIT)
+            return render(replies.GATEWAY_PAGE_LIMIT, **await self._when(
+                None, "pages", used.total_pages + 1 - self.page_caps.total))
         held.hold(server, key)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return render(replies.RECIPIENT_OK, address, number=number)
+
+    async def _when(self, key: str | None, counted: Literal["jobs", "pages"],
+                    excess: int) -> dict[str, str]:
+        """When a limit reached lets the next fax through, as a refusal says it: once
+        `excess` of what `key` (None: the gateway) used leaves the window. When what is
+        stored cannot free that much, faxes are held by mails still in the dialogue (those
+        end, or are stored, within a minute as a rule), pages by a cap below one fax."""
+        now = self.clock.now()
+        at = await self.store.jobs.frees_at(key, counted, now=now, excess=excess)
+        if at is None:
+            at = now + (60 if counted == "jobs" else DAY)
+        return try_again(at, now, self.timezone)
 
     def _account(self, session: Session, mail_from: str) -> str:
         """Whom the per-sender limits charge for this mail (`bridge.limits.account`)."""
@@ -401,10 +420,11 @@ class FaxHandler:
         return reply
 
     def _over_hourly(self, over: HourlyCapReached, key: str) -> Line:
+        at = try_again(over.frees_at, self.clock.now(), self.timezone)
         if over.cap == "per_sender":
-            return render(replies.HOURLY_LIMIT, sender=who(key), limit=self.fax_caps.per_sender)
-        return render(replies.GATEWAY_HOURLY_LIMIT, limit=self.fax_caps.total,
-                      **when(over.frees_at, self.clock.now()))
+            return render(replies.HOURLY_LIMIT, sender=who(key), limit=self.fax_caps.per_sender,
+                          **at)
+        return render(replies.GATEWAY_HOURLY_LIMIT, limit=self.fax_caps.total, **at)
 
     async def handle_exception(self, error: Exception) -> str:
         log.error("smtp: internal error: %r", error, exc_info=error)
@@ -434,7 +454,6 @@ async def start_smtp_server(
             require_starttls=False,
             auth_required=False,  # enforced in handle_MAIL, which knows trusted networks
             auth_require_tls=True,
-            authenticator=handler.authenticate,
             timeout=settings.timeout,
             # Per session, and aiosmtpd never resets them: a relay in front (Postfix) sends
             # mail after mail on one connection, so the mail commands are capped per mail in

@@ -11,9 +11,9 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from bridge.limits import HOUR, FaxCaps, HourlyCapReached, frees_at
+from bridge.limits import DAY, HOUR, Cap, FaxCaps, HourlyCapReached, frees_at
 from bridge.options import Options
 from bridge.store.outbox import enqueue
 from bridge.store.rows import (
@@ -65,16 +65,25 @@ def _over_hourly(db: sqlite3.Connection, account: str, faxes: int, caps: FaxCaps
                  now: float) -> HourlyCapReached | None:
     """Whether `faxes` more for `account` would pass an hourly cap, counted as `usage`
     counts, inside the accepting transaction."""
+    since = int((now - HOUR) // 60)
     row = first(db, "SELECT COALESCE(SUM(CASE WHEN sender = ? THEN jobs END), 0),"
-                    " COALESCE(SUM(jobs), 0), MIN(CASE WHEN jobs > 0 THEN minute END)"
-                    " FROM usage WHERE minute >= ?", (account, int((now - HOUR) // 60)))
+                    " COALESCE(SUM(jobs), 0) FROM usage WHERE minute >= ?", (account, since))
     assert row is not None  # an aggregate has a row
-    mine, total, oldest = int(row[0]), int(row[1]), row[2]
-    if mine + faxes > caps.per_sender:
-        return HourlyCapReached("per_sender", frees_at(oldest, now))
-    if total + faxes > caps.total:
-        return HourlyCapReached("total", frees_at(oldest, now))
+    mine, total = int(row[0]), int(row[1])
+    checks: tuple[tuple[Cap, int, int, str | None], ...] = (
+        ("per_sender", mine, caps.per_sender, account), ("total", total, caps.total, None))
+    for cap, used, limit, whose in checks:
+        if used + faxes > limit:
+            minutes = db.execute(MINUTES.format(counted="jobs"), (since, whose)).fetchall()
+            at = frees_at([(int(m), int(n)) for m, n in minutes], used + faxes - limit, HOUR)
+            return HourlyCapReached(cap, now + 60 if at is None else at)
     return None
+
+
+# What one sender (?2; NULL: the whole gateway) was charged per minute since minute ?1, oldest
+# first: faxes (`jobs`) or pages, for `limits.frees_at`.
+MINUTES = ("SELECT minute, SUM({counted}) FROM usage WHERE minute >= ?1"
+           " AND (?2 IS NULL OR sender = ?2) GROUP BY minute ORDER BY minute")
 
 
 class JobStore:
@@ -452,12 +461,16 @@ class JobStore:
         return Usage(faxes_last_hour=int(faxes), sender_pages=int(pages),
                      total_pages=int(total), total_faxes_last_hour=int(all_faxes))
 
-    async def hourly_frees_at(self, now: float) -> float:
-        """When the gateway's hourly fax count next goes down (see `limits.frees_at`)."""
-        oldest = await self._reader.value(
-            "SELECT MIN(minute) FROM usage WHERE minute >= ? AND jobs > 0",
-            (int((now - HOUR) // 60),))
-        return frees_at(None if oldest is None else int(oldest), now)
+    async def frees_at(self, sender: str | None, counted: Literal["jobs", "pages"], *,
+                       now: float, excess: int) -> float | None:
+        """When `excess` of `sender`'s (None: the whole gateway's) faxes (`jobs`, counted in
+        any hour) or `pages` (in any 24 hours) will have left the window, so that a limit
+        they reached lets the next one through (`limits.frees_at`); None when what is stored
+        cannot free that much."""
+        window = HOUR if counted == "jobs" else DAY
+        rows = await self._reader.rows(MINUTES.format(counted=counted),
+                                       (int((now - window) // 60), sender))
+        return frees_at([(int(m), int(n)) for m, n in rows], excess, window)
 
     async def forget_usage(self, before: float) -> None:
         """Usage older than every window it is counted in is of no more use."""

@@ -33,7 +33,7 @@ from bridge.clock import Clock
 from bridge.config import CoverPage
 from bridge.errors import BridgeError
 from bridge.files import write_atomic
-from bridge.limits import DAY, PageCaps, broken_cap, who
+from bridge.limits import DAY, PageCaps, broken_cap, try_again, who
 from bridge.mail import Templates
 from bridge.office.converter import OfficeConverter, OfficeDown
 from bridge.office.inputs import Input, write_input
@@ -174,8 +174,9 @@ class Converter(Worker):
         templates: Templates, cover_page: CoverPage, max_pages: int, page_caps: PageCaps,
         on_ready: Callable[[], None], on_failed: Callable[[], None], alert: Alert | None = None,
         office: OfficeConverter | None = None, fax_body: bool = False,
-        office_missing: str = "not available",
+        office_missing: str = "not available", timezone: str = "UTC",
     ) -> None:
+        self.timezone = timezone  # of the time a refusal over a daily cap says to send again
         self.office = office
         self.fax_body = fax_body  # a mail with nothing attached is faxed as its text
         self.page_caps = page_caps
@@ -360,14 +361,23 @@ class Converter(Worker):
         used = await self.store.jobs.usage(charged, hour_since=now - 3600,
                                       day_since=now - DAY)
         broken = broken_cap(used, self.page_caps, cost)
+        if broken is None:
+            return None
+        key, limit, spent, scope = (
+            (charged, self.page_caps.per_sender, used.sender_pages, f"for {who(charged)}")
+            if broken == "per_sender" else
+            (None, self.page_caps.total, used.total_pages, "for the whole fax gateway"))
+        at = (None if cost > limit else
+              await self.store.jobs.frees_at(key, "pages", now=now, excess=spent + cost - limit))
+        if at is None:  # no wait lets it through
+            return replies.PAGES_OVER_DAILY_CAP.say(pages=pages, numbers=numbers, cost=cost,
+                                                    limit=limit, scope=scope)
+        when = try_again(at, now, self.timezone)
         if broken == "per_sender":
             return replies.OVER_SENDER_PAGES.say(pages=pages, numbers=numbers,
-                                                 sender=who(charged),
-                                                 limit=self.page_caps.per_sender,
-                                                 used=used.sender_pages)
-        if broken == "total":
-            return replies.OVER_GATEWAY_PAGES.say()
-        return None
+                                                 sender=who(charged), limit=limit,
+                                                 used=used.sender_pages, **when)
+        return replies.OVER_GATEWAY_PAGES.say(**when)
 
     def cover_request(self, message: Message, jobs: list[Job]) -> CoverRequest | None:
         """What the child needs for the mail's cover page (`make_cover`): made once for the
