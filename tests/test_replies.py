@@ -36,7 +36,7 @@ SAMPLES: dict[str, object] = {
     "seconds": 0.5, "sender": "alice@example.com", "size": "25 MB", "used": 2,
     "user": "alice", "what": "the mail", "tag": "'urgent'", "first": "'fine'",
     "second": "'superfine'", "header": "X-Fax-Cover", "value": "'yes'",
-    "allowed": "auto, always, never", "days": 7,
+    "allowed": "auto, always, never", "days": 7, "width": 13000, "height": 13000, "page": 2,
 }
 
 # The `reason` labels `/metrics` has counted refusals under, by enhanced code (a 5xx without
