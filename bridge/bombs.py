@@ -172,43 +172,45 @@ PdfExcess = Literal["total", "stream"]
 
 
 def pdf_excess(data: bytes, total_cap: int, stream_cap: int) -> PdfExcess | None:
-    """Whether the Flate streams of the PDF `data` inflate too far: "total" when all of them
-    together give more than `total_cap` bytes, "stream" when one that is not an image gives
-    more than `stream_cap` (0: no such cap), None when neither.
+    """Whether the Flate streams of the PDF `data` inflate too far: "total" when together they
+    give more than `total_cap` bytes, "stream" when one gives more than `stream_cap` (0: no
+    such cap), None when neither.
 
-    Every stream counts towards `total_cap`: page contents, images, fonts, object streams; the
-    fax provider's renderer inflates them all. `stream_cap` is pypdf's own cap on one stream
-    (`zlib_maximum_output_length`), which the conversion after `250` meets when it inflates
-    page contents and object streams; images, which it copies without inflating, are spared
-    it (told by their dictionary's /Subtype /Image: a raw scan cannot tell page contents from
-    fonts without resolving the document's references, which is a full parse).
+    Which streams: all but images, that is page contents, forms, fonts, object and xref
+    streams: what draws the pages and what a reader must inflate to find them. `stream_cap` is
+    pypdf's own cap on one stream (`zlib_maximum_output_length`), which the conversion after
+    `250` meets when it inflates page contents and object streams. Images (/Subtype /Image in
+    their dictionary) are left alone: the conversion copies them without inflating them, a
+    renderer decodes an image only as far as its /Width and /Height ask, and inflating them
+    here cost a PDF of 20 Flate-compressed grey scans 137 ms before its `250`, 66 times its
+    whole parse by pypdf (`bench/bombs.py`). A raw scan cannot tell page contents from fonts
+    without resolving the document's references, which is a full parse: both count.
 
     A stream is inflated when its data starts with a zlib or gzip header (as pypdf reads
     FlateDecode, whatever the dictionary says), or as raw deflate when its dictionary names
     /FlateDecode without one (as lenient readers do). Inflated output is counted and dropped,
     `INFLATE_OUTPUT` bytes at a time; the scan stops as soon as `total_cap` is passed, or
-    after a stream past `stream_cap` (the total, passed too, has the say). A stream
-    that is not what it claims stops at its first error, counting what it gave.
+    after a stream past `stream_cap` (the total, passed too, has the say). A stream that is
+    not what it claims stops at its first error, counting what it gave.
     """
     total = 0
     position = 0
     view = memoryview(data)
     while (found := _STREAM.search(data, position)) is not None:
         start = found.end()
+        position = start
         if data[found.start() - 1:found.start()].isalpha():  # "endstream", or some other word
-            position = start
             continue
         dictionary = data[max(0, found.start() - _DICTIONARY_LOOKBACK):found.start()]
         dictionary = dictionary[dictionary.rfind(b"obj") + 1:]  # its own, not the one before
         wbits = _flate_wbits(data[start:start + 2], dictionary)
-        if wbits is None:
-            position = start
+        if wbits is None or _IMAGE.search(dictionary):
             continue
         inflated, consumed = _inflate(view[start:], wbits, total_cap - total)
         total += inflated
         if total > total_cap:
             return "total"
-        if 0 < stream_cap < inflated and not _IMAGE.search(dictionary):
+        if 0 < stream_cap < inflated:
             return "stream"
         position = start + max(consumed, 0)
     return None

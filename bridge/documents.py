@@ -65,8 +65,9 @@ class Limits:
 
     `max_image_pixels` applies to each PNG or JPEG; `max_tiff_page_pixels` to each page of a
     TIFF, which is usually a fax page (a superfine fax page is 1728 x 4680 pixels) and of which
-    there can be many, so it is capped tighter. `max_pdf_unpacked_bytes` caps what all the
-    Flate streams of one PDF inflate to (`documents.max_pdf_unpacked_mb`), checked before `250`.
+    there can be many, so it is capped tighter. `max_pdf_unpacked_bytes` caps what the Flate
+    streams of one PDF (all but its images) inflate to (`documents.max_pdf_unpacked_mb`),
+    checked before `250`.
     """
 
     max_pages: int = 200
@@ -136,9 +137,9 @@ def check_bombs(filename: str, kind: Kind, data: bytes, limits: Limits = Limits(
     """Refuse a decompression bomb before the mail is accepted, from the whole decoded
     attachment `data` of `kind`, without decoding it: a picture (every TIFF page) whose
     headers announce more pixels than the caps of `limits`, or a PDF whose Flate streams
-    inflate past `limits.max_pdf_unpacked_bytes` together, or past pypdf's cap one by one,
-    where `_open_pdf` would refuse it after `250` (`bridge.bombs`). Bounded work: headers are
-    walked, inflated bytes counted and dropped."""
+    (all but images) inflate past `limits.max_pdf_unpacked_bytes` together, or past pypdf's
+    cap one by one, where `_open_pdf` would refuse it after `250` (`bridge.bombs`). Bounded
+    work: headers are walked, inflated bytes counted and dropped."""
     if kind is Kind.PDF:
         excess = pdf_excess(data, limits.max_pdf_unpacked_bytes,
                             get_configuration().zlib_maximum_output_length)

@@ -181,12 +181,13 @@ def test_streams_add_up_and_what_is_not_flate_is_not_inflated() -> None:
     assert bombs.pdf_excess(pdf_with(b"garbage" * 1000), 1, 0) is None  # claims Flate, is not
 
 
-def test_one_stream_past_pypdfs_cap_is_told_apart_unless_it_is_an_image() -> None:
+def test_one_stream_past_pypdfs_cap_is_told_apart_and_images_are_not_inflated() -> None:
     contents = pdf_with(deflated(3 * MB))
     image = pdf_with(deflated(3 * MB), b"/Type /XObject /Subtype /Image /Filter /FlateDecode")
     assert bombs.pdf_excess(contents, 10 * MB, 2 * MB) == "stream"
     assert bombs.pdf_excess(image, 10 * MB, 2 * MB) is None
-    assert bombs.pdf_excess(image, 2 * MB, 2 * MB) == "total"
+    assert bombs.pdf_excess(image, 1, 2 * MB) is None  # neither counted nor inflated
+    assert bombs.pdf_excess(image + contents, 3 * MB - 1, 0) == "total"  # the contents count
 
 
 def test_headers_past_any_real_pictures_are_unreadable_not_walked_forever() -> None:
