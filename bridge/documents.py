@@ -14,7 +14,8 @@ less legible after the fax machine has thresholded it to black and white.
 `build_pdf`, `tiff_to_pdf` and `pdf_page_count` are meant to run in a worker process: they
 briefly change process-wide Pillow and `warnings` state (restored on exit), which is not safe
 across threads. `sniff`, `describe_unsupported` and `quick_check` are pure and cheap, fit for
-the SMTP conversation itself.
+the SMTP conversation itself; so is `check_bombs`, which reads a whole attachment's headers
+(`bridge.bombs`) in the sandbox before the mail's `250`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from pathlib import Path
 
 import img2pdf
 from PIL import Image, ImageOps, ImageSequence
-from pypdf import PdfReader, PdfWriter
+from pypdf import PdfReader, PdfWriter, get_configuration
 from pypdf.errors import LimitReachedError
 
 from bridge import replies
+from bridge.bombs import Unmeasurable, pdf_excess, picture_sizes
 from bridge.errors import DocumentError
 from bridge.files import atomic_path
 from bridge.filetypes import (
@@ -40,13 +42,13 @@ from bridge.filetypes import (
     Kind,
     describe_office,
     describe_unsupported,
-    header_dimensions,
     sniff,
     text_kind,
 )
 
 __all__ = ["CONVERTED", "PICTURES", "SNIFF_BYTES", "TEXTS", "Kind", "Limits", "build_pdf",
-           "describe_unsupported", "pdf_page_count", "quick_check", "sniff", "tiff_to_pdf"]
+           "check_bombs", "describe_unsupported", "pdf_page_count", "quick_check", "sniff",
+           "tiff_to_pdf"]
 
 _KIND_WORDS = {
     Kind.PDF: "PDF document",
@@ -63,12 +65,15 @@ class Limits:
 
     `max_image_pixels` applies to each PNG or JPEG; `max_tiff_page_pixels` to each page of a
     TIFF, which is usually a fax page (a superfine fax page is 1728 x 4680 pixels) and of which
-    there can be many, so it is capped tighter.
+    there can be many, so it is capped tighter. `max_pdf_unpacked_bytes` caps what the Flate
+    streams of one PDF (all but its images) inflate to (`documents.max_pdf_unpacked_mb`),
+    checked before `250`.
     """
 
     max_pages: int = 200
     max_image_pixels: int = 50_000_000
     max_tiff_page_pixels: int = 2 * 1728 * 4680
+    max_pdf_unpacked_bytes: int = 200 * 2**20
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -117,18 +122,45 @@ def quick_check(filename: str, head: bytes, size: int, limits: Limits = Limits()
     `head` is the first `SNIFF_BYTES` of the decoded attachment, `size` its length and
     `declared` its MIME type, which only plain text needs (it has no magic bytes). Office
     documents, HTML and text are refused here, saying what to send instead, unless `office`
-    (LibreOffice can convert them). This catches wrong types, empty files and images whose
-    header already announces too many pixels, so the sender hears about them in the SMTP
-    reply; everything else is checked in full by `build_pdf`.
+    (LibreOffice can convert them). This catches wrong types and empty files, so the sender
+    hears about them in the SMTP reply; bombs are `check_bombs`'s, and everything else is
+    checked in full by `build_pdf`.
     """
     kind = _kind_of(filename, head, size, declared, convertible=True)
     if kind in CONVERTED and not office:
         what = describe_office(head) or OFFICE_KIND_WORDS[kind]
         raise DocumentError(replies.OFFICE_UNAVAILABLE, name=filename, what=what)
-    dimensions = header_dimensions(kind, head)
-    if dimensions is not None and dimensions[0] * dimensions[1] > _pixel_cap(kind, limits):
-        raise _too_large(filename, _pixel_cap(kind, limits))
     return kind
+
+
+def check_bombs(filename: str, kind: Kind, data: bytes, limits: Limits = Limits()) -> None:
+    """Refuse a decompression bomb before the mail is accepted, from the whole decoded
+    attachment `data` of `kind`, without decoding it: a picture (every TIFF page) whose
+    headers announce more pixels than the caps of `limits`, or a PDF whose Flate streams
+    (all but images) inflate past `limits.max_pdf_unpacked_bytes` together, or past pypdf's
+    cap one by one, where `_open_pdf` would refuse it after `250` (`bridge.bombs`). Bounded
+    work: headers are walked, inflated bytes counted and dropped."""
+    if kind is Kind.PDF:
+        excess = pdf_excess(data, limits.max_pdf_unpacked_bytes,
+                            get_configuration().zlib_maximum_output_length)
+        if excess == "total":
+            raise DocumentError(replies.PDF_UNPACKS_TOO_LARGE, name=filename,
+                                mb=limits.max_pdf_unpacked_bytes // 2**20)
+        if excess == "stream":
+            raise DocumentError(replies.PDF_BOMB, name=filename)
+        return
+    cap = _pixel_cap(kind, limits)
+    try:
+        for page, (width, height) in enumerate(picture_sizes(kind, data, limits.max_pages), 1):
+            if width * height <= cap:
+                continue
+            if kind is Kind.TIFF and page > 1:
+                raise DocumentError(replies.PAGE_PIXELS, page=page, name=filename, width=width,
+                                    height=height, pixels=cap)
+            raise DocumentError(replies.PICTURE_PIXELS, name=filename, width=width,
+                                height=height, pixels=cap)
+    except Unmeasurable as error:
+        raise _unreadable(filename, kind) from error
 
 
 @contextmanager

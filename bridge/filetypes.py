@@ -1,6 +1,6 @@
 """What a file is, told by its magic bytes alone: a name or a declared MIME type is a claim, not
 a fact. Pure and cheap, fit for the SMTP conversation itself: `sniff` and `describe_unsupported`
-decide what `bridge.documents` accepts, `header_dimensions` what size a picture announces.
+decide what `bridge.documents` accepts (`bridge.bombs` reads what size a picture announces).
 """
 
 from __future__ import annotations
@@ -162,43 +162,4 @@ def sniff(head: bytes) -> Kind | None:
         return Kind.OFFICE
     if _foreign_type(head) is None and b"%PDF-" in head[:SNIFF_BYTES]:
         return Kind.PDF
-    return None
-
-
-_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def _jpeg_dimensions(head: bytes) -> tuple[int, int] | None:
-    """Width and height from the JPEG frame header, if it lies within `head`.
-
-    Walks the marker segments from the start of the file; photos with large EXIF blocks put
-    the frame header beyond `head`, crafted bombs usually do not.
-    """
-    position = 2
-    while position + 4 <= len(head) and head[position] == 0xFF:
-        marker = head[position + 1]
-        if marker == 0xFF:
-            position += 1
-            continue
-        if marker in _JPEG_FRAME_MARKERS:
-            if position + 9 > len(head):
-                return None
-            height = int.from_bytes(head[position + 5 : position + 7], "big")
-            width = int.from_bytes(head[position + 7 : position + 9], "big")
-            return width, height
-        position += 2 + int.from_bytes(head[position + 2 : position + 4], "big")
-    return None
-
-
-def header_dimensions(kind: Kind, head: bytes) -> tuple[int, int] | None:
-    """Image size readable from the first bytes alone, without any decoding.
-
-    PNG always has it at a fixed offset; JPEG sometimes within `head`. TIFF keeps it in a
-    directory that may be anywhere in the file, so TIFF (and PDF) get `None` here and are
-    measured in full by `bridge.documents.build_pdf`.
-    """
-    if kind is Kind.PNG and head[12:16] == b"IHDR" and len(head) >= 24:
-        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if kind is Kind.JPEG:
-        return _jpeg_dimensions(head)
     return None

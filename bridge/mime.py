@@ -1,8 +1,9 @@
 """Reading a received mail: what it asks us to fax, and what it must be refused for.
 
 Two passes share one classification of MIME parts, so the verdict given during the SMTP dialogue
-(`inspect`, cheap: headers and the first bytes of each attachment) and the work done after `250`
-(`extract`, in a worker process: decode every attachment, in memory) never disagree.
+(`inspect`, cheap: headers, the first bytes of each attachment, and the headers of each PDF and
+picture in full, for bombs) and the work done after `250` (`extract`, in a worker process:
+decode every attachment, in memory) never disagree.
 
 Every header access is guarded: the standard library's parser raises on some hostile `From:` and
 `Content-Type` values, and an exception here must become a refusal in words, not a 500.
@@ -366,7 +367,13 @@ class _Walk:
     own: tuple[body.How, Part] | None = None  # the part faxed when nothing is attached
 
 
-def _walk(raw: bytes, leaves: list[Part], office: bool, fax_body: bool) -> _Walk:
+BOMB_KINDS = documents.PICTURES | {documents.Kind.PDF}  # what `documents.check_bombs` reads
+
+
+def _walk(raw: bytes, leaves: list[Part], office: bool, fax_body: bool,
+          bombs: documents.Limits | None = None) -> _Walk:
+    """Classify the leaves; with `bombs` (before `250`), every PDF and picture attached is
+    also decoded whole and checked against those caps (`documents.check_bombs`)."""
     walk = _Walk()
     candidates: list[tuple[int, Part, str, bytes, int]] = []
     for index, part in enumerate(leaves):
@@ -400,29 +407,33 @@ def _walk(raw: bytes, leaves: list[Part], office: bool, fax_body: bool) -> _Walk
             continue
         # its DocumentError is the refusal
         kind = documents.quick_check(name, head, size, declared=part.ctype, office=office)
+        if bombs is not None and kind in BOMB_KINDS:
+            documents.check_bombs(name, kind, _decoded(part, raw), bombs)
         walk.attachments.append(Attachment(filename=name, kind=kind, part_index=index))
     walk.own = body.faxed_part(walk.bodies) if fax_body and not walk.attachments else None
     walk.left_out.extend(body.not_shown((name for _, _, name in walk.pictures), bool(walk.own)))
     return walk
 
 
-def inspect_stored(stored: str | bytes, office: bool = False,
-                   fax_body: bool = False) -> Inspection:
+def inspect_stored(stored: str | bytes, office: bool = False, fax_body: bool = False,
+                   limits: documents.Limits | None = None) -> Inspection:
     """`inspect` of a mail as the SMTP handler keeps it (its bytes, or the path of the file a
     large one is spooled to); what it runs in the sandbox."""
     raw = stored if isinstance(stored, bytes) else Path(stored).read_bytes()
-    return inspect(raw, office, fax_body)
+    return inspect(raw, office, fax_body, limits)
 
 
-def inspect(raw: bytes, office: bool = False, fax_body: bool = False) -> Inspection:
+def inspect(raw: bytes, office: bool = False, fax_body: bool = False,
+            limits: documents.Limits | None = None) -> Inspection:
     """The cheap checks run before `250`: refuse now what can be refused now. `office`: Office
     documents, HTML and text files can be converted (`bridge.office`); `fax_body`: so is the
-    text of a mail with nothing attached (`bridge.body`)."""
+    text of a mail with nothing attached (`bridge.body`); `limits`: the caps against bombs
+    (`documents.Limits()` unless given)."""
     top, leaves = parts(raw)
     auto = header(top, "Auto-Submitted").lower()
     if auto and auto != "no":
         raise Refusal(replies.AUTO_SUBMITTED)
-    walk = _walk(raw, leaves, office, fax_body)
+    walk = _walk(raw, leaves, office, fax_body, limits or documents.Limits())
     if walk.own is not None:
         how, part = walk.own
         cut = part.body_end - part.body_start > body.SCAN_LIMIT  # more than is looked at

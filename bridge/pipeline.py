@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from bridge import mime
+from bridge import documents, mime
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import Settings
@@ -197,7 +197,10 @@ def build_pipeline(
                          total=s.numbers.max_faxes_per_hour), page_caps=page_caps,
         sandbox=inspector, on_queued=converter.wake, arrivals=arrivals, metrics=metrics,
         office=converter_office is not None, fax_body=fax_body,
-        max_schedule_days=s.faxmax.max_schedule_days, timezone=s.mail.timezone)
+        max_schedule_days=s.faxmax.max_schedule_days, timezone=s.mail.timezone,
+        document_limits=documents.Limits(
+            max_pages=s.documents.max_pages,
+            max_pdf_unpacked_bytes=s.documents.max_pdf_unpacked_mb * 2**20))
     return Pipeline(
         templates=templates, page_caps=page_caps, sandbox=sandbox, inspector=inspector,
         alerter=alerter, transport=transport, mailer=mailer, reporter=reporter, faxmax=faxmax,

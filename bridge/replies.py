@@ -231,6 +231,16 @@ OFFICE_UNAVAILABLE = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' is 
                            "File > Save As > PDF) and send the PDF")
 PICTURE_TOO_LARGE = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' is too large to fax: "
                           "fax-bridge accepts pictures of at most {pixels:,} pixels per page")
+# Read from the headers of the whole attachment before 250 (bridge.bombs):
+PICTURE_PIXELS = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' is {width} x {height} "
+                       "pixels, too large to fax: fax-bridge accepts pictures of at most "
+                       "{pixels:,} pixels; make it smaller and send it again")
+PAGE_PIXELS = Reply(554, "5.6.1", "unsupported_attachment", "page {page} of '{name}' is {width} x "
+                    "{height} pixels, too large to fax: fax-bridge accepts pages of at most "
+                    "{pixels:,} pixels; make it smaller and send it again")
+PDF_UNPACKS_TOO_LARGE = Reply(554, "5.6.1", "unsupported_attachment", "'{name}' would unpack to "
+                              "more than {mb} MB when read, more than fax-bridge reads of one "
+                              "PDF; it may be damaged or built to overload fax gateways")
 # Found only when the documents are converted, after 250:
 UNREADABLE_FILE = Reply(554, "5.6.1", "unsupported_attachment",
                         "'{name}' is not a readable {kind}; it may be damaged or incomplete")

@@ -147,3 +147,72 @@ def make_pdf_bomb(inflated_mb: int = 360) -> bytes:
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
+
+
+def _white_g4_strip(height: int) -> bytes:
+    """CCITT G4 data of `height` all-white rows: one bit per row (vertical mode, V0), then
+    the end-of-facsimile block. Any width decodes from it, so a bomb's strip stays tiny."""
+    bits = "1" * height + "000000000001" * 2
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def make_tiff_bomb(*pages: tuple[int, int], directories_at_end: bool = True) -> bytes:
+    """A little-endian G4 TIFF, written by hand, whose pages (width, height) may claim any size:
+    each is one tiny strip of white rows, so nothing large is ever allocated to make it.
+
+    `directories_at_end` puts the image file directories after the strips, as many scanners
+    and fax programs write them; else they come first, right after the 8-byte header."""
+    strips = [_white_g4_strip(height) for _, height in pages]
+    entries = 9
+    directory_size = 2 + 12 * entries + 4
+    if directories_at_end:
+        strip_offsets = [8 + sum(len(s) for s in strips[:i]) for i in range(len(strips))]
+        first_directory = 8 + sum(len(s) for s in strips)
+    else:
+        first_directory = 8
+        start = 8 + directory_size * len(pages)
+        strip_offsets = [start + sum(len(s) for s in strips[:i]) for i in range(len(strips))]
+    directories = b""
+    for index, ((width, height), strip, offset) in enumerate(zip(pages, strips, strip_offsets,
+                                                                             strict=True)):
+        next_directory = (first_directory + directory_size * (index + 1)
+                          if index + 1 < len(pages) else 0)
+        tags = [(256, 4, width), (257, 4, height), (258, 3, 1), (259, 3, 4), (262, 3, 0),
+                (273, 4, offset), (277, 3, 1), (278, 4, height), (279, 4, len(strip))]
+        directories += (struct.pack("<H", entries)
+                        + b"".join(struct.pack("<HHII", tag, kind, 1, value)
+                                   for tag, kind, value in tags)
+                        + struct.pack("<I", next_directory))
+    header = b"II*\x00" + struct.pack("<I", first_directory)
+    if directories_at_end:
+        return header + b"".join(strips) + directories
+    return header + directories + b"".join(strips)
+
+
+def with_jpeg_comment(jpeg: bytes, size: int) -> bytes:
+    """`jpeg` with a comment segment of `size` bytes right after its start: the frame header
+    (its size) then lies beyond the first kilobyte, as behind a phone's large EXIF block."""
+    assert size <= 65_533
+    return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", size + 2) + b"x" * size + jpeg[2:]
+
+
+def make_jpeg_bomb(w: int, h: int, *, comment: int = 4096) -> bytes:
+    """A tiny JPEG whose frame header claims `w` x `h` pixels, behind a `comment`-byte comment
+    segment. Its scan is an 8 x 8 picture's: nothing large is ever made."""
+    jpeg = bytearray(make_jpeg(8, 8))
+    frame = jpeg.index(b"\xff\xc0")
+    jpeg[frame + 5 : frame + 9] = struct.pack(">HH", h, w)
+    return with_jpeg_comment(bytes(jpeg), comment) if comment else bytes(jpeg)
+
+
+def make_png_hidden_bomb(w: int, h: int, *, second_header: bool = False) -> bytes:
+    """A PNG that says `w` x `h` where a look at its first kilobyte does not see it: behind a
+    4 KB text chunk before its header (Pillow reads chunks in any order), or, with
+    `second_header`, in a second header chunk after a small first one (Pillow believes the
+    last)."""
+    small = make_png(20, 10)
+    big = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+    if second_header:
+        return small[:33] + _png_chunk(b"tEXt", b"Comment\x00" + b"x" * 4096) + big + small[33:]
+    return small[:8] + _png_chunk(b"tEXt", b"Comment\x00" + b"x" * 4096) + big + small[33:]

@@ -21,6 +21,7 @@ from bridge.documents import (
     Kind,
     Limits,
     build_pdf,
+    check_bombs,
     describe_unsupported,
     pdf_page_count,
     quick_check,
@@ -313,6 +314,12 @@ def test_decompression_bomb_is_refused_without_decoding(tmp_path: Path) -> None:
     assert "too large to fax" in words
 
 
+def test_a_content_stream_bomb_is_refused_by_the_conversion_too(tmp_path: Path) -> None:
+    """Mail stored before the checks at `250` read PDFs (an upgrade) meets pypdf's cap here."""
+    words = refusal(tmp_path, "bomb.pdf", docfactory.make_pdf_bomb(80))
+    assert "expands to an unreasonable size when read" in words
+
+
 def test_second_tiff_page_over_the_cap_is_refused(tmp_path: Path) -> None:
     """Pillow checks only the first page of a TIFF for bombs; the rest are ours to check."""
     small = Image.new("1", (100, 100), 1)
@@ -501,25 +508,30 @@ def test_quick_check_refuses_empty_files() -> None:
     assert str(caught.value) == "'empty.pdf' is empty"
 
 
-def test_quick_check_refuses_png_bombs_from_the_header() -> None:
+def test_check_bombs_refuses_png_bombs_from_the_header() -> None:
     bomb = docfactory.make_png_bomb(100_000, 100_000)
-    with pytest.raises(DocumentError, match=re.escape("'bomb.png' is too large to fax")):
-        quick_check("bomb.png", bomb[:SNIFF_BYTES], len(bomb))
+    with pytest.raises(DocumentError, match=re.escape(
+            "'bomb.png' is 100000 x 100000 pixels, too large to fax")):
+        check_bombs("bomb.png", Kind.PNG, bomb)
 
 
-def test_quick_check_refuses_jpeg_bombs_from_the_header() -> None:
+def test_check_bombs_refuses_jpeg_bombs_from_the_header() -> None:
     jpeg = bytearray(docfactory.make_jpeg(8, 8))
     frame = jpeg.index(b"\xff\xc0")
     jpeg[frame + 5 : frame + 9] = (60_000).to_bytes(2, "big") * 2
-    with pytest.raises(DocumentError, match=re.escape("'huge.jpg' is too large to fax")):
-        quick_check("huge.jpg", bytes(jpeg[:SNIFF_BYTES]), len(jpeg))
+    with pytest.raises(DocumentError, match=re.escape("'huge.jpg' is 60000 x 60000 pixels")):
+        check_bombs("huge.jpg", Kind.JPEG, bytes(jpeg))
 
 
-def test_quick_check_uses_the_tiff_cap_for_tiffs_only_in_full() -> None:
-    """TIFF sizes live in a directory anywhere in the file, so only build_pdf measures them."""
+def test_check_bombs_uses_the_tiff_cap_for_tiffs() -> None:
     tiff = docfactory.make_tiff(1)
-    limits = Limits(max_tiff_page_pixels=1)
-    assert quick_check("fax.tif", tiff[:SNIFF_BYTES], len(tiff), limits) is Kind.TIFF
+    check_bombs("fax.tif", Kind.TIFF, tiff)
+    with pytest.raises(DocumentError, match=re.escape(
+            "'fax.tif' is 1728 x 2292 pixels, too large to fax: fax-bridge accepts pictures "
+            "of at most 1 pixels")):
+        check_bombs("fax.tif", Kind.TIFF, tiff, Limits(max_tiff_page_pixels=1))
+    check_bombs("fax.png", Kind.PNG, docfactory.make_png(1728, 2292),
+                Limits(max_tiff_page_pixels=1))
 
 
 # --- hostile input never escapes as anything but DocumentError ----------------------------------

@@ -37,7 +37,7 @@ SAMPLES: dict[str, object] = {
     "user": "alice", "what": "the mail", "tag": "'urgent'", "first": "'fine'",
     "second": "'superfine'", "header": "X-Fax-Cover", "value": "'yes'",
     "allowed": "auto, always, never", "days": 7, "wait": "23 minutes", "cost": 400,
-    "scope": "for <alice@example.com>",
+    "scope": "for <alice@example.com>", "width": 13000, "height": 13000, "page": 2,
 }
 
 # The `reason` labels `/metrics` has counted refusals under, by enhanced code (a 5xx without

@@ -199,6 +199,7 @@ def _validate(s: Settings) -> None:
                    ("mail.smtp_final_dot_timeout", s.mail.smtp_final_dot_timeout),
                    ("documents.max_pages", s.documents.max_pages),
                    ("documents.memory_mb", s.documents.memory_mb),
+                   ("documents.max_pdf_unpacked_mb", s.documents.max_pdf_unpacked_mb),
                    ("documents.timeout", s.documents.timeout),
                    ("shutdown_timeout", s.shutdown_timeout)):
         if n <= 0:

@@ -147,6 +147,7 @@ class ByosokuSettings:
 class DocumentsSettings:
     max_pages: int = 100  # pages of one fax, attachments and cover together
     memory_mb: int = 1024  # memory cap of the process that reads one document
+    max_pdf_unpacked_mb: int = 200  # what one PDF's streams but images may inflate to (at 250)
     timeout: float = 60  # seconds that process may take
     retention_days: int = 30  # fax images of finished faxes are deleted after this; 0 = never
     office: OfficeSetting = "auto"  # convert Office, HTML and text files where LibreOffice is

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from bridge import mime, replies
+from bridge import documents, mime, replies
 from bridge.clock import Clock
 from bridge.config import SmtpSettings, SmtpUser, in_networks, parse_networks
 from bridge.errors import NumberError, Refusal
@@ -198,11 +198,14 @@ class FaxHandler:
         page_caps: PageCaps, sandbox: Sandbox, on_queued: Callable[[], None],
         arrivals: Arrivals | None = None, metrics: Metrics | None = None, office: bool = False,
         max_schedule_days: int = 7, fax_body: bool = False, timezone: str = "UTC",
+        document_limits: documents.Limits | None = None,
     ) -> None:
         self.timezone = timezone  # of the times a refusal says to try again after
         self.logins = Logins(clock, max_failures=settings.auth_max_failures,
                              window=settings.auth_lockout)
         self.office = office  # LibreOffice converts Office documents, HTML and text
+        # the caps against bombs, before `250`
+        self.document_limits = document_limits or documents.Limits()
         self.fax_body = fax_body  # and the text of a mail with nothing attached (bridge.body)
         self.max_schedule_days = max_schedule_days
         self.metrics = metrics or Metrics()
@@ -405,7 +408,8 @@ class FaxHandler:
         time limit) comes back as the reply to send."""
         try:
             inspection = await self.sandbox.run(mime.inspect_stored, stored, self.office,
-                                                self.fax_body, what="the mail")
+                                                self.fax_body, self.document_limits,
+                                                what="the mail")
         except Refusal as refusal:
             reply = refusal.reply
         else:
