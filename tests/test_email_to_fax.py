@@ -261,7 +261,7 @@ async def test_a_job_left_sending_by_a_crash_becomes_unknown_and_is_reported_not
     assert message is not None
     await store.jobs.converted(1, document_path="/nonexistent.pdf", pages=1,
                                    cover_html=None, left_out=[])
-    claimed = await store.jobs.claim(2.0, 1)
+    claimed = await store.jobs.claim(2.0)
     assert claimed is not None and claimed[0].state is JobState.SENDING
     await store.close()  # the process "dies" here, mid-send
 

@@ -191,7 +191,7 @@ async def test_a_conversion_alone_does_not_wait_for_the_disk_but_the_next_mail_d
     converted = list(statements)
     statements.clear()
     assert await store.jobs.accept(mail(1), [("1@fax.local", "90212")], 1.0) == [2]
-    claimed = await store.jobs.claim(2.0, 1)
+    claimed = await store.jobs.claim(2.0)
     await trace(store, None)
     assert claimed is not None and claimed[0].id == job_id
     assert [s for s in converted if s.startswith(("PRAGMA", "BEGIN", "COMMIT"))] == [

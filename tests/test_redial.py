@@ -202,3 +202,26 @@ async def test_without_the_per_number_limit_the_same_burst_collides(
               for j in range(1, 6)]
     assert JobState.FAILED in states
     assert faxmax.most_in_call[NUMBER] == 1  # a busy call never connects
+
+
+async def test_a_fax_whose_final_status_never_comes_holds_its_line_only_for_line_hold(
+    make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink, clock: FakeClock,
+) -> None:
+    """FaxMAX says only QUEUED for the first fax, never a final status: the second fax to the
+    same number waits `faxmax.line_hold`, not `faxmax.status_timeout` (a day)."""
+    faxmax.outcomes[NUMBER] = collections.deque([Outcome("QUEUED", pages=None)])
+    bridge = await make_bridge(clock=clock, faxmax={"line_hold": 600})
+    for _ in range(2):
+        await smtp_send(bridge.smtp_port, fax_mail(PDF))
+    await wait_for_state(bridge, 1, JobState.SUBMITTED)
+    sender = bridge.pipeline.sender  # type: ignore[union-attr]
+    assert await sender.next_due() == clock.now() + 600  # the line's hold ends
+    clock.advance(599)
+    assert not await sender.run_once()
+    assert len(faxmax.faxes) == 1
+    clock.advance(1)
+    bridge.wake()
+    await wait_for_state(bridge, 2, JobState.DELIVERED)
+    assert len(faxmax.faxes) == 2
+    job = await bridge.store.jobs.get(1)
+    assert job is not None and job.state is JobState.SUBMITTED  # still waiting for its status

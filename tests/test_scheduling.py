@@ -209,7 +209,7 @@ async def test_cancel_and_a_sender_claiming_at_once_never_both_win(tmp_path: Pat
             [job_id] = await service.jobs.accept(mail(n), [("0212@fax.local", "90212")], 1.0)
             await service.jobs.converted(n, document_path="x.pdf", pages=1, cover_html=None,
                                          left_out=[])
-            claimed, refusal = await asyncio.gather(service.jobs.claim(2.0, 1),
+            claimed, refusal = await asyncio.gather(service.jobs.claim(2.0),
                                                     operator.jobs.cancel(job_id, 2.0))
             job = await service.jobs.get(job_id)
             assert job is not None
@@ -258,7 +258,7 @@ async def test_an_upgrade_keeps_older_jobs_sendable_with_the_operators_options(
                    " next_attempt_at, created_at, updated_at) VALUES"
                    " (1, '90212', '0212@fax.local', 'a@example.com', 'queued', 1.0, 1.0, 1.0)")
     async with Store.open(path) as store:
-        claimed = await store.jobs.claim(2.0, 1)
+        claimed = await store.jobs.claim(2.0)
         assert claimed is not None
         job, message = claimed
         assert (job.resolution, job.paper_size, job.cover, job.cover_sent, job.send_at) == (

@@ -192,6 +192,7 @@ def _validate(s: Settings) -> None:
                    ("faxmax.max_attempts", s.faxmax.max_attempts),
                    ("faxmax.concurrency", s.faxmax.concurrency),
                    ("faxmax.per_number_concurrency", s.faxmax.per_number_concurrency),
+                   ("faxmax.line_hold", s.faxmax.line_hold),
                    ("faxmax.max_schedule_days", s.faxmax.max_schedule_days),
                    ("faxmax.timeout", s.faxmax.timeout),
                    ("mail.max_attempts", s.mail.max_attempts),

@@ -121,6 +121,7 @@ class FaxmaxSettings:
     )
     redial_delays: tuple[float, ...] = (120, 300, 600, 1200, 2400)
     per_number_concurrency: int = 1  # faxes to one number sent and not yet final, at most
+    line_hold: float = 1800  # seconds a submitted fax with no final status holds its line
     timezone: str = "Europe/Istanbul"  # of the times in FaxMAX's pushes, which carry none
     match_window: int = 900  # seconds around a push's requested_on that may match an unknown job
 

@@ -15,15 +15,8 @@ The names below are the simulators' public surface; import them from here.
 """
 
 from bridge.simulators.byosoku import ByosokuFault, ByosokuFaultKind, ByosokuSimulator
-from bridge.simulators.faxmax import (
-    ALL_PAGES,
-    AcceptedFax,
-    Fault,
-    FaultKind,
-    FaxMaxSimulator,
-    Outcome,
-    SendRequest,
-)
+from bridge.simulators.faxmax import AcceptedFax, FaxMaxSimulator, SendRequest
+from bridge.simulators.faxmax_script import ALL_PAGES, Fault, FaultKind, Outcome
 from bridge.simulators.formats import (
     JAPAN_TIME,
     count_pdf_pages,

@@ -11,6 +11,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from bridge.limits import DAY, HOUR, Cap, FaxCaps, HourlyCapReached, frees_at
@@ -54,11 +55,22 @@ NOT_CANCELLABLE = {
 }
 WAITING = ", ".join("?" * len(WAITING_JOB_STATES))  # placeholders for WAITING_JOB_STATES
 FINAL = ", ".join("?" * len(FINAL_JOB_STATES))
-IN_FLIGHT = (JobState.SENDING, JobState.SUBMITTED)  # sent, not yet final: holding the line
-# The numbers whose faxes in flight reach `faxmax.per_number_concurrency` (the parameter);
-# `jobs_number` finds them. Their waiting jobs wait, in order, for one of those to end.
-LINES_TAKEN = ("SELECT number FROM jobs WHERE state IN (?, ?) GROUP BY number"
-               " HAVING COUNT(*) >= ?")
+@dataclass(frozen=True)
+class Lines:
+    """How many faxes to one number may be in flight (`sending`, or `submitted` and not yet
+    final), and how long a submitted one holds its line while its final status does not come
+    (`faxmax.per_number_concurrency`, `faxmax.line_hold`): a push that was lost must not keep
+    a number's other faxes waiting for `faxmax.status_timeout`, a day."""
+
+    per_number: int = 1
+    hold: float = 1800.0
+
+    def taken(self, now: float) -> tuple[str, tuple[object, ...]]:
+        """SQL for the numbers with no free line at `now`, and its parameters; `jobs_number`
+        finds their faxes in flight."""
+        return ("SELECT number FROM jobs WHERE state = ? OR (state = ? AND submitted_at > ?)"
+                " GROUP BY number HAVING COUNT(*) >= ?",
+                (JobState.SENDING, JobState.SUBMITTED, now - self.hold, self.per_number))
 
 
 def _over_hourly(db: sqlite3.Connection, account: str, faxes: int, caps: FaxCaps,
@@ -225,11 +237,12 @@ class JobStore:
 
         return await self._writer.transaction(tx)
 
-    async def claim(self, now: float, per_number: int) -> tuple[Job, Message] | None:
+    async def claim(self, now: float, lines: Lines = Lines()) -> tuple[Job, Message] | None:
         """Take the next due job whose documents are ready (a scheduled one once its time has
-        come) and whose number has fewer than `per_number` faxes in flight; it is `sending`
-        once this returns. One transaction, so two claims cannot both take a number's last
-        line."""
+        come) and whose number has a free line (`Lines`); it is `sending` once this returns.
+        One transaction, so two claims cannot both take a number's last line."""
+        taken, taken_params = lines.taken(now)
+
         def tx(db: sqlite3.Connection) -> tuple[Job, Message] | None:
             row = first(
                 db,
@@ -237,11 +250,11 @@ class JobStore:
                 " called_at = ?"
                 " WHERE id = (SELECT j.id FROM jobs j JOIN messages m ON m.id = j.message"
                 f"   WHERE j.state IN ({WAITING}) AND j.next_attempt_at <= ? AND m.state = ?"
-                f"   AND j.number NOT IN ({LINES_TAKEN})"
+                f"   AND j.number NOT IN ({taken})"
                 "   ORDER BY j.next_attempt_at, j.id LIMIT 1)"
                 f" RETURNING {JOBS.columns}",
                 (JobState.SENDING, now, now, *WAITING_JOB_STATES, now, MessageState.READY,
-                 *IN_FLIGHT, per_number),
+                 *taken_params),
             )
             if row is None:
                 return None
@@ -253,17 +266,23 @@ class JobStore:
 
         return await self._writer.transaction(tx)
 
-    async def next_due(self, status_timeout: float, per_number: int) -> float | None:
-        """When the sender has something to do next: a queued retry or a status deadline. A
-        job whose number has no free line is not due: the push that frees it wakes the
-        sender."""
+    async def next_due(self, status_timeout: float, now: float,
+                       lines: Lines = Lines()) -> float | None:
+        """When the sender has something to do next: a queued retry, a status deadline, or
+        the end of a line's hold that a waiting job needs. A job whose number has no free line
+        is not due: the push that frees it wakes the sender."""
+        taken, taken_params = lines.taken(now)
         value = await self._reader.value(
             "SELECT MIN(t) FROM ("
             " SELECT MIN(j.next_attempt_at) AS t FROM jobs j JOIN messages m ON m.id = j.message"
-            f"  WHERE j.state IN ({WAITING}) AND m.state = ? AND j.number NOT IN ({LINES_TAKEN})"
-            " UNION ALL SELECT MIN(submitted_at) + ? FROM jobs WHERE state = ?)",
-            (*WAITING_JOB_STATES, MessageState.READY, *IN_FLIGHT, per_number, status_timeout,
-             JobState.SUBMITTED))
+            f"  WHERE j.state IN ({WAITING}) AND m.state = ? AND j.number NOT IN ({taken})"
+            " UNION ALL SELECT MIN(submitted_at) + ? FROM jobs WHERE state = ?"
+            " UNION ALL SELECT MIN(s.submitted_at) + ? FROM jobs s WHERE s.state = ?"
+            "  AND s.submitted_at > ? AND s.number IN"
+            f"   (SELECT w.number FROM jobs w WHERE w.state IN ({WAITING})))",
+            (*WAITING_JOB_STATES, MessageState.READY, *taken_params, status_timeout,
+             JobState.SUBMITTED, lines.hold, JobState.SUBMITTED, now - lines.hold,
+             *WAITING_JOB_STATES))
         return float(value) if value is not None else None
 
     async def submitted(self, job_id: int, fax_id: str, now: float,

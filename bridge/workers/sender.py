@@ -36,6 +36,7 @@ from bridge.files import write_atomic
 from bridge.providers.faxmax import SendResult
 from bridge.retry import RetryPolicy
 from bridge.store import Job, JobState, Message, Store
+from bridge.store.jobs import Lines
 from bridge.workers.base import Worker
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class Sender(Worker):
         self.on_final = on_final
         self.jitter = jitter
         self.rules = StatusRules(settings)
+        self.lines = Lines(settings.per_number_concurrency, settings.line_hold)
         self.policy = RetryPolicy(base=settings.retry_base, cap=settings.retry_cap,
                                   max_attempts=settings.max_attempts,
                                   max_age=settings.retry_max_age)
@@ -112,8 +114,8 @@ class Sender(Worker):
         return self.settings.timeout + RECORD_GRACE
 
     async def next_due(self) -> float | None:
-        return await self.store.jobs.next_due(self.settings.status_timeout,
-                                              self.settings.per_number_concurrency)
+        return await self.store.jobs.next_due(self.settings.status_timeout, self.clock.now(),
+                                              self.lines)
 
     async def run_once(self) -> bool:
         now = self.clock.now()
@@ -121,7 +123,7 @@ class Sender(Worker):
         # paying a write transaction per fax; an idle one whenever `next_due` wakes it.
         checked = now >= self._expiry_at
         expired = await self._expire(now) if checked else False
-        claimed = await self.store.jobs.claim(now, self.settings.per_number_concurrency)
+        claimed = await self.store.jobs.claim(now, self.lines)
         if claimed is None:
             if not checked:
                 expired = await self._expire(now)
