@@ -71,10 +71,16 @@ def _fax(tz: str, full: bool) -> dict[str, Any]:
         return {"sender": "903125550000", "station": "ACME LTD", "number": "+902121110000",
                 "received": format_time(RECEIVED_AT, tz), "provider": Provider.FAXMAX.display_name,
                 "pages": 2, "filename": "fax-2026-09-21-1713-from-903125550000.tif",
-                "note": UNCONVERTED_NOTE}
+                "filenames": ["fax-2026-09-21-1713-from-903125550000.tif"],
+                "note": UNCONVERTED_NOTE, "notice": False, "fax_ref": 12,
+                "preview": {"cid": "page-1.fax@localhost", "page": 1, "width": 600,
+                            "height": 848},
+                "thumbnails": [{"cid": "page-2.fax@localhost", "page": 2, "width": 150,
+                                "height": 212}]}
     return {"sender": "withheld", "station": "", "number": "+81368680000",
             "received": format_time(RECEIVED_AT, tz), "provider": Provider.BYOSOKU.display_name,
-            "pages": 1, "filename": "fax-2026-09-21-1713-from-withheld.pdf", "note": ""}
+            "pages": 1, "filename": "", "filenames": [], "note": "", "notice": True,
+            "fax_ref": 13, "preview": None, "thumbnails": []}
 
 
 def _alert(full: bool) -> dict[str, Any]:
