@@ -24,7 +24,8 @@ from bridge.mail import Templates
 from bridge.providers import Provider
 from bridge.store import FINAL_JOB_STATES, Attempt, Job, JobState, Message, MessageState
 from bridge.workers.inbox import UNCONVERTED_NOTE
-from bridge.workers.reporter import format_time, report_context
+from bridge.previews import Picture
+from bridge.workers.reporter import Copy, format_time, report_context
 
 MAIL_PARTS = ("subject", "txt", "html")
 """`bridge.mail.compose` makes a mail from `<name>.subject.j2`, `.txt.j2` and `.html.j2`."""
@@ -62,7 +63,11 @@ def _report(settings: Settings, state: JobState, full: bool) -> dict[str, Any]:
             ("BUSY", 0, "Line busy", RECEIVED_AT + 160),
             ("NO_ANSWER", 0, "No answer", RECEIVED_AT + 290),
             (job.provider_status, job.pages_sent, "", None)))] if full else []
-    return report_context(job, message, settings.mail.timezone, settings.faxmax, attempts)
+    copy = Copy(sha256="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                printed=Picture(page=1, png=b"", width=600, height=848), pdf=b"%PDF-1.7",
+                station="ACME LTD") if full else Copy(gone=True)
+    return report_context(job, message, settings.mail.timezone, settings.faxmax, attempts,
+                          copy, "printed-page-1.job-7@localhost")
 
 
 def _fax(tz: str, full: bool) -> dict[str, Any]:
