@@ -21,10 +21,10 @@ import jinja2
 from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.mail import Templates
+from bridge.previews import Picture
 from bridge.providers import Provider
 from bridge.store import FINAL_JOB_STATES, Attempt, Job, JobState, Message, MessageState
 from bridge.workers.inbox import UNCONVERTED_NOTE
-from bridge.previews import Picture
 from bridge.workers.reporter import Copy, format_time, report_context
 
 MAIL_PARTS = ("subject", "txt", "html")
