@@ -42,9 +42,11 @@ held the loop longer than MS milliseconds.
     .venv/bin/python bench/documents.py --only direct --tiff-strips pillow
     .venv/bin/python bench/documents.py --only service --slow-steps 20
     .venv/bin/python bench/documents.py --only office
+    .venv/bin/python bench/documents.py --only previews
 
 3. office: a 10-page DOCX and a 5-sheet XLSX through LibreOffice, cold and warm (see
    bench/office_documents.py).
+4. previews: the pictures in emails, per page (bench/previews.py).
 """
 
 from __future__ import annotations
@@ -708,7 +710,7 @@ async def service_runs(bridge: Bridge, faxmax: FaxMaxSimulator, relay: RelaySink
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("direct", "service", "office"))
+    parser.add_argument("--only", choices=("direct", "service", "office", "previews"))
     parser.add_argument("--tiff-pages", type=int, default=30)
     parser.add_argument("--pdf-pages", type=int, default=20)
     parser.add_argument("--tiff-strips", choices=("one", "pillow"), default="one",
@@ -777,6 +779,12 @@ async def main(args: argparse.Namespace) -> None:
             print("\n2. the service (Bridge) on this loop; the mail client, FaxMAX simulator and "
                   "relay sink on another loop, in a thread")
             await service(inputs)
+            print(f"   load average: {loadavg()}")
+        if args.only in (None, "previews"):
+            from bench.previews import preview_figures
+
+            print("\n4. pictures in emails, in this process (bench/previews.py)")
+            preview_figures(inputs.tiff, args.tiff_pages, inputs.pdf)
             print(f"   load average: {loadavg()}")
     if args.only in (None, "office"):
         from bench.office_documents import office_documents, office_service

@@ -96,11 +96,15 @@ def compose(
     references: str = "",
     auto_submitted: bool = True,
     attachments: tuple[tuple[str, str, bytes], ...] = (),
+    inline: tuple[tuple[str, str, bytes], ...] = (),
 ) -> EmailMessage:
     """A message from `<name>.subject.j2`, `<name>.txt.j2` and `<name>.html.j2`.
 
     Bodies are 7-bit (quoted-printable or base64), so any relay can carry them, with or
-    without 8BITMIME; non-ASCII headers and filenames use RFC 2047 / RFC 2231."""
+    without 8BITMIME; non-ASCII headers and filenames use RFC 2047 / RFC 2231. `inline` are
+    (Content-ID without brackets, mime type, data) pictures the HTML shows as `cid:...`: in a
+    multipart/related with the HTML part, so that no mail reader fetches anything remote and
+    one that shows only the text never sees them as attachments."""
     msg = EmailMessage(policy=WIRE)
     msg["Subject"] = one_line(templates.render(f"{name}.subject.j2", context))
     msg["From"] = from_
@@ -114,6 +118,13 @@ def compose(
         msg["Auto-Submitted"] = "auto-replied"
     msg.set_content(templates.render(f"{name}.txt.j2", context))
     msg.add_alternative(templates.render(f"{name}.html.j2", context), subtype="html")
+    if inline:
+        html = msg.get_body(("html",))
+        assert html is not None
+        for cid, mimetype, data in inline:
+            maintype, _, subtype = mimetype.partition("/")
+            html.add_related(data, maintype=maintype, subtype=subtype, cid=f"<{cid}>",
+                             disposition="inline")
     for filename, mimetype, data in attachments:
         maintype, _, subtype = mimetype.partition("/")
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)

@@ -156,7 +156,7 @@ def build_pipeline(
 
     alerter = Alerter(store, clock, s, templates, on_enqueued=lambda: mailer.wake())
     mailer = Mailer(store, clock, transport, s.mail, alerter=alerter, jitter=jitter)
-    reporter = Reporter(store, clock, s, templates, on_enqueued=mailer.wake,
+    reporter = Reporter(store, clock, s, templates, on_enqueued=mailer.wake, sandbox=sandbox,
                         alert=alerter.alert)
     sender = Sender(store, clock, faxmax, s.faxmax, on_final=reporter.wake, jitter=jitter,
                     alerter=alerter)

@@ -21,10 +21,11 @@ import jinja2
 from bridge.config import Settings
 from bridge.errors import ConfigError
 from bridge.mail import Templates
+from bridge.previews import Picture
 from bridge.providers import Provider
 from bridge.store import FINAL_JOB_STATES, Attempt, Job, JobState, Message, MessageState
 from bridge.workers.inbox import UNCONVERTED_NOTE
-from bridge.workers.reporter import format_time, report_context
+from bridge.workers.reporter import Copy, format_time, report_context
 
 MAIL_PARTS = ("subject", "txt", "html")
 """`bridge.mail.compose` makes a mail from `<name>.subject.j2`, `.txt.j2` and `.html.j2`."""
@@ -62,7 +63,11 @@ def _report(settings: Settings, state: JobState, full: bool) -> dict[str, Any]:
             ("BUSY", 0, "Line busy", RECEIVED_AT + 160),
             ("NO_ANSWER", 0, "No answer", RECEIVED_AT + 290),
             (job.provider_status, job.pages_sent, "", None)))] if full else []
-    return report_context(job, message, settings.mail.timezone, settings.faxmax, attempts)
+    copy = Copy(sha256="9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                printed=Picture(page=1, png=b"", width=600, height=848), pdf=b"%PDF-1.7",
+                station="ACME LTD") if full else Copy(gone=True)
+    return report_context(job, message, settings.mail.timezone, settings.faxmax, attempts,
+                          copy, "printed-page-1.job-7@localhost")
 
 
 def _fax(tz: str, full: bool) -> dict[str, Any]:
@@ -71,10 +76,16 @@ def _fax(tz: str, full: bool) -> dict[str, Any]:
         return {"sender": "903125550000", "station": "ACME LTD", "number": "+902121110000",
                 "received": format_time(RECEIVED_AT, tz), "provider": Provider.FAXMAX.display_name,
                 "pages": 2, "filename": "fax-2026-09-21-1713-from-903125550000.tif",
-                "note": UNCONVERTED_NOTE}
+                "filenames": ["fax-2026-09-21-1713-from-903125550000.tif"],
+                "note": UNCONVERTED_NOTE, "notice": False, "fax_ref": 12,
+                "preview": {"cid": "page-1.fax@localhost", "page": 1, "width": 600,
+                            "height": 848},
+                "thumbnails": [{"cid": "page-2.fax@localhost", "page": 2, "width": 150,
+                                "height": 212}]}
     return {"sender": "withheld", "station": "", "number": "+81368680000",
             "received": format_time(RECEIVED_AT, tz), "provider": Provider.BYOSOKU.display_name,
-            "pages": 1, "filename": "fax-2026-09-21-1713-from-withheld.pdf", "note": ""}
+            "pages": 1, "filename": "", "filenames": [], "note": "", "notice": True,
+            "fax_ref": 13, "preview": None, "thumbnails": []}
 
 
 def _alert(full: bool) -> dict[str, Any]:

@@ -122,6 +122,7 @@ def test_every_choice_is_a_literal_refused_at_load_naming_the_key_and_the_choice
     assert {f"{section}.{key}" for section, key, _ in choices} == {
         "faxmax.paper_size", "faxmax.resolution", "faxmax.cover_page", "byosoku.pdf_method",
         "byosoku.initial_sync", "mail.transport", "mail.smtp_security", "mail.report_to_sender",
+        "mail.report_copy",
         "documents.office", "documents.body"}
     for section, key, allowed in choices:
         path = write(tmp_path, f"[{section}]\n{key} = 'sometimes'\n")

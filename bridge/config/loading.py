@@ -235,6 +235,10 @@ def _validate(s: Settings) -> None:
     for number, addresses in s.routing.numbers.items():
         for address in addresses:
             _check_address(address, f"routing.numbers.{number}")
+    for number in s.routing.formats:
+        if not number.lstrip("+").isdigit():
+            raise ConfigError(f"routing.formats.{number}: the key must be a fax number, in "
+                              "digits as in [routing.numbers] (such as \"81368680000\")")
     for i, user in enumerate(s.smtp.users):
         if not user.name or not user.password_hash:
             raise ConfigError(f"smtp.users[{i}]: needs name and password_hash "

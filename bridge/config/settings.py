@@ -31,6 +31,8 @@ SmtpSecurity = Literal["starttls", "tls", "none"]
 ReportToSender = Literal["always", "failures", "never"]
 OfficeSetting = Literal["auto", "off"]
 BodySetting = Literal["auto", "refuse"]
+InboundFormat = Literal["pdf", "tiff", "both", "notice"]
+ReportCopy = Literal["thumbnail", "pdf", "none"]
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ class RoutingSettings:
     default: tuple[str, ...] = ()
     admin: str = ""
     numbers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # per receiving number: what its faxes' emails carry ("notice": only that one arrived)
+    formats: Mapping[str, InboundFormat] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ class MailSettings:
     smtp_final_dot_timeout: float = 600  # the answer to the final `.` (RFC 5321 4.5.3.2.6)
     smtp_ca_file: str = ""  # extra CA certificates (PEM) for a relay with a private CA
     report_to_sender: ReportToSender = "always"
+    report_copy: ReportCopy = "thumbnail"  # page 1 as printed in reports; "pdf" adds the PDF
     templates_dir: str = ""
     timezone: str = "Europe/Istanbul"
     max_attempts: int = 30

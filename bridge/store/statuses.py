@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bridge.store.rows import JOBS, Job, JobState, StatusEvent
-from bridge.store.sql import first
+from bridge.store.sql import Reader, first
 
 if TYPE_CHECKING:
     from bridge.dialling import StatusRules
@@ -188,3 +188,15 @@ def _contradiction(db: sqlite3.Connection, job_id: int, fax_id: str, status: str
     db.execute("INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT(key)"
                " DO UPDATE SET value = CAST(value AS INTEGER) + 1", (CONTRADICTIONS,))
 
+
+
+async def remote_station(reader: Reader, fax_id: str) -> str:
+    """The remote station id (the receiving machine's CSI) that the latest push for `fax_id`
+    gave, kept only in the push as it came (`raw`); "" when none did. A push that is not JSON
+    (kept for the record all the same) is passed over."""
+    rows = await reader.rows(
+        "SELECT station FROM (SELECT id, CASE WHEN json_valid(raw) THEN"
+        " json_extract(raw, '$.remote_station_id') END AS station FROM status_events"
+        " WHERE fax_id = ?) WHERE station IS NOT NULL AND station != '' ORDER BY id DESC"
+        " LIMIT 1", (fax_id,))
+    return str(rows[0][0]) if rows else ""

@@ -1,5 +1,9 @@
 """Mails each received fax, as a PDF, to the addresses routed to the number that received it.
 
+The email shows page 1, and small pictures of the pages after it, in its HTML part
+(`bridge.previews`), and attaches what `routing.formats` chose for the number; a "notice"
+number's email carries neither, only that a fax arrived.
+
 The email is enqueued in the same transaction that marks the fax mailed, and its Message-ID is
 derived from the provider's fax id, so a fax is mailed once; after a crash between relay and
 commit, the one possible repeat is recognisable. A fax image that cannot be converted is still
@@ -18,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge import documents, mime, routing
+from bridge import documents, mime, previews, routing
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import Settings
+from bridge.config.settings import InboundFormat
 from bridge.errors import DocumentError
 from bridge.mail import Templates, address_of, as_bytes, compose, one_line
 from bridge.numbers import to_international
@@ -60,6 +65,8 @@ class Letter:
     original_name: str  # ... and when it is attached as it came
     original_type: str
     original_pages: int  # the provider's count, for an original attached as it came
+    format: InboundFormat = "pdf"  # what the email carries (`routing.formats`)
+    max_pages: int = 100  # of a received PDF turned into a TIFF
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class FaxMail:
     pages: int
     filename: str
     problem: str  # why the fax could not become a PDF ("" when it did)
+    preview_problem: str = ""  # why no pictures of its pages are shown ("" when they are)
 
 
 UNCONVERTED_NOTE = "the fax could not be turned into a PDF; the original file is attached"
@@ -79,23 +87,76 @@ def fax_mail(original: bytes, letter: Letter, problem: str = "") -> FaxMail:
     interpreter from the event loop in steps of up to 5 ms while pushes arrived. A fax that
     cannot become a PDF (or whose conversion the sandbox cut off: `problem`) is attached as it
     came, and the words why come back for the admin."""
+    if letter.format == "notice":
+        return _notice(original, letter, count=not problem)
     pdf: bytes | None = None
     if not problem:
         try:
             pdf, pages = to_pdf(original)
         except DocumentError as exc:
             problem = str(exc)
+    pictures: tuple[previews.Picture, ...] = ()
+    preview_problem = ""
+    attachments: tuple[tuple[str, str, bytes], ...]
     if problem:
-        name, mimetype, data = letter.original_name, letter.original_type, original
+        attachments = ((letter.original_name, letter.original_type, original),)
         pages, note = letter.original_pages, UNCONVERTED_NOTE
     else:
-        name, mimetype, note = letter.pdf_name, "application/pdf", ""
-        data = original if pdf is None else pdf
-    context = letter.context | {"pages": pages, "filename": name, "note": note}
+        note = ""
+        attachments = _attachments(original, original if pdf is None else pdf, letter)
+        try:
+            pictures = previews.fax_pictures(original)
+        except Exception as exc:  # the pictures are a convenience: the fax still goes out
+            preview_problem = f"{exc.__class__.__name__}: {exc}"
+        else:
+            preview_problem = "" if pictures else "page 1's picture is over its size budget"
+    names = [name for name, _, _ in attachments]
+    cids = [f"page-{p.page}.{letter.message_id.strip('<>')}" for p in pictures]
+    shown = [{"cid": cid, "page": p.page, "width": p.width, "height": p.height}
+             for cid, p in zip(cids, pictures, strict=True)]
+    context = letter.context | {
+        "pages": pages, "filename": names[0], "filenames": names, "note": note,
+        "notice": False, "preview": shown[0] if shown else None, "thumbnails": shown[1:]}
     msg = compose(Templates.cached(letter.templates_dir), "fax", context, from_=letter.from_,
                   to=letter.to, message_id=letter.message_id, date=letter.date,
-                  auto_submitted=False, attachments=((name, mimetype, data),))
-    return FaxMail(body=as_bytes(msg), pages=pages, filename=name, problem=problem)
+                  auto_submitted=False, attachments=attachments,
+                  inline=tuple((cid, "image/png", p.png)
+                               for cid, p in zip(cids, pictures, strict=True)))
+    return FaxMail(body=as_bytes(msg), pages=pages, filename=", ".join(names), problem=problem,
+                   preview_problem=preview_problem)
+
+
+def _attachments(original: bytes, pdf: bytes,
+                 letter: Letter) -> tuple[tuple[str, str, bytes], ...]:
+    """The fax as `routing.formats` chose: a PDF, a TIFF (the one received, else made from the
+    received PDF), or both."""
+    as_pdf = (letter.pdf_name, "application/pdf", pdf)
+    if letter.format == "pdf":
+        return (as_pdf,)
+    if letter.original_type == "image/tiff":
+        as_tiff = (letter.original_name, "image/tiff", original)
+    else:
+        as_tiff = (letter.pdf_name.removesuffix(".pdf") + ".tif", "image/tiff",
+                   previews.pdf_to_tiff(pdf, letter.max_pages))
+    return (as_tiff,) if letter.format == "tiff" else (as_pdf, as_tiff)
+
+
+def _notice(original: bytes, letter: Letter, count: bool) -> FaxMail:
+    """A "notice" number's email: the facts of the fax, no attachment and no picture. Pages
+    the provider did not count are counted here, unless (`count` false) reading the fax is
+    what the sandbox cut off."""
+    pages = letter.original_pages
+    if not pages and count:
+        try:
+            pages = to_pdf(original)[1]
+        except DocumentError:
+            pages = 0
+    context = letter.context | {"pages": pages, "filename": "", "filenames": [], "note": "",
+                                "notice": True, "preview": None, "thumbnails": []}
+    msg = compose(Templates.cached(letter.templates_dir), "fax", context, from_=letter.from_,
+                  to=letter.to, message_id=letter.message_id, date=letter.date,
+                  auto_submitted=False)
+    return FaxMail(body=as_bytes(msg), pages=pages, filename="", problem="")
 
 
 def attachment_name(fax: Inbound, tz: str, suffix: str) -> str:
@@ -172,13 +233,17 @@ class Inbox(Worker):
                 f"received fax {fax.id} could not be converted to PDF",
                 f"{made.problem}\nIt was delivered to {', '.join(to)} as the original file "
                 f"{made.filename}.")
+        if made.preview_problem:
+            log.warning("fax %s: its email shows no pictures of its pages: %s", fax.id,
+                        made.preview_problem)
         mail = OutgoingMail(message_id=letter.message_id,
                             mail_from=address_of(self.settings.mail.from_), recipients=to,
                             body=made.body)
         await self.store.inbound.finish(fax.id, InboundState.MAILED, mail=mail, detail="",
                                       now=self.clock.now())
-        log.info("fax %s: %d page(s) from %s queued for %s", fax.id, made.pages,
-                 fax.sender_number or "withheld", ", ".join(to))
+        log.info("fax %s: %d page(s) from %s queued for %s%s", fax.id, made.pages,
+                 fax.sender_number or "withheld", ", ".join(to),
+                 "" if made.filename else " (a notice: no attachment)")
         self.on_enqueued()
 
     async def undeliverable(self, fax: Inbound, words: str) -> None:
@@ -213,10 +278,13 @@ class Inbox(Worker):
                     fax.receiving_number),
                 "received": moment.strftime("%Y-%m-%d %H:%M %Z"),
                 "provider": display_name(fax.provider),
+                "fax_ref": fax.id,
             },
             from_=s.mail.from_, to=to, message_id=fax_message_id(fax, s.mail_domain),
             date=self.clock.now(),
             pdf_name=attachment_name(fax, s.mail.timezone, ".pdf"),
             original_name=attachment_name(fax, s.mail.timezone, suffix),
             original_type="image/tiff" if suffix == ".tif" else "application/octet-stream",
-            original_pages=fax.pages or 0)
+            original_pages=fax.pages or 0,
+            format=routing.format_for(s, fax.receiving_number, self.country(fax.provider)),
+            max_pages=s.documents.max_pages)

@@ -7,22 +7,32 @@ the same way, and the report is enqueued in the same transaction that records it
 
 A report is rendered and encoded in a thread: it is pure CPU (Jinja, folding the mail's
 Subject and References into headers) and, for a mail to 20 numbers, done 20 times in a row.
+
+A report is also proof of what went out: the SHA-256 of the document sent, and, once page 1 went
+through, a picture of it as the recipient's machine printed it (`mail.report_copy`), rendered
+in the sandbox (the document was made from a sender's mail), never in the service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import logging
 import zoneinfo
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from bridge import previews
 from bridge.clock import Clock
 from bridge.config import FaxmaxSettings, Settings
 from bridge.mail import Templates, as_bytes, compose
+from bridge.sandbox import Sandbox
 from bridge.store import Attempt, Job, JobState, Message, OutgoingMail, Store
+from bridge.store.statuses import remote_station
 from bridge.workers.base import Alert, Shunt, Worker
 
 log = logging.getLogger(__name__)
@@ -67,13 +77,33 @@ def attempt_context(attempt: Attempt, tz: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Copy:
+    """What a report shows of the document sent: its SHA-256 ("" when it was never made or is
+    gone), whether retention deleted it, the picture of page 1 as printed, and the PDF."""
+
+    sha256: str = ""
+    gone: bool = False
+    printed: previews.Picture | None = None
+    pdf: bytes | None = None
+    station: str = ""  # the remote station id FaxMAX gave
+
+
 def report_context(job: Job, message: Message, tz: str, faxmax: FaxmaxSettings,
-                   attempts: Sequence[Attempt] = ()) -> dict[str, Any]:
+                   attempts: Sequence[Attempt] = (), copy: Copy = Copy(),
+                   cid: str = "") -> dict[str, Any]:
     """What the report templates get. The options are the fax's own (`bridge.options`), or
     the operator's where its sender chose none; the words around them are the templates'.
     `attempts` are the faxes FaxMAX took in this round (a redial after a busy line is one
-    more), oldest first."""
+    more), oldest first; `copy` what is shown of the document, its picture as `cid`."""
+    printed = copy.printed
     return {
+        "document_sha256": copy.sha256,
+        "document_gone": copy.gone,
+        "remote_station": copy.station,
+        "printed": None if printed is None else {
+            "cid": cid, "width": printed.width, "height": printed.height},
+        "pdf_attached": copy.pdf is not None,
         "tries": [attempt_context(a, tz) for a in attempts],
         "pages_confirmed": job.pages_sent,
         "pages_total": job.pages(message),
@@ -105,12 +135,14 @@ class Reporter(Worker):
     def __init__(
         self, store: Store, clock: Clock, settings: Settings, templates: Templates, *,
         on_enqueued: Callable[[], None], alert: Alert | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
         super().__init__(clock)
         self.store = store
         self.settings = settings
         self.templates = templates
         self.on_enqueued = on_enqueued
+        self.sandbox = sandbox  # renders page 1 as printed; None: no pictures
         self.shunt = Shunt(store, clock, "report", "job", alert=alert)
 
     async def next_due(self) -> float | None:
@@ -141,12 +173,41 @@ class Reporter(Worker):
         mail = None
         if to:
             attempts = await self.store.jobs.attempts(job)
-            mail = await asyncio.to_thread(self.render, job, message, to, attempts)
+            copy = await self.copy(job, message)
+            mail = await asyncio.to_thread(self.render, job, message, to, attempts, copy)
             log.info("job %s: %s report queued for %s", job.id, job.state, ", ".join(to))
         elif job.state is not JobState.DELIVERED:
             log.warning("job %s: %s, and no one to tell (set routing.admin)", job.id,
                         job.state)
         await self.store.jobs.reported(job.id, job.state, mail, self.clock.now())
+
+    async def copy(self, job: Job, message: Message) -> Copy:
+        """The document's hash, and what `mail.report_copy` shows of it: once page 1 went
+        through (delivered, or confirmed before the call broke off). A picture that cannot be
+        made leaves the report without it, and a log line says why."""
+        station = await remote_station(self.store.reader, job.fax_id) if job.fax_id else ""
+        path = message.document_path
+        if path is None:
+            return Copy(gone=message.pages is not None, station=station)
+        try:
+            data = await asyncio.to_thread(Path(path).read_bytes)
+        except FileNotFoundError:
+            return Copy(gone=True, station=station)
+        sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        wanted = self.settings.mail.report_copy
+        printed_page_1 = job.state is JobState.DELIVERED or (job.pages_sent or 0) > 0
+        if wanted == "none" or not printed_page_1:
+            return Copy(sha256=sha256, station=station)
+        printed = None
+        if self.sandbox is not None:
+            resolution = job.resolution or self.settings.faxmax.resolution
+            try:
+                printed = await self.sandbox.run(previews.printed_page, data, resolution)
+            except Exception as exc:  # the report goes out all the same, without the picture
+                log.warning("job %s: no picture of page 1 in its report: %s: %s", job.id,
+                            exc.__class__.__name__, exc)
+        return Copy(sha256=sha256, printed=printed, station=station,
+                    pdf=data if wanted == "pdf" else None)
 
     async def unreported(self, job: Job, words: str) -> None:
         """The report cannot be made: recorded as reported without an email, so the reports
@@ -156,13 +217,17 @@ class Reporter(Worker):
         await self.store.jobs.reported(job.id, job.state, None, self.clock.now())
 
     def render(self, job: Job, message: Message, to: tuple[str, ...],
-               attempts: Sequence[Attempt]) -> OutgoingMail:
+               attempts: Sequence[Attempt], copy: Copy = Copy()) -> OutgoingMail:
         message_id = report_message_id(job, self.store.installation, self.settings.mail_domain)
+        cid = f"printed-page-1.{message_id.strip('<>')}"
         msg = compose(
             self.templates, "report", report_context(job, message, self.settings.mail.timezone,
-                                                     self.settings.faxmax, attempts),
+                                                     self.settings.faxmax, attempts, copy, cid),
             from_=self.settings.mail.from_, to=to, message_id=message_id,
             date=self.clock.now(), in_reply_to=message.message_id, references=message.refs,
+            inline=() if copy.printed is None else ((cid, "image/png", copy.printed.png),),
+            attachments=() if copy.pdf is None else (
+                (f"fax-job-{job.id}.pdf", "application/pdf", copy.pdf),),
         )
         # Reports go out from the null sender, so a bounce of a report cannot loop back.
         return OutgoingMail(message_id=message_id, mail_from="", recipients=to,
