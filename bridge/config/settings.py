@@ -38,6 +38,7 @@ class SmtpUser:
     name: str
     password_hash: str
     addresses: tuple[str, ...] = ()
+    language: str = ""  # of this user's reports; "" takes mail.sender_languages / mail.language
 
     @property
     def own_addresses(self) -> tuple[str, ...]:
@@ -162,6 +163,7 @@ class RoutingSettings:
     default: tuple[str, ...] = ()
     admin: str = ""
     numbers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    languages: Mapping[str, str] = field(default_factory=dict)  # receiving number -> language
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,9 @@ class MailSettings:
     smtp_ca_file: str = ""  # extra CA certificates (PEM) for a relay with a private CA
     report_to_sender: ReportToSender = "always"
     templates_dir: str = ""
+    language: str = "en"  # of alerts, and of reports and faxes nothing else chose one for
+    # Senders with no [[smtp.users]] entry (behind a trusted relay): address or "@domain".
+    sender_languages: Mapping[str, str] = field(default_factory=dict)
     timezone: str = "Europe/Istanbul"
     max_attempts: int = 30
     retry_max_age: int = 5 * 86_400  # as long as an MTA keeps trying before it bounces

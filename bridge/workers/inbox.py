@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge import documents, mime, routing
+from bridge import documents, language, mime, routing
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import Settings
@@ -60,6 +60,7 @@ class Letter:
     original_name: str  # ... and when it is attached as it came
     original_type: str
     original_pages: int  # the provider's count, for an original attached as it came
+    language: str = "en"  # of the email (`bridge.language.for_number`)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def fax_mail(original: bytes, letter: Letter, problem: str = "") -> FaxMail:
     context = letter.context | {"pages": pages, "filename": name, "note": note}
     msg = compose(Templates.cached(letter.templates_dir), "fax", context, from_=letter.from_,
                   to=letter.to, message_id=letter.message_id, date=letter.date,
-                  auto_submitted=False, attachments=((name, mimetype, data),))
+                  auto_submitted=False, attachments=((name, mimetype, data),),
+                  language=letter.language)
     return FaxMail(body=as_bytes(msg), pages=pages, filename=name, problem=problem)
 
 
@@ -198,10 +200,10 @@ class Inbox(Worker):
 
     def letter(self, fax: Inbound, to: tuple[str, ...]) -> Letter:
         s = self.settings
-        international = to_international(fax.receiving_number,
-                                         country_code=self.country(fax.provider))
-        moment = datetime.datetime.fromtimestamp(fax.received_at, zoneinfo.ZoneInfo(
-            s.mail.timezone))
+        country = self.country(fax.provider)
+        international = to_international(fax.receiving_number, country_code=country)
+        lang = language.for_number(s, fax.receiving_number, country)
+        caller = to_international(fax.sender_number, country_code=country)
         suffix = ".tif" if fax.document is not None else (
             Path(fax.document_path or "").suffix or ".bin")
         return Letter(
@@ -211,12 +213,16 @@ class Inbox(Worker):
                 "station": one_line(fax.remote_station),
                 "number": f"+{international}" if international else one_line(
                     fax.receiving_number),
-                "received": moment.strftime("%Y-%m-%d %H:%M %Z"),
+                "received": language.format_time(fax.received_at, s.mail.timezone, lang),
                 "provider": display_name(fax.provider),
+                # As the reader writes them, national for the line's own country:
+                "written_sender": language.written_number(caller, country, lang),
+                "written_number": language.written_number(international, country, lang)
+                if international else one_line(fax.receiving_number),
             },
             from_=s.mail.from_, to=to, message_id=fax_message_id(fax, s.mail_domain),
             date=self.clock.now(),
             pdf_name=attachment_name(fax, s.mail.timezone, ".pdf"),
             original_name=attachment_name(fax, s.mail.timezone, suffix),
             original_type="image/tiff" if suffix == ".tif" else "application/octet-stream",
-            original_pages=fax.pages or 0)
+            original_pages=fax.pages or 0, language=lang)
