@@ -46,7 +46,7 @@ class Alerter:
                           {"summary": summary, "details": details, "suppressed": suppressed,
                            "cause": cause},
                           from_=self.settings.mail.from_, to=(admin,), message_id=message_id,
-                          date=self.clock.now())
+                          date=self.clock.now(), language=self.settings.mail.language)
             return OutgoingMail(message_id=message_id, mail_from="", recipients=(admin,),
                                 body=as_bytes(msg))
 

@@ -42,7 +42,11 @@ def builtin_templates_dir() -> Path:
 
 
 class Templates:
-    """Jinja templates, with the operator's `mail.templates_dir` taking precedence."""
+    """Jinja templates, with the operator's `mail.templates_dir` taking precedence.
+
+    A language other than English is looked for as `<language>/<name>`: the operator's, then
+    the built-in one, then the English `<name>` (the operator's, then the built-in): a
+    missing translation falls back to English, never to an error."""
 
     def __init__(self, override_dir: str = "") -> None:
         self.override_dir = override_dir
@@ -65,15 +69,20 @@ class Templates:
         email, a cover page): Jinja compiles each template once, not once per job."""
         return Templates(override_dir)
 
-    def render(self, name: str, context: Mapping[str, Any]) -> str:
-        return self._env.get_template(name).render(**context)
+    def render(self, name: str, context: Mapping[str, Any], language: str = "en") -> str:
+        return self._template(name, language).render(**context)
 
-    def filename(self, name: str) -> str:
-        """The file `name` is read from, the operator's override or the built-in one, so that an
-        error can say which of the two is wrong."""
+    def _template(self, name: str, language: str) -> jinja2.Template:
+        if language == "en":
+            return self._env.get_template(name)
+        return self._env.select_template([f"{language}/{name}", name])
+
+    def filename(self, name: str, language: str = "en") -> str:
+        """The file `name` is read from in `language`, the operator's override or the built-in
+        one, so that an error can say which is wrong."""
         try:
-            return self._loader.get_source(self._env, name)[1] or name
-        except jinja2.TemplateNotFound:
+            return self._template(name, language).filename or name
+        except jinja2.TemplateError:
             return name
 
 
@@ -97,8 +106,10 @@ def compose(
     auto_submitted: bool = True,
     attachments: tuple[tuple[str, str, bytes], ...] = (),
     inline: tuple[tuple[str, str, bytes], ...] = (),
+    language: str = "en",
 ) -> EmailMessage:
-    """A message from `<name>.subject.j2`, `<name>.txt.j2` and `<name>.html.j2`.
+    """A message from `<name>.subject.j2`, `<name>.txt.j2` and `<name>.html.j2`, in `language`
+    (`Templates`).
 
     Bodies are 7-bit (quoted-printable or base64), so any relay can carry them, with or
     without 8BITMIME; non-ASCII headers and filenames use RFC 2047 / RFC 2231. `inline` are
@@ -106,7 +117,7 @@ def compose(
     multipart/related with the HTML part, so that no mail reader fetches anything remote and
     one that shows only the text never sees them as attachments."""
     msg = EmailMessage(policy=WIRE)
-    msg["Subject"] = one_line(templates.render(f"{name}.subject.j2", context))
+    msg["Subject"] = one_line(templates.render(f"{name}.subject.j2", context, language))
     msg["From"] = from_
     msg["To"] = ", ".join(to)
     msg["Date"] = format_datetime(_utc(date))
@@ -116,8 +127,8 @@ def compose(
         msg["References"] = one_line(f"{references} {in_reply_to}")
     if auto_submitted:
         msg["Auto-Submitted"] = "auto-replied"
-    msg.set_content(templates.render(f"{name}.txt.j2", context))
-    msg.add_alternative(templates.render(f"{name}.html.j2", context), subtype="html")
+    msg.set_content(templates.render(f"{name}.txt.j2", context, language))
+    msg.add_alternative(templates.render(f"{name}.html.j2", context, language), subtype="html")
     if inline:
         html = msg.get_body(("html",))
         assert html is not None

@@ -14,8 +14,9 @@ import asyncio
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
-from bridge import documents, mime
+from bridge import documents, language, mime
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import Settings
@@ -166,7 +167,8 @@ def build_pipeline(
                           on_ready=sender.wake, on_failed=reporter.wake,
                           alert=alerter.alert, office=converter_office,
                           office_missing=office_availability.describe(), fax_body=fax_body,
-                          timezone=s.mail.timezone)
+                          timezone=s.mail.timezone,
+                          sender_language=partial(language.for_sender, s))
     inbox = Inbox(store, clock, s, sandbox=sandbox, alerter=alerter, on_enqueued=mailer.wake)
     retention = Retention(store, clock, s.documents.retention_days)
     poller = None

@@ -6,7 +6,9 @@ typo would otherwise fail every report, fax mail or alert it is used for, each f
 far from the edit that caused it. Production renders with `StrictUndefined`, so rendering each
 template with exactly the variables its caller passes catches a misspelt variable as well as a
 syntax error, an unknown filter or a missing file. Each template is rendered twice, once with
-every optional value set and once with none, so both sides of its `{% if %}`s run.
+every optional value set and once with none, so both sides of its `{% if %}`s run, and in every
+language (`bridge.language.languages_in_use`): the built-in translations, the operator's
+`<language>/` overrides, and the English a missing one falls back to.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import jinja2
 
 from bridge.config import Settings
 from bridge.errors import ConfigError
+from bridge.language import format_time, languages_in_use, written_number
 from bridge.mail import Templates
 from bridge.previews import Picture
 from bridge.providers import Provider
 from bridge.store import FINAL_JOB_STATES, Attempt, Job, JobState, Message, MessageState
 from bridge.workers.inbox import UNCONVERTED_NOTE
-from bridge.workers.reporter import Copy, format_time, report_context
+from bridge.workers.reporter import Copy, report_context
 
 MAIL_PARTS = ("subject", "txt", "html")
 """`bridge.mail.compose` makes a mail from `<name>.subject.j2`, `.txt.j2` and `.html.j2`."""
@@ -34,7 +37,7 @@ COVER = "cover.html.j2"
 RECEIVED_AT = 1_790_000_000.0  # a fixed moment, so two checks render the same text
 
 
-def _report(settings: Settings, state: JobState, full: bool) -> dict[str, Any]:
+def _report(settings: Settings, state: JobState, full: bool, lang: str) -> dict[str, Any]:
     """What the reporter passes: `report_context` itself, on a sample job and its mail."""
     message = Message(
         id=1, state=MessageState.READY, mail_from="alice@example.com",
@@ -67,14 +70,18 @@ def _report(settings: Settings, state: JobState, full: bool) -> dict[str, Any]:
                 printed=Picture(page=1, png=b"", width=600, height=848), pdf=b"%PDF-1.7",
                 station="ACME LTD") if full else Copy(gone=True)
     return report_context(job, message, settings.mail.timezone, settings.faxmax, attempts,
-                          copy, "printed-page-1.job-7@localhost")
+                          copy, "printed-page-1.job-7@localhost", lang,
+                          settings.numbers.default_country_code)
 
 
-def _fax(tz: str, full: bool) -> dict[str, Any]:
+def _fax(tz: str, full: bool, lang: str) -> dict[str, Any]:
     """What the inbox passes: `Inbox.letter`'s context plus what `fax_mail` adds."""
+    received = format_time(RECEIVED_AT, tz, lang)
     if full:
         return {"sender": "903125550000", "station": "ACME LTD", "number": "+902121110000",
-                "received": format_time(RECEIVED_AT, tz), "provider": Provider.FAXMAX.display_name,
+                "received": received, "provider": Provider.FAXMAX.display_name,
+                "written_sender": written_number("903125550000", "90", lang),
+                "written_number": written_number("902121110000", "90", lang),
                 "pages": 2, "filename": "fax-2026-09-21-1713-from-903125550000.tif",
                 "filenames": ["fax-2026-09-21-1713-from-903125550000.tif"],
                 "note": UNCONVERTED_NOTE, "notice": False, "fax_ref": 12,
@@ -83,7 +90,9 @@ def _fax(tz: str, full: bool) -> dict[str, Any]:
                 "thumbnails": [{"cid": "page-2.fax@localhost", "page": 2, "width": 150,
                                 "height": 212}]}
     return {"sender": "withheld", "station": "", "number": "+81368680000",
-            "received": format_time(RECEIVED_AT, tz), "provider": Provider.BYOSOKU.display_name,
+            "received": received, "provider": Provider.BYOSOKU.display_name,
+            "written_sender": written_number("", "81", lang),
+            "written_number": written_number("81368680000", "81", lang),
             "pages": 1, "filename": "", "filenames": [], "note": "", "notice": True,
             "fax_ref": 13, "preview": None, "thumbnails": []}
 
@@ -104,17 +113,19 @@ def _cover(full: bool) -> dict[str, Any]:
     return {"text": "", "subject": "", "sender": "alice@example.com"}
 
 
-def samples(settings: Settings) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(template name, what the sample is, its context) for every template the bridge renders."""
+def samples(settings: Settings, lang: str = "en"
+            ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(template name, what the sample is, its context) for every template the bridge renders,
+    with the values as a reader of `lang` gets them."""
     tz = settings.mail.timezone
     for full in (True, False):
         values = "every value set" if full else "optional values empty"
         for state in FINAL_JOB_STATES:
             for part in MAIL_PARTS:
                 yield (f"report.{part}.j2", f"{state} report, {values}",
-                       _report(settings, state, full))
+                       _report(settings, state, full, lang))
         for part in MAIL_PARTS:
-            yield f"fax.{part}.j2", f"received fax, {values}", _fax(tz, full)
+            yield f"fax.{part}.j2", f"received fax, {values}", _fax(tz, full, lang)
             yield f"alert.{part}.j2", f"alert, {values}", _alert(full)
         yield COVER, f"cover page, {values}", _cover(full)
 
@@ -127,21 +138,30 @@ def check_templates(templates: Templates, settings: Settings) -> None:
     directory = settings.mail.templates_dir
     if directory and not Path(directory).is_dir():
         raise ConfigError(f"mail.templates_dir: {directory!r} is not a directory")
-    for name, what, context in samples(settings):
-        try:
-            templates.render(name, context)
-        except jinja2.TemplateNotFound as exc:
-            where = f"mail.templates_dir ({directory!r}) or " if directory else ""
-            raise ConfigError(f"template {exc.name}: not found in {where}the built-in "
-                              "templates") from exc
-        except jinja2.TemplateSyntaxError as exc:
-            raise ConfigError(f"template {exc.filename or templates.filename(name)}, line "
-                              f"{exc.lineno}: {exc.message}") from exc
-        except Exception as exc:  # whatever the template raised would stop the real mail too
-            message = str(exc) if isinstance(exc, jinja2.TemplateError) else (
-                f"{type(exc).__name__}: {exc}")
-            raise ConfigError(f"template {_where(exc, templates.filename(name))}: {message} "
-                              f"(rendering a sample {what})") from exc
+    for lang in languages_in_use(settings):
+        for name, what, context in samples(settings, lang):
+            _check(templates, name, what if lang == "en" else f"{what}, in {lang!r}",
+                   context, lang)
+
+
+def _check(templates: Templates, name: str, what: str, context: dict[str, Any],
+           lang: str) -> None:
+    """One sample rendered; ConfigError naming the file the template came from."""
+    directory = templates.override_dir
+    try:
+        templates.render(name, context, lang)
+    except jinja2.TemplateNotFound as exc:
+        where = f"mail.templates_dir ({directory!r}) or " if directory else ""
+        raise ConfigError(f"template {exc.name}: not found in {where}the built-in "
+                          "templates") from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"template {exc.filename or templates.filename(name, lang)}, line "
+                          f"{exc.lineno}: {exc.message}") from exc
+    except Exception as exc:  # whatever the template raised would stop the real mail too
+        message = str(exc) if isinstance(exc, jinja2.TemplateError) else (
+            f"{type(exc).__name__}: {exc}")
+        raise ConfigError(f"template {_where(exc, templates.filename(name, lang))}: {message} "
+                          f"(rendering a sample {what})") from exc
 
 
 def _where(exc: BaseException, filename: str) -> str:

@@ -4,9 +4,9 @@
 load, nothing remote may be asked for; the screenshots are kept in build/screenshots (or
 $FAX_BRIDGE_SCREENSHOTS) for a reviewer.
 
-The emails are made by the real service: a fax delivered after a busy line, one that broke off
-after some pages, one of unknown outcome, one cancelled before its time, a received fax, and an
-alert to the admin.
+The emails are made by the real service, in English, Turkish and Japanese: a fax delivered
+after a busy line, one that broke off after some pages, one of unknown outcome, one cancelled
+before its time, a received fax, and an alert to the admin.
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
 
 
 async def every_kind(make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink,
-                     clock: FakeClock) -> dict[str, EmailMessage]:
-    """One email of each kind, by what it is."""
+                     clock: FakeClock, lang: str) -> dict[str, EmailMessage]:
+    """One email of each kind, in `lang` (`mail.language`), by what it is."""
     faxmax.outcomes["902122222525"] = collections.deque([Outcome.busy(), Outcome("SUCCESS")])
     faxmax.outcomes["903125550000"] = collections.deque([Outcome.cut_off(2)])
-    bridge = await make_bridge(clock=clock, routing=ROUTING)
+    bridge = await make_bridge(clock=clock, routing=ROUTING, mail={"language": lang})
     await smtp_send(bridge.smtp_port, fax_mail(PDF, subject=LONG_SUBJECT))
     await smtp_send(bridge.smtp_port, fax_mail(PDF, to="03125550000@fax.local"),
                     rcpts=["03125550000@fax.local"])
@@ -86,15 +86,20 @@ async def every_kind(make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: Re
     return by_kind
 
 
+@pytest.mark.parametrize("lang", ["en", "tr", "ja"])
 async def test_every_email_fits_a_phone_and_a_desktop_with_every_picture_loaded(
     make_bridge: MakeBridge, faxmax: FaxMaxSimulator, relay: RelaySink, clock: FakeClock,
-    browser: Browser, tmp_path: Path,
+    browser: Browser, tmp_path: Path, lang: str,
 ) -> None:
-    emails = await every_kind(make_bridge, faxmax, relay, clock)
+    emails = await every_kind(make_bridge, faxmax, relay, clock, lang)
     problems = []
     for kind, message in sorted(emails.items()):
         assert message.get_body(("plain",)) is not None, f"{kind}: no plain-text part"
-        for look in browser.look(message, f"en-{kind}", tmp_path / kind):
+        html = message.get_body(("html",))
+        assert html is not None
+        if lang != "en":
+            assert f'lang="{lang}"' in str(html.get_content()), f"{kind}: not in {lang}"
+        for look in browser.look(message, f"{lang}-{kind}", tmp_path / kind):
             if look.overflows:
                 problems.append(f"{kind} at {look.width} px is {look.page_width} px wide")
             if look.broken:

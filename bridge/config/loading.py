@@ -167,6 +167,25 @@ def _check_address(value: str, key: str) -> None:
         raise ConfigError(f"{key}: {value!r} is not an e-mail address") from exc
 
 
+def _check_languages(s: Settings) -> None:
+    """A language is a directory name under `mail.templates_dir`, so only a plain code."""
+    from bridge.language import TAG
+
+    keys = [("mail.language", s.mail.language)]
+    keys += [(f"mail.sender_languages.{k}", v) for k, v in s.mail.sender_languages.items()]
+    keys += [(f"routing.languages.{k}", v) for k, v in s.routing.languages.items()]
+    keys += [(f"smtp.users[{i}].language", u.language) for i, u in enumerate(s.smtp.users)
+             if u.language]
+    for key, value in keys:
+        if not TAG.fullmatch(value):
+            raise ConfigError(f"{key}: expected a language code such as \"en\", \"tr\" or "
+                              f"\"ja\", got {value!r}")
+    for key in s.mail.sender_languages:
+        if "@" not in key:
+            raise ConfigError(f"mail.sender_languages: {key!r} is neither an address nor an "
+                              "@domain such as \"@example.co.jp\"")
+
+
 def _validate(s: Settings) -> None:
     """Cross-field rules; each message says what to change."""
     if not s.data_dir:
@@ -239,6 +258,7 @@ def _validate(s: Settings) -> None:
         if not number.lstrip("+").isdigit():
             raise ConfigError(f"routing.formats.{number}: the key must be a fax number, in "
                               "digits as in [routing.numbers] (such as \"81368680000\")")
+    _check_languages(s)
     for i, user in enumerate(s.smtp.users):
         if not user.name or not user.password_hash:
             raise ConfigError(f"smtp.users[{i}]: needs name and password_hash "

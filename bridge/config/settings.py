@@ -40,6 +40,7 @@ class SmtpUser:
     name: str
     password_hash: str
     addresses: tuple[str, ...] = ()
+    language: str = ""  # of this user's reports; "" takes mail.sender_languages / mail.language
 
     @property
     def own_addresses(self) -> tuple[str, ...]:
@@ -166,6 +167,7 @@ class RoutingSettings:
     numbers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # per receiving number: what its faxes' emails carry ("notice": only that one arrived)
     formats: Mapping[str, InboundFormat] = field(default_factory=dict)
+    languages: Mapping[str, str] = field(default_factory=dict)  # receiving number -> language
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,9 @@ class MailSettings:
     report_to_sender: ReportToSender = "always"
     report_copy: ReportCopy = "thumbnail"  # page 1 as printed in reports; "pdf" adds the PDF
     templates_dir: str = ""
+    language: str = "en"  # of alerts, and of reports and faxes nothing else chose one for
+    # Senders with no [[smtp.users]] entry (behind a trusted relay): address or "@domain".
+    sender_languages: Mapping[str, str] = field(default_factory=dict)
     timezone: str = "Europe/Istanbul"
     max_attempts: int = 30
     retry_max_age: int = 5 * 86_400  # as long as an MTA keeps trying before it bounces

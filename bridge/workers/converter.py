@@ -67,6 +67,7 @@ class CoverRequest:
     templates_dir: str
     subject: str
     sender: str
+    language: str = "en"  # the sender's (`bridge.language.for_sender`)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def make_cover(body: str, request: CoverRequest, out: Path) -> cover.Fitted | No
     fitted = cover.fit(text, request.sender, request.subject)
     page = Templates.cached(request.templates_dir).render(
         "cover.html.j2", {"text": fitted.text, "subject": request.subject,
-                          "sender": request.sender})
+                          "sender": request.sender}, request.language)
     write_atomic(out, json.dumps(page, ensure_ascii=False).encode())  # as the PDF is
     return fitted
 
@@ -175,7 +176,9 @@ class Converter(Worker):
         on_ready: Callable[[], None], on_failed: Callable[[], None], alert: Alert | None = None,
         office: OfficeConverter | None = None, fax_body: bool = False,
         office_missing: str = "not available", timezone: str = "UTC",
+        sender_language: Callable[[str], str] = lambda _: "en",
     ) -> None:
+        self.sender_language = sender_language  # of the cover page, by the sender's address
         self.timezone = timezone  # of the time a refusal over a daily cap says to send again
         self.office = office
         self.fax_body = fax_body  # a mail with nothing attached is faxed as its text
@@ -389,7 +392,8 @@ class Converter(Worker):
             return None
         return CoverRequest(mode=mode, templates_dir=self.templates.override_dir,
                             subject=message.subject,
-                            sender=message.header_from or message.mail_from)
+                            sender=message.header_from or message.mail_from,
+                            language=self.sender_language(message.mail_from))
 
     def sends_cover(self, job: Job, prepared: Prepared) -> bool:
         """Whether the mail's cover page goes with this job's fax."""

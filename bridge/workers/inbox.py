@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge import documents, mime, previews, routing
+from bridge import documents, language, mime, previews, routing
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import Settings
@@ -67,6 +67,7 @@ class Letter:
     original_pages: int  # the provider's count, for an original attached as it came
     format: InboundFormat = "pdf"  # what the email carries (`routing.formats`)
     max_pages: int = 100  # of a received PDF turned into a TIFF
+    language: str = "en"  # of the email (`bridge.language.for_number`)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def fax_mail(original: bytes, letter: Letter, problem: str = "") -> FaxMail:
         "notice": False, "preview": shown[0] if shown else None, "thumbnails": shown[1:]}
     msg = compose(Templates.cached(letter.templates_dir), "fax", context, from_=letter.from_,
                   to=letter.to, message_id=letter.message_id, date=letter.date,
-                  auto_submitted=False, attachments=attachments,
+                  auto_submitted=False, attachments=attachments, language=letter.language,
                   inline=tuple((cid, "image/png", p.png)
                                for cid, p in zip(cids, pictures, strict=True)))
     return FaxMail(body=as_bytes(msg), pages=pages, filename=", ".join(names), problem=problem,
@@ -155,7 +156,7 @@ def _notice(original: bytes, letter: Letter, count: bool) -> FaxMail:
                                 "notice": True, "preview": None, "thumbnails": []}
     msg = compose(Templates.cached(letter.templates_dir), "fax", context, from_=letter.from_,
                   to=letter.to, message_id=letter.message_id, date=letter.date,
-                  auto_submitted=False)
+                  auto_submitted=False, language=letter.language)
     return FaxMail(body=as_bytes(msg), pages=pages, filename="", problem="")
 
 
@@ -263,10 +264,10 @@ class Inbox(Worker):
 
     def letter(self, fax: Inbound, to: tuple[str, ...]) -> Letter:
         s = self.settings
-        international = to_international(fax.receiving_number,
-                                         country_code=self.country(fax.provider))
-        moment = datetime.datetime.fromtimestamp(fax.received_at, zoneinfo.ZoneInfo(
-            s.mail.timezone))
+        country = self.country(fax.provider)
+        international = to_international(fax.receiving_number, country_code=country)
+        lang = language.for_number(s, fax.receiving_number, country)
+        caller = to_international(fax.sender_number, country_code=country)
         suffix = ".tif" if fax.document is not None else (
             Path(fax.document_path or "").suffix or ".bin")
         return Letter(
@@ -276,15 +277,19 @@ class Inbox(Worker):
                 "station": one_line(fax.remote_station),
                 "number": f"+{international}" if international else one_line(
                     fax.receiving_number),
-                "received": moment.strftime("%Y-%m-%d %H:%M %Z"),
+                "received": language.format_time(fax.received_at, s.mail.timezone, lang),
                 "provider": display_name(fax.provider),
                 "fax_ref": fax.id,
+                # As the reader writes them, national for the line's own country:
+                "written_sender": language.written_number(caller, country, lang),
+                "written_number": language.written_number(international, country, lang)
+                if international else one_line(fax.receiving_number),
             },
             from_=s.mail.from_, to=to, message_id=fax_message_id(fax, s.mail_domain),
             date=self.clock.now(),
             pdf_name=attachment_name(fax, s.mail.timezone, ".pdf"),
             original_name=attachment_name(fax, s.mail.timezone, suffix),
             original_type="image/tiff" if suffix == ".tif" else "application/octet-stream",
-            original_pages=fax.pages or 0,
-            format=routing.format_for(s, fax.receiving_number, self.country(fax.provider)),
+            original_pages=fax.pages or 0, language=lang,
+            format=routing.format_for(s, fax.receiving_number, country),
             max_pages=s.documents.max_pages)

@@ -16,19 +16,18 @@ in the sandbox (the document was made from a sender's mail), never in the servic
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import logging
-import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bridge import previews
+from bridge import details, language, previews
 from bridge.clock import Clock
 from bridge.config import FaxmaxSettings, Settings
+from bridge.language import format_time
 from bridge.mail import Templates, as_bytes, compose
 from bridge.sandbox import Sandbox
 from bridge.store import Attempt, Job, JobState, Message, OutgoingMail, Store
@@ -47,13 +46,6 @@ def report_message_id(job: Job, installation: str, domain: str) -> str:
     return f"<fax-bridge.{installation}.job-{job.id}{round_}.{job.state}@{domain}>"
 
 
-def format_time(ts: float | None, tz: str) -> str:
-    if ts is None:
-        return ""
-    moment = datetime.datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(tz))
-    return moment.strftime("%Y-%m-%d %H:%M %Z")
-
-
 def cover_pages(job: Job, message: Message) -> int | None:
     """The pages of the cover that went with this fax (0: none); None when that is not known
     (not converted, or converted by a version that did not decide it per job) or nothing went
@@ -64,15 +56,15 @@ def cover_pages(job: Job, message: Message) -> int | None:
     return message.cover_pages if job.cover_sent else 0
 
 
-def attempt_context(attempt: Attempt, tz: str) -> dict[str, Any]:
+def attempt_context(attempt: Attempt, tz: str, lang: str = "en") -> dict[str, Any]:
     """One attempt, as the report lists it."""
     return {
-        "at": format_time(attempt.submitted_at, tz),
+        "at": format_time(attempt.submitted_at, tz, lang),
         "status": attempt.status,
         "pages": attempt.pages,  # transferred, as its final push said; None: not said
         "tried": attempt.tried,  # FaxMAX's own dials; None: not said
         "message": attempt.result_message,
-        "redial_at": format_time(attempt.redial_at, tz),
+        "redial_at": format_time(attempt.redial_at, tz, lang),
         "matched": attempt.matched,
     }
 
@@ -91,11 +83,15 @@ class Copy:
 
 def report_context(job: Job, message: Message, tz: str, faxmax: FaxmaxSettings,
                    attempts: Sequence[Attempt] = (), copy: Copy = Copy(),
-                   cid: str = "") -> dict[str, Any]:
+                   cid: str = "", lang: str = "en",
+                   home_country: str = "90") -> dict[str, Any]:
     """What the report templates get. The options are the fax's own (`bridge.options`), or
     the operator's where its sender chose none; the words around them are the templates'.
     `attempts` are the faxes FaxMAX took in this round (a redial after a busy line is one
-    more), oldest first; `copy` what is shown of the document, its picture as `cid`."""
+    more), oldest first; `copy` what is shown of the document, its picture as `cid`. Times,
+    the number as written (`written_number`) and the bridge's own words in `detail` are in
+    the reader's language `lang` (`bridge.language`, `bridge.details`); `home_country` is the
+    reader's country code."""
     printed = copy.printed
     return {
         "document_sha256": copy.sha256,
@@ -104,7 +100,8 @@ def report_context(job: Job, message: Message, tz: str, faxmax: FaxmaxSettings,
         "printed": None if printed is None else {
             "cid": cid, "width": printed.width, "height": printed.height},
         "pdf_attached": copy.pdf is not None,
-        "tries": [attempt_context(a, tz) for a in attempts],
+        "written_number": language.written_number(job.number, home_country, lang),
+        "tries": [attempt_context(a, tz, lang) for a in attempts],
         "pages_confirmed": job.pages_sent,
         "pages_total": job.pages(message),
         "matched": job.matched,
@@ -114,18 +111,18 @@ def report_context(job: Job, message: Message, tz: str, faxmax: FaxmaxSettings,
         "number": "+" + job.number,
         "recipient": job.recipient,
         "subject": message.subject,
-        "detail": job.detail,
+        "detail": details.translate(job.detail, lang),
         "provider_status": job.provider_status,
         "fax_id": job.fax_id or "",
         "pages": job.pages_sent if job.pages_sent is not None else job.pages(message),
         "attempts": job.attempts,
-        "finished": format_time(job.finished_at or job.updated_at, tz),
-        "received": format_time(message.received_at, tz),
+        "finished": format_time(job.finished_at or job.updated_at, tz, lang),
+        "received": format_time(message.received_at, tz, lang),
         "left_out": list(message.left_out),
         "resolution": job.resolution or faxmax.resolution,
         "paper_size": job.paper_size or faxmax.paper_size,
         "cover_pages": cover_pages(job, message),
-        "scheduled": format_time(job.send_at, tz),
+        "scheduled": format_time(job.send_at, tz, lang),
     }
 
 
@@ -218,13 +215,16 @@ class Reporter(Worker):
 
     def render(self, job: Job, message: Message, to: tuple[str, ...],
                attempts: Sequence[Attempt], copy: Copy = Copy()) -> OutgoingMail:
-        message_id = report_message_id(job, self.store.installation, self.settings.mail_domain)
+        s = self.settings
+        message_id = report_message_id(job, self.store.installation, s.mail_domain)
+        lang = language.for_sender(s, message.mail_from)
         cid = f"printed-page-1.{message_id.strip('<>')}"
         msg = compose(
-            self.templates, "report", report_context(job, message, self.settings.mail.timezone,
-                                                     self.settings.faxmax, attempts, copy, cid),
-            from_=self.settings.mail.from_, to=to, message_id=message_id,
-            date=self.clock.now(), in_reply_to=message.message_id, references=message.refs,
+            self.templates, "report", report_context(job, message, s.mail.timezone, s.faxmax,
+                                                     attempts, copy, cid, lang,
+                                                     s.numbers.default_country_code),
+            from_=s.mail.from_, to=to, message_id=message_id, date=self.clock.now(),
+            in_reply_to=message.message_id, references=message.refs, language=lang,
             inline=() if copy.printed is None else ((cid, "image/png", copy.printed.png),),
             attachments=() if copy.pdf is None else (
                 (f"fax-job-{job.id}.pdf", "application/pdf", copy.pdf),),

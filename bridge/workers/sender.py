@@ -40,6 +40,8 @@ from bridge.store.jobs import Lines
 from bridge.workers.base import Worker
 
 log = logging.getLogger(__name__)
+INTERRUPTED = ("an internal error interrupted the hand-over to FaxMAX, so it is unknown whether "
+               "the fax was sent; it was not sent again")
 T = TypeVar("T")
 
 
@@ -184,9 +186,7 @@ class Sender(Worker):
             await self._finish(job, JobState.UNKNOWN, str(exc))
         except Exception:
             log.exception("job %s: unexpected error during the send call", job.id)
-            await self._finish(job, JobState.UNKNOWN,
-                               "an internal error interrupted the hand-over to FaxMAX, so it is "
-                               "unknown whether the fax was sent; it was not sent again")
+            await self._finish(job, JobState.UNKNOWN, INTERRUPTED)
         else:
             log.info("job %s: accepted by FaxMAX as fax %s", job.id, result.fax_id)
             state = await self._recorded(
