@@ -71,10 +71,11 @@ def _fax(tz: str, full: bool) -> dict[str, Any]:
         return {"sender": "903125550000", "station": "ACME LTD", "number": "+902121110000",
                 "received": format_time(RECEIVED_AT, tz), "provider": Provider.FAXMAX.display_name,
                 "pages": 2, "filename": "fax-2026-09-21-1713-from-903125550000.tif",
-                "note": UNCONVERTED_NOTE}
+                "note": UNCONVERTED_NOTE, "excerpt": "FATURA\nSayın İlkay Doğan\n請求書"}
     return {"sender": "withheld", "station": "", "number": "+81368680000",
             "received": format_time(RECEIVED_AT, tz), "provider": Provider.BYOSOKU.display_name,
-            "pages": 1, "filename": "fax-2026-09-21-1713-from-withheld.pdf", "note": ""}
+            "pages": 1, "filename": "fax-2026-09-21-1713-from-withheld.pdf", "note": "",
+            "excerpt": ""}
 
 
 def _alert(full: bool) -> dict[str, Any]:
