@@ -43,10 +43,13 @@ held the loop longer than MS milliseconds.
     .venv/bin/python bench/documents.py --only service --slow-steps 20
     .venv/bin/python bench/documents.py --only office
     .venv/bin/python bench/documents.py --only previews
+    .venv/bin/python bench/documents.py --only ocr --ocr-pages 3
 
 3. office: a 10-page DOCX and a 5-sheet XLSX through LibreOffice, cold and warm (see
    bench/office_documents.py).
 4. previews: the pictures in emails, per page (bench/previews.py).
+5. ocr: received fax pages through OCRmyPDF and Tesseract, seconds per page against Tesseract
+   alone, and push -> email latency with `documents.ocr` off and on (see bench/ocr_documents.py).
 """
 
 from __future__ import annotations
@@ -710,7 +713,8 @@ async def service_runs(bridge: Bridge, faxmax: FaxMaxSimulator, relay: RelaySink
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("direct", "service", "office", "previews"))
+    parser.add_argument("--only", choices=("direct", "service", "office", "previews", "ocr"))
+    parser.add_argument("--ocr-pages", type=int, default=3)
     parser.add_argument("--tiff-pages", type=int, default=30)
     parser.add_argument("--pdf-pages", type=int, default=20)
     parser.add_argument("--tiff-strips", choices=("one", "pillow"), default="one",
@@ -760,7 +764,7 @@ async def main(args: argparse.Namespace) -> None:
     print("command:", command())
     print(f"load average at start: {loadavg()}")
     settings = Settings()
-    if args.only != "office":
+    if args.only not in ("office", "ocr"):
         started = time.perf_counter()
         inputs = make_inputs(args.tiff_pages, args.pdf_pages, args.tiff_strips == "one")
         print(f"inputs (made in {time.perf_counter() - started:.1f} s): TIFF {args.tiff_pages} "
@@ -794,6 +798,14 @@ async def main(args: argparse.Namespace) -> None:
         await office_documents()
         print("   the service converting them, mails sent while it does:")
         await office_service()
+        print(f"   load average: {loadavg()}")
+    if args.only in (None, "ocr"):
+        from bench.ocr_documents import ocr_pages, push_to_email
+
+        print("\n4. OCR of received faxes through the product's OCRmyPDF and Tesseract "
+              "(bench/ocr_documents.py)")
+        await ocr_pages(args.ocr_pages)
+        await push_to_email(args.ocr_pages)
         print(f"   load average: {loadavg()}")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge import office
+from bridge import ocr, office
 from bridge.clock import Clock, SystemClock
 from bridge.config import Settings, parse_listen
 from bridge.dialling import StatusRules
@@ -94,10 +94,11 @@ class Bridge:
             log.error("job %s: was being sent when fax-bridge stopped; marked unknown and not "
                       "resent (fax-bridge retry %s resends it)", job_id, job_id)
         found = await asyncio.to_thread(office.availability, s.documents)
+        readable = await asyncio.to_thread(ocr.availability, s)
         self.pipeline = build_pipeline(
             s, self.store, self.clock, arrivals=self.arrivals, metrics=self.metrics,
             faxmax=client, tasks=lambda: {t.get_name(): t for t in self._tasks},
-            office_availability=found)
+            office_availability=found, ocr_availability=readable)
         if self.pipeline.office is not None:  # LibreOffice starts while the rest does
             self._warming = asyncio.create_task(self.pipeline.office.warm_up(),
                                                 name="office warm-up")
@@ -134,6 +135,7 @@ class Bridge:
         for worker in self.pipeline.workers:
             self._tasks.append(asyncio.create_task(worker.run(), name=worker.name))
         log.info("office conversion %s", found.describe())
+        log.info("OCR of received faxes %s", readable.describe())
         log.info("fax-bridge listening: SMTP %s:%d, HTTP %s:%d", smtp_host, self.smtp_port, host,
                  self.http_port)
 

@@ -56,6 +56,7 @@ def _load(args: argparse.Namespace) -> config.Settings:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from bridge.mail import Templates
+    from bridge.ocr import availability as ocr_availability
     from bridge.office import availability
     from bridge.template_check import check_templates
 
@@ -63,6 +64,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     check_templates(Templates(settings.mail.templates_dir), settings)
     print(f"# effective settings from {settings.source} and the environment; secrets masked")
     print(f"# office conversion (documents.office): {availability(settings.documents).describe()}")
+    print(f"# OCR of received faxes (documents.ocr): {ocr_availability(settings).describe()}")
     print(config.to_toml(config.masked(settings)), end="")
     return 0
 

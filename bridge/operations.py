@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bridge import config, office
+from bridge import config, ocr, office
 from bridge.clock import SystemClock
 from bridge.errors import BridgeError, NotFound
 from bridge.instance import running_pid, wake_running
@@ -101,14 +101,16 @@ def _snapshot(db: Path) -> Snapshot:
     return asyncio.run(run())
 
 
-def _office(args: argparse.Namespace) -> str:
-    """Whether Office documents convert, as the service would find it with these settings
-    (or the defaults, when only --data-dir is given and there is no configuration file)."""
+def _tools(args: argparse.Namespace) -> tuple[str, str]:
+    """Whether Office documents convert, and received faxes are OCR'd, as the service would
+    find it with these settings (or the defaults, when only --data-dir is given and there is
+    no configuration file)."""
     try:
-        documents = _load(args).documents
+        settings = _load(args)
     except BridgeError:
-        documents = config.DocumentsSettings()
-    return office.availability(documents).describe()
+        settings = config.Settings()
+    return (office.availability(settings.documents).describe(),
+            ocr.availability(settings).describe())
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -116,10 +118,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     snap = _snapshot(db)
     pid = running_pid(db.parent)
     attention = _attention(snap)
-    conversion = _office(args)
+    conversion, reading = _tools(args)
     if args.json:
         print(json.dumps({
             "data_dir": str(db.parent), "running_pid": pid, "office_conversion": conversion,
+            "ocr": reading,
             "jobs": snap.jobs,
             "received": [{"provider": p, "state": s, "count": n}
                          for (p, s), n in sorted(snap.received.items())],
@@ -145,6 +148,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{label}:  " + (f"{_when(at)} ({_ago(max(0.0, now - at))} ago)" if at
                                 else "never"))
     print(f"office:     {conversion}")
+    print(f"ocr:        {reading}")
     print("attention:  " + ("nothing" if not attention else ""))
     for line in attention:
         print(f"  - {line}")

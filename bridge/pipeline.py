@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
-from bridge import documents, language, mime
+from bridge import documents, language, mime, ocr
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import Settings
@@ -76,6 +76,7 @@ class Pipeline:
     health: Health
     office: OfficeConverter | None  # None when `documents.office` has no LibreOffice
     office_availability: Office | Missing
+    ocr_availability: ocr.Reader | ocr.Missing
     _sandboxes: list[Sandbox] = field(default_factory=list, repr=False)
     _clients: list[FaxMaxClient | ByosokuClient] = field(default_factory=list, repr=False)
 
@@ -119,11 +120,13 @@ def build_pipeline(
     transport: Transport | None = None, sandbox: Sandbox | None = None,
     inspector: Sandbox | None = None, jitter: Callable[[], float] = random.random,
     tasks: Tasks = dict, office_availability: Office | Missing | None = None,
+    ocr_availability: ocr.Reader | ocr.Missing | None = None,
 ) -> Pipeline:
     """The parts, built from `settings` around an open `store`. Given parts replace the ones
     built from settings; `jitter` goes to every worker that spreads its retries; `tasks` names
     the running workers' tasks, for the health report; `office_availability` is
-    `bridge.office.availability(settings.documents)`, looked for here when not given."""
+    `bridge.office.availability(settings.documents)`, looked for here when not given, and
+    `ocr_availability` `bridge.ocr.availability(settings)`, likewise."""
     s = settings
     data = s.data_path
     templates = Templates(s.mail.templates_dir)
@@ -151,6 +154,8 @@ def build_pipeline(
         converter_office = OfficeConverter(
             office_availability, seconds=s.documents.timeout,
             memory_bytes=s.documents.office_memory_mb * 2**20, work_dir=data / "office")
+    if ocr_availability is None:
+        ocr_availability = ocr.availability(s)
     fax_body = s.documents.body == "auto" and converter_office is not None
     page_caps = PageCaps(per_sender=s.numbers.max_pages_per_sender_per_day,
                          total=s.numbers.max_pages_per_day)
@@ -169,7 +174,13 @@ def build_pipeline(
                           office_missing=office_availability.describe(), fax_body=fax_body,
                           timezone=s.mail.timezone,
                           sender_language=partial(language.for_sender, s))
-    inbox = Inbox(store, clock, s, sandbox=sandbox, alerter=alerter, on_enqueued=mailer.wake)
+    reader = None
+    if isinstance(ocr_availability, ocr.Reader):
+        reader = ocr.Ocr(ocr_availability, seconds=s.documents.ocr_timeout,
+                         memory_bytes=s.documents.ocr_memory_mb * 2**20, work_dir=data / "ocr",
+                         alert=alerter.alert)
+    inbox = Inbox(store, clock, s, sandbox=sandbox, alerter=alerter, on_enqueued=mailer.wake,
+                  ocr=reader)
     retention = Retention(store, clock, s.documents.retention_days)
     poller = None
     if s.byosoku.enabled:
@@ -209,5 +220,6 @@ def build_pipeline(
         sender=sender, converter=converter, inbox=inbox, retention=retention,
         byosoku=byosoku if s.byosoku.enabled else None, poller=poller, pushes=pushes,
         smtp_handler=smtp_handler, health=health, office=converter_office,
-        office_availability=office_availability, _sandboxes=own_sandboxes,
+        office_availability=office_availability, ocr_availability=ocr_availability,
+        _sandboxes=own_sandboxes,
         _clients=own_clients)

@@ -85,6 +85,7 @@ def _fax(tz: str, full: bool, lang: str) -> dict[str, Any]:
                 "pages": 2, "filename": "fax-2026-09-21-1713-from-903125550000.tif",
                 "filenames": ["fax-2026-09-21-1713-from-903125550000.tif"],
                 "note": UNCONVERTED_NOTE, "notice": False, "fax_ref": 12,
+                "excerpt": "FATURA\nSayın İlkay Doğan\n請求書",
                 "preview": {"cid": "page-1.fax@localhost", "page": 1, "width": 600,
                             "height": 848},
                 "thumbnails": [{"cid": "page-2.fax@localhost", "page": 2, "width": 150,
@@ -94,7 +95,7 @@ def _fax(tz: str, full: bool, lang: str) -> dict[str, Any]:
             "written_sender": written_number("", "81", lang),
             "written_number": written_number("81368680000", "81", lang),
             "pages": 1, "filename": "", "filenames": [], "note": "", "notice": True,
-            "fax_ref": 13, "preview": None, "thumbnails": []}
+            "fax_ref": 13, "preview": None, "thumbnails": [], "excerpt": ""}
 
 
 def _alert(full: bool) -> dict[str, Any]:

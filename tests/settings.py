@@ -20,7 +20,8 @@ def settings_for(tmp_path: Path, faxmax_url: str, relay_port: int | None = None,
                  **sections: dict[str, Any]) -> Settings:
     """Test settings: loopback everything, fast retries, trusted loopback senders. LibreOffice
     only where a test asks for it (`documents={"office": "auto"}`): the service starts one
-    at once, for a second of CPU, and most tests send no Office document."""
+    at once, for a second of CPU, and most tests send no Office document. OCR likewise
+    (`documents={"ocr": "auto"}`): it takes a second per received page."""
     base = Settings()
     mail = replace(base.mail, maildir=str(tmp_path / "maildir"), retry_base=0.05,
                    retry_cap=0.2, timezone="Europe/Istanbul")
@@ -35,7 +36,7 @@ def settings_for(tmp_path: Path, faxmax_url: str, relay_port: int | None = None,
         faxmax=replace(base.faxmax, enabled=True, url=faxmax_url, token="sim-token",
                        retry_base=0.05, retry_cap=0.2, timeout=5),
         mail=mail,
-        documents=replace(base.documents, office="off"),
+        documents=replace(base.documents, office="off", ocr="off"),
     )
     for name, values in sections.items():
         settings = replace(settings, **{name: replace(getattr(settings, name), **values)})

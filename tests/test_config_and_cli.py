@@ -77,6 +77,10 @@ token_file = "%s"
     ("[mail]\nsmtp_final_dot_timeout = 0\n", {},
      "mail.smtp_final_dot_timeout: must be greater than 0, got 0"),
     ("[numbers]\ndeny = ['09x']\n", {}, "numbers.deny: '09x' is not a number prefix"),
+    ("[documents]\nocr_timeout = 0\n", {}, "documents.ocr_timeout: must be greater than 0, got 0"),
+    ("[byosoku]\nocr_languages = 'japanese'\n", {},
+     "byosoku.ocr_languages: expected Tesseract language codes joined by +, such as "
+     "\"tur+eng\", got 'japanese'"),
     ("[byosoku]\nenabled = true\nlog_url = 'https://a.example/log'\n"
      "pdf_url = 'https://a.example/pdf'\npoll_interval = 10\n", {},
      "byosoku.poll_interval: the provider allows one call per 60 seconds, got 10"),
@@ -123,7 +127,7 @@ def test_every_choice_is_a_literal_refused_at_load_naming_the_key_and_the_choice
         "faxmax.paper_size", "faxmax.resolution", "faxmax.cover_page", "byosoku.pdf_method",
         "byosoku.initial_sync", "mail.transport", "mail.smtp_security", "mail.report_to_sender",
         "mail.report_copy",
-        "documents.office", "documents.body"}
+        "documents.office", "documents.body", "documents.ocr"}
     for section, key, allowed in choices:
         path = write(tmp_path, f"[{section}]\n{key} = 'sometimes'\n")
         with pytest.raises(ConfigError) as info:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import types
 import typing
@@ -31,6 +32,7 @@ from bridge.config.settings import (
 from bridge.errors import ConfigError
 
 ENV_PREFIX = "FAX_BRIDGE_"
+OCR_LANGUAGES = re.compile(r"[a-z]{3}(_[a-z]+)*(\+[a-z]{3}(_[a-z]+)*)*")
 # Read by the command line, not settings: FAX_BRIDGE_CONFIG (the file), FAX_BRIDGE_LOG_FORMAT.
 COMMAND_VARIABLES = ("CONFIG", "LOG_FORMAT")
 
@@ -221,12 +223,19 @@ def _validate(s: Settings) -> None:
                    ("documents.memory_mb", s.documents.memory_mb),
                    ("documents.max_pdf_unpacked_mb", s.documents.max_pdf_unpacked_mb),
                    ("documents.timeout", s.documents.timeout),
+                   ("documents.ocr_timeout", s.documents.ocr_timeout),
+                   ("documents.ocr_memory_mb", s.documents.ocr_memory_mb),
                    ("shutdown_timeout", s.shutdown_timeout)):
         if n <= 0:
             raise ConfigError(f"{key}: must be greater than 0, got {n}")
     if s.documents.retention_days < 0:
         raise ConfigError("documents.retention_days: must be 0 (keep forever) or more, got "
                           f"{s.documents.retention_days}")
+    for langs_key, langs in (("faxmax.ocr_languages", s.faxmax.ocr_languages),
+                             ("byosoku.ocr_languages", s.byosoku.ocr_languages)):
+        if not OCR_LANGUAGES.fullmatch(langs):
+            raise ConfigError(f"{langs_key}: expected Tesseract language codes joined by +, "
+                              f"such as \"tur+eng\", got {langs!r}")
     from bridge.numbers import NumberPolicy
 
     try:

@@ -30,6 +30,7 @@ MailTransport = Literal["maildir", "smtp"]
 SmtpSecurity = Literal["starttls", "tls", "none"]
 ReportToSender = Literal["always", "failures", "never"]
 OfficeSetting = Literal["auto", "off"]
+OcrSetting = Literal["auto", "off"]
 BodySetting = Literal["auto", "refuse"]
 InboundFormat = Literal["pdf", "tiff", "both", "notice"]
 ReportCopy = Literal["thumbnail", "pdf", "none"]
@@ -127,6 +128,7 @@ class FaxmaxSettings:
     line_hold: float = 1800  # seconds a submitted fax with no final status holds its line
     timezone: str = "Europe/Istanbul"  # of the times in FaxMAX's pushes, which carry none
     match_window: int = 900  # seconds around a push's requested_on that may match an unknown job
+    ocr_languages: str = "tur+eng"  # Tesseract's languages for its received faxes (Turkey)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class ByosokuSettings:
     retry_base: float = 30  # first delay before fetching a PDF again; doubles, with jitter
     retry_cap: float = 1800
     unhealthy_after: float = 900  # seconds of failing log calls before /healthz says 503
+    ocr_languages: str = "jpn+eng"  # Tesseract's languages for its received faxes (Japan)
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,9 @@ class DocumentsSettings:
     libreoffice: str = ""  # its soffice (or soffice.bin); "" looks on PATH and the usual places
     office_memory_mb: int = 2048  # LibreOffice's memory cap; it does not start under 1 GB
     body: BodySetting = "auto"  # a mail with nothing attached: fax its text (with LibreOffice)
+    ocr: OcrSetting = "auto"  # a text layer for received faxes where OCRmyPDF and Tesseract are
+    ocr_timeout: float = 60  # seconds OCR may take for one fax; past them it is mailed without
+    ocr_memory_mb: int = 1024  # OCRmyPDF's (and Tesseract's) memory cap
 
 
 @dataclass(frozen=True)

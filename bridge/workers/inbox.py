@@ -8,6 +8,8 @@ The email is enqueued in the same transaction that marks the fax mailed, and its
 derived from the provider's fax id, so a fax is mailed once; after a crash between relay and
 commit, the one possible repeat is recognisable. A fax image that cannot be converted is still
 delivered, as the original file, and the admin is told: no email ever goes out without the fax.
+With `documents.ocr`, the PDF is given a text layer first (`bridge.ocr`), within
+`documents.ocr_timeout`, and mailed without one when OCR fails.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from bridge.config.settings import InboundFormat
 from bridge.errors import DocumentError
 from bridge.mail import Templates, address_of, as_bytes, compose, one_line
 from bridge.numbers import to_international
+from bridge.ocr import Ocr, Text
 from bridge.providers import Provider, display_name
 from bridge.sandbox import Sandbox
 from bridge.store import Inbound, InboundState, OutgoingMail, Store
@@ -82,16 +85,21 @@ class FaxMail:
 UNCONVERTED_NOTE = "the fax could not be turned into a PDF; the original file is attached"
 
 
-def fax_mail(original: bytes, letter: Letter, problem: str = "") -> FaxMail:
+def fax_mail(original: bytes, letter: Letter, problem: str = "",
+             searchable: Text | None = None) -> FaxMail:
     """Runs in a sandboxed process: the fax as a PDF, and the email that carries it. Encoding a
     large attachment into an email is pure CPU: in the service, even in a thread, it held the
     interpreter from the event loop in steps of up to 5 ms while pushes arrived. A fax that
     cannot become a PDF (or whose conversion the sandbox cut off: `problem`) is attached as it
-    came, and the words why come back for the admin."""
+    came, and the words why come back for the admin. `searchable`: the PDF made already, with
+    its text layer (`Inbox.searchable`)."""
     if letter.format == "notice":
         return _notice(original, letter, count=not problem)
     pdf: bytes | None = None
-    if not problem:
+    excerpt = ""
+    if searchable is not None:
+        pdf, pages, excerpt = searchable.pdf, searchable.pages, searchable.excerpt
+    elif not problem:
         try:
             pdf, pages = to_pdf(original)
         except DocumentError as exc:
@@ -117,7 +125,8 @@ def fax_mail(original: bytes, letter: Letter, problem: str = "") -> FaxMail:
              for cid, p in zip(cids, pictures, strict=True)]
     context = letter.context | {
         "pages": pages, "filename": names[0], "filenames": names, "note": note,
-        "notice": False, "preview": shown[0] if shown else None, "thumbnails": shown[1:]}
+        "notice": False, "preview": shown[0] if shown else None, "thumbnails": shown[1:],
+        "excerpt": excerpt}
     msg = compose(Templates.cached(letter.templates_dir), "fax", context, from_=letter.from_,
                   to=letter.to, message_id=letter.message_id, date=letter.date,
                   auto_submitted=False, attachments=attachments, language=letter.language,
@@ -153,7 +162,8 @@ def _notice(original: bytes, letter: Letter, count: bool) -> FaxMail:
         except DocumentError:
             pages = 0
     context = letter.context | {"pages": pages, "filename": "", "filenames": [], "note": "",
-                                "notice": True, "preview": None, "thumbnails": []}
+                                "notice": True, "preview": None, "thumbnails": [],
+                                "excerpt": ""}
     msg = compose(Templates.cached(letter.templates_dir), "fax", context, from_=letter.from_,
                   to=letter.to, message_id=letter.message_id, date=letter.date,
                   auto_submitted=False, language=letter.language)
@@ -179,6 +189,7 @@ class Inbox(Worker):
     def __init__(
         self, store: Store, clock: Clock, settings: Settings, *,
         sandbox: Sandbox, alerter: Alerter, on_enqueued: Callable[[], None],
+        ocr: Ocr | None = None,
     ) -> None:
         super().__init__(clock)
         self.store = store
@@ -186,6 +197,7 @@ class Inbox(Worker):
         self.sandbox = sandbox
         self.alerter = alerter
         self.on_enqueued = on_enqueued
+        self.ocr = ocr  # None: `documents.ocr` is off, or OCR is not installed
         self.shunt = Shunt(store, clock, "inbound", "fax", alert=alerter.alert)
 
     def country(self, provider: str) -> str:
@@ -224,8 +236,9 @@ class Inbox(Worker):
             return
         original = await self.document(fax)
         letter = self.letter(fax, to)
+        searchable = await self.searchable(fax, original)
         try:
-            made = await self.sandbox.run(fax_mail, original, letter)
+            made = await self.sandbox.run(fax_mail, original, letter, "", searchable)
         except DocumentError as exc:  # the sandbox's limits cut the conversion off
             made = await self.sandbox.run(fax_mail, original, letter, str(exc))
         if made.problem:
@@ -246,6 +259,19 @@ class Inbox(Worker):
                  fax.sender_number or "withheld", ", ".join(to),
                  "" if made.filename else " (a notice: no attachment)")
         self.on_enqueued()
+
+    async def searchable(self, fax: Inbound, original: bytes) -> Text | None:
+        """The fax as a PDF with a text layer, in its provider's languages; None without OCR,
+        or when it fails (`fax_mail` then converts the fax, and says why it could not)."""
+        if self.ocr is None:
+            return None
+        try:
+            pdf, pages = await self.sandbox.run(to_pdf, original)
+        except DocumentError:
+            return None
+        langs = (self.settings.byosoku.ocr_languages if fax.provider == Provider.BYOSOKU
+                 else self.settings.faxmax.ocr_languages)
+        return await self.ocr.read(original if pdf is None else pdf, pages, langs, fax.id)
 
     async def undeliverable(self, fax: Inbound, words: str) -> None:
         """Failed, with the fax image kept (retention never deletes it), so that a person can
