@@ -97,10 +97,10 @@ async def test_reports_are_rendered_off_the_event_loop(
     render = Templates.render
     threads: list[bool] = []
 
-    def noting(self: Templates, name: str, context: Any) -> str:
+    def noting(self: Templates, name: str, context: Any, language: str = "en") -> str:
         if name.startswith("report."):
             threads.append(threading.current_thread() is threading.main_thread())
-        return render(self, name, context)
+        return render(self, name, context, language)
 
     bridge = await make_bridge()  # its start renders every template's samples, on the loop
     monkeypatch.setattr(Templates, "render", noting)
