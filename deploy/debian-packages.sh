@@ -5,7 +5,8 @@
 # metric-compatible stand-ins for Calibri, Cambria, Arial and Times (so a Word document keeps
 # its line and page breaks), util-linux's `unshare`, which starts LibreOffice without
 # network, and OCRmyPDF with Tesseract's Turkish, Japanese and English data, which give
-# received faxes a text layer (documents.ocr). The Dockerfile and .ci/run run this; on a Debian host, run it as root once.
+# received faxes a text layer (documents.ocr). The Dockerfile and .ci/run run this; on a
+# Debian host, run it as root once.
 #   usage: deploy/debian-packages.sh [EXTRA-PACKAGE...]
 set -eu
 packages="libreoffice-writer libreoffice-calc libreoffice-impress python3-uno

@@ -80,7 +80,8 @@ def test_the_image_installs_with_the_scripts_that_ci_runs() -> None:
         "&& /src/deploy/install.sh /opt/fax-bridge && rm -rf /src")
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^deploy/install\.sh \.venv dev$", ci, re.MULTILINE)
-    assert re.search(r"^deploy/debian-packages\.sh postfix swaks systemd$", ci, re.MULTILINE)
+    assert re.search(r"^deploy/debian-packages\.sh postfix swaks systemd chromium chromium-driver$",
+                     ci, re.MULTILINE)
 
 
 def test_the_debian_packages_carry_libreoffice_fonts_for_turkish_and_japanese_and_unshare(
