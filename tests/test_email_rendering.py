@@ -7,6 +7,8 @@ $FAX_BRIDGE_SCREENSHOTS) for a reviewer.
 The emails are made by the real service, in English, Turkish and Japanese: a fax delivered
 after a busy line, one that broke off after some pages, one of unknown outcome, one cancelled
 before its time, a received fax, and an alert to the admin.
+
+The test plan: docs/RELIABILITY.md R3.
 """
 
 from __future__ import annotations

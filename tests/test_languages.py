@@ -1,7 +1,10 @@
 """Every email and the cover page in English, Turkish and Japanese (issue 22): the language
 chosen by the sender's user, the sender's domain, the receiving number, or `mail.language`,
 with English where a translation is missing; numbers as people of the reader's country write
-them. Emails are read as a mail reader sees them, at the relay sink of the real service."""
+them. Emails are read as a mail reader sees them, at the relay sink of the real service.
+
+The test plan: docs/RELIABILITY.md R1.
+"""
 
 from __future__ import annotations
 

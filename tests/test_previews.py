@@ -1,7 +1,10 @@
 """Pictures in emails, through the real service: a received fax at a glance (page 1 inline,
 thumbnails of the next pages, the attachment `routing.formats` chose, or only a notice), and
 the delivery report's copy of what went out (`mail.report_copy`). Emails are read as a mail
-reader reads them, at an SMTP relay sink; pictures are opened with Pillow."""
+reader reads them, at an SMTP relay sink; pictures are opened with Pillow.
+
+The test plan: docs/RELIABILITY.md R2.
+"""
 
 from __future__ import annotations
 
