@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.config import Settings
+from bridge.office.tools import Missing as Missing  # re-exported: one shape for both
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,6 @@ class Reader:
     def describe(self) -> str:
         return (f"available: OCRmyPDF {self.ocrmypdf} with Tesseract {self.tesseract} "
                 f"({'+'.join(self.languages)})")
-
-
-@dataclass(frozen=True)
-class Missing:
-    """Why this machine makes no received fax searchable, in words for the operator."""
-
-    reason: str
-
-    def describe(self) -> str:
-        return f"not available: {self.reason}"
 
 
 def languages(settings: Settings) -> tuple[str, ...]:

@@ -37,7 +37,8 @@ class Office:
 
 @dataclass(frozen=True)
 class Missing:
-    """Why this machine converts no Office document, in words for the operator."""
+    """Why this machine lacks what a feature needs (LibreOffice for Office documents, OCRmyPDF
+    and Tesseract for searchable faxes, `bridge.ocr`), in words for the operator."""
 
     reason: str
 
