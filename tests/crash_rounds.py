@@ -397,7 +397,7 @@ def mails_of(relay: RelaySink) -> list[Mail]:
     return out
 
 
-UNKNOWN_WORDS = ("outcome unknown", "cannot tell whether your fax to +902122222525 reached",
+UNKNOWN_WORDS = ("outcome unknown", "cannot tell whether your fax to (0212) 222 25 25 reached",
                  "It was NOT sent again automatically")
 
 

@@ -14,6 +14,7 @@ The test plan: docs/RELIABILITY.md R3.
 from __future__ import annotations
 
 import collections
+import html.parser
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -39,6 +40,34 @@ ROUTING: dict[str, Any] = {"numbers": ROUTED, "default": ("frontdesk@example.com
 PDF = ("invoice.pdf", "application/pdf", make_pdf(3))
 LONG_SUBJECT = ("Invoice 2026-4711 for the maintenance contract of the third quarter, with the "
                 "list of every visit and part")
+
+
+ATTRIBUTES = {"alt", "border", "cellpadding", "cellspacing", "dir", "height", "lang", "role",
+              "src", "style", "width"}
+"""Every attribute the templates write. An attribute outside it is a quote that closed a
+`style` early (`"Noto Sans CJK JP"` inside `style="…"`), which a browser forgives silently."""
+
+
+class Attributes(html.parser.HTMLParser):
+    """Each tag's attributes, and each `style` declaration that is not `property: value`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unknown: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name not in ATTRIBUTES:
+                self.unknown.append(f"<{tag} {name}>")
+            for declaration in (value or "").split(";") if name == "style" else ():
+                if declaration.strip() and ":" not in declaration:
+                    self.unknown.append(f"<{tag} style> {declaration.strip()!r}")
+
+
+def badly_written(html_part: str) -> list[str]:
+    parser = Attributes()
+    parser.feed(html_part)
+    return parser.unknown
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +130,7 @@ async def test_every_email_fits_a_phone_and_a_desktop_with_every_picture_loaded(
         assert html is not None
         if lang != "en":
             assert f'lang="{lang}"' in str(html.get_content()), f"{kind}: not in {lang}"
+        problems.extend(f"{kind}: {bad}" for bad in badly_written(str(html.get_content())))
         for look in browser.look(message, f"{lang}-{kind}", tmp_path / kind):
             if look.overflows:
                 problems.append(f"{kind} at {look.width} px is {look.page_width} px wide")

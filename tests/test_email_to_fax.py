@@ -131,7 +131,7 @@ async def test_each_recipient_is_one_job_and_one_send_call(
     assert sorted(faxmax.sent_numbers()) == [NUMBER, "903122222222"]
     reports = await relay.wait_for(2)
     assert {r.message["Subject"] for r in reports} == {
-        "Fax delivered to +902122222525: Invoice 42", "Fax delivered to +903122222222: Invoice 42"}
+        "Fax delivered to (0212) 222 25 25: Invoice 42", "Fax delivered to (0312) 222 22 22: Invoice 42"}
 
 
 async def test_503_then_success_sends_exactly_once(
@@ -156,7 +156,7 @@ async def test_rejected_number_fails_at_once_and_the_sender_is_told_why(
     await wait_for_state(bridge, 1, JobState.FAILED)
     [report] = await relay.wait_for(1)
     msg = report.message
-    assert msg["Subject"] == "Fax NOT delivered to +902122222525: Invoice 42"
+    assert msg["Subject"] == "Fax NOT delivered to (0212) 222 25 25: Invoice 42"
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "Reason: FaxMAX rejected the number 902122222525" in text
     assert len(faxmax.requests) == 1
@@ -181,13 +181,13 @@ async def test_status_push_settles_the_job_and_the_report_lands_in_the_senders_t
     installation = bridge.store.installation
     assert re.fullmatch("[0-9a-f]{12}", installation)  # random per database
     assert msg["Message-ID"] == f"<fax-bridge.{installation}.job-1.delivered@localhost>"
-    assert msg["Subject"] == "Fax delivered to +902122222525: Contract"
+    assert msg["Subject"] == "Fax delivered to (0212) 222 25 25: Contract"
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "Your fax to +902122222525 was delivered." in text
+    assert "Your fax to (0212) 222 25 25 was delivered." in text
     assert "Pages:       2" in text
     assert "Fax status:  SUCCESS" in text
     html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
-    assert "<strong>+902122222525</strong> was delivered" in html
+    assert "<strong>(0212) 222 25 25</strong> was delivered" in html
     job = await bridge.store.jobs.get(1)
     assert job is not None and job.provider_status == "SUCCESS"
 
@@ -213,7 +213,7 @@ async def test_a_status_push_that_arrives_before_the_send_response_is_applied(
     await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
     await wait_for_state(bridge, 1, JobState.DELIVERED)
     [report] = await relay.wait_for(1)
-    assert report.message["Subject"] == "Fax delivered to +902122222525: Invoice 42"
+    assert report.message["Subject"] == "Fax delivered to (0212) 222 25 25: Invoice 42"
 
 
 async def test_repeated_pushes_are_harmless(
@@ -269,7 +269,7 @@ async def test_a_job_left_sending_by_a_crash_becomes_unknown_and_is_reported_not
     await wait_for_state(bridge, job_id, JobState.UNKNOWN)
     [report] = await relay.wait_for(1)
     assert report.rcpt_tos == ["bob@example.com"]
-    assert report.message["Subject"] == "Fax to +902122222525: outcome unknown: Crash"
+    assert report.message["Subject"] == "Fax to (0212) 222 25 25: outcome unknown: Crash"
     assert faxmax.requests == []
 
 
@@ -283,7 +283,7 @@ async def test_reports_can_be_delivered_into_a_maildir(
     files = list((tmp_path / "maildir" / "new").iterdir())
     assert len(files) == 1
     msg = email.message_from_bytes(files[0].read_bytes(), policy=default)
-    assert msg["Subject"] == "Fax delivered to +902122222525: Invoice 42"
+    assert msg["Subject"] == "Fax delivered to (0212) 222 25 25: Invoice 42"
     assert not list((tmp_path / "maildir" / "tmp").iterdir())
 
 

@@ -157,9 +157,9 @@ async def test_f5_transient_faxmax_faults_are_retried_on_the_schedule_then_fail_
     assert faxmax.faxes == []
     [report] = relay.messages
     msg = report.message
-    assert msg["Subject"] == "Fax NOT delivered to +902122222525: Invoice 42"
+    assert msg["Subject"] == "Fax NOT delivered to (0212) 222 25 25: Invoice 42"
     text = plain_text(msg)
-    assert "Your fax to +902122222525 could NOT be delivered." in text
+    assert "Your fax to (0212) 222 25 25 could NOT be delivered." in text
     assert f"Reason: FaxMAX could not be reached after {n} attempt(s); last error: {why}" in text
 
 
@@ -177,7 +177,7 @@ async def test_f5_an_invalid_number_fails_at_once_with_the_providers_reason(
         assert len(rig.client.calls) == 1
     assert len(faxmax.requests) == 1 and faxmax.faxes == []
     [report] = relay.messages
-    assert report.message["Subject"] == "Fax NOT delivered to +902122222525: Invoice 42"
+    assert report.message["Subject"] == "Fax NOT delivered to (0212) 222 25 25: Invoice 42"
     assert ("Reason: FaxMAX refused the fax: Invalid params: 902122222525 is not a valid fax "
             "number") in plain_text(report.message)
 
@@ -246,9 +246,9 @@ async def test_f5_an_unknown_outcome_is_sent_once_and_the_sender_told_it_was_not
     assert len(faxmax.requests) == 1  # sent exactly once, in a whole day
     [report] = relay.messages
     msg = report.message
-    assert msg["Subject"] == "Fax to +902122222525: outcome unknown: Invoice 42"
+    assert msg["Subject"] == "Fax to (0212) 222 25 25: outcome unknown: Invoice 42"
     text = plain_text(msg)
-    assert "fax-bridge cannot tell whether your fax to +902122222525 reached the recipient." in text
+    assert "fax-bridge cannot tell whether your fax to (0212) 222 25 25 reached the recipient." in text
     assert f"Why: {why}" in text
     assert "It was NOT sent again automatically" in text
 
@@ -289,7 +289,7 @@ async def test_f5_a_document_that_cannot_be_read_at_send_time_fails_and_is_never
                              "was not sent (FileNotFoundError: ")
     assert faxmax.calls == 0
     [report] = relay.messages
-    assert report.message["Subject"] == "Fax NOT delivered to +902122222525: Invoice 42"
+    assert report.message["Subject"] == "Fax NOT delivered to (0212) 222 25 25: Invoice 42"
     assert f"Reason: {detail}" in plain_text(report.message)
 
 
@@ -572,7 +572,7 @@ async def test_f7_a_relay_that_is_down_or_says_not_now_gets_the_mail_once_when_i
     assert [s for _, s in retries_logged(caplog, "bridge.workers.mailer")] == [15, 30, 60]
     assert (sent.state, sent.attempts) == (MailState.SENT, 4)
     assert relay.count(sent.message_id) == len(relay.messages) == 1
-    assert relay.messages[0].message["Subject"] == ("Fax NOT delivered to +902122222525: "
+    assert relay.messages[0].message["Subject"] == ("Fax NOT delivered to (0212) 222 25 25: "
                                                     "Invoice 42")
 
 

@@ -60,7 +60,7 @@ async def test_a_pushed_two_page_tiff_fax_becomes_one_email_with_a_two_page_pdf(
     [mail] = await relay.wait_for(1)
     msg = mail.message
     assert mail.rcpt_tos == ["istanbul@example.com"]
-    assert msg["Subject"] == "Fax from 903125550000 to +902121110000 (2 pages)"
+    assert msg["Subject"] == "Fax from (0312) 555 00 00 to (0212) 111 00 00 (2 pages)"
     filename, ctype, data = attachment(msg)
     assert ctype == "application/pdf" and pdf_pages(data) == 2
     assert filename.startswith("fax-") and filename.endswith("-from-903125550000.pdf")
@@ -426,12 +426,12 @@ async def test_polled_faxes_are_routed_by_either_number_form_and_mailed(
     by_rcpt = {m.rcpt_tos[0]: m.message for m in mails}
     assert set(by_rcpt) == {"tokyo@example.com", "sapporo@example.com"}
     tokyo = by_rcpt["tokyo@example.com"]
-    assert tokyo["Subject"] == "Fax from 0312345678 to +81368680000 (3 pages)"
+    assert tokyo["Subject"] == "Fax from 03-1234-5678 to 03-6868-0000 (3 pages)"
     filename, ctype, data = attachment(tokyo)
     assert (ctype, data) == ("application/pdf", pdf)
     assert filename == "fax-2026-11-23-0309-from-0312345678.pdf"
     assert {method for _, _, method in byosoku.pdf_calls} == {"POST"}
     assert "Via:       秒速FAX Plus" in tokyo.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert by_rcpt["sapporo@example.com"]["Subject"].startswith("Fax from withheld to +8161")
+    assert by_rcpt["sapporo@example.com"]["Subject"] == "Fax from withheld to 06-1234-5678 (1 page)"
     assert byosoku.violations == 0
 

@@ -54,8 +54,8 @@ async def report_of(make_bridge: MakeBridge, relay: RelaySink, state: JobState,
 
 
 @pytest.mark.parametrize(("language", "subject", "phrase", "date"), [
-    ("en", "Fax delivered to +902122222525: Invoice 42",
-     "Your fax to +902122222525 was delivered.", EN_DATE),
+    ("en", "Fax delivered to (0212) 222 25 25: Invoice 42",
+     "Your fax to (0212) 222 25 25 was delivered.", EN_DATE),
     ("tr", "Faksınız iletildi: (0212) 222 25 25 – Invoice 42",
      "(0212) 222 25 25 numarasına gönderdiğiniz faks iletildi.", TR_DATE),
     ("ja", "【FAX送信完了】(0212) 222 25 25「Invoice 42」",
@@ -76,7 +76,7 @@ async def test_a_delivered_report_in_each_language(
 
 
 @pytest.mark.parametrize(("language", "subject", "phrase"), [
-    ("en", "Fax NOT delivered to +902122222525: Invoice 42",
+    ("en", "Fax NOT delivered to (0212) 222 25 25: Invoice 42",
      "Reason: Remote machine refused the call"),
     ("tr", "Faksınız iletilemedi: (0212) 222 25 25 – Invoice 42",
      "Neden: Remote machine refused the call"),  # the provider's words stay as they came
@@ -95,7 +95,7 @@ async def test_a_failed_report_in_each_language(
 
 
 @pytest.mark.parametrize(("language", "subject", "phrase"), [
-    ("en", "Fax to +902122222525: outcome unknown: Invoice 42", "cannot tell whether"),
+    ("en", "Fax to (0212) 222 25 25: outcome unknown: Invoice 42", "cannot tell whether"),
     ("tr", "Faksınızın durumu belirsiz: (0212) 222 25 25 – Invoice 42",
      "faksın alıcıya ulaşıp ulaşmadığı bilinmiyor"),
     ("ja", "【FAX送信結果不明】(0212) 222 25 25「Invoice 42」", "届いたかどうか確認できません"),
@@ -112,7 +112,7 @@ async def test_an_unknown_outcome_report_in_each_language(
 
 
 @pytest.mark.parametrize(("language", "subject", "why"), [
-    ("en", "Fax to +902122222525 cancelled: Invoice 42",
+    ("en", "Fax to (0212) 222 25 25 cancelled: Invoice 42",
      "Why: an operator cancelled it (fax-bridge cancel)"),
     ("tr", "Faksınız iptal edildi: (0212) 222 25 25 – Invoice 42",
      "Nedeni: Yönetici tarafından iptal edildi (fax-bridge cancel)."),
@@ -158,7 +158,7 @@ async def test_the_language_comes_from_the_user_then_the_sender_domain_then_mail
     assert subjects == {
         "taro@example.co.jp": "【FAX送信完了】(0212) 222 25 25「Invoice 42」",
         "ayse@branch.example.co.jp": "Faksınız iletildi: (0312) 555 00 00 – Invoice 42",
-        "bob@example.org": "Fax delivered to +904125550000: Invoice 42"}
+        "bob@example.org": "Fax delivered to (0412) 555 00 00: Invoice 42"}
 
 
 def test_a_users_language_comes_before_the_sender_domains() -> None:
@@ -220,7 +220,7 @@ async def test_a_received_fax_on_an_unlisted_number_is_in_mail_language(
     await make_bridge(routing={"default": ("frontdesk@example.com",)})
     await faxmax.push_incoming(tiff=make_tiff(1), cld="902121110000", cli="903125550000")
     [mail] = await relay.wait_for(1)
-    assert mail.message["Subject"] == "Fax from 903125550000 to +902121110000 (1 page)"
+    assert mail.message["Subject"] == "Fax from (0312) 555 00 00 to (0212) 111 00 00 (1 page)"
 
 
 @pytest.mark.parametrize(("language", "subject", "phrase"), [
@@ -278,8 +278,8 @@ async def test_a_missing_override_falls_back_to_the_built_in_translation_then_en
     assert turkish["Subject"] == "Faks raporu: (0212) 222 25 25"  # the operator's
     assert "numarasına gönderdiğiniz faks iletildi" in text_of(turkish)  # the built-in tr
     german = reports["hans@example.de"]
-    assert german["Subject"] == "Fax delivered to +903125550000: Invoice 42"
-    assert "Your fax to +903125550000 was delivered." in text_of(german)
+    assert german["Subject"] == "Fax delivered to (0312) 555 00 00: Invoice 42"
+    assert "Your fax to (0312) 555 00 00 was delivered." in text_of(german)
 
 
 @pytest.mark.parametrize(("number", "home", "language", "written"), [

@@ -222,7 +222,7 @@ async def test_work_cut_off_at_shutdown_is_the_crash_case_at_the_next_start(
     await process.start()
     assert job_states(process) == ["unknown"]
     [report] = await relay.wait_for(1, timeout=15)
-    assert report.message["Subject"] == "Fax to +902122222525: outcome unknown: Invoice 42"
+    assert report.message["Subject"] == "Fax to (0212) 222 25 25: outcome unknown: Invoice 42"
     assert len(faxmax.requests) == 1  # never resent on its own
 
 
@@ -447,7 +447,7 @@ async def test_a_retried_job_that_fails_again_is_reported_again(
     assert retried.returncode == 0, retried.stderr
     await faxmax.wait_for_requests(2, timeout=15)
     [_, second] = await relay.wait_for(2, timeout=15)
-    subject = "Fax NOT delivered to +902122222525: Invoice 42"
+    subject = "Fax NOT delivered to (0212) 222 25 25: Invoice 42"
     assert [first.message["Subject"], second.message["Subject"]] == [subject, subject]
     assert first.message["Message-ID"] != second.message["Message-ID"]
     assert ".job-1.round-2.failed@" in second.message["Message-ID"]

@@ -129,7 +129,7 @@ async def assert_faxed_and_reported(stack: Stack, message_id: str) -> None:
     await wait_for_state(stack.bridge, 1, JobState.DELIVERED, timeout=15)
 
     [report] = await stack.postfix.wait_for_mail(ALICE)
-    assert report["Subject"] == "Fax delivered to +902122222525: Invoice 42"
+    assert report["Subject"] == "Fax delivered to (0212) 222 25 25: Invoice 42"
     assert report["In-Reply-To"] == message_id
     assert report["Return-Path"] == "<>"  # sent from the null sender, as the bridge does
     assert "(unknown [127.0.0.1])" in report["Received"]  # relayed by Postfix's smtpd
@@ -168,7 +168,7 @@ async def test_a_received_fax_is_relayed_by_postfix_into_the_routed_mailbox(
     await stack.faxmax.push_incoming(tiff=make_tiff(2), cld="902121110000",
                                      cli="903125550000")
     [mail] = await stack.postfix.wait_for_mail(OFFICE)
-    assert mail["Subject"] == "Fax from 903125550000 to +902121110000 (2 pages)"
+    assert mail["Subject"] == "Fax from (0312) 555 00 00 to (0212) 111 00 00 (2 pages)"
     assert mail["From"] == "Fax Bridge <fax-bridge@example.com>"
     assert mail["Return-Path"] == "<fax-bridge@example.com>"
     filename, document = pdf_attachment(mail)

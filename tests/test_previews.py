@@ -136,7 +136,7 @@ async def test_a_notice_number_gets_neither_attachment_nor_picture(
     assert "cid:" not in html_of(msg)
     assert "faxes are not sent by email" in text_of(msg)
     # Only that a fax arrived: not who sent it, nor how long it is.
-    assert msg["Subject"] == "Fax received on +902121110000"
+    assert msg["Subject"] == "Fax received on (0212) 111 00 00"
     for shown in (text_of(msg), html_of(msg)):
         assert "3125550000" not in shown and "555 00 00" not in shown and "Pages" not in shown
     assert await bridge.store.inbound.counts() == {"mailed": 1}

@@ -53,11 +53,11 @@ async def test_a_push_for_an_unknown_jobs_fax_settles_it_and_corrects_the_report
     await smtp_send(bridge.smtp_port, fax_mail(PDF))
     await relay.wait_for(1)
     assert relay.messages[0].message["Subject"] == (
-        "Fax to +902122222525: outcome unknown: Invoice 42")
+        "Fax to (0212) 222 25 25: outcome unknown: Invoice 42")
 
     await wait_for_state(bridge, 1, JobState.DELIVERED)
     await relay.wait_for(2)
-    assert relay.messages[1].message["Subject"] == "Fax delivered to +902122222525: Invoice 42"
+    assert relay.messages[1].message["Subject"] == "Fax delivered to (0212) 222 25 25: Invoice 42"
     assert MATCHED_WORDS in text_of(relay, 1)
     job = await bridge.store.jobs.get(1)
     assert job is not None
@@ -83,7 +83,7 @@ async def test_a_push_that_came_before_the_send_turned_unknown_settles_it_at_onc
     await smtp_send(bridge.smtp_port, fax_mail(PDF))
     await wait_for_state(bridge, 1, JobState.DELIVERED)
     [report] = await relay.wait_for(1)
-    assert report.message["Subject"] == "Fax delivered to +902122222525: Invoice 42"
+    assert report.message["Subject"] == "Fax delivered to (0212) 222 25 25: Invoice 42"
     await asyncio.sleep(0.3)  # a second report, were one coming, would be queued by now
     assert len(relay.messages) == 1
 

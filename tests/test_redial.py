@@ -79,9 +79,9 @@ async def test_a_busy_line_is_dialled_again_on_schedule_and_reported_once_with_e
     bridge.wake()
     await wait_for_state(bridge, 1, JobState.DELIVERED)
     [report] = await relay.wait_for(1)
-    assert report.message["Subject"] == "Fax delivered to +902122222525: Invoice 42"
+    assert report.message["Subject"] == "Fax delivered to (0212) 222 25 25: Invoice 42"
     text = report_text(relay)
-    assert "Your fax to +902122222525 was delivered at attempt 3." in text
+    assert "Your fax to (0212) 222 25 25 was delivered at attempt 3." in text
     lines = [line.strip() for line in text.splitlines()]
     attempts = lines[lines.index("Attempts:") + 1:lines.index("Attempts:") + 4]
     assert attempts[0].startswith("1. ") and "BUSY, no page sent; dialled again at" in attempts[0]
@@ -114,7 +114,7 @@ async def test_redials_end_after_the_last_delay_with_every_dial_counted(
     await wait_for_state(bridge, 1, JobState.FAILED)
     assert len(faxmax.faxes) == 3  # 1 + len(redial_delays), and no more
     [report] = await relay.wait_for(1)
-    assert report.message["Subject"] == "Fax NOT delivered to +902122222525: Invoice 42"
+    assert report.message["Subject"] == "Fax NOT delivered to (0212) 222 25 25: Invoice 42"
     text = report_text(relay)
     assert "The number was dialled 3 times; no call went through." in text
     assert text.count("BUSY, no page sent") == 3

@@ -154,9 +154,9 @@ async def test_cancel_stops_a_queued_and_a_scheduled_fax_and_tells_their_sender(
     reports = await relay.wait_for(2)
     installation = bridge.store.installation
     assert sorted((r.message["Subject"], r.message["Message-ID"]) for r in reports) == [
-        ("Fax to +902122222525 cancelled: Invoice 42",
+        ("Fax to (0212) 222 25 25 cancelled: Invoice 42",
          f"<fax-bridge.{installation}.job-1.cancelled@localhost>"),
-        ("Fax to +903122222222 cancelled: Invoice 42",
+        ("Fax to (0312) 222 22 22 cancelled: Invoice 42",
          f"<fax-bridge.{installation}.job-2.cancelled@localhost>")]
     text = reports[0].message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     text = text.replace("\r\n", "\n")

@@ -89,7 +89,7 @@ async def test_reports_go_through_a_relay_that_requires_starttls_and_auth(
     await smtp_send(bridge.smtp_port, fax_mail(("a.pdf", "application/pdf", make_pdf(1))))
     await wait_for_state(bridge, 1, JobState.DELIVERED)
     [report] = await tls_relay.wait_for(1)
-    assert report.message["Subject"] == "Fax delivered to +902122222525: Invoice 42"
+    assert report.message["Subject"] == "Fax delivered to (0212) 222 25 25: Invoice 42"
     assert tls_relay.logins == ["relay-user"]
 
 
