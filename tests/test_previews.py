@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import io
 import re
-from email.message import EmailMessage, Message
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from bridge.errors import ConfigError
 from bridge.simulators import FaxMaxSimulator
 from bridge.store import JobState
 from tests.docfactory import make_pdf, make_tiff
+from tests.mail_parts import attachments, html_of, images, text_of
 from tests.mails import fax_mail
 from tests.relay import RelaySink
 from tests.rigs import ADMIN, ROUTED
@@ -39,45 +40,6 @@ RECEIVING = "902121110000"  # routed to istanbul@example.com (tests.rigs.ROUTED)
 
 def routing(**formats: str) -> dict[str, Any]:
     return {"numbers": ROUTED, "admin": ADMIN, "formats": formats}
-
-
-def html_of(msg: EmailMessage) -> str:
-    part = msg.get_body(("html",))
-    assert part is not None
-    content: str = part.get_content()
-    return content
-
-
-def text_of(msg: EmailMessage) -> str:
-    part = msg.get_body(("plain",))
-    assert part is not None
-    content: str = part.get_content()
-    return content
-
-
-def images(msg: EmailMessage) -> dict[str, Image.Image]:
-    """Every inline picture in the email by its Content-ID, opened (and so checked) by
-    Pillow."""
-    found: dict[str, Image.Image] = {}
-    for part in msg.walk():
-        if part.get_content_maintype() == "image" and part["Content-ID"]:
-            data = part.get_payload(decode=True)
-            assert isinstance(data, bytes)
-            image = Image.open(io.BytesIO(data))
-            image.load()
-            assert image.format == "PNG" and part.get_content_type() == "image/png"
-            found[str(part["Content-ID"]).strip().strip("<>")] = image
-    return found
-
-
-def attachments(msg: EmailMessage) -> list[tuple[str, str, bytes]]:
-    found = []
-    for part in msg.iter_attachments():
-        assert isinstance(part, Message)
-        data = part.get_payload(decode=True)
-        assert isinstance(data, bytes)
-        found.append((part.get_filename() or "", part.get_content_type(), data))
-    return found
 
 
 def drawn_pdf() -> bytes:
