@@ -123,7 +123,7 @@ async def test_every_email_fits_a_phone_and_a_desktop_with_every_picture_loaded(
     browser: Browser, tmp_path: Path, lang: str,
 ) -> None:
     emails = await every_kind(make_bridge, faxmax, relay, clock, lang)
-    problems = []
+    problems: list[str] = []
     for kind, message in sorted(emails.items()):
         assert message.get_body(("plain",)) is not None, f"{kind}: no plain-text part"
         html = message.get_body(("html",))

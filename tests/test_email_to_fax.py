@@ -131,7 +131,8 @@ async def test_each_recipient_is_one_job_and_one_send_call(
     assert sorted(faxmax.sent_numbers()) == [NUMBER, "903122222222"]
     reports = await relay.wait_for(2)
     assert {r.message["Subject"] for r in reports} == {
-        "Fax delivered to (0212) 222 25 25: Invoice 42", "Fax delivered to (0312) 222 22 22: Invoice 42"}
+        "Fax delivered to (0212) 222 25 25: Invoice 42",
+        "Fax delivered to (0312) 222 22 22: Invoice 42"}
 
 
 async def test_503_then_success_sends_exactly_once(

@@ -248,7 +248,8 @@ async def test_f5_an_unknown_outcome_is_sent_once_and_the_sender_told_it_was_not
     msg = report.message
     assert msg["Subject"] == "Fax to (0212) 222 25 25: outcome unknown: Invoice 42"
     text = plain_text(msg)
-    assert "fax-bridge cannot tell whether your fax to (0212) 222 25 25 reached the recipient." in text
+    assert ("fax-bridge cannot tell whether your fax to (0212) 222 25 25 reached the "
+            "recipient.") in text
     assert f"Why: {why}" in text
     assert "It was NOT sent again automatically" in text
 
