@@ -18,8 +18,8 @@ from bridge.workers.sender import INTERRUPTED
 
 FIXED: dict[str, dict[str, str]] = {
     RECOVERED: {
-        "tr": "Faksınız FaxMAX'e iletilirken fax-bridge durdu; bu nedenle FaxMAX'in faksı "
-              "alıp almadığı bilinmiyor. Faks tekrar gönderilmedi.",
+        "tr": "Faksınız FaxMAX'a iletilirken fax-bridge durdu; bu nedenle FaxMAX'ın faksı "
+              "alıp almadığı bilinmiyor. Faks yeniden gönderilmedi.",
         "ja": "FAXをFaxMAXへ引き渡している途中でfax-bridgeが停止したため、FaxMAXが受け付けた"
               "かどうか確認できません。再送はしていません。",
     },
@@ -39,8 +39,8 @@ FIXED: dict[str, dict[str, str]] = {
               "ログに記録されています）。",
     },
     INTERRUPTED: {
-        "tr": "FaxMAX'e iletim bir iç hata nedeniyle yarıda kaldı; faksın gönderilip "
-              "gönderilmediği bilinmiyor. Faks tekrar gönderilmedi.",
+        "tr": "FaxMAX'a iletim bir iç hata nedeniyle yarıda kaldı; faksın gönderilip "
+              "gönderilmediği bilinmiyor. Faks yeniden gönderilmedi.",
         "ja": "FaxMAXへの引き渡しが内部エラーで中断されたため、送信されたかどうか分かりません。"
               "再送はしていません。",
     },
@@ -50,11 +50,11 @@ Words = Callable[[re.Match[str]], str]
 SHAPED: tuple[tuple[re.Pattern[str], dict[str, Words]], ...] = (
     (re.compile(r"FaxMAX could not be reached after (\d+) attempt\(s\); last error: (.*)",
                 re.DOTALL), {
-        "tr": lambda m: f"FaxMAX'e {m[1]} denemede ulaşılamadı; son hata: {m[2]}",
+        "tr": lambda m: f"{m[1]} denemeye rağmen FaxMAX'a ulaşılamadı; son hata: {m[2]}",
         "ja": lambda m: f"{m[1]}回試みましたがFaxMAXに接続できませんでした。最後のエラー: {m[2]}",
     }),
     (re.compile(r"(\S+) with no page sent; dialled again after (\d+) seconds"), {
-        "tr": lambda m: f"{m[1].upper()}: hiç sayfa gönderilmedi; {m[2]} saniye sonra tekrar "
+        "tr": lambda m: f"{m[1].upper()}: hiç sayfa gönderilmedi; {m[2]} saniye sonra yeniden "
                         "aranacak",
         "ja": lambda m: f"{m[1].upper()}: 1枚も送信されませんでした。{m[2]}秒後にかけ直します",
     }),

@@ -79,7 +79,7 @@ async def test_a_delivered_report_in_each_language(
     ("en", "Fax NOT delivered to (0212) 222 25 25: Invoice 42",
      "Reason: Remote machine refused the call"),
     ("tr", "Faksınız iletilemedi: (0212) 222 25 25 – Invoice 42",
-     "Neden: Remote machine refused the call"),  # the provider's words stay as they came
+     "Nedeni: Remote machine refused the call"),  # the provider's words stay as they came
     ("ja", "【FAX送信失敗】(0212) 222 25 25「Invoice 42」",
      "理由: Remote machine refused the call"),
 ])
