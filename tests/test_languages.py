@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 
+from bridge.config import Settings
 from bridge.language import format_time, written_number
+from bridge.mail import Templates
 from bridge.simulators import Fault, FaxMaxSimulator
 from bridge.store import JobState
+from bridge.template_check import samples
 from tests.docfactory import make_pdf, make_tiff
 from tests.mails import fax_mail
 from tests.relay import RelaySink
@@ -305,3 +308,12 @@ def test_dates_are_written_in_each_languages_own_form() -> None:
     assert format_time(moment, "Asia/Tokyo", "ja") == "2026年12月7日 21:34"
     assert format_time(moment, "Europe/Istanbul", "en") == "2026-12-07 15:34 +03"
     assert format_time(moment, "Europe/Istanbul", "de") == "2026-12-07 15:34 +03"
+
+
+@pytest.mark.parametrize(("language", "letter"), [
+    ("en", "Paper size:  letter"), ("tr", "Kâğıt boyutu:   Letter (ABD)"),
+    ("ja", "用紙サイズ:   レター")])
+def test_a_paper_size_is_named_in_the_readers_words(language: str, letter: str) -> None:
+    name, _, context = next(s for s in samples(Settings(), language) if s[0] == "report.txt.j2")
+    text = Templates().render(name, dict(context, paper_size="letter"), language)
+    assert letter in text
