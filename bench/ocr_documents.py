@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from bridge import documents, ocr
+from bridge.alert_texts import Said
 from bridge.config import Settings
 
 ROUNDS = 3
@@ -85,8 +86,8 @@ async def ocr_pages(pages: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
 
-        async def alert(cause: str, summary: str, details: str) -> None:
-            print(f"   alert {cause}: {summary}")
+        async def alert(cause: str, text: Said) -> None:
+            print(f"   alert {cause}: {text.summary()}")
 
         reader = ocr.Ocr(found, seconds=settings.documents.ocr_timeout,
                          memory_bytes=settings.documents.ocr_memory_mb * 2**20,

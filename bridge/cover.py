@@ -8,8 +8,9 @@ the daily page caps. FaxMAX lays it out itself, so its pages are estimated by a 
 (`fit`): a cover page holds `LINES_PER_PAGE` lines of `CHARS_PER_LINE` characters (the
 template's 14 pt type on A4); a line of text takes one line per `CHARS_PER_LINE` characters
 or part of them (an empty line, one); the heading takes `HEADING_LINES` lines plus the lines of
-the From: and Subject: it shows. Text beyond `MAX_COVER_PAGES` pages is cut, and the cover
-says so in its last line, and the sender's report lists what was left out.
+the From: and Subject: it shows. Text beyond `MAX_COVER_PAGES` pages is cut; the cover
+template says so in its last lines (in the sender's language, from `Fitted.left`), and the
+sender's report lists what was left out.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def cover_file(document_path: str | Path) -> Path:
 LINES_PER_PAGE = 40
 CHARS_PER_LINE = 70
 HEADING_LINES = 4  # the "Fax" title (two lines' height), the rule below the table, a margin
+NOTE_LINES = 3  # a blank line and the template's note that the cover was shortened
 MAX_COVER_PAGES = 3  # a letter's worth; more is the rest of a thread, or an attempt on the caps
 
 
@@ -89,11 +91,12 @@ def cover_text(body: str) -> str:
 @dataclass(frozen=True)
 class Fitted:
     """The cover's text as it is faxed, the pages it fills, and what was cut (a line for the
-    report's list of what was left out, "" when nothing was)."""
+    report's list of what was left out, "" when nothing was; `left` characters of it)."""
 
     text: str
     pages: int
     cut: str
+    left: int = 0
 
 
 def _lines(text: str) -> int:
@@ -106,13 +109,8 @@ def fit(text: str, *heading: str, max_pages: int = MAX_COVER_PAGES) -> Fitted:
     used = HEADING_LINES + sum(_lines(value) for value in heading if value)
     if used + _lines(text) <= max_pages * LINES_PER_PAGE:
         return Fitted(text, max(1, math.ceil((used + _lines(text)) / LINES_PER_PAGE)), "")
-
-    def note(left: int) -> str:
-        return (f"[fax-bridge shortened this cover page to {max_pages} pages: the last "
-                f"{left:,} characters of the mail's text were not faxed]")
-
     kept: list[str] = []
-    room = max_pages * LINES_PER_PAGE - used - 1 - _lines(note(len(text)))  # a blank line
+    room = max_pages * LINES_PER_PAGE - used - NOTE_LINES
     for line in text.split("\n"):
         need = max(1, math.ceil(len(line) / CHARS_PER_LINE))
         if need > room:
@@ -123,6 +121,6 @@ def fit(text: str, *heading: str, max_pages: int = MAX_COVER_PAGES) -> Fitted:
         room -= need
     shown = "\n".join(kept)
     left = len(text) - len(shown)
-    return Fitted(f"{shown}\n\n{note(left)}", max_pages,
+    return Fitted(shown, max_pages,
                   f"the end of the mail's text ({left:,} characters): the cover page holds at "
-                  f"most {max_pages} pages")
+                  f"most {max_pages} pages", left)

@@ -26,10 +26,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.alert_texts import said
+from bridge.alerts import Alert
 from bridge.config import Settings
 from bridge.office.tools import Missing as Missing  # re-exported: one shape for both
 
@@ -145,7 +146,7 @@ class Ocr:
     """`await ocr.read(pdf, pages, languages, fax_id)`: the PDF with a text layer, or None."""
 
     def __init__(self, reader: Reader, *, seconds: float, memory_bytes: int, work_dir: Path,
-                 alert: Callable[[str, str, str], Awaitable[None]], nice: int = 10) -> None:
+                 alert: Alert, nice: int = 10) -> None:
         self.reader = reader
         self.seconds = seconds
         self.memory_bytes = memory_bytes
@@ -172,11 +173,8 @@ class Ocr:
         self.failures += 1
         log.warning("fax %s: no text layer, mailed without one: %s", fax_id, problem)
         if self.failures >= FAILURES_BEFORE_ALERT:
-            await self.alert("ocr-failing",
-                             f"OCR failed on the last {self.failures} received faxes",
-                             f"The last one (fax {fax_id}): {problem}\nThe faxes were mailed "
-                             "without a text layer. Check the OCRmyPDF and Tesseract "
-                             "installation (fax-bridge check-config).")
+            await self.alert("ocr-failing", said("ocr-failing", failures=self.failures,
+                                                 fax=fax_id, problem=problem))
         return None
 
     async def _run(self, work: Path, pdf: bytes, langs: str) -> Text | str:

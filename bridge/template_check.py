@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from bridge.config import Settings
+from bridge.cover import MAX_COVER_PAGES
 from bridge.errors import ConfigError
 from bridge.language import format_time, languages_in_use, written_number
 from bridge.mail import Templates
@@ -107,11 +108,14 @@ def _alert(full: bool) -> dict[str, Any]:
 
 
 def _cover(full: bool) -> dict[str, Any]:
-    """What `Converter.cover_html` passes (with `cover_page = "always"` the text may be "")."""
+    """What `workers.converter.make_cover` passes (with `cover_page = "always"` the text may
+    be ""; `shortened`: the characters cut, 0 for none)."""
     if full:
         return {"text": "Please find the invoice attached.\nKind regards", "subject":
-                "Invoice 42", "sender": "Alice Example <alice@example.com>"}
-    return {"text": "", "subject": "", "sender": "alice@example.com"}
+                "Invoice 42", "sender": "Alice Example <alice@example.com>",
+                "shortened": 2230, "max_pages": MAX_COVER_PAGES}
+    return {"text": "", "subject": "", "sender": "alice@example.com", "shortened": 0,
+            "max_pages": MAX_COVER_PAGES}
 
 
 def samples(settings: Settings, lang: str = "en"

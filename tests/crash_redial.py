@@ -73,7 +73,7 @@ class RedialRound:
         for report in final:
             if report.to != (SENDER,):
                 found.append(f"the report about job 1 went to {report.to}, not the sender")
-            if "BUSY, no page sent; dialled again at" not in report.text:
+            if "line busy (BUSY), no page sent; dialled again at" not in report.text:
                 found.append(f"the report about job 1 does not list the busy attempt:\n"
                              f"{report.text}")
         return found

@@ -120,7 +120,7 @@ async def test_a_polled_fax_is_shown_in_japanese_with_page_1_and_thumbnails(
     assert 'alt="FAXの1枚目"' in html and 'alt="5枚目"' in html
 
     facts = {"送信元": "03-1234-5678", "受信番号": "03-6868-0000", "枚数": "6枚",
-             "受信日時": "2026年11月23日 03:09", "受信経路": "秒速FAX Plus"}
+             "受信日時": "2026年11月23日 03:09", "受信サービス": "秒速FAX Plus"}
     assert facts_in_text(text) == facts
     assert facts_in_html(html) == facts
     assert "このメールのHTML版では、1～5枚目をご覧いただけます。" in text
@@ -173,9 +173,9 @@ async def test_a_notice_number_of_byosoku_gets_only_that_a_fax_arrived_in_japane
     assert msg["Subject"] == "【FAX受信】03-6868-0000 宛て"
     html, text = html_of(msg), text_of(msg).replace("\r\n", "\n")
     assert "cid:" not in html and "<img" not in html
-    assert "この番号で受信したFAXはメールでは送られません。" in text
+    assert "この番号で受信したFAXは、メールに添付しない設定になっています。" in text
     facts = {"受信番号": "03-6868-0000", "受信日時": "2026年11月23日 03:09",
-             "受信経路": "秒速FAX Plus"}
+             "受信サービス": "秒速FAX Plus"}
     assert facts_in_text(text) == facts and facts_in_html(html) == facts
     for said in (text, html, msg["Subject"]):  # not who sent it, nor how long it is
         assert "1234-5678" not in said and "枚数" not in said and "2枚" not in said

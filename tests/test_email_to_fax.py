@@ -186,7 +186,7 @@ async def test_status_push_settles_the_job_and_the_report_lands_in_the_senders_t
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "Your fax to (0212) 222 25 25 was delivered." in text
     assert "Pages:       2" in text
-    assert "Fax status:  SUCCESS" in text
+    assert "Fax status:  delivered (SUCCESS)" in text
     html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "<strong>(0212) 222 25 25</strong> was delivered" in html
     job = await bridge.store.jobs.get(1)

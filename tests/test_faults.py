@@ -213,7 +213,7 @@ async def test_f5_a_fax_given_up_because_faxmax_is_unreachable_alerts_the_admin(
             await rig.run_for(DAY)
     [alert] = [m.message for m in relay.messages if m.rcpt_tos == [ADMIN]]
     assert alert["Subject"] == "[fax-bridge] faxes fail because FaxMAX could not be reached"
-    assert "was given up after 8 attempt(s); last error: cannot connect to FaxMAX" in (
+    assert "was given up after 8 attempts; last error: cannot connect to FaxMAX" in (
         plain_text(alert))
 
 

@@ -116,7 +116,7 @@ async def test_a_mixed_array_delivers_the_good_events_and_quarantines_the_bad_on
     by_rcpt = {m.rcpt_tos[0]: m.message for m in mails}
     assert set(by_rcpt) == {"istanbul@example.com", "frontdesk@example.com", ADMIN}
     alert = by_rcpt[ADMIN]
-    assert alert["Subject"] == "[fax-bridge] 1 FaxMAX push event(s) could not be understood"
+    assert alert["Subject"] == "[fax-bridge] 1 FaxMAX push event could not be understood"
     assert "the fax image (content) is not valid base64" in alert.get_body(
         ("plain",)).get_content()  # type: ignore[union-attr]
     [kept] = await bridge.store.inbound.quarantined()

@@ -84,9 +84,12 @@ async def test_a_busy_line_is_dialled_again_on_schedule_and_reported_once_with_e
     assert "Your fax to (0212) 222 25 25 was delivered at attempt 3." in text
     lines = [line.strip() for line in text.splitlines()]
     attempts = lines[lines.index("Attempts:") + 1:lines.index("Attempts:") + 4]
-    assert attempts[0].startswith("1. ") and "BUSY, no page sent; dialled again at" in attempts[0]
-    assert attempts[1].startswith("2. ") and "NO_ANSWER, no page sent; dialled again" in attempts[1]
-    assert attempts[2].startswith("3. ") and attempts[2].endswith("SUCCESS, 3 page(s) sent")
+    assert attempts[0].startswith("1. ")
+    assert "line busy (BUSY), no page sent; dialled again at" in attempts[0]
+    assert attempts[1].startswith("2. ")
+    assert "no answer (NO_ANSWER), no page sent; dialled again" in attempts[1]
+    assert attempts[2].startswith("3. ")
+    assert attempts[2].endswith("delivered (SUCCESS), 3 page(s) sent")
     # One job, three faxes FaxMAX took, each with the job id as its api_id.
     assert [f.api_id for f in faxmax.faxes] == ["1", "1", "1"]
     job = await bridge.store.jobs.get(1)
@@ -117,7 +120,7 @@ async def test_redials_end_after_the_last_delay_with_every_dial_counted(
     assert report.message["Subject"] == "Fax NOT delivered to (0212) 222 25 25: Invoice 42"
     text = report_text(relay)
     assert "The number was dialled 3 times; no call went through." in text
-    assert text.count("BUSY, no page sent") == 3
+    assert text.count("line busy (BUSY), no page sent") == 3
 
 
 async def test_faxmax_own_redials_count_against_the_same_budget(
@@ -145,8 +148,9 @@ async def test_faxmax_own_redials_count_against_the_same_budget(
                                       "confirmed.", "Reason: Call dropped after 2 page(s)",
                                       "so it was NOT sent again automatically"],
                  id="pages-went-through"),
-    pytest.param(Outcome("BUSY", pages=None), ["FaxMAX did not say whether any page went "
-                                               "through", "BUSY, pages sent not reported"],
+    pytest.param(Outcome("BUSY", pages=None), [
+        "FaxMAX did not say whether any page went through",
+        "line busy (BUSY), pages sent not reported"],
                  id="page-count-missing"),
 ])
 async def test_a_fax_that_may_have_printed_is_not_dialled_again_and_a_person_decides(

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bridge.alert_texts import said
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.dialling import StatusRules
@@ -101,11 +102,8 @@ class PushProcessor:
         template) is logged instead; the rows stay in quarantine and in `/metrics`."""
         reasons = "\n".join(f"- quarantine #{qid}: {reason}" for qid, reason in kept)
         try:
-            await self.alerter.alert(
-                "faxmax-push-quarantine",
-                f"{len(kept)} FaxMAX push event(s) could not be understood",
-                f"They are kept in the quarantine table, nothing was lost:\n{reasons}\n\n"
-                "After a fix, `fax-bridge replay-quarantine` processes them again.")
+            await self.alerter.alert("faxmax-push-quarantine", said(
+                "push-quarantine", count=len(kept), reasons=reasons))
         except Exception as exc:
             log.error("push: quarantine %s is stored, but its alert to the admin could not be "
                       "queued: %s: %s", ", ".join(f"#{qid}" for qid, _ in kept),

@@ -16,8 +16,9 @@ import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
+from bridge.alert_texts import said
+from bridge.alerts import Alert
 from bridge.clock import Clock, wait_for_event
 from bridge.store import Store
 
@@ -26,10 +27,6 @@ log = logging.getLogger(__name__)
 MAX_SLEEP = 60.0  # re-read the store at least this often, in case the wall clock jumped
 ERROR_PAUSE = 5.0  # after an unexpected error, so a persistent fault cannot spin the CPU
 MAX_FAILURES = 5  # unclassified failures of one item before it is given up
-
-
-class Alert(Protocol):
-    async def __call__(self, cause: str, summary: str, details: str = "") -> None: ...
 
 
 class ItemFailed(Exception):
@@ -84,12 +81,9 @@ class Shunt:
             await give_up(words)
             await self._forget(item)
             if self.alert is not None:
-                await self.alert(
-                    f"shunt-{self.queue}",
-                    f"{self.noun} {item} was given up after {count} unexpected errors in the "
-                    f"{self.queue} queue",
-                    f"Last error: {words}\n\nThe log has the details (search for "
-                    f"'{self.noun} {item}:'). Everything behind it in the queue went on.")
+                await self.alert(f"shunt-{self.queue}", said(
+                    "shunt", noun=self.noun, item=item, count=count, queue=self.queue,
+                    error=words))
         else:
             if item in self._failing:
                 await self._forget(item)

@@ -29,8 +29,11 @@ from pathlib import Path
 from typing import Literal
 
 from bridge import body, cover, documents, mime, replies
+from bridge.alert_texts import said
+from bridge.alerts import Alert
 from bridge.clock import Clock
 from bridge.config import CoverPage
+from bridge.details import INTERNAL_ERROR
 from bridge.errors import BridgeError
 from bridge.files import write_atomic
 from bridge.limits import DAY, PageCaps, broken_cap, try_again, who
@@ -39,7 +42,7 @@ from bridge.office.converter import OfficeConverter, OfficeDown
 from bridge.office.inputs import Input, write_input
 from bridge.sandbox import Sandbox
 from bridge.store import WAITING_JOB_STATES, Job, Message, Store, is_disk_full
-from bridge.workers.base import Alert, ItemFailed, Shunt, Worker
+from bridge.workers.base import ItemFailed, Shunt, Worker
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +52,6 @@ TRANSIENT_PAUSE = 10.0  # seconds after the sandbox's first transient failure; d
 # lack of processes or memory), or one that died while idle, found when its job is handed over
 # (the pipe is closed).
 TRANSIENT_ERRNOS = (errno.EAGAIN, errno.ENOMEM, errno.EPIPE, errno.ECONNRESET)
-INTERNAL_ERROR = ("fax-bridge could not convert the attachments (an internal error; the "
-                  "administrator has the details in the log)")
 
 
 def transient(exc: BaseException | None) -> bool:
@@ -103,7 +104,8 @@ def make_cover(body: str, request: CoverRequest, out: Path) -> cover.Fitted | No
     fitted = cover.fit(text, request.sender, request.subject)
     page = Templates.cached(request.templates_dir).render(
         "cover.html.j2", {"text": fitted.text, "subject": request.subject,
-                          "sender": request.sender}, request.language)
+                          "sender": request.sender, "shortened": fitted.left,
+                          "max_pages": cover.MAX_COVER_PAGES}, request.language)
     write_atomic(out, json.dumps(page, ensure_ascii=False).encode())  # as the PDF is
     return fitted
 
@@ -254,8 +256,7 @@ class Converter(Worker):
             log.warning("message %s: %s; it waits, with the other mails that need LibreOffice, "
                         "and is tried again in %.0fs", message.id, down.strerror, pause)
             if self.alert is not None:
-                await self.alert("office-down", "LibreOffice does not start: mails with Office "
-                                 "documents, or with their own text to fax, wait", str(down))
+                await self.alert("office-down", said("office-down", error=str(down)))
             return True
         except Exception as exc:
             if not is_disk_full(exc):
@@ -279,9 +280,8 @@ class Converter(Worker):
         log.error("office: %d mail(s) wait for LibreOffice, which is %s", waiting,
                   self.office_missing)
         if self.alert is not None:
-            await self.alert("office-missing", f"{waiting} mail(s) wait for LibreOffice",
-                             f"They need Office conversion, which is {self.office_missing}. "
-                             "They are converted once it is available again.")
+            await self.alert("office-missing", said("office-missing", waiting=waiting,
+                                                    missing=self.office_missing))
 
     def workdir(self, message: Message) -> Path:
         return self.documents_dir / f"message-{message.id}"

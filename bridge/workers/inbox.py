@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import documents, language, mime, previews, routing
+from bridge.alert_texts import said
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import Settings
@@ -242,11 +243,9 @@ class Inbox(Worker):
         except DocumentError as exc:  # the sandbox's limits cut the conversion off
             made = await self.sandbox.run(fax_mail, original, letter, str(exc))
         if made.problem:
-            await self.alerter.alert(
-                f"inbound-conversion-{fax.id}",
-                f"received fax {fax.id} could not be converted to PDF",
-                f"{made.problem}\nIt was delivered to {', '.join(to)} as the original file "
-                f"{made.filename}.")
+            await self.alerter.alert(f"inbound-conversion-{fax.id}", said(
+                "inbound-conversion", fax=fax.id, problem=made.problem, to=", ".join(to),
+                filename=made.filename))
         if made.preview_problem:
             log.warning("fax %s: its email shows no pictures of its pages: %s", fax.id,
                         made.preview_problem)

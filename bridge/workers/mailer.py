@@ -14,6 +14,7 @@ import logging
 import random
 from collections.abc import Callable
 
+from bridge.alert_texts import said
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import MailSettings
@@ -106,16 +107,9 @@ class Mailer(Worker):
         if set(mail.recipients) == {self.alerter.admin}:
             return
         copies = mail.unanswered + 1
-        await self.alerter.alert(
-            "mail-delivery-unknown",
-            f"delivery unknown for an email to {', '.join(mail.recipients)}",
-            f"Message-ID: {mail.message_id}\nLast error: {exc}\n\n"
-            f"It was sent {'once' if copies == 1 else 'twice'} without an answer from the "
-            "relay, which may have delivered it (the recipient may even have it twice, with "
-            "the same Message-ID). It is not sent again on its own; it is kept in the outbox "
-            f"as mail {mail.id}. If the recipient does not have it, `fax-bridge retry --mail "
-            f"{mail.id}` sends it again; `fax-bridge list --mail unknown` shows every such "
-            "email.")
+        await self.alerter.alert("mail-delivery-unknown", said(
+            "mail-delivery-unknown", to=", ".join(mail.recipients), message_id=mail.message_id,
+            error=exc, copies=copies, mail=mail.id))
 
     async def dead_letter(self, mail: QueuedMail, words: str) -> None:
         """Kept in the outbox as given up, as a refused email is; `retry --mail` resends it."""
@@ -126,10 +120,6 @@ class Mailer(Worker):
         """A dead letter is kept, and a person hears of it, unless it was to that person."""
         if set(mail.recipients) == {self.alerter.admin}:
             return
-        await self.alerter.alert(
-            "mail-undeliverable",
-            f"an email to {', '.join(mail.recipients)} could not be delivered",
-            f"Message-ID: {mail.message_id}\nAttempts: {mail.attempts}\nLast error: {exc}\n\n"
-            f"It is kept in the outbox as mail {mail.id}. After fixing the cause, "
-            f"`fax-bridge retry --mail {mail.id}` sends it again; `fax-bridge list --mail "
-            "failed` shows every email that was given up.")
+        await self.alerter.alert("mail-undeliverable", said(
+            "mail-undeliverable", to=", ".join(mail.recipients), message_id=mail.message_id,
+            attempts=mail.attempts, error=exc, mail=mail.id))

@@ -24,12 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from bridge.alert_texts import said
 from bridge.alerts import Alerter
 from bridge.clock import Clock, parse_provider_time
 from bridge.config import ByosokuSettings
 from bridge.errors import ProviderError
 from bridge.files import write_atomic
-from bridge.providers.byosoku import NAME, PROVIDER, LogEntry
+from bridge.providers.byosoku import PROVIDER, LogEntry
 from bridge.retry import RetryPolicy
 from bridge.store import Inbound, InboundState, NewInbound, Store, is_disk_full
 from bridge.workers.base import Worker
@@ -61,11 +62,7 @@ def margin(interval: float) -> float:
     return min(1.0, interval * 0.05)
 
 
-PERMANENT_ALERTS = {
-    "403": "this server's IP address is not registered with 秒速FAX Plus",
-    "404": "the 秒速FAX Plus URLs in the configuration are wrong (HTTP 404)",
-    "ERR_NO_DATA": "秒速FAX Plus cannot find the account (ERR_NO_DATA): check the configuration",
-}
+PERMANENT_ALERTS = ("403", "404", "ERR_NO_DATA")  # alerted at once (`bridge.alert_texts`)
 
 
 class Poller(Worker):
@@ -194,13 +191,8 @@ class Poller(Worker):
         if overflow:
             log.error("byosoku: log gap %s: more than %d faxes arrived since the last poll",
                       meta["byosoku.log_gaps"], LOG_ROWS)
-            await self.alerter.alert(
-                "byosoku-log-overflow",
-                f"faxes may have been missed: the {NAME} log scrolled past the last poll",
-                f"The receive log shows only the latest {LOG_ROWS} faxes. This poll's "
-                f"{len(entries)} rows share none with the previous poll's, so more than "
-                f"{LOG_ROWS} faxes arrived in one poll interval and the oldest of them were "
-                "never seen. Check the provider's admin panel for them.")
+            await self.alerter.alert("byosoku-log-overflow", said(
+                "byosoku-log-overflow", rows=LOG_ROWS, seen=len(entries)))
         if new and not skip:
             self.on_fax()
 
@@ -213,11 +205,11 @@ class Poller(Worker):
         log.warning("byosoku: log call failed (%s): %s; next call in %.0fs", exc.code, exc,
                     self._log_at - self.clock.monotonic())
         if exc.code in PERMANENT_ALERTS:
-            await self.alerter.alert(f"byosoku-{exc.code}", PERMANENT_ALERTS[exc.code], str(exc))
+            await self.alerter.alert(f"byosoku-{exc.code}",
+                                     said(f"byosoku-{exc.code}", error=str(exc)))
         elif self._log_failures >= FAILING_ALERT_AFTER:
-            await self.alerter.alert(
-                "byosoku-log-failing",
-                f"{NAME} polling has failed {self._log_failures} times in a row", str(exc))
+            await self.alerter.alert("byosoku-log-failing", said(
+                "byosoku-log-failing", failures=self._log_failures, error=str(exc)))
 
     async def fetch(self, fax: Inbound) -> None:
         await self._call_started("pdf")
@@ -256,11 +248,9 @@ class Poller(Worker):
         if self._disk_full > 1:
             return
         try:
-            await self.alerter.alert(
-                "byosoku-disk-full", f"received faxes cannot be stored: out of storage ({NAME})",
-                f"The PDF of fax {fax.id} (pdfId {fax.external_id}) was downloaded but could "
-                f"not be written: {exc}. Downloads pause, up to {DISK_FULL_MAX_PAUSE:.0f} s "
-                "at a time, and resume by themselves once there is space; nothing is lost.")
+            await self.alerter.alert("byosoku-disk-full", said(
+                "byosoku-disk-full", fax=fax.id, pdf_id=fax.external_id, error=exc,
+                pause=f"{DISK_FULL_MAX_PAUSE:.0f}"))
         except Exception as alert_exc:  # the alert needs space too
             if not is_disk_full(alert_exc):
                 raise
@@ -282,16 +272,13 @@ class Poller(Worker):
                       fax.external_id, attempts, exc)
             await self.store.inbound.finish(fax.id, InboundState.FAILED, mail=None, now=now,
                                           detail=str(exc))
-            await self.alerter.alert(
-                f"byosoku-pdf-failed-{fax.id}",
-                f"a received fax could not be downloaded from {NAME}",
-                f"Fax to {fax.receiving_number} from {fax.sender_number or 'a withheld number'}"
-                f" (pdfId {fax.external_id}, {fax.pages or '?'} page(s)) could not be fetched "
-                f"after {attempts} attempt(s): {exc}. Download it from the provider's admin "
-                "panel.")
+            await self.alerter.alert(f"byosoku-pdf-failed-{fax.id}", said(
+                "byosoku-pdf-failed", to=fax.receiving_number, sender=fax.sender_number,
+                pdf_id=fax.external_id, pages=fax.pages or "?", attempts=attempts, error=exc))
             return
         if exc.code in PERMANENT_ALERTS:
-            await self.alerter.alert(f"byosoku-{exc.code}", PERMANENT_ALERTS[exc.code], str(exc))
+            await self.alerter.alert(f"byosoku-{exc.code}",
+                                     said(f"byosoku-{exc.code}", error=str(exc)))
         log.warning("fax %s: PDF %s not fetched (%s); retry in %.0fs", fax.id, fax.external_id,
                     exc.code, at - now)
         await self.store.inbound.retry(fax.id, at=at, detail=str(exc), now=now, no_pdf=no_pdf)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import details, language, previews
+from bridge.alerts import Alert
 from bridge.clock import Clock
 from bridge.config import FaxmaxSettings, Settings
 from bridge.language import format_time
@@ -32,7 +33,7 @@ from bridge.mail import Templates, as_bytes, compose
 from bridge.sandbox import Sandbox
 from bridge.store import Attempt, Job, JobState, Message, OutgoingMail, Store
 from bridge.store.statuses import remote_station
-from bridge.workers.base import Alert, Shunt, Worker
+from bridge.workers.base import Shunt, Worker
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def attempt_context(attempt: Attempt, tz: str, lang: str = "en") -> dict[str, An
     """One attempt, as the report lists it."""
     return {
         "at": format_time(attempt.submitted_at, tz, lang),
-        "status": attempt.status,
+        "status": details.status_word(attempt.status, lang),
         "pages": attempt.pages,  # transferred, as its final push said; None: not said
         "tried": attempt.tried,  # FaxMAX's own dials; None: not said
         "message": attempt.result_message,
@@ -90,9 +91,10 @@ def report_context(job: Job, message: Message, tz: str, faxmax: FaxmaxSettings,
     `attempts` are the faxes FaxMAX took in this round (a redial after a busy line is one
     more), oldest first; `copy` what is shown of the document, its picture as `cid`. Times,
     the number as written (`written_number`) and the bridge's own words in `detail` are in
-    the reader's language `lang` (`bridge.language`, `bridge.details`); `home_country` is the
-    reader's country code."""
+    the reader's language `lang` (`bridge.language`, `bridge.details`), as are FaxMAX's status
+    words and what was not faxed; `home_country` is the reader's country code."""
     printed = copy.printed
+    detail = details.translate(job.detail, lang)
     return {
         "document_sha256": copy.sha256,
         "document_gone": copy.gone,
@@ -111,14 +113,17 @@ def report_context(job: Job, message: Message, tz: str, faxmax: FaxmaxSettings,
         "number": "+" + job.number,
         "recipient": job.recipient,
         "subject": message.subject,
-        "detail": details.translate(job.detail, lang),
-        "provider_status": job.provider_status,
+        "detail": detail,
+        # FaxMAX's own words (an attempt's `result_message`), which no one translates
+        "detail_by_faxmax": detail == job.detail != "" and any(
+            a.result_message == job.detail for a in attempts),
+        "provider_status": details.status_word(job.provider_status, lang),
         "fax_id": job.fax_id or "",
         "pages": job.pages_sent if job.pages_sent is not None else job.pages(message),
         "attempts": job.attempts,
         "finished": format_time(job.finished_at or job.updated_at, tz, lang),
         "received": format_time(message.received_at, tz, lang),
-        "left_out": list(message.left_out),
+        "left_out": [details.left_out(item, lang) for item in message.left_out],
         "resolution": job.resolution or faxmax.resolution,
         "paper_size": job.paper_size or faxmax.paper_size,
         "cover_pages": cover_pages(job, message),

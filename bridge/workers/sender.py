@@ -22,10 +22,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from bridge.alert_texts import Said, said
 from bridge.alerts import Alerter
 from bridge.clock import Clock
 from bridge.config import FaxmaxSettings
 from bridge.cover import cover_file
+from bridge.details import INTERRUPTED
 from bridge.dialling import StatusRules
 from bridge.errors import (
     ProviderOutcomeUnknown,
@@ -40,8 +42,6 @@ from bridge.store.jobs import Lines
 from bridge.workers.base import Worker
 
 log = logging.getLogger(__name__)
-INTERRUPTED = ("an internal error interrupted the hand-over to FaxMAX, so it is unknown whether "
-               "the fax was sent; it was not sent again")
 T = TypeVar("T")
 
 
@@ -179,8 +179,7 @@ class Sender(Worker):
             log.warning("job %s: failed: %s", job.id, exc)
             await self._finish(job, JobState.FAILED, str(exc))
             if exc.code in CREDENTIAL_ERRORS:  # every fax fails until a person fixes it
-                await self._alert("faxmax-credentials",
-                                  "FaxMAX refuses our credentials: no fax can be sent", str(exc))
+                await self._alert("faxmax-credentials", said("faxmax-credentials", error=str(exc)))
         except ProviderOutcomeUnknown as exc:
             log.error("job %s: outcome unknown, not resent: %s", job.id, exc)
             await self._finish(job, JobState.UNKNOWN, str(exc))
@@ -190,7 +189,7 @@ class Sender(Worker):
         else:
             log.info("job %s: accepted by FaxMAX as fax %s", job.id, result.fax_id)
             state = await self._recorded(
-                job, f"accepted by FaxMAX as fax {result.fax_id}",
+                job, said("outcome-accepted", fax=result.fax_id),
                 lambda: self.store.jobs.submitted(job.id, result.fax_id, self.clock.now(),
                                                   self.rules))
             if state in (JobState.SUBMITTED, JobState.QUEUED):
@@ -198,10 +197,12 @@ class Sender(Worker):
         self.on_final()
 
     async def _finish(self, job: Job, state: JobState, detail: str) -> None:
-        await self._recorded(job, f"{state} ({detail})", lambda: self.store.jobs.finish(
-            job.id, state, detail=detail, now=self.clock.now(), rules=self.rules))
+        await self._recorded(
+            job, said("outcome-finished", state=state, detail=detail),
+            lambda: self.store.jobs.finish(job.id, state, detail=detail, now=self.clock.now(),
+                                           rules=self.rules))
 
-    async def _recorded(self, job: Job, outcome: str, record: Callable[[], Awaitable[T]]) -> T:
+    async def _recorded(self, job: Job, outcome: Said, record: Callable[[], Awaitable[T]]) -> T:
         """`record()` until the store takes it: after FaxMAX answered, the answer exists
         nowhere else, and the job must not stay `sending` (a restart would call it unknown,
         for the wrong reason, and its fax id would live only in the log). One log line per
@@ -219,23 +220,21 @@ class Sender(Worker):
                 error = f"{type(exc).__name__}: {exc}"
                 pause = min(RECORD_RETRY_CAP, RECORD_RETRY_BASE * 2 ** (refused - 1))
                 log.error("job %s: %s, but recording it failed (%s); the fax is not sent "
-                          "again, recording again in %.1fs (attempt %d)", job.id, outcome,
+                          "again, recording again in %.1fs (attempt %d)", job.id, outcome.summary(),
                           error, pause, refused)
                 await asyncio.sleep(pause)
                 continue
             if refused >= RECORD_ALERT_AFTER:
-                log.warning("job %s: %s: recorded at attempt %d", job.id, outcome, refused + 1)
-                await self._alert(
-                    "store-refused-send-outcome",
-                    "FaxMAX's answer was recorded late: the store refused writes",
-                    f"Job {job.id}: {outcome}. Recording it failed {refused} times "
-                    f"(last: {error}) before it succeeded; no fax was sent twice. Check the "
-                    "free space of the data directory, and whatever held the database locked.")
+                log.warning("job %s: %s: recorded at attempt %d", job.id, outcome.summary(),
+                            refused + 1)
+                await self._alert("store-refused-send-outcome", said(
+                    "store-refused-send-outcome", job=job.id, outcome=outcome, refused=refused,
+                    error=error))
             return value
 
-    async def _alert(self, cause: str, summary: str, details: str) -> None:
+    async def _alert(self, cause: str, text: Said) -> None:
         if self.alerter is not None:
-            await self.alerter.alert(cause, summary, details)
+            await self.alerter.alert(cause, text)
 
     async def _retry_or_fail(self, job: Job, reason: str) -> None:
         now = self.clock.now()
@@ -250,13 +249,11 @@ class Sender(Worker):
             await self._finish(job, JobState.FAILED,
                                f"FaxMAX could not be reached after {job.attempts} attempt(s); "
                                f"last error: {reason}")
-            await self._alert("faxmax-unreachable",
-                              "faxes fail because FaxMAX could not be reached",
-                              f"Job {job.id} was given up after {job.attempts} attempt(s); "
-                              f"last error: {reason}")
+            await self._alert("faxmax-unreachable", said(
+                "faxmax-unreachable", job=job.id, attempts=job.attempts, error=reason))
             self.on_final()
             return
         log.info("job %s: temporary failure (%s); retry %d in %.0fs", job.id, reason,
                  job.attempts + 1, at - now)
-        await self._recorded(job, f"a temporary failure ({reason})", lambda: self.store.jobs.retry(
-            job.id, at=at, detail=reason, now=now))
+        await self._recorded(job, said("outcome-retry", reason=reason),
+                             lambda: self.store.jobs.retry(job.id, at=at, detail=reason, now=now))
