@@ -20,6 +20,7 @@ import pytest
 from bridge import alert_texts, details, refusal_texts
 from bridge.errors import ProviderError
 from bridge.limits import try_again, who
+from bridge.providers.byosoku import NAME
 from bridge.providers.faxmax import interpret_response
 from bridge.replies import Reply
 from tests.test_replies import SAMPLES
@@ -47,12 +48,13 @@ def test_every_alert_is_written_in_each_language_with_the_same_slots(key: str) -
     assert set(texts) == {"en", "tr", "ja"}
     assert {lang: fields(t[0]) | fields(t[1]) for lang, t in texts.items()} == {
         lang: fields(texts["en"][0]) | fields(texts["en"][1]) for lang in texts}
-    values = {name: 2 for t in texts.values() for text in t for name in fields(text)}
+    values: dict[str, object] = {
+        name: 2 for t in texts.values() for text in t for name in fields(text)}
     values |= {"to": "902121110000", "sender": "", "error": "OSError: [Errno 28]",
                "outcome": alert_texts.said("outcome-accepted", fax="F-1"),
                "detail": "FaxMAX refused the fax: bad page", "reason": "", "state": "failed",
                "noun": "job", "queue": "report"}
-    written = alert_texts.Said(key, {**values, "provider": alert_texts.BYOSOKU})
+    written = alert_texts.Said(key, {**values, "provider": NAME})
     english = written.summary() + written.details()
     for lang in TRANSLATED:
         text = written.summary(lang) + "\n" + written.details(lang)
