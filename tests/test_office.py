@@ -343,7 +343,7 @@ async def test_mails_that_need_libreoffice_wait_for_it_across_a_start_without_it
         rows = await query(bridge.store.path, "SELECT body FROM outbox")
         subjects = [str(email.message_from_bytes(body, policy=default)["Subject"])
                     for (body,) in rows]
-        return any("1 mail(s) wait for LibreOffice" in subject for subject in subjects)
+        return any("1 mail waits for LibreOffice" in subject for subject in subjects)
 
     await wait_until(told, True)
     job = await bridge.store.jobs.get(1)

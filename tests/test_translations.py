@@ -23,7 +23,7 @@ from bridge.limits import try_again, who
 from bridge.providers.byosoku import NAME
 from bridge.providers.faxmax import interpret_response
 from bridge.replies import Reply
-from tests.test_replies import SAMPLES
+from tests.reply_samples import SAMPLES
 
 TRANSLATED = ("tr", "ja")
 LATIN_WORDS = re.compile(r"(?<!['’])\b(the|was|could|not|after|with|and|is|of|to|a)\b")
