@@ -182,6 +182,12 @@ async def send_mail(port: int, mail: bytes) -> Sent:
                 result.replied_at)
 
 
+# Every mail goes to one number, and this simulator pushes no final status: with the line held
+# until one comes (`faxmax.per_number_concurrency`, issue 21), the second fax would wait
+# `line_hold`. The figure is the path's latency, not the line's, so each fax has its own.
+ONE_LINE_UNHELD = {"per_number_concurrency": 10_000}
+
+
 def mail_bytes(n: int, pdf: bytes) -> bytes:
     msg = fax_mail(("invoice.pdf", "application/pdf", pdf), to=FAX_RCPT, sender=SENDER,
                    subject=f"Invoice {n}", message_id=f"<latency-{n}@example.com>")
@@ -218,7 +224,7 @@ async def faxmax_figure(args: argparse.Namespace, workdir: Path) -> tuple[Figure
     pdf = make_pdf(1)
     async with relay_sink() as relay:
         settings = settings_for(workdir, simulator.url, relay.port, numbers=NO_SENDING_LIMITS,
-                                faxmax={"timeout": 120.0})
+                                faxmax={"timeout": 120.0, **ONE_LINE_UNHELD})
         p = ServeProcess(settings, workdir)
         await p.start()
         to_faxmax.notes.append(f"load average at the start {loadavg()}")
@@ -346,7 +352,7 @@ async def intake_figure(args: argparse.Namespace, workdir: Path, *, stalled: boo
     pdf = make_pdf(1)
     async with relay_sink() as relay:
         settings = settings_for(workdir, simulator.url, relay.port, numbers=NO_SENDING_LIMITS,
-                                faxmax={"timeout": 2 * STALL_SECONDS})
+                                faxmax={"timeout": 2 * STALL_SECONDS, **ONE_LINE_UNHELD})
         p = ServeProcess(settings, workdir)
         await p.start()
         figure.notes.append(f"load average at the start {loadavg()}")
