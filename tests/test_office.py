@@ -234,15 +234,17 @@ async def test_without_libreoffice_an_office_file_is_refused_saying_what_to_send
 
 STAND_IN = """#!/bin/sh
 # Stands in for soffice.bin: starts the real one, and while {mode} names a mode, does that to it
-# as soon as a document is given to it (its file appears in {documents}): "hang" stops it dead
-# (SIGSTOP), "crash" kills it (SIGSEGV); "broken" does not start it at all.
+# as soon as it has a document open (a part's file in {documents} among its open files; the
+# part's file appearing is too early, LibreOffice may not have it yet, and would be killed
+# idle): "hang" stops it dead (SIGSTOP), "crash" kills it (SIGSEGV); "broken" does not start it.
 what=$(cat {mode} 2>/dev/null)
 if [ "$what" = broken ]; then exit 1; fi
 {soffice} "$@" &
 office=$!
 echo $office > {pids}
 if [ -n "$what" ]; then
-    (until ls {documents}/message-*/part-* >/dev/null 2>&1; do sleep 0.01; done
+    (until ls -l /proc/$office/fd 2>/dev/null | grep -q '{documents}/message-.*/part-'; do
+         sleep 0.002; done
      if [ "$what" = hang ]; then kill -STOP $office; else kill -SEGV $office; fi) &
 fi
 wait $office
